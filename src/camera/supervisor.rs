@@ -1,0 +1,216 @@
+//! One task per camera: connect, watch, and reconnect forever. It owns the camera's ingest pipeline and bus, decides
+//! the camera's status (CONNECTED on the first frame, DISCONNECTED on error, end of stream or a stall, ERROR when the
+//! camera refuses us for a reason retrying will not fix soon) and publishes every change. A failure here ends one
+//! attempt of one camera, never the process or another camera.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Camera, CameraSource, CameraStatus};
+use crate::config::MonitorConfig;
+use crate::events::{EventBus, EventKind};
+use crate::media::ingest::{RtspSettings, build_rtsp_ingest};
+
+/// Why an attempt ended.
+enum Ended {
+    Cancelled,
+    Failed { connected: bool, reason: String, status: CameraStatus },
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    jitter: f64,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration, jitter: f64) -> Backoff {
+        Backoff { initial, max, jitter, next: initial }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
+    /// The delay before the next attempt; doubles up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let factor = 1.0 + rand::rng().random_range(-self.jitter..=self.jitter);
+        base.mul_f64(factor.max(0.0))
+    }
+}
+
+/// Runs until `cancel` fires.
+pub async fn supervise(camera: Arc<Camera>, monitor: MonitorConfig, events: EventBus, cancel: CancellationToken) {
+    let mut backoff = Backoff::new(monitor.reconnect_initial, monitor.reconnect_max, monitor.reconnect_jitter);
+    loop {
+        match attempt(&camera, &monitor, &events, &cancel).await {
+            Ended::Cancelled => break,
+            Ended::Failed { connected, reason, status } => {
+                if connected {
+                    backoff.reset();
+                }
+                debug!(reason, "attempt ended");
+                set_status(&camera, &events, status, Some(reason));
+            }
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => break,
+        }
+        camera.update_state(|s| s.reconnects += 1);
+    }
+    debug!("supervisor stopped");
+}
+
+/// One connection attempt, from building the pipeline to tearing it down.
+async fn attempt(camera: &Arc<Camera>, monitor: &MonitorConfig, events: &EventBus, cancel: &CancellationToken) -> Ended {
+    let pipeline = match &camera.source {
+        CameraSource::Rtsp { url } => {
+            let settings = RtspSettings { latency: monitor.rtsp_latency, tcp: true };
+            build_rtsp_ingest(url, &settings, camera.hub.clone())
+        }
+    };
+    let pipeline = match pipeline {
+        Ok(p) => p,
+        Err(e) => return Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error },
+    };
+    let Some(bus) = pipeline.bus() else {
+        return Ended::Failed { connected: false, reason: "pipeline has no bus".into(), status: CameraStatus::Error };
+    };
+    let mut messages = bus.stream();
+    let ended = if let Err(e) = pipeline.set_state(gst::State::Playing) {
+        Ended::Failed { connected: false, reason: format!("cannot start pipeline: {e}"), status: CameraStatus::Error }
+    } else {
+        watch(camera, monitor, events, cancel, &mut messages).await
+    };
+    teardown(pipeline).await;
+    camera.hub.reset();
+    ended
+}
+
+async fn watch(
+    camera: &Arc<Camera>,
+    monitor: &MonitorConfig,
+    events: &EventBus,
+    cancel: &CancellationToken,
+    messages: &mut gst::bus::BusStream,
+) -> Ended {
+    let started = Instant::now();
+    let mut connected = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ended::Cancelled,
+            _ = camera.hub.first_frame(), if !connected => {
+                connected = true;
+                info!(after_ms = started.elapsed().as_millis() as u64, "connected");
+                camera.update_state(|s| {
+                    s.connected_since = Some(Instant::now());
+                    s.last_error = None;
+                });
+                set_status(camera, events, CameraStatus::Connected, None);
+            }
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return Ended::Failed { connected, reason: "bus closed".into(), status: CameraStatus::Disconnected };
+                };
+                match message.view() {
+                    gst::MessageView::Error(e) => {
+                        let err = e.error();
+                        let status = if err.matches(gst::ResourceError::NotAuthorized)
+                            || err.matches(gst::StreamError::CodecNotFound)
+                        {
+                            CameraStatus::Error
+                        } else {
+                            CameraStatus::Disconnected
+                        };
+                        return Ended::Failed { connected, reason: err.message().to_owned(), status };
+                    }
+                    gst::MessageView::Eos(_) => {
+                        return Ended::Failed { connected, reason: "end of stream".into(), status: CameraStatus::Disconnected };
+                    }
+                    gst::MessageView::Warning(w) => debug!(warning = %w.error(), "pipeline warning"),
+                    _ => {}
+                }
+            }
+            _ = tick.tick() => {
+                let since = camera.hub.stats().since_last_frame;
+                if connected && since.is_some_and(|d| d > monitor.stall_timeout) {
+                    return Ended::Failed {
+                        connected,
+                        reason: format!("no frame for {} ms", monitor.stall_timeout.as_millis()),
+                        status: CameraStatus::Disconnected,
+                    };
+                }
+                if !connected && started.elapsed() > monitor.connect_timeout {
+                    return Ended::Failed {
+                        connected,
+                        reason: format!("no frame within {} ms of connecting", monitor.connect_timeout.as_millis()),
+                        status: CameraStatus::Disconnected,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Stops a pipeline off the async runtime: `set_state(Null)` joins streaming threads and may block.
+async fn teardown(pipeline: gst::Pipeline) {
+    match tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(err = %e, "pipeline teardown failed"),
+        Err(e) => warn!(err = %e, "pipeline teardown panicked"),
+    }
+}
+
+/// Records the new status and publishes it if it changed.
+fn set_status(camera: &Arc<Camera>, events: &EventBus, status: CameraStatus, reason: Option<String>) {
+    let mut previous = status;
+    let changed = camera.update_state(|s| {
+        previous = s.status;
+        s.status = status;
+        if status != CameraStatus::Connected {
+            s.connected_since = None;
+            if reason.is_some() {
+                s.last_error = reason.clone();
+            }
+        }
+    });
+    if changed {
+        match status {
+            CameraStatus::Connected => info!("status CONNECTED"),
+            other => warn!(status = other.as_str(), reason = reason.as_deref().unwrap_or(""), "camera lost"),
+        }
+        events.publish(EventKind::CameraStatus { camera: camera.clone(), status, previous, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_bounded_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(250), Duration::from_secs(2), 0.2);
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(200) && first <= Duration::from_millis(300), "{first:?}");
+        let delays: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(2400)), "{delays:?}");
+        assert!(delays.last().expect("eight delays") >= &Duration::from_millis(1600));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(300));
+    }
+}

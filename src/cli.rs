@@ -1,0 +1,278 @@
+//! The command line: `run`, `demo`, `testcam`, `check-config`, `token`, `apikey create`. Parses arguments, loads and
+//! validates config (a bad one exits 64 with one line), installs logging and signal handling, then calls the
+//! library. No service logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::auth::Role;
+use crate::config::{Config, ConfigError};
+use crate::media::testcam::{TestCam, TestCamSettings, TestCamSource};
+
+/// EX_USAGE from sysexits.h: the configuration or the command line is wrong.
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "camhub", version, about = "Cameras in, one WebSocket JSON-RPC API out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service.
+    Run {
+        #[arg(long, env = "CAMHUB_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run camhub on its embedded default with the built-in test camera (for a first look).
+    Demo {
+        /// Data dir for the demo.
+        #[arg(long, default_value = "var/demo")]
+        data: PathBuf,
+    },
+    /// Serve test cameras over RTSP: rtsp://LISTEN/cam0 .. camN-1.
+    Testcam(TestcamArgs),
+    /// Validate a config file without starting anything.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print a signed JWT for a role.
+    Token {
+        #[arg(long, env = "CAMHUB_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        #[arg(long, default_value = "cli")]
+        user: String,
+    },
+    /// Manage API keys.
+    Apikey {
+        #[command(subcommand)]
+        action: ApikeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyAction {
+    /// Create a key for a role and print it (only its hash is stored).
+    Create {
+        #[arg(long, env = "CAMHUB_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TestcamArgs {
+    #[arg(long, default_value = "127.0.0.1:8554")]
+    listen: std::net::SocketAddr,
+    #[arg(long, default_value_t = 1)]
+    cameras: usize,
+    #[arg(long, default_value_t = 1280)]
+    width: u32,
+    #[arg(long, default_value_t = 720)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Frames between keyframes (default: one second's worth).
+    #[arg(long)]
+    gop: Option<u32>,
+    #[arg(long, default_value_t = 2000)]
+    bitrate: u32,
+    /// Loop the video of this MP4/MKV file instead of generating a picture.
+    #[arg(long, conflicts_with = "loop_seconds")]
+    file: Option<PathBuf>,
+    /// Encode this many seconds once and loop them (cheap for many cameras) instead of encoding live.
+    #[arg(long)]
+    loop_seconds: Option<u32>,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "role must be viewer, operator or admin".into())
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Run { config } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            finish(crate::service::run(config, shutdown_signal()).await)
+        }
+        Command::Demo { data } => demo(data).await,
+        Command::Testcam(args) => testcam(args).await,
+        Command::CheckConfig { config } => match load(Some(&config)) {
+            Ok(c) => {
+                println!("{}: ok ({} cameras, listen {})", config.display(), c.cameras.len(), c.server.listen);
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Token { config, role, ttl, user } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let result = async {
+                let (db, auth) = crate::service::open_storage(&config).await?;
+                let token = auth.issue(&user, role, Duration::from_secs(ttl))?;
+                db.close().await;
+                anyhow::Ok(token)
+            };
+            match result.await {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Apikey { action: ApikeyAction::Create { config, role, name } } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let result = async {
+                let (db, auth) = crate::service::open_storage(&config).await?;
+                let key = auth.create_api_key(role, &name).await?;
+                db.close().await;
+                anyhow::Ok(key)
+            };
+            match result.await {
+                Ok(key) => {
+                    println!("{key}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+    }
+}
+
+/// Loads and validates config; a problem is one line on stderr and exit 64.
+fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e: ConfigError| {
+        eprintln!("camhub: config error: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("camhub: error: {message}");
+    ExitCode::FAILURE
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the service can only be killed; run until then.
+        return std::future::pending().await;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("camhub: second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn testcam(args: TestcamArgs) -> ExitCode {
+    let source = match (args.file, args.loop_seconds) {
+        (Some(path), _) => TestCamSource::File(path),
+        (None, Some(seconds)) => TestCamSource::Loop { seconds },
+        (None, None) => TestCamSource::Live,
+    };
+    let settings = TestCamSettings {
+        listen: args.listen,
+        cameras: args.cameras,
+        width: args.width,
+        height: args.height,
+        fps: args.fps,
+        gop: args.gop,
+        bitrate_kbps: args.bitrate,
+        source,
+    };
+    let cameras = settings.cameras;
+    let host = settings.listen.ip();
+    let cam = match tokio::task::spawn_blocking(move || TestCam::start(settings)).await {
+        Ok(Ok(cam)) => cam,
+        Ok(Err(e)) => return fail(e.to_string()),
+        Err(e) => return fail(e.to_string()),
+    };
+    println!("testcam: serving rtsp://{host}:{}/cam0 .. cam{}", cam.port(), cameras - 1);
+    shutdown_signal().await;
+    drop(cam);
+    ExitCode::SUCCESS
+}
+
+async fn demo(data: PathBuf) -> ExitCode {
+    let mut config = match Config::from_toml(include_str!("../config/demo.toml")) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("embedded demo config: {e}")),
+    };
+    config.storage.root = data;
+    let settings = TestCamSettings { cameras: 2, width: 1280, height: 720, fps: 30, ..TestCamSettings::default() };
+    let cam = match tokio::task::spawn_blocking(move || TestCam::start(settings)).await {
+        Ok(Ok(cam)) => cam,
+        Ok(Err(e)) => return fail(format!("test camera: {e}")),
+        Err(e) => return fail(e.to_string()),
+    };
+    let token = async {
+        let (db, auth) = crate::service::open_storage(&config).await?;
+        let token = auth.issue("demo", Role::Admin, Duration::from_secs(24 * 3600))?;
+        db.close().await;
+        anyhow::Ok(token)
+    };
+    let token = match token.await {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    let listen = config.server.listen;
+    println!();
+    println!("camhub demo: 2 test cameras at rtsp://127.0.0.1:{}/cam0 and cam1", cam.port());
+    println!("  WebSocket JSON-RPC : ws://{listen}/ws");
+    println!("  admin token (24 h) : {token}");
+    println!("  try                : python3 scripts/rpc.py --url ws://{listen}/ws --token $TOKEN get_camera_list");
+    println!("  health             : curl http://{listen}/health/cameras");
+    println!();
+    let result = crate::service::run(config, shutdown_signal()).await;
+    drop(cam);
+    finish(result)
+}

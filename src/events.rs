@@ -1,0 +1,108 @@
+//! The in-process event bus: every change worth telling a client about (camera status, cameras added and removed,
+//! start-up and shutdown) is published here once and fanned out to WebSocket connections and the event log.
+//! Subscribers that fall behind lose the oldest events and learn how many (tokio `broadcast` semantics); a slow
+//! subscriber never slows the publisher.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+use crate::camera::{Camera, CameraId, CameraStatus};
+
+/// Event topics clients can subscribe to, as the contract names them.
+pub const TOPICS: &[&str] = &[
+    "camera.connected",
+    "camera.disconnected",
+    "camera.status_change",
+    "camera.added",
+    "camera.removed",
+    "recording.start",
+    "recording.stop",
+    "recording.error",
+    "snapshot.taken",
+    "system.health",
+    "system.startup",
+    "system.shutdown",
+    "storage.low_space",
+    "detection",
+];
+
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    /// A camera's status changed.
+    CameraStatus { camera: Arc<Camera>, status: CameraStatus, previous: CameraStatus, reason: Option<String> },
+    CameraAdded { camera: Arc<Camera> },
+    CameraRemoved { id: CameraId },
+    SystemStartup,
+    SystemShutdown,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: SystemTime,
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// The topics this event is published under.
+    pub fn topics(&self) -> &'static [&'static str] {
+        match &self.kind {
+            EventKind::CameraStatus { status: CameraStatus::Connected, .. } => {
+                &["camera.connected", "camera.status_change"]
+            }
+            EventKind::CameraStatus { status: CameraStatus::Disconnected, .. } => {
+                &["camera.disconnected", "camera.status_change"]
+            }
+            EventKind::CameraStatus { status: CameraStatus::Error, .. } => &["camera.status_change"],
+            EventKind::CameraAdded { .. } => &["camera.added"],
+            EventKind::CameraRemoved { .. } => &["camera.removed"],
+            EventKind::SystemStartup => &["system.startup"],
+            EventKind::SystemShutdown => &["system.shutdown"],
+        }
+    }
+
+    /// The camera the event concerns, if any (for device filters).
+    pub fn device(&self) -> Option<&CameraId> {
+        match &self.kind {
+            EventKind::CameraStatus { camera, .. } | EventKind::CameraAdded { camera } => Some(&camera.id),
+            EventKind::CameraRemoved { id } => Some(id),
+            EventKind::SystemStartup | EventKind::SystemShutdown => None,
+        }
+    }
+
+    /// A neutral description for the event log: topic-independent facts, no credentials.
+    pub fn details(&self) -> serde_json::Value {
+        match &self.kind {
+            EventKind::CameraStatus { status, previous, reason, .. } => serde_json::json!({
+                "status": status.as_str(), "previous": previous.as_str(), "reason": reason,
+            }),
+            EventKind::CameraAdded { camera } => serde_json::json!({ "name": camera.name, "kind": camera.source.kind() }),
+            EventKind::CameraRemoved { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => {
+                serde_json::json!({})
+            }
+        }
+    }
+}
+
+/// The bus. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl EventBus {
+    /// `capacity` events are buffered per subscriber before the oldest are dropped.
+    pub fn new(capacity: usize) -> EventBus {
+        EventBus { tx: broadcast::channel(capacity).0 }
+    }
+
+    pub fn publish(&self, kind: EventKind) {
+        // No subscriber is not an error: nobody is listening yet.
+        let _ = self.tx.send(Arc::new(Event { at: SystemTime::now(), kind }));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}

@@ -1,0 +1,13 @@
+//! camhub: cameras in (RTSP today), one WebSocket JSON-RPC API out. See ARCHITECTURE.md for the map.
+
+pub mod app;
+pub mod auth;
+pub mod camera;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod media;
+pub mod rpc;
+pub mod service;
+pub mod storage;

@@ -1,0 +1,468 @@
+//! The stream hub: one per camera. The ingest pushes encoded access units in; the hub keeps the recent history (from a
+//! keyframe), measures the stream, and fans every frame out to consumers through bounded per-consumer queues.
+//!
+//! The contract (see ARCHITECTURE.md):
+//! - `push` never blocks and never waits on a consumer: a full queue drops that consumer's frame, counts it, and the
+//!   consumer is resynchronised at the next keyframe so it never decodes across a hole.
+//! - A new consumer receives the caps, then the history from a keyframe, then live frames: its first frame is a
+//!   keyframe.
+//! - Consumers come and go at any time without touching the ingest; dropping a [`Consumer`] unsubscribes it.
+//! - `reset` (the source went away) clears history and tells every consumer there is a gap.
+//!
+//! The hub never calls into GStreamer beyond cloning buffers and caps, and holds its lock only for bookkeeping.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+use crate::camera::CameraId;
+
+/// How far back the hub keeps frames, at most; beyond it history restarts at the next keyframe.
+const MAX_HISTORY_FRAMES: usize = 3000;
+const MAX_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+/// The window over which fps and bitrate are measured.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// One encoded access unit (a whole frame), as the parser put it out.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub buffer: gst::Buffer,
+    pub keyframe: bool,
+    /// When the hub received it.
+    pub arrived: Instant,
+}
+
+/// What a consumer receives, in order.
+#[derive(Debug, Clone)]
+pub enum HubItem {
+    /// The stream's caps: sent first, and again whenever they change.
+    Caps(gst::Caps),
+    Frame(Frame),
+    /// The source went away; frames after this come from a new connection.
+    Gap,
+}
+
+/// Where a new consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The most recent keyframe: the lowest latency that still decodes.
+    LatestKeyframe,
+    /// The oldest keyframe in history: for pre-roll.
+    History,
+}
+
+/// Measured properties of the stream, as of now.
+#[derive(Debug, Clone, Default)]
+pub struct StreamStats {
+    pub frames: u64,
+    pub bytes: u64,
+    pub keyframes: u64,
+    pub fps: f64,
+    pub bitrate_bps: u64,
+    pub width: u32,
+    pub height: u32,
+    pub codec: Option<String>,
+    pub since_last_frame: Option<Duration>,
+    pub consumers: usize,
+}
+
+#[derive(Debug)]
+pub struct StreamHub {
+    camera_id: CameraId,
+    /// Everything the ingest thread and consumers share; short critical sections only.
+    state: Mutex<HubState>,
+    /// Woken on the first frame after a (re)start, so the supervisor reports CONNECTED at once.
+    first_frame: Notify,
+}
+
+#[derive(Debug)]
+struct HubState {
+    caps: Option<gst::Caps>,
+    width: u32,
+    height: u32,
+    codec: Option<String>,
+    history: VecDeque<Frame>,
+    history_bytes: usize,
+    /// How much history to keep behind the latest keyframe (pre-roll); zero keeps only the current GOP.
+    retain: Duration,
+    consumers: Vec<Slot>,
+    next_consumer: u64,
+    frames: u64,
+    bytes: u64,
+    keyframes: u64,
+    last_frame: Option<Instant>,
+    /// (arrival, size) of frames in the last `RATE_WINDOW`.
+    window: VecDeque<(Instant, usize)>,
+    awaiting_first: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    name: &'static str,
+    tx: mpsc::Sender<HubItem>,
+    /// Set after a drop: the consumer gets nothing until the next keyframe.
+    resync: bool,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Slot {
+    /// Queues `item`; false if the consumer is gone.
+    fn offer(&mut self, item: HubItem) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.resync = true;
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// A subscription to a hub. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Consumer {
+    pub rx: mpsc::Receiver<HubItem>,
+    id: u64,
+    dropped: Arc<AtomicU64>,
+    hub: std::sync::Weak<StreamHub>,
+}
+
+impl Consumer {
+    /// Frames this consumer lost because its queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.state.lock().consumers.retain(|s| s.id != self.id);
+        }
+    }
+}
+
+impl StreamHub {
+    pub fn new(camera_id: CameraId) -> StreamHub {
+        StreamHub {
+            camera_id,
+            state: Mutex::new(HubState {
+                caps: None,
+                width: 0,
+                height: 0,
+                codec: None,
+                history: VecDeque::new(),
+                history_bytes: 0,
+                retain: Duration::ZERO,
+                consumers: Vec::new(),
+                next_consumer: 0,
+                frames: 0,
+                bytes: 0,
+                keyframes: 0,
+                last_frame: None,
+                window: VecDeque::new(),
+                awaiting_first: true,
+            }),
+            first_frame: Notify::new(),
+        }
+    }
+
+    pub fn camera_id(&self) -> &CameraId {
+        &self.camera_id
+    }
+
+    /// Keeps at least `retain` of history behind the latest keyframe (for pre-roll).
+    pub fn set_retain(&self, retain: Duration) {
+        self.state.lock().retain = retain;
+    }
+
+    /// New caps from the parser; consumers get them before the next frame.
+    pub fn push_caps(&self, caps: gst::Caps) {
+        let mut st = self.state.lock();
+        if st.caps.as_ref() == Some(&caps) {
+            return;
+        }
+        if let Some(s) = caps.structure(0) {
+            st.width = s.get::<i32>("width").map(|w| w.max(0) as u32).unwrap_or(0);
+            st.height = s.get::<i32>("height").map(|h| h.max(0) as u32).unwrap_or(0);
+            st.codec = Some(
+                match s.name().as_str() {
+                    "video/x-h264" => "H264",
+                    "video/x-h265" => "H265",
+                    other => other,
+                }
+                .to_owned(),
+            );
+        }
+        st.caps = Some(caps.clone());
+        st.consumers.retain_mut(|slot| slot.offer(HubItem::Caps(caps.clone())));
+    }
+
+    /// One access unit from the ingest. Called on a GStreamer streaming thread: it must not block.
+    pub fn push(&self, buffer: gst::Buffer) {
+        let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let now = Instant::now();
+        let size = buffer.size();
+        let mut st = self.state.lock();
+        if st.history.is_empty() && !keyframe {
+            // Joined mid-GOP: nothing before the first keyframe can be decoded or recorded.
+            return;
+        }
+        let frame = Frame { buffer, keyframe, arrived: now };
+        st.frames += 1;
+        st.bytes += size as u64;
+        st.last_frame = Some(now);
+        st.window.push_back((now, size));
+        while st.window.front().is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW) {
+            st.window.pop_front();
+        }
+        if keyframe {
+            st.keyframes += 1;
+            st.trim_history(now);
+        }
+        st.history_bytes += size;
+        st.history.push_back(frame.clone());
+        if st.history.len() > MAX_HISTORY_FRAMES || st.history_bytes > MAX_HISTORY_BYTES {
+            // A source without keyframes for this long: start over at the next one rather than grow without bound.
+            st.history.clear();
+            st.history_bytes = 0;
+        }
+        st.consumers.retain_mut(|slot| {
+            if slot.resync {
+                if !keyframe {
+                    slot.dropped.fetch_add(1, Ordering::Relaxed);
+                    return !slot.tx.is_closed();
+                }
+                slot.resync = false;
+            }
+            slot.offer(HubItem::Frame(frame.clone()))
+        });
+        let first = std::mem::replace(&mut st.awaiting_first, false);
+        drop(st);
+        if first {
+            self.first_frame.notify_one();
+        }
+    }
+
+    /// The source went away: history is stale, consumers learn of the gap.
+    pub fn reset(&self) {
+        let mut st = self.state.lock();
+        st.history.clear();
+        st.history_bytes = 0;
+        st.window.clear();
+        st.awaiting_first = true;
+        st.consumers.retain_mut(|slot| {
+            slot.resync = true;
+            slot.offer(HubItem::Gap)
+        });
+    }
+
+    /// Waits for the first frame since the last `reset` (or since creation).
+    pub async fn first_frame(&self) {
+        loop {
+            let notified = self.first_frame.notified();
+            if !self.state.lock().awaiting_first {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Subscribes a consumer with a queue of `capacity` frames (grown to fit the history it starts with).
+    pub fn subscribe(self: &Arc<Self>, name: &'static str, capacity: usize, start: Start) -> Consumer {
+        let mut st = self.state.lock();
+        let from = match start {
+            Start::History => 0,
+            Start::LatestKeyframe => st.history.iter().rposition(|f| f.keyframe).unwrap_or(st.history.len()),
+        };
+        let backlog = st.history.len() - from;
+        let (tx, rx) = mpsc::channel(capacity.max(backlog + 2));
+        if let Some(caps) = &st.caps {
+            let _ = tx.try_send(HubItem::Caps(caps.clone()));
+        }
+        for frame in st.history.iter().skip(from) {
+            let _ = tx.try_send(HubItem::Frame(frame.clone()));
+        }
+        let id = st.next_consumer;
+        st.next_consumer += 1;
+        let dropped = Arc::new(AtomicU64::new(0));
+        // With no history yet the consumer must still start on a keyframe.
+        st.consumers.push(Slot { id, name, tx, resync: backlog == 0, dropped: dropped.clone() });
+        Consumer { rx, id, dropped, hub: Arc::downgrade(self) }
+    }
+
+    /// Names of the current consumers, for status and debugging.
+    pub fn consumer_names(&self) -> Vec<&'static str> {
+        self.state.lock().consumers.iter().map(|s| s.name).collect()
+    }
+
+    pub fn stats(&self) -> StreamStats {
+        let st = self.state.lock();
+        let now = Instant::now();
+        let (fps, bitrate_bps) = match (st.window.front(), st.window.back()) {
+            (Some((first, _)), Some((last, _))) if st.window.len() >= 2 && last > first => {
+                let span = last.duration_since(*first).as_secs_f64();
+                // Sizes of all but the first frame arrived over `span`.
+                let bytes: usize = st.window.iter().skip(1).map(|(_, s)| s).sum();
+                ((st.window.len() - 1) as f64 / span, (bytes as f64 * 8.0 / span) as u64)
+            }
+            _ => (0.0, 0),
+        };
+        StreamStats {
+            frames: st.frames,
+            bytes: st.bytes,
+            keyframes: st.keyframes,
+            fps: (fps * 10.0).round() / 10.0,
+            bitrate_bps,
+            width: st.width,
+            height: st.height,
+            codec: st.codec.clone(),
+            since_last_frame: st.last_frame.map(|t| now.duration_since(t)),
+            consumers: st.consumers.len(),
+        }
+    }
+}
+
+impl HubState {
+    /// Called at a new keyframe: drops whole GOPs that are older than `retain`.
+    fn trim_history(&mut self, now: Instant) {
+        loop {
+            // The second keyframe in history: everything before it is one whole GOP.
+            let Some(next) = self.history.iter().skip(1).position(|f| f.keyframe).map(|i| i + 1) else {
+                if self.retain.is_zero() {
+                    self.history.clear();
+                    self.history_bytes = 0;
+                }
+                return;
+            };
+            if now.duration_since(self.history[next].arrived) < self.retain {
+                return;
+            }
+            for frame in self.history.drain(..next) {
+                self.history_bytes -= frame.buffer.size();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Arc<StreamHub> {
+        gst::init().expect("gstreamer initialises");
+        Arc::new(StreamHub::new(CameraId::parse("t").expect("valid id")))
+    }
+
+    fn frame(key: bool, tag: u8) -> gst::Buffer {
+        let mut b = gst::Buffer::from_slice(vec![tag; 100]);
+        if !key {
+            b.get_mut().expect("fresh buffer is writable").set_flags(gst::BufferFlags::DELTA_UNIT);
+        }
+        b
+    }
+
+    fn tag(item: HubItem) -> (bool, u8) {
+        match item {
+            HubItem::Frame(f) => (f.keyframe, f.buffer.map_readable().expect("readable")[0]),
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_before_the_first_keyframe_are_dropped() {
+        let hub = hub();
+        hub.push(frame(false, 1));
+        assert_eq!(hub.stats().frames, 0);
+        hub.push(frame(true, 2));
+        assert_eq!(hub.stats().frames, 1);
+    }
+
+    #[test]
+    fn a_late_consumer_starts_at_the_latest_keyframe() {
+        let hub = hub();
+        hub.push_caps(gst::Caps::builder("video/x-h264").field("width", 640i32).field("height", 480i32).build());
+        for (key, t) in [(true, 1), (false, 2), (true, 3), (false, 4)] {
+            hub.push(frame(key, t));
+        }
+        let mut c = hub.subscribe("test", 8, Start::LatestKeyframe);
+        assert!(matches!(c.rx.try_recv(), Ok(HubItem::Caps(_))));
+        assert_eq!(tag(c.rx.try_recv().expect("gop frame")), (true, 3));
+        assert_eq!(tag(c.rx.try_recv().expect("gop frame")), (false, 4));
+        hub.push(frame(false, 5));
+        assert_eq!(tag(c.rx.try_recv().expect("live frame")), (false, 5));
+        let s = hub.stats();
+        assert_eq!((s.width, s.height, s.codec.as_deref()), (640, 480, Some("H264")));
+    }
+
+    #[test]
+    fn a_slow_consumer_drops_only_its_own_frames_and_resumes_on_a_keyframe() {
+        let hub = hub();
+        hub.push(frame(true, 0));
+        let mut slow = hub.subscribe("slow", 2, Start::LatestKeyframe);
+        let mut fast = hub.subscribe("fast", 64, Start::LatestKeyframe);
+        for t in 1..10 {
+            hub.push(frame(false, t));
+        }
+        hub.push(frame(true, 10));
+        hub.push(frame(false, 11));
+        let mut fast_tags = vec![];
+        while let Ok(item) = fast.rx.try_recv() {
+            fast_tags.push(tag(item).1);
+        }
+        assert_eq!(fast_tags, (0..=11).collect::<Vec<_>>());
+        assert_eq!(fast.dropped(), 0);
+        let mut slow_tags = vec![];
+        while let Ok(item) = slow.rx.try_recv() {
+            slow_tags.push(tag(item));
+        }
+        // It got what fit, then nothing until the keyframe, then everything again.
+        assert_eq!(slow_tags[..2], [(true, 0), (false, 1)]);
+        assert_eq!(slow_tags[2..], [(true, 10), (false, 11)]);
+        assert_eq!(slow.dropped(), 8);
+    }
+
+    #[test]
+    fn dropping_a_consumer_unsubscribes_it() {
+        let hub = hub();
+        let c = hub.subscribe("x", 4, Start::LatestKeyframe);
+        assert_eq!(hub.stats().consumers, 1);
+        drop(c);
+        assert_eq!(hub.stats().consumers, 0);
+    }
+
+    #[test]
+    fn reset_sends_a_gap_and_clears_history() {
+        let hub = hub();
+        hub.push(frame(true, 1));
+        let mut c = hub.subscribe("x", 8, Start::LatestKeyframe);
+        let _ = c.rx.try_recv();
+        hub.reset();
+        assert!(matches!(c.rx.try_recv(), Ok(HubItem::Gap)));
+        hub.push(frame(false, 2));
+        hub.push(frame(true, 3));
+        assert_eq!(tag(c.rx.try_recv().expect("frame after gap")), (true, 3));
+        let late = hub.subscribe("late", 8, Start::History);
+        drop(late);
+    }
+
+    #[test]
+    fn history_keeps_the_retained_window_from_a_keyframe() {
+        let hub = hub();
+        hub.set_retain(Duration::from_secs(60));
+        for t in 0..6 {
+            hub.push(frame(t % 2 == 0, t));
+        }
+        let mut c = hub.subscribe("preroll", 4, Start::History);
+        let tags: Vec<_> = std::iter::from_fn(|| c.rx.try_recv().ok()).map(|i| tag(i).1).collect();
+        assert_eq!(tags, vec![0, 1, 2, 3, 4, 5]);
+    }
+}

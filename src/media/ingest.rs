@@ -1,0 +1,130 @@
+//! RTSP ingest: builds the pipeline `rtspsrc ! depay ! parse ! appsink` that feeds one camera's [`StreamHub`] with
+//! whole access units (byte-stream, parameter sets before every keyframe, so any keyframe is a clean entry point).
+//! Building is separate from running: the camera supervisor owns the pipeline's lifecycle and bus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use crate::error::{Error, Result};
+use crate::media::hub::StreamHub;
+
+/// How to pull from an RTSP camera.
+#[derive(Debug, Clone)]
+pub struct RtspSettings {
+    pub latency: Duration,
+    /// Interleave RTP in the RTSP TCP connection (robust through NAT and lossy links) rather than UDP.
+    pub tcp: bool,
+}
+
+/// Builds (but does not start) an ingest pipeline for `url`. Credentials go to rtspsrc's properties, never into its
+/// `location`, so GStreamer's own messages cannot leak them.
+pub fn build_rtsp_ingest(url: &url::Url, settings: &RtspSettings, hub: Arc<StreamHub>) -> Result<gst::Pipeline> {
+    let pipeline = gst::Pipeline::with_name(&format!("ingest-{}", hub.camera_id()));
+    let location = crate::camera::redact_url(url);
+    let src = make("rtspsrc")?;
+    src.set_property("location", &location);
+    if !url.username().is_empty() {
+        let user = percent_decode(url.username());
+        src.set_property("user-id", user.as_str());
+        if let Some(password) = url.password() {
+            src.set_property("user-pw", percent_decode(password).as_str());
+        }
+    }
+    src.set_property("latency", settings.latency.as_millis() as u32);
+    src.set_property_from_str("protocols", if settings.tcp { "tcp" } else { "udp+tcp" });
+    // A camera that stops answering must fail the attempt quickly; the supervisor reconnects.
+    src.set_property("tcp-timeout", 5_000_000u64);
+    src.set_property("timeout", 5_000_000u64);
+
+    let sink = gst_app::AppSink::builder().name("hub").sync(false).enable_last_sample(false).build();
+    pipeline.add_many([&src, sink.upcast_ref()]).map_err(pipeline_error)?;
+
+    // Only video reaches the hub: audio and metadata streams are not even set up.
+    src.connect("select-stream", false, |args| {
+        let caps = args[2].get::<gst::Caps>().ok()?;
+        let is_video = caps.structure(0).and_then(|s| s.get::<&str>("media").ok()) == Some("video");
+        Some(is_video.to_value())
+    });
+
+    let pipeline_weak = pipeline.downgrade();
+    let sink_weak = sink.downgrade();
+    src.connect_pad_added(move |_, pad| {
+        let (Some(pipeline), Some(sink)) = (pipeline_weak.upgrade(), sink_weak.upgrade()) else { return };
+        if let Err(e) = link_depayloader(&pipeline, pad, sink.upcast_ref()) {
+            // Surface the failure on the bus, where the supervisor sees it.
+            gst::element_error!(pipeline, gst::StreamError::CodecNotFound, ("{}", e));
+        }
+    });
+
+    let mut last_caps: Option<gst::Caps> = None;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(caps) = sample.caps()
+                    && last_caps.as_ref().is_none_or(|c| c.as_ptr() != caps.as_ptr() && c != caps)
+                {
+                    last_caps = Some(caps.to_owned());
+                    hub.push_caps(caps.to_owned());
+                }
+                if let Some(buffer) = sample.buffer_owned() {
+                    hub.push(buffer);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    Ok(pipeline)
+}
+
+/// Links a new RTP pad from rtspsrc through the depayloader and parser its codec needs.
+fn link_depayloader(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Element) -> Result<(), String> {
+    let caps = pad.current_caps().ok_or("rtp pad without caps")?;
+    let s = caps.structure(0).ok_or("empty rtp caps")?;
+    let encoding = s.get::<&str>("encoding-name").unwrap_or("unknown").to_ascii_uppercase();
+    let (depay, parse, media_type) = match encoding.as_str() {
+        "H264" => ("rtph264depay", "h264parse", "video/x-h264"),
+        "H265" => ("rtph265depay", "h265parse", "video/x-h265"),
+        other => return Err(format!("unsupported video codec {other}: camhub ingests H.264 and H.265")),
+    };
+    if sink.static_pad("sink").is_some_and(|p| p.is_linked()) {
+        return Err("camera offers more than one video stream; using the first".into());
+    }
+    let depay = make(depay).map_err(|e| e.to_string())?;
+    let parse = make(parse).map_err(|e| e.to_string())?;
+    parse.set_property("config-interval", -1i32);
+    let filter = make("capsfilter").map_err(|e| e.to_string())?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder(media_type).field("stream-format", "byte-stream").field("alignment", "au").build(),
+    );
+    let chain = [&depay, &parse, &filter];
+    pipeline.add_many(chain).map_err(|e| e.to_string())?;
+    gst::Element::link_many([&depay, &parse, &filter, sink]).map_err(|e| e.to_string())?;
+    for element in chain {
+        element.sync_state_with_parent().map_err(|e| e.to_string())?;
+    }
+    let depay_sink = depay.static_pad("sink").ok_or("depayloader without sink pad")?;
+    pad.link(&depay_sink).map_err(|e| format!("linking rtp pad: {e:?}"))?;
+    Ok(())
+}
+
+fn make(factory: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(factory).build().map_err(|_| Error::Dependency {
+        dependency: "gstreamer",
+        detail: format!("element {factory} is missing (install the GStreamer plugin that provides it)"),
+    })
+}
+
+fn pipeline_error(e: impl std::fmt::Display) -> Error {
+    Error::Dependency { dependency: "media pipeline", detail: e.to_string() }
+}
+
+/// User and password arrive percent-encoded in the URL; rtspsrc wants them as typed.
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}

@@ -1,0 +1,303 @@
+//! The test camera: a real RTSP server (gst-rtsp-server) serving `rtsp://HOST:PORT/cam0` .. `camN-1`, each H.264 with
+//! a wall clock and a frame counter burnt in and a GOP of about one second. It either encodes live (one encoder per
+//! camera, shared by all its readers) or loops a clip held in memory (a file, or a few seconds encoded once at start),
+//! which costs almost nothing per camera and so serves benchmarks of 50 streams. People test their setups with it;
+//! our tests and benchmarks treat it as the camera.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_rtsp_server as rtsp;
+use gstreamer_rtsp_server::prelude::*;
+use tracing::{debug, info};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct TestCamSettings {
+    /// `IP:PORT`; port 0 picks a free port (see [`TestCam::port`]).
+    pub listen: std::net::SocketAddr,
+    pub cameras: usize,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// Frames between keyframes; `None` means one second's worth.
+    pub gop: Option<u32>,
+    pub bitrate_kbps: u32,
+    pub source: TestCamSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum TestCamSource {
+    /// Encode live, per camera: the overlay shows real time.
+    Live,
+    /// Encode this many seconds once at start and loop them: cheap enough for dozens of cameras.
+    Loop { seconds: u32 },
+    /// Loop the H.264/H.265 video of an MP4 or MKV file.
+    File(PathBuf),
+}
+
+impl Default for TestCamSettings {
+    fn default() -> Self {
+        TestCamSettings {
+            listen: "127.0.0.1:8554".parse().expect("literal address"),
+            cameras: 1,
+            width: 1280,
+            height: 720,
+            fps: 30,
+            gop: None,
+            bitrate_kbps: 2000,
+            source: TestCamSource::Live,
+        }
+    }
+}
+
+/// A running test camera; dropping it stops the server.
+pub struct TestCam {
+    main_loop: gst::glib::MainLoop,
+    thread: Option<std::thread::JoinHandle<()>>,
+    port: u16,
+}
+
+impl TestCam {
+    /// Starts the server on its own GLib main-context thread and returns once it listens.
+    pub fn start(settings: TestCamSettings) -> Result<TestCam> {
+        crate::media::init()?;
+        if settings.cameras == 0 || settings.cameras > 1000 {
+            return Err(Error::invalid_param("cameras", "must be between 1 and 1000"));
+        }
+        if settings.fps == 0 || settings.width < 16 || settings.height < 16 {
+            return Err(Error::invalid_param("size/fps", "width and height at least 16, fps at least 1"));
+        }
+        let clip = match &settings.source {
+            TestCamSource::Live => None,
+            TestCamSource::Loop { seconds } => Some(Arc::new(encode_clip(&settings, *seconds)?)),
+            TestCamSource::File(path) => Some(Arc::new(load_clip(path)?)),
+        };
+        let context = gst::glib::MainContext::new();
+        let main_loop = gst::glib::MainLoop::new(Some(&context), false);
+        let server = rtsp::RTSPServer::new();
+        server.set_address(&settings.listen.ip().to_string());
+        server.set_service(&settings.listen.port().to_string());
+        let mounts = server.mount_points().ok_or_else(|| Error::internal("rtsp server has no mount points"))?;
+        for i in 0..settings.cameras {
+            let factory = rtsp::RTSPMediaFactory::new();
+            factory.set_shared(true);
+            match &clip {
+                None => factory.set_launch(&live_launch(&settings, i)),
+                Some(clip) => {
+                    factory.set_launch(&format!(
+                        "( appsrc name=src is-live=true format=time do-timestamp=true ! {} ! {} name=pay0 pt=96 config-interval=-1 )",
+                        clip.parser, clip.payloader
+                    ));
+                    let clip = clip.clone();
+                    factory.connect_media_configure(move |_, media| feed_clip(media, clip.clone()));
+                }
+            }
+            mounts.add_factory(&format!("/cam{i}"), factory);
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_loop = main_loop.clone();
+        let thread = std::thread::Builder::new()
+            .name("testcam".into())
+            .spawn(move || {
+                let guard = match context.acquire() {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                match server.attach(Some(&context)) {
+                    Ok(_source) => {
+                        let _ = ready_tx.send(Ok(server.bound_port()));
+                        thread_loop.run();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                    }
+                }
+                drop(guard);
+            })
+            .map_err(Error::internal)?;
+        let port = match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(port)) => port as u16,
+            Ok(Err(e)) => {
+                return Err(Error::Dependency {
+                    dependency: "rtsp server",
+                    detail: format!("cannot listen on {}: {e}", settings.listen),
+                });
+            }
+            Err(_) => return Err(Error::internal("rtsp server did not start")),
+        };
+        info!(port, cameras = settings.cameras, "test camera serving");
+        Ok(TestCam { main_loop, thread: Some(thread), port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for TestCam {
+    fn drop(&mut self) {
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn gop(settings: &TestCamSettings) -> u32 {
+    settings.gop.unwrap_or(settings.fps).max(1)
+}
+
+/// The raw picture: moving test pattern, camera name and frame counter (time code) top left, wall clock top right.
+fn raw_source(settings: &TestCamSettings, index: usize, live: bool) -> String {
+    format!(
+        "videotestsrc is-live={live} pattern=ball background-color=0xff204060 ! \
+         video/x-raw,width={w},height={h},framerate={fps}/1 ! \
+         timeoverlay time-mode=time-code halignment=left valignment=top font-desc=\"Sans 24\" text=\"cam{index}\" ! \
+         clockoverlay halignment=right valignment=top time-format=\"%H:%M:%S\" font-desc=\"Sans 24\"",
+        w = settings.width,
+        h = settings.height,
+        fps = settings.fps,
+    )
+}
+
+fn encoder(settings: &TestCamSettings) -> String {
+    format!(
+        "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate={kbps} ! video/x-h264,profile=constrained-baseline",
+        gop = gop(settings),
+        kbps = settings.bitrate_kbps,
+    )
+}
+
+fn live_launch(settings: &TestCamSettings, index: usize) -> String {
+    format!(
+        "( {} ! {} ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+        raw_source(settings, index, true),
+        encoder(settings)
+    )
+}
+
+/// Encoded access units held in memory and looped.
+struct Clip {
+    frames: Vec<gst::Buffer>,
+    caps: gst::Caps,
+    frame_duration: Duration,
+    parser: &'static str,
+    payloader: &'static str,
+}
+
+/// Encodes `seconds` of the test picture once.
+fn encode_clip(settings: &TestCamSettings, seconds: u32) -> Result<Clip> {
+    let frames = settings.fps * seconds.max(1);
+    let launch = format!(
+        "{} ! {} ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=out sync=false",
+        raw_source(settings, 0, false).replacen("videotestsrc", &format!("videotestsrc num-buffers={frames}"), 1),
+        encoder(settings)
+    );
+    collect_clip(&launch)
+}
+
+/// Reads the video of an MP4/MKV file into memory.
+fn load_clip(path: &std::path::Path) -> Result<Clip> {
+    if !path.is_file() {
+        return Err(Error::invalid_param("file", format!("{} is not a readable file", path.display())));
+    }
+    let location = path.to_string_lossy().replace('"', "\\\"");
+    let launch = format!(
+        "filesrc location=\"{location}\" ! parsebin ! video/x-h264 ! h264parse config-interval=-1 ! \
+         video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=out sync=false"
+    );
+    collect_clip(&launch)
+}
+
+fn collect_clip(launch: &str) -> Result<Clip> {
+    let fail = |detail: String| Error::Dependency { dependency: "test camera clip", detail };
+    let pipeline = gst::parse::launch(launch).map_err(|e| fail(e.to_string()))?;
+    let bin = pipeline.clone().downcast::<gst::Bin>().map_err(|_| fail("not a bin".into()))?;
+    let sink = bin
+        .by_name("out")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| fail("no appsink".into()))?;
+    pipeline.set_state(gst::State::Playing).map_err(|e| fail(e.to_string()))?;
+    let mut frames = Vec::new();
+    let mut caps = None;
+    let mut durations = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        if caps.is_none() {
+            caps = sample.caps_owned();
+        }
+        if let Some(b) = sample.buffer_owned() {
+            if let Some(d) = b.duration() {
+                durations.push(d.nseconds());
+            }
+            frames.push(b);
+        }
+    }
+    let error = pipeline.bus().and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]));
+    let _ = pipeline.set_state(gst::State::Null);
+    if let Some(msg) = error
+        && let gst::MessageView::Error(e) = msg.view()
+    {
+        return Err(fail(e.error().to_string()));
+    }
+    let caps = caps.ok_or_else(|| fail("no H.264 video found".into()))?;
+    let fps = caps
+        .structure(0)
+        .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+        .filter(|f| f.numer() > 0 && f.denom() > 0);
+    let frame_duration = match (fps, durations.is_empty()) {
+        (Some(f), _) => Duration::from_secs_f64(f.denom() as f64 / f.numer() as f64),
+        (None, false) => Duration::from_nanos(durations.iter().sum::<u64>() / durations.len() as u64),
+        (None, true) => Duration::from_millis(33),
+    };
+    if frames.is_empty() {
+        return Err(fail("clip has no frames".into()));
+    }
+    debug!(frames = frames.len(), "clip loaded");
+    Ok(Clip { frames, caps, frame_duration, parser: "h264parse", payloader: "rtph264pay" })
+}
+
+/// Feeds a clip into a new shared media's appsrc from a pacing thread, until the media goes away.
+fn feed_clip(media: &rtsp::RTSPMedia, clip: Arc<Clip>) {
+    let Some(src) = media
+        .element()
+        .downcast::<gst::Bin>()
+        .ok()
+        .and_then(|bin| bin.by_name("src"))
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+    else {
+        return;
+    };
+    src.set_caps(Some(&clip.caps));
+    src.set_max_bytes(4 * 1024 * 1024);
+    let spawned = std::thread::Builder::new().name("testcam-feed".into()).spawn(move || {
+        let start = Instant::now();
+        // Start at a keyframe (the clip's first frame is one) and loop forever at the clip's frame rate.
+        for (n, buffer) in clip.frames.iter().cycle().enumerate() {
+            let due = start + clip.frame_duration * n as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let mut b = buffer.copy();
+            {
+                let b = b.make_mut();
+                b.set_pts(gst::ClockTime::NONE);
+                b.set_dts(gst::ClockTime::NONE);
+            }
+            if src.push_buffer(b).is_err() {
+                break;
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(err = %e, "cannot start clip feeder");
+    }
+}

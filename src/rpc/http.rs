@@ -1,0 +1,76 @@
+//! Plain HTTP endpoints on the RPC listener: health (no auth, for load balancers and systemd checks) and Prometheus
+//! metrics.
+
+use std::fmt::Write;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use super::{Server, wire};
+use crate::app::{self, Phase};
+
+pub fn routes() -> Router<Server> {
+    Router::new()
+        .route("/health/system", get(system))
+        .route("/health/cameras", get(cameras))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+async fn system(State(server): State<Server>) -> Json<serde_json::Value> {
+    let app = &server.ctx.app;
+    let (connected, total) = app.camera_counts();
+    Json(json!({
+        "status": app.health().as_str(),
+        "version": app::VERSION,
+        "uptime": app.uptime_secs(),
+        "cameras": { "connected": connected, "total": total },
+        "connections": server.ctx.sessions.len(),
+    }))
+}
+
+async fn cameras(State(server): State<Server>) -> Json<serde_json::Value> {
+    let cameras: Vec<_> = server.ctx.app.cameras.list().iter().map(|c| wire::summary(c)).collect();
+    let connected = cameras.iter().filter(|c| c.status == crate::camera::CameraStatus::Connected).count();
+    Json(json!({ "cameras": cameras, "total": cameras.len(), "connected": connected }))
+}
+
+/// 200 once start-up is done and until shutdown begins; 503 otherwise.
+async fn ready(State(server): State<Server>) -> Response {
+    let phase = server.ctx.app.phase();
+    let ready = phase == Phase::Running;
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn metrics(State(server): State<Server>) -> Response {
+    let ctx = &server.ctx;
+    let mut out = String::new();
+    let p = ctx.process_metrics();
+    let _ = writeln!(out, "# TYPE camhub_uptime_seconds gauge\ncamhub_uptime_seconds {}", ctx.app.uptime_secs());
+    let _ = writeln!(out, "# TYPE camhub_resident_memory_bytes gauge\ncamhub_resident_memory_bytes {}", p.rss_bytes);
+    let _ = writeln!(out, "# TYPE camhub_websocket_connections gauge\ncamhub_websocket_connections {}", ctx.sessions.len());
+    let _ = writeln!(out, "# TYPE camhub_camera_up gauge");
+    let cameras = ctx.app.cameras.list();
+    for c in &cameras {
+        let up = (c.state().status == crate::camera::CameraStatus::Connected) as u8;
+        let _ = writeln!(out, "camhub_camera_up{{camera=\"{}\"}} {up}", c.id);
+    }
+    let _ = writeln!(out, "# TYPE camhub_camera_frames_total counter");
+    for c in &cameras {
+        let _ = writeln!(out, "camhub_camera_frames_total{{camera=\"{}\"}} {}", c.id, c.hub.stats().frames);
+    }
+    let _ = writeln!(out, "# TYPE camhub_camera_received_bytes_total counter");
+    for c in &cameras {
+        let _ = writeln!(out, "camhub_camera_received_bytes_total{{camera=\"{}\"}} {}", c.id, c.hub.stats().bytes);
+    }
+    let _ = writeln!(out, "# TYPE camhub_camera_reconnects_total counter");
+    for c in &cameras {
+        let _ = writeln!(out, "camhub_camera_reconnects_total{{camera=\"{}\"}} {}", c.id, c.state().reconnects);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,434 @@
+//! The JSON-RPC methods: who may call each one (one table, checked by the connection before any method runs), their
+//! typed params (validated, -32602 naming the parameter and rule) and their results (shaped by `wire`).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use jsonrpsee::RpcModule;
+use jsonrpsee::types::{ErrorObjectOwned, Params};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::session::Session;
+use super::{RpcContext, errors, wire};
+use crate::app::{self, Phase};
+use crate::auth::Role;
+use crate::camera::{self, Camera, CameraId, CameraStatus};
+use crate::error::{Error, Result};
+use crate::events::TOPICS;
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No authentication.
+    Public,
+    /// An authenticated connection with at least this role.
+    AtLeast(Role),
+}
+
+use Access::{AtLeast, Public};
+use Role::{Admin, Operator, Viewer};
+
+/// Every method and its minimum role, per the contract. A method missing here cannot be called (fail closed).
+pub const ACCESS: &[(&str, Access)] = &[
+    ("ping", Public),
+    ("authenticate", Public),
+    ("get_camera_list", AtLeast(Viewer)),
+    ("get_camera_status", AtLeast(Viewer)),
+    ("get_camera_capabilities", AtLeast(Viewer)),
+    ("get_system_status", AtLeast(Viewer)),
+    ("get_server_info", AtLeast(Viewer)),
+    ("subscribe_events", AtLeast(Viewer)),
+    ("unsubscribe_events", AtLeast(Viewer)),
+    ("get_subscription_stats", AtLeast(Viewer)),
+    ("get_external_streams", AtLeast(Viewer)),
+    ("add_external_stream", AtLeast(Operator)),
+    ("remove_external_stream", AtLeast(Operator)),
+    ("get_status", AtLeast(Admin)),
+    ("get_metrics", AtLeast(Admin)),
+];
+
+pub fn access(method: &str) -> Option<Access> {
+    ACCESS.iter().find(|(name, _)| *name == method).map(|(_, a)| *a)
+}
+
+/// Builds the module with every method registered.
+pub fn module(ctx: Arc<RpcContext>) -> RpcModule<RpcContext> {
+    let mut m = RpcModule::from_arc(ctx);
+    register(&mut m, "ping", |_, _, _: NoParams| async { Ok("pong") });
+    register(&mut m, "authenticate", authenticate);
+    register(&mut m, "get_camera_list", |ctx, _, _: NoParams| async move { Ok(camera_list(&ctx)) });
+    register(&mut m, "get_camera_status", |ctx, _, p: DeviceParams| async move {
+        Ok(wire::detail(&*find_camera(&ctx, &p.device)?))
+    });
+    register(&mut m, "get_camera_capabilities", |ctx, _, p: DeviceParams| async move {
+        camera_capabilities(&*find_camera(&ctx, &p.device)?)
+    });
+    register(&mut m, "get_system_status", |ctx, _, _: NoParams| async move { Ok(system_status(&ctx)) });
+    register(&mut m, "get_server_info", |_, _, _: NoParams| async { Ok(server_info()) });
+    register(&mut m, "get_status", |ctx, _, _: NoParams| async move { Ok(status(&ctx)) });
+    register(&mut m, "get_metrics", |ctx, _, _: NoParams| async move { Ok(metrics(&ctx)) });
+    register(&mut m, "subscribe_events", subscribe_events);
+    register(&mut m, "unsubscribe_events", unsubscribe_events);
+    register(&mut m, "get_subscription_stats", |ctx, session, _: NoParams| async move {
+        Ok(subscription_stats(&ctx, &session))
+    });
+    register(&mut m, "add_external_stream", add_external_stream);
+    register(&mut m, "remove_external_stream", remove_external_stream);
+    register(&mut m, "get_external_streams", |ctx, _, _: NoParams| async move { Ok(external_streams(&ctx)) });
+    m
+}
+
+/// Registers `handler` under `name`: params parsed and validated into `P`, errors mapped in `errors`.
+fn register<P, R, F, Fut>(m: &mut RpcModule<RpcContext>, name: &'static str, handler: F)
+where
+    P: DeserializeOwned + Send + 'static,
+    R: Serialize + Clone + Send + 'static,
+    F: Fn(Arc<RpcContext>, Arc<Session>, P) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R>> + Send + 'static,
+{
+    debug_assert!(access(name).is_some(), "method {name} has no access rule");
+    m.register_async_method(name, move |params, ctx, ext| {
+        let handler = handler.clone();
+        async move {
+            let session = ext
+                .get::<Arc<Session>>()
+                .cloned()
+                .ok_or_else(|| ErrorObjectOwned::from(Error::internal("request without session")))?;
+            let params = parse_params::<P>(&params)?;
+            handler(ctx, session, params).await.map_err(ErrorObjectOwned::from)
+        }
+    })
+    .expect("method names are unique");
+}
+
+/// Params are named (a JSON object); absent params are an empty object.
+fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P> {
+    let raw = params.as_str().unwrap_or("{}");
+    if !raw.trim_start().starts_with('{') {
+        return Err(Error::invalid_param("params", "must be an object of named parameters"));
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    serde_path_to_error::deserialize(&mut de).map_err(errors::from_params_error)
+}
+
+// ---- params ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceParams {
+    device: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthenticateParams {
+    auth_token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeParams {
+    topics: Vec<String>,
+    filters: Option<Filters>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filters {
+    device: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeParams {
+    topics: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddExternalStreamParams {
+    stream_url: String,
+    stream_name: String,
+    stream_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveExternalStreamParams {
+    stream_url: Option<String>,
+    device: Option<String>,
+}
+
+// ---- methods ----
+
+fn find_camera(ctx: &RpcContext, device: &str) -> Result<Arc<Camera>> {
+    let id = CameraId::parse(device).map_err(|rule| Error::invalid_param("device", rule))?;
+    ctx.app.cameras.get(&id).ok_or_else(|| Error::camera_not_found(device))
+}
+
+async fn authenticate(ctx: Arc<RpcContext>, session: Arc<Session>, p: AuthenticateParams) -> Result<Value> {
+    if p.auth_token.len() > 4096 {
+        return Err(Error::invalid_param("auth_token", "at most 4096 characters"));
+    }
+    let principal = ctx.app.auth.verify(&p.auth_token).await?;
+    let result = json!({
+        "authenticated": true,
+        "role": principal.role.as_str(),
+        "permissions": principal.role.permissions(),
+        "expires_at": principal.expires_at,
+        "session_id": session.session_id,
+        "user_id": principal.user_id,
+    });
+    session.set_principal(principal);
+    Ok(result)
+}
+
+fn camera_list(ctx: &RpcContext) -> Value {
+    let cameras: Vec<_> = ctx.app.cameras.list().iter().map(|c| wire::summary(c)).collect();
+    let connected = cameras.iter().filter(|c| c.status == CameraStatus::Connected).count();
+    json!({ "cameras": cameras, "total": cameras.len(), "connected": connected })
+}
+
+fn camera_capabilities(camera: &Camera) -> Result<Value> {
+    let stats = camera.hub.stats();
+    let caps = wire::capabilities(&stats);
+    let status = camera.state().status;
+    let validation = match (status, stats.frames) {
+        (CameraStatus::Connected, _) => "CONFIRMED",
+        (_, 0) => "NONE",
+        _ => "DISCONNECTED",
+    };
+    let fps_options: Vec<f64> = if stats.fps > 0.0 { vec![stats.fps.round()] } else { vec![] };
+    Ok(json!({
+        "device": camera.id,
+        "formats": caps.formats,
+        "resolutions": caps.resolutions,
+        "fps_options": fps_options,
+        "validation_status": validation,
+    }))
+}
+
+fn system_status(ctx: &RpcContext) -> Value {
+    let cameras = ctx.app.cameras.list();
+    let available: Vec<&str> =
+        cameras.iter().filter(|c| c.state().status == CameraStatus::Connected).map(|c| c.id.as_str()).collect();
+    let (status, message) = match ctx.app.phase() {
+        Phase::Starting => ("starting", "camhub is starting".to_owned()),
+        _ if available.len() == cameras.len() => ("ready", format!("{} of {} cameras connected", available.len(), cameras.len())),
+        _ => ("partial", format!("{} of {} cameras connected", available.len(), cameras.len())),
+    };
+    json!({ "status": status, "message": message, "available_cameras": available, "discovery_active": false })
+}
+
+fn server_info() -> Value {
+    json!({
+        "name": app::NAME,
+        "version": app::VERSION,
+        "build_date": env!("CAMHUB_BUILD_DATE"),
+        "architecture": std::env::consts::ARCH,
+        "capabilities": ["rtsp_ingest", "camera_monitor", "auto_reconnect", "notifications", "api_keys", "jwt"],
+        "supported_formats": ["h264", "h265"],
+        "max_cameras": camera::manager::MAX_CAMERAS,
+    })
+}
+
+fn status(ctx: &RpcContext) -> Value {
+    let app = &ctx.app;
+    let running = match app.phase() {
+        Phase::Starting => "STARTING",
+        Phase::Running => "RUNNING",
+        Phase::Stopping => "STOPPING",
+    };
+    json!({
+        "status": app.health().as_str(),
+        "uptime": app.uptime_secs(),
+        "version": app::VERSION,
+        "components": {
+            "websocket_server": running,
+            "camera_monitor": running,
+            "media_engine": running,
+            "database": running,
+        },
+    })
+}
+
+fn metrics(ctx: &RpcContext) -> Value {
+    let app = &ctx.app;
+    let cameras = app.cameras.list();
+    let (connected, total) = app.camera_counts();
+    let per_camera: serde_json::Map<String, Value> = cameras
+        .iter()
+        .map(|c| {
+            let s = c.hub.stats();
+            (c.id.to_string(), json!({ "frames": s.frames, "bytes": s.bytes, "fps": s.fps, "bitrate": s.bitrate_bps }))
+        })
+        .collect();
+    let process = ctx.process_metrics();
+    json!({
+        "timestamp": crate::storage::db::now_ms() as f64 / 1000.0,
+        "system_metrics": {
+            "cpu_usage": process.cpu_percent,
+            "memory_usage": process.rss_bytes,
+            "disk_usage": process.disk_usage_percent,
+            "threads": process.threads,
+        },
+        "camera_metrics": { "total": total, "connected": connected, "cameras": per_camera },
+        "recording_metrics": { "active": 0 },
+        "stream_metrics": { "active_streams": 0, "total_streams": 0, "total_viewers": 0 },
+        "connection_metrics": { "active_connections": ctx.sessions.len() },
+    })
+}
+
+fn validate_topics(topics: &[String], param: &'static str) -> Result<()> {
+    if topics.len() > TOPICS.len() {
+        return Err(Error::invalid_param(param, format!("at most {} topics", TOPICS.len())));
+    }
+    if let Some(bad) = topics.iter().find(|t| !TOPICS.contains(&t.as_str())) {
+        return Err(Error::invalid_param(param, format!("unknown topic {bad:?}; known: {}", TOPICS.join(", "))));
+    }
+    Ok(())
+}
+
+async fn subscribe_events(_ctx: Arc<RpcContext>, session: Arc<Session>, p: SubscribeParams) -> Result<Value> {
+    if p.topics.is_empty() {
+        return Err(Error::invalid_param("topics", "must name at least one topic"));
+    }
+    validate_topics(&p.topics, "topics")?;
+    let device = p.filters.and_then(|f| f.device);
+    if let Some(d) = &device {
+        CameraId::parse(d).map_err(|rule| Error::invalid_param("filters.device", rule))?;
+    }
+    let mut subs = session.subscriptions.lock();
+    subs.topics.extend(p.topics.iter().cloned());
+    subs.device = device.clone();
+    Ok(json!({ "subscribed": true, "topics": subs.topics, "filters": { "device": device } }))
+}
+
+async fn unsubscribe_events(_ctx: Arc<RpcContext>, session: Arc<Session>, p: UnsubscribeParams) -> Result<Value> {
+    let mut subs = session.subscriptions.lock();
+    let removed: Vec<String> = match p.topics {
+        Some(topics) => {
+            validate_topics(&topics, "topics")?;
+            topics.into_iter().filter(|t| subs.topics.remove(t)).collect()
+        }
+        None => std::mem::take(&mut subs.topics).into_iter().collect(),
+    };
+    if subs.topics.is_empty() {
+        subs.device = None;
+    }
+    Ok(json!({ "unsubscribed": true, "topics": removed }))
+}
+
+fn subscription_stats(ctx: &RpcContext, session: &Session) -> Value {
+    let (total, clients, counts) = ctx.sessions.topic_stats();
+    let mine: Vec<String> = session.subscriptions.lock().topics.iter().cloned().collect();
+    json!({
+        "global_stats": { "total_subscriptions": total, "active_clients": clients, "topic_counts": counts },
+        "client_topics": mine,
+        "client_id": session.session_id,
+        "dropped_notifications": session.dropped_notifications.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// A camera id from a display name: lowercase, runs of other characters become `-`.
+fn id_from_name(name: &str) -> Result<CameraId> {
+    let mut slug = String::with_capacity(name.len());
+    for ch in name.trim().chars() {
+        let c = ch.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_matches('-');
+    CameraId::parse(slug).map_err(|_| {
+        Error::invalid_param("stream_name", "must contain a letter or digit; its id is [a-z0-9_-]{1,64}")
+    })
+}
+
+async fn add_external_stream(ctx: Arc<RpcContext>, _: Arc<Session>, p: AddExternalStreamParams) -> Result<Value> {
+    if let Some(t) = p.stream_type.as_deref()
+        && !t.eq_ignore_ascii_case("rtsp")
+    {
+        return Err(Error::invalid_param("stream_type", "must be \"rtsp\""));
+    }
+    if p.stream_name.chars().count() > 128 {
+        return Err(Error::invalid_param("stream_name", "at most 128 characters"));
+    }
+    if p.stream_url.len() > 2048 {
+        return Err(Error::invalid_param("stream_url", "at most 2048 characters"));
+    }
+    let url = camera::parse_stream_url(&p.stream_url).map_err(|rule| Error::invalid_param("stream_url", rule))?;
+    let id = id_from_name(&p.stream_name)?;
+    let camera = ctx.app.cameras.add(id, p.stream_name.trim().to_owned(), url).await?;
+    Ok(serde_json::to_value(wire::detail(&camera)).map_err(Error::internal)?)
+}
+
+async fn remove_external_stream(
+    ctx: Arc<RpcContext>,
+    _: Arc<Session>,
+    p: RemoveExternalStreamParams,
+) -> Result<Value> {
+    let camera = match (p.device, p.stream_url) {
+        (Some(device), None) => find_camera(&ctx, &device)?,
+        (None, Some(url)) => {
+            let url = camera::parse_stream_url(&url).map_err(|rule| Error::invalid_param("stream_url", rule))?;
+            ctx.app
+                .cameras
+                .find_by_url(&url)
+                .ok_or_else(|| Error::NotFound { resource: "stream", id: camera::redact_url(&url) })?
+        }
+        _ => return Err(Error::invalid_param("device", "give exactly one of device and stream_url")),
+    };
+    ctx.app.cameras.remove(&camera.id).await?;
+    Ok(json!({ "removed": true, "device": camera.id }))
+}
+
+fn external_streams(ctx: &RpcContext) -> Value {
+    let streams: Vec<Value> = ctx
+        .app
+        .cameras
+        .list()
+        .iter()
+        .filter(|c| c.source.kind() == "rtsp")
+        .map(|c| {
+            json!({
+                "device": c.id,
+                "name": c.name,
+                "url": c.public_url(),
+                "type": c.source.kind(),
+                "status": c.state().status,
+                "origin": c.origin.as_str(),
+            })
+        })
+        .collect();
+    json!({ "total": streams.len(), "external_streams": streams })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_ids() {
+        assert_eq!(id_from_name("Front Door").expect("valid").as_str(), "front-door");
+        assert_eq!(id_from_name("  lobby_2 ").expect("valid").as_str(), "lobby_2");
+        assert!(id_from_name("!!!").is_err());
+        assert!(id_from_name("").is_err());
+    }
+
+    #[test]
+    fn every_access_rule_is_unique() {
+        let mut names: Vec<_> = ACCESS.iter().map(|(n, _)| *n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ACCESS.len());
+    }
+}

@@ -1,0 +1,106 @@
+//! Wire types: the JSON shapes of results and notifications, per the contract. Built from application state here so
+//! the application never shapes JSON; nothing here carries a credential or a device path.
+
+use serde::Serialize;
+
+use crate::camera::{Camera, CameraStatus};
+use crate::media::hub::StreamStats;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Streams {
+    pub rtsp: String,
+    pub webrtc: String,
+    pub hls: String,
+}
+
+/// The camera summary of `get_camera_list` and `camera_status_update`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraSummary {
+    pub device: String,
+    pub status: CameraStatus,
+    pub name: String,
+    pub resolution: String,
+    pub fps: f64,
+    pub streams: Streams,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraMetrics {
+    /// Bytes sent to readers (publishing is not built yet: 0).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Consumers of the camera's stream inside camhub (recording, snapshots, publishing).
+    pub readers: usize,
+    /// Seconds since the current connection delivered its first frame; 0 when disconnected.
+    pub uptime: u64,
+    pub frames: u64,
+    pub bitrate: u64,
+    pub reconnects: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Capabilities {
+    pub formats: Vec<String>,
+    pub resolutions: Vec<String>,
+}
+
+/// `get_camera_status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraDetail {
+    #[serde(flatten)]
+    pub summary: CameraSummary,
+    pub metrics: CameraMetrics,
+    pub capabilities: Capabilities,
+    pub source_type: &'static str,
+    pub last_error: Option<String>,
+}
+
+fn resolution(stats: &StreamStats) -> String {
+    if stats.width > 0 && stats.height > 0 { format!("{}x{}", stats.width, stats.height) } else { String::new() }
+}
+
+/// The summary, with `status` as given (a notification reports the status of its event, not of now).
+pub fn summary_with(camera: &Camera, status: CameraStatus, stats: &StreamStats) -> CameraSummary {
+    let connected = status == CameraStatus::Connected;
+    CameraSummary {
+        device: camera.id.to_string(),
+        status,
+        name: camera.name.clone(),
+        resolution: resolution(stats),
+        fps: if connected { stats.fps } else { 0.0 },
+        streams: Streams { rtsp: String::new(), webrtc: String::new(), hls: String::new() },
+    }
+}
+
+pub fn summary(camera: &Camera) -> CameraSummary {
+    summary_with(camera, camera.state().status, &camera.hub.stats())
+}
+
+pub fn detail(camera: &Camera) -> CameraDetail {
+    let state = camera.state();
+    let stats = camera.hub.stats();
+    let capabilities = capabilities(&stats);
+    CameraDetail {
+        metrics: CameraMetrics {
+            bytes_sent: 0,
+            bytes_received: stats.bytes,
+            readers: stats.consumers,
+            uptime: state.connected_since.map(|t| t.elapsed().as_secs()).unwrap_or(0),
+            frames: stats.frames,
+            bitrate: if state.status == CameraStatus::Connected { stats.bitrate_bps } else { 0 },
+            reconnects: state.reconnects,
+        },
+        summary: summary_with(camera, state.status, &stats),
+        capabilities,
+        source_type: camera.source.kind(),
+        last_error: state.last_error,
+    }
+}
+
+/// What the camera has been seen to deliver (a network camera's capabilities are what it sends).
+pub fn capabilities(stats: &StreamStats) -> Capabilities {
+    Capabilities {
+        formats: stats.codec.iter().cloned().collect(),
+        resolutions: Some(resolution(stats)).filter(|r| !r.is_empty()).into_iter().collect(),
+    }
+}

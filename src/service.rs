@@ -1,0 +1,144 @@
+//! Start-up and shutdown of the whole service, in order: config already validated, then GStreamer, data dir,
+//! database, auth, cameras, listener, READY to systemd; on shutdown STOPPING, cameras and connections drained within
+//! the grace time, database closed. `run` takes its shutdown signal as a future so tests and the CLI inject it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::app::{App, Phase};
+use crate::auth::{Authenticator, load_or_create_secret};
+use crate::camera::CameraManager;
+use crate::config::Config;
+use crate::events::{EventBus, EventKind};
+use crate::rpc;
+use crate::storage::Db;
+
+/// Events kept in the log.
+const EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Opens the data dir and database, and builds the authenticator: what `run` and the admin commands share.
+pub async fn open_storage(config: &Config) -> anyhow::Result<(Db, Authenticator)> {
+    let root = &config.storage.root;
+    std::fs::create_dir_all(root).with_context(|| format!("creating data dir {}", root.display()))?;
+    let db = Db::open(&root.join("camhub.db")).await.context("opening database")?;
+    let secret = load_or_create_secret(config.auth.jwt_secret.as_deref(), root).context("loading jwt secret")?;
+    let auth = Authenticator::new(&secret, db.clone());
+    Ok((db, auth))
+}
+
+/// Binds `config.server.listen` and runs until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    run_with_listener(config, listener, shutdown).await
+}
+
+pub async fn run_with_listener(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    crate::media::init()?;
+    let missing = crate::media::missing_elements();
+    anyhow::ensure!(missing.is_empty(), "GStreamer elements missing: {} (run scripts/install-deps.sh)", missing.join(", "));
+
+    let (db, auth) = open_storage(&config).await?;
+    let events = EventBus::new(config.server.notification_queue);
+    let root_cancel = CancellationToken::new();
+    let cameras = CameraManager::new(db.clone(), events.clone(), config.monitor.clone(), root_cancel.child_token());
+    let grace = config.server.shutdown_grace;
+    let configured = config.cameras.clone();
+    let app = Arc::new(App::new(config, db.clone(), auth, events.clone(), cameras));
+
+    let log_task = tokio::spawn(log_events(db.clone(), events.subscribe()));
+    app.cameras.start(&configured).await.context("starting cameras")?;
+
+    let server = rpc::Server::new(app.clone(), root_cancel.child_token());
+    let addr = listener.local_addr()?;
+    info!(%addr, ws = %format!("ws://{addr}/ws"), cameras = app.cameras.list().len(), "camhub listening");
+    let serve = tokio::spawn(server.serve(listener));
+
+    app.set_phase(Phase::Running);
+    events.publish(EventKind::SystemStartup);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let watchdog = spawn_watchdog(root_cancel.clone());
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    app.set_phase(Phase::Stopping);
+    events.publish(EventKind::SystemShutdown);
+    // Let the shutdown notification reach connected clients before their sockets close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    root_cancel.cancel();
+
+    let drained = tokio::time::timeout(grace, async {
+        app.cameras.wait_stopped().await;
+        if let Err(e) = serve.await {
+            warn!(err = %e, "server task failed");
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(grace_ms = grace.as_millis() as u64, "shutdown grace time exceeded; exiting anyway");
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    log_task.abort();
+    db.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Pings systemd's watchdog at half its interval, when systemd asked for one.
+fn spawn_watchdog(cancel: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let period = Duration::from_micros(usec / 2);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]); }
+                _ = cancel.cancelled() => break,
+            }
+        }
+    }))
+}
+
+/// Writes every event to the event log and prunes it daily.
+async fn log_events(db: Db, mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>) {
+    let mut prune = tokio::time::interval(Duration::from_secs(24 * 3600));
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Ok(event) => {
+                    let at = event.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+                    let topic = event.topics().first().copied().unwrap_or("unknown");
+                    let device = event.device().map(|d| d.to_string());
+                    if let Err(e) = db.insert_event(at, topic, device.as_deref(), &event.details().to_string()).await {
+                        warn!(err = %e, "cannot log event");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!(lost = n, "event log fell behind"),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = prune.tick() => {
+                let before = crate::storage::db::now_ms() - EVENT_RETENTION.as_millis() as i64;
+                if let Err(e) = db.prune_events(before).await {
+                    warn!(err = %e, "cannot prune event log");
+                }
+            }
+        }
+    }
+}
