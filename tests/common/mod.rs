@@ -1,0 +1,322 @@
+//! Test rig shared by the integration tests: the real test camera and real camhub as child processes, and a real
+//! WebSocket JSON-RPC client. Nothing here imitates a component; every helper drives the real thing.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+pub const BIN: &str = env!("CARGO_BIN_EXE_camhub");
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `camhub testcam` as a child process; killed on drop.
+pub struct TestCam {
+    pub port: u16,
+    pub cameras: usize,
+    child: Option<Child>,
+}
+
+impl TestCam {
+    /// Small live cameras (320x240, 15 fps, 1 s GOP) so tests stay cheap.
+    pub fn start(cameras: usize) -> TestCam {
+        Self::start_on(free_port(), cameras)
+    }
+
+    pub fn start_on(port: u16, cameras: usize) -> TestCam {
+        let child = Command::new(BIN)
+            .args(["testcam", "--listen", &format!("127.0.0.1:{port}"), "--cameras", &cameras.to_string()])
+            .args(["--width", "320", "--height", "240", "--fps", "15", "--bitrate", "300"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn camhub testcam");
+        assert!(wait_for_port(port, Duration::from_secs(20)), "test camera did not listen on port {port}");
+        TestCam { port, cameras, child: Some(child) }
+    }
+
+    pub fn url(&self, index: usize) -> String {
+        format!("rtsp://127.0.0.1:{}/cam{index}", self.port)
+    }
+
+    /// Kills the camera server at once (SIGKILL), as a crash or a pulled cable would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestCam {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A camhub service as a child process with its own data dir; stopped on drop.
+pub struct Camhub {
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+}
+
+impl Camhub {
+    /// Starts camhub with `extra` appended to a config that sets listen, storage and secret.
+    pub fn start(extra: &str) -> Camhub {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut hub = Camhub { port: 0, dir, _tmp: Some(tmp), child: None };
+        hub.launch(extra);
+        hub
+    }
+
+    /// Starts again on the same data dir (a restart).
+    pub fn restart(&mut self, extra: &str) {
+        self.stop();
+        self.launch(extra);
+    }
+
+    fn launch(&mut self, extra: &str) {
+        self.port = free_port();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{extra}\n",
+            self.port,
+            self.dir.display()
+        );
+        let path = self.dir.join("camhub.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = std::fs::File::create(self.dir.join("camhub.log")).expect("log file");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "camhub=debug,info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn camhub run");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("camhub exited early with {status}; log:\n{}", self.log());
+            }
+            if http_get(self.port, "/health/ready").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("camhub did not become ready; log:\n{}", self.log());
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("camhub.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (graceful stop).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            send_signal(c.id(), 15);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn token(&self, role: &str) -> String {
+        token(role, 3600)
+    }
+
+    pub async fn client(&self, role: &str) -> Client {
+        let client = Client::connect(&self.ws_url()).await;
+        let r = client.call("authenticate", json!({ "auth_token": self.token(role) })).await;
+        assert!(r.is_ok(), "authenticate as {role}: {r:?}");
+        client
+    }
+}
+
+impl Drop for Camhub {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends a signal to a process through the `kill` command.
+pub fn send_signal(pid: u32, signal: i32) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+/// A JWT signed with the test secret.
+pub fn token(role: &str, ttl_secs: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let claims = json!({ "user_id": "test", "role": role, "iat": now, "exp": now + ttl_secs });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign token")
+}
+
+/// Minimal HTTP/1.1 GET over a real socket: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((code, body))
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+
+/// A real WebSocket JSON-RPC client: responses by id, server notifications on a queue.
+pub struct Client {
+    out: mpsc::UnboundedSender<Message>,
+    pending: Pending,
+    next_id: std::sync::atomic::AtomicU64,
+    notifications: Mutex<mpsc::UnboundedReceiver<Value>>,
+    /// Frames the server sent that were neither responses to our ids nor notifications.
+    pub others: Mutex<mpsc::UnboundedReceiver<Value>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        let (note_tx, note_rx) = mpsc::unbounded_channel();
+        let (other_tx, other_rx) = mpsc::unbounded_channel();
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if sink.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let p = pending.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Text(text) = msg else { continue };
+                let v: Value = serde_json::from_str(&text).expect("server sends JSON");
+                if let Some(id) = v.get("id").and_then(Value::as_u64)
+                    && let Some(tx) = p.lock().await.remove(&id)
+                {
+                    let _ = tx.send(v);
+                } else if v.get("method").is_some() && v.get("id").is_none() {
+                    let _ = note_tx.send(v);
+                } else {
+                    let _ = other_tx.send(v);
+                }
+            }
+        });
+        Client {
+            out,
+            pending,
+            next_id: 1.into(),
+            notifications: Mutex::new(note_rx),
+            others: Mutex::new(other_rx),
+        }
+    }
+
+    /// Calls `method`; Ok(result) or Err(error object).
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, Value> {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().await.insert(id, tx);
+        let req = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        self.out.send(Message::Text(req.to_string().into())).expect("socket open");
+        let v = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .unwrap_or_else(|_| panic!("no response to {method} in 10 s"))
+            .expect("reader alive");
+        assert_eq!(v["jsonrpc"], "2.0");
+        match v.get("error") {
+            Some(e) => Err(e.clone()),
+            None => Ok(v["result"].clone()),
+        }
+    }
+
+    /// Sends a raw text frame.
+    pub fn send_raw(&self, text: &str) {
+        self.out.send(Message::Text(text.to_owned().into())).expect("socket open");
+    }
+
+    /// The next frame that is not a response to a `call` (e.g. the reply to a raw frame).
+    pub async fn next_other(&self, timeout: Duration) -> Option<Value> {
+        tokio::time::timeout(timeout, self.others.lock().await.recv()).await.ok().flatten()
+    }
+
+    /// Waits for a notification `method` whose params satisfy `pred`.
+    pub async fn wait_notification(&self, method: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.notifications.lock().await;
+        loop {
+            let v = tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()?;
+            if v["method"] == method && pred(&v["params"]) {
+                return Some(v["params"].clone());
+            }
+        }
+    }
+
+    /// Polls `get_camera_status` until `pred` holds.
+    pub async fn wait_status(&self, device: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(s) = self.call("get_camera_status", json!({ "device": device })).await
+                && pred(&s)
+            {
+                return Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+}
+
+pub fn camera_toml(id: &str, url: &str) -> String {
+    format!("[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n")
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
