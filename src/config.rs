@@ -106,8 +106,17 @@ impl Config {
     }
 
     fn from_builder(builder: config::ConfigBuilder<config::builder::DefaultState>) -> Result<Config, ConfigError> {
+        // Only `CAMHUB_SECTION__KEY` variables override the file; others such as `CAMHUB_CONFIG` (the path) are not
+        // config keys.
+        let overrides: config::Map<String, String> =
+            std::env::vars().filter(|(k, _)| k.starts_with("CAMHUB_") && k.contains("__")).collect();
         let raw: RawConfig = builder
-            .add_source(config::Environment::with_prefix("CAMHUB").prefix_separator("_").separator("__"))
+            .add_source(
+                config::Environment::with_prefix("CAMHUB")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(overrides)),
+            )
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(from_config_error)?;

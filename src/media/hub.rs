@@ -96,8 +96,8 @@ struct HubState {
     bytes: u64,
     keyframes: u64,
     last_frame: Option<Instant>,
-    /// (arrival, size) of frames in the last `RATE_WINDOW`.
-    window: VecDeque<(Instant, usize)>,
+    /// (arrival, presentation time, size) of frames that arrived in the last `RATE_WINDOW`.
+    window: VecDeque<(Instant, Option<gst::ClockTime>, usize)>,
     awaiting_first: bool,
 }
 
@@ -211,6 +211,7 @@ impl StreamHub {
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         let now = Instant::now();
         let size = buffer.size();
+        let pts = buffer.pts();
         let mut st = self.state.lock();
         if st.history.is_empty() && !keyframe {
             // Joined mid-GOP: nothing before the first keyframe can be decoded or recorded.
@@ -220,8 +221,8 @@ impl StreamHub {
         st.frames += 1;
         st.bytes += size as u64;
         st.last_frame = Some(now);
-        st.window.push_back((now, size));
-        while st.window.front().is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW) {
+        st.window.push_back((now, pts, size));
+        while st.window.front().is_some_and(|(t, _, _)| now.duration_since(*t) > RATE_WINDOW) {
             st.window.pop_front();
         }
         if keyframe {
@@ -307,15 +308,7 @@ impl StreamHub {
     pub fn stats(&self) -> StreamStats {
         let st = self.state.lock();
         let now = Instant::now();
-        let (fps, bitrate_bps) = match (st.window.front(), st.window.back()) {
-            (Some((first, _)), Some((last, _))) if st.window.len() >= 2 && last > first => {
-                let span = last.duration_since(*first).as_secs_f64();
-                // Sizes of all but the first frame arrived over `span`.
-                let bytes: usize = st.window.iter().skip(1).map(|(_, s)| s).sum();
-                ((st.window.len() - 1) as f64 / span, (bytes as f64 * 8.0 / span) as u64)
-            }
-            _ => (0.0, 0),
-        };
+        let (fps, bitrate_bps) = st.rates();
         StreamStats {
             frames: st.frames,
             bytes: st.bytes,
@@ -332,6 +325,26 @@ impl StreamHub {
 }
 
 impl HubState {
+    /// Frame rate and bitrate over the window. Timed by presentation timestamps where the stream has them, since
+    /// frames often arrive in bursts (jitterbuffer, TCP); by arrival otherwise.
+    fn rates(&self) -> (f64, u64) {
+        let (Some(first), Some(last)) = (self.window.front(), self.window.back()) else { return (0.0, 0) };
+        if self.window.len() < 2 {
+            return (0.0, 0);
+        }
+        let span = match (first.1, last.1) {
+            (Some(a), Some(b)) if b > a => (b - a).seconds_f64(),
+            _ => last.0.duration_since(first.0).as_secs_f64(),
+        };
+        // Over less than half a second the estimate is noise.
+        if span < 0.5 {
+            return (0.0, 0);
+        }
+        // Every frame but the first arrived within `span`.
+        let bytes: usize = self.window.iter().skip(1).map(|(_, _, s)| s).sum();
+        ((self.window.len() - 1) as f64 / span, (bytes as f64 * 8.0 / span) as u64)
+    }
+
     /// Called at a new keyframe: drops whole GOPs that are older than `retain`.
     fn trim_history(&mut self, now: Instant) {
         loop {

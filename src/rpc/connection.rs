@@ -155,10 +155,10 @@ impl Connection {
                 }
                 event = events.recv() => match event {
                     Ok(event) => {
-                        if let Some(text) = self.render(&event)
-                            && socket.send(Message::Text(text.into())).await.is_err()
-                        {
-                            break;
+                        for text in self.render(&event) {
+                            if socket.send(Message::Text(text.into())).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -252,26 +252,30 @@ impl Connection {
         );
     }
 
-    /// The notification this client should get for `event`, if any.
-    fn render(&self, event: &Event) -> Option<String> {
-        self.session.principal()?;
+    /// The notifications this client should get for `event`: the status update every client gets, and the topic
+    /// event if it subscribed.
+    fn render(&self, event: &Event) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.session.principal().is_none() {
+            return out;
+        }
         if let EventKind::CameraStatus { camera, status, .. } = &event.kind {
-            // Every authenticated client gets camera status updates without subscribing.
             let params = wire::summary_with(camera, *status, &camera.hub.stats());
-            return Some(notification("camera_status_update", &params));
+            out.push(notification("camera_status_update", &params));
         }
         let subs = self.session.subscriptions.lock();
-        let topic = event.topics().iter().find(|t| subs.topics.contains(**t))?;
+        let Some(topic) = event.topics().iter().find(|t| subs.topics.contains(**t)) else { return out };
         if let (Some(wanted), Some(device)) = (&subs.device, event.device())
             && wanted != device.as_str()
         {
-            return None;
+            return out;
         }
         let at = event.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        Some(notification(
+        out.push(notification(
             "event",
             &serde_json::json!({ "topic": topic, "device": event.device(), "timestamp": at, "data": event.details() }),
-        ))
+        ));
+        out
     }
 }
 
