@@ -181,3 +181,39 @@ async fn every_client_gets_status_updates_and_subscribers_get_topic_events() {
     let un = subscriber.call("unsubscribe_events", json!({})).await.expect("unsubscribe");
     assert_eq!(un["topics"], json!(["camera.disconnected"]));
 }
+
+/// A "camera" that answers RTSP with garbage: it is isolated and retried, and neither the process nor the other
+/// camera notice.
+#[tokio::test]
+async fn a_camera_that_sends_garbage_is_isolated_and_retried() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf);
+            let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            let _ = stream.write_all(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 9999\r\n\r\n");
+            let _ = stream.write_all(&junk);
+        }
+    });
+    let good = TestCam::start(1);
+    let hub = Camhub::start(&format!(
+        "{}{}",
+        camera_toml("junk", &format!("rtsp://127.0.0.1:{port}/x")),
+        camera_toml("good", &good.url(0))
+    ));
+    let client = hub.client("viewer").await;
+    client.wait_status("good", CONNECT, |s| s["status"] == "CONNECTED").await.expect("good camera connects");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(accepted.load(std::sync::atomic::Ordering::Relaxed) >= 2, "the bad camera was not retried");
+    let junk = client.call("get_camera_status", json!({ "device": "junk" })).await.expect("junk status");
+    assert_ne!(junk["status"], "CONNECTED");
+    let good = client.call("get_camera_status", json!({ "device": "good" })).await.expect("good status");
+    assert_eq!(good["status"], "CONNECTED");
+    assert_eq!(client.call("ping", json!({})).await.expect("alive"), "pong");
+}

@@ -80,6 +80,8 @@ impl Drop for TestCam {
 /// A camhub service as a child process with its own data dir; stopped on drop.
 pub struct Camhub {
     pub port: u16,
+    /// Extra `[server]` keys, kept across restarts.
+    server_keys: String,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
@@ -88,9 +90,14 @@ pub struct Camhub {
 impl Camhub {
     /// Starts camhub with `extra` appended to a config that sets listen, storage and secret.
     pub fn start(extra: &str) -> Camhub {
+        Self::start_with_server_keys("", extra)
+    }
+
+    /// Like `start`, with extra keys (one per line) for the `[server]` section.
+    pub fn start_with_server_keys(server_keys: &str, extra: &str) -> Camhub {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut hub = Camhub { port: 0, dir, _tmp: Some(tmp), child: None };
+        let mut hub = Camhub { port: 0, server_keys: server_keys.to_owned(), dir, _tmp: Some(tmp), child: None };
         hub.launch(extra);
         hub
     }
@@ -104,8 +111,9 @@ impl Camhub {
     fn launch(&mut self, extra: &str) {
         self.port = free_port();
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{}\"\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:{}\"\n{}\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{extra}\n",
             self.port,
+            self.server_keys,
             self.dir.display()
         );
         let path = self.dir.join("camhub.toml");
@@ -178,7 +186,7 @@ impl Drop for Camhub {
 
 /// Sends a signal to a process through the `kill` command.
 pub fn send_signal(pid: u32, signal: i32) {
-    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 
 /// A JWT signed with the test secret.

@@ -1,0 +1,104 @@
+//! The command line as an operator meets it: config validation (exit 64 with one line naming the key), environment
+//! overrides, token issue, and an orderly stop on SIGTERM.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn write(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("c.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn bad_configs_exit_64_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        ("[server]\nlisten = \"not-an-address\"\n", "server.listen"),
+        ("[[cameras]]\nid = \"Front Door\"\nurl = \"rtsp://h/x\"\n", "cameras[0].id"),
+        ("[[cameras]]\nid = \"a\"\nurl = \"http://h/x\"\n", "cameras[0].url"),
+        ("[server]\nmax_connections = \"lots\"\n", "max_connections"),
+        ("[nonsense]\nx = 1\n", "nonsense"),
+        ("this is not toml", "TOML"),
+    ];
+    for (text, key) in cases {
+        let path = write(dir.path(), text);
+        for command in ["check-config", "run"] {
+            let out = Command::new(common::BIN).args([command, "--config"]).arg(&path).output().expect("run camhub");
+            assert_eq!(out.status.code(), Some(64), "{command} {text:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{command} {text:?}: {stderr}");
+            assert!(stderr.contains(key), "{command} {text:?}: {stderr}");
+        }
+    }
+    let out = Command::new(common::BIN).args(["run", "--config", "/nonexistent.toml"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn check_config_accepts_a_good_file_and_environment_overrides_apply() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(dir.path(), "[[cameras]]\nid = \"front\"\nurl = \"rtsp://u:p@cam/x\"\n");
+    let out = Command::new(common::BIN).args(["check-config", "--config"]).arg(&path).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 cameras") && stdout.contains("127.0.0.1:8002"), "{stdout}");
+    let out = Command::new(common::BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("CAMHUB_SERVER__LISTEN", "127.0.0.1:9100")
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:9100"));
+    let out = Command::new(common::BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("CAMHUB_SERVER__LISTEN", "nowhere")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn token_prints_a_jwt_the_service_accepts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(dir.path(), &format!("[storage]\nroot = \"{}\"\n", dir.path().display()));
+    let out = Command::new(common::BIN)
+        .args(["token", "--role", "viewer", "--ttl", "60", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3);
+    let secret = std::fs::read(dir.path().join("jwt_secret")).expect("a secret was created in the data dir");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("jwt_secret")).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o077, 0, "secret readable by others");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(&token, &jsonwebtoken::DecodingKey::from_secret(&secret), &validation)
+        .expect("token verifies with the stored secret");
+    assert_eq!(data.claims["role"], "viewer");
+    let bad = Command::new(common::BIN).args(["token", "--role", "root", "--config"]).arg(&path).output().expect("run");
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn sigterm_stops_the_service_in_order() {
+    let cam = common::TestCam::start(1);
+    let mut hub = common::Camhub::start(&common::camera_toml("c", &cam.url(0)));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = hub.client("viewer").await;
+        client.wait_status("c", Duration::from_secs(20), |s| s["status"] == "CONNECTED").await.expect("connected");
+    });
+    let started = Instant::now();
+    hub.stop();
+    assert!(started.elapsed() < Duration::from_secs(10), "stop took {:?}", started.elapsed());
+    let log = hub.log();
+    assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
+    assert!(!log.contains("grace time exceeded"), "{log}");
+}
