@@ -126,15 +126,15 @@ impl Config {
 
 /// Splits the `config` crate's message into key and problem where it names a key.
 fn from_config_error(e: config::ConfigError) -> ConfigError {
-    let text = e.to_string();
+    let text = e.to_string().replace('\n', " ");
     // Messages look like `invalid type: string "x", expected u16 for key `server.max_connections` in ...`.
-    if let Some(start) = text.find("for key `") {
-        let rest = &text[start + 9..];
-        if let Some(end) = rest.find('`') {
-            return ConfigError::new(&rest[..end], text[..start].trim());
-        }
+    let Some((problem, rest)) = text.split_once(" for key `") else { return ConfigError::new("config", text) };
+    let Some((key, _)) = rest.split_once('`') else { return ConfigError::new("config", text) };
+    // For an unknown key the message names its section; the key is the section plus the field.
+    if let Some(field) = problem.strip_prefix("unknown field `").and_then(|p| p.split_once('`')).map(|(f, _)| f) {
+        return ConfigError::new(format!("{key}.{field}"), "unknown key");
     }
-    ConfigError::new("config", text.replace('\n', " "))
+    ConfigError::new(key, problem.trim())
 }
 
 // ---- raw, as written ----
@@ -316,11 +316,14 @@ mod tests {
     fn bad_values_name_their_key() {
         let cases = [
             ("[server]\nlisten = \"nope\"", "server.listen"),
-            ("[server]\nbogus = 1", "config"),
+            ("[server]\nbogus = 1", "server.bogus"),
             ("[auth]\njwt_secret = \"short\"", "auth.jwt_secret"),
             ("[[cameras]]\nid = \"Bad Id\"\nurl = \"rtsp://h/x\"", "cameras[0].id"),
             ("[[cameras]]\nid = \"a\"\nurl = \"http://h/x\"", "cameras[0].url"),
-            ("[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/y\"", "cameras[1].id"),
+            (
+                "[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/y\"",
+                "cameras[1].id",
+            ),
             ("[monitor]\nreconnect_jitter = 3.0", "monitor.reconnect_jitter"),
         ];
         for (text, key) in cases {

@@ -31,9 +31,18 @@ pub const TOPICS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub enum EventKind {
     /// A camera's status changed.
-    CameraStatus { camera: Arc<Camera>, status: CameraStatus, previous: CameraStatus, reason: Option<String> },
-    CameraAdded { camera: Arc<Camera> },
-    CameraRemoved { id: CameraId },
+    CameraStatus {
+        camera: Arc<Camera>,
+        status: CameraStatus,
+        previous: CameraStatus,
+        reason: Option<String>,
+    },
+    CameraAdded {
+        camera: Arc<Camera>,
+    },
+    CameraRemoved {
+        id: CameraId,
+    },
     SystemStartup,
     SystemShutdown,
 }
@@ -77,7 +86,9 @@ impl Event {
             EventKind::CameraStatus { status, previous, reason, .. } => serde_json::json!({
                 "status": status.as_str(), "previous": previous.as_str(), "reason": reason,
             }),
-            EventKind::CameraAdded { camera } => serde_json::json!({ "name": camera.name, "kind": camera.source.kind() }),
+            EventKind::CameraAdded { camera } => {
+                serde_json::json!({ "name": camera.name, "kind": camera.source.kind() })
+            }
             EventKind::CameraRemoved { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => {
                 serde_json::json!({})
             }

@@ -34,9 +34,8 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<(Db, Authenticator)
 
 /// Binds `config.server.listen` and runs until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("binding {}", config.server.listen))?;
+    let listener =
+        TcpListener::bind(config.server.listen).await.with_context(|| format!("binding {}", config.server.listen))?;
     run_with_listener(config, listener, shutdown).await
 }
 
@@ -47,7 +46,11 @@ pub async fn run_with_listener(
 ) -> anyhow::Result<()> {
     crate::media::init()?;
     let missing = crate::media::missing_elements();
-    anyhow::ensure!(missing.is_empty(), "GStreamer elements missing: {} (run scripts/install-deps.sh)", missing.join(", "));
+    anyhow::ensure!(
+        missing.is_empty(),
+        "GStreamer elements missing: {} (run scripts/install-deps.sh)",
+        missing.join(", ")
+    );
 
     let (db, auth) = open_storage(&config).await?;
     let events = EventBus::new(config.server.notification_queue);

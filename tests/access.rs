@@ -50,8 +50,17 @@ async fn assert_code(client: &Client, method: &str, code: i64, what: &str) {
 async fn every_method_checks_credentials_and_role() {
     let hub = Camhub::start("");
     let bad_tokens = [
-        ("an expired token", signed(json!({ "user_id": "u", "role": "admin", "iat": now() - 100, "exp": now() - 10 }), common::SECRET)),
-        ("another secret", signed(json!({ "user_id": "u", "role": "admin", "iat": now(), "exp": now() + 600 }), "some-other-secret-0123456789")),
+        (
+            "an expired token",
+            signed(json!({ "user_id": "u", "role": "admin", "iat": now() - 100, "exp": now() - 10 }), common::SECRET),
+        ),
+        (
+            "another secret",
+            signed(
+                json!({ "user_id": "u", "role": "admin", "iat": now(), "exp": now() + 600 }),
+                "some-other-secret-0123456789",
+            ),
+        ),
         (
             "alg none",
             format!(
@@ -61,7 +70,10 @@ async fn every_method_checks_credentials_and_role() {
             ),
         ),
         ("no exp", signed(json!({ "user_id": "u", "role": "admin", "iat": now() }), common::SECRET)),
-        ("an unknown role", signed(json!({ "user_id": "u", "role": "root", "iat": now(), "exp": now() + 600 }), common::SECRET)),
+        (
+            "an unknown role",
+            signed(json!({ "user_id": "u", "role": "root", "iat": now(), "exp": now() + 600 }), common::SECRET),
+        ),
     ];
     for (what, token) in &bad_tokens {
         let c = Client::connect(&hub.ws_url()).await;

@@ -17,7 +17,9 @@ async fn a_configured_camera_connects_and_reports_what_it_streams() {
     let hub = Camhub::start(&camera_toml("front", &cam.url(0)));
     let client = hub.client("viewer").await;
     let status = client
-        .wait_status("front", CONNECT, |s| s["status"] == "CONNECTED" && s["metrics"]["frames"].as_u64().unwrap_or(0) >= 30)
+        .wait_status("front", CONNECT, |s| {
+            s["status"] == "CONNECTED" && s["metrics"]["frames"].as_u64().unwrap_or(0) >= 30
+        })
         .await
         .unwrap_or_else(|| panic!("front never connected with a frame rate; log:\n{}", hub.log()));
     assert_eq!(status["resolution"], "320x240");

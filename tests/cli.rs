@@ -79,8 +79,12 @@ fn token_prints_a_jwt_the_service_accepts() {
     assert_eq!(mode & 0o077, 0, "secret readable by others");
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.set_required_spec_claims(&["exp"]);
-    let data = jsonwebtoken::decode::<serde_json::Value>(&token, &jsonwebtoken::DecodingKey::from_secret(&secret), &validation)
-        .expect("token verifies with the stored secret");
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_secret(&secret),
+        &validation,
+    )
+    .expect("token verifies with the stored secret");
     assert_eq!(data.claims["role"], "viewer");
     let bad = Command::new(common::BIN).args(["token", "--role", "root", "--config"]).arg(&path).output().expect("run");
     assert!(!bad.status.success());

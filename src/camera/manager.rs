@@ -89,7 +89,10 @@ impl CameraManager {
             });
         }
         if self.cameras.read().len() >= MAX_CAMERAS {
-            return Err(Error::InvalidState { state: format!("{MAX_CAMERAS} cameras"), allowed: vec!["fewer cameras"] });
+            return Err(Error::InvalidState {
+                state: format!("{MAX_CAMERAS} cameras"),
+                allowed: vec!["fewer cameras"],
+            });
         }
         let source = CameraSource::Rtsp { url };
         self.db.upsert_camera(&row(&id, &name, &source, Origin::Api)).await?;
@@ -148,7 +151,10 @@ impl CameraManager {
         {
             let mut cameras = self.cameras.write();
             if cameras.contains_key(&camera.id) {
-                return Err(Error::InvalidState { state: format!("camera {} exists", camera.id), allowed: vec!["absent"] });
+                return Err(Error::InvalidState {
+                    state: format!("camera {} exists", camera.id),
+                    allowed: vec!["absent"],
+                });
             }
             cameras.insert(camera.id.clone(), Entry { camera: camera.clone(), cancel: cancel.clone() });
         }

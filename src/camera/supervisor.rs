@@ -76,7 +76,12 @@ pub async fn supervise(camera: Arc<Camera>, monitor: MonitorConfig, events: Even
 }
 
 /// One connection attempt, from building the pipeline to tearing it down.
-async fn attempt(camera: &Arc<Camera>, monitor: &MonitorConfig, events: &EventBus, cancel: &CancellationToken) -> Ended {
+async fn attempt(
+    camera: &Arc<Camera>,
+    monitor: &MonitorConfig,
+    events: &EventBus,
+    cancel: &CancellationToken,
+) -> Ended {
     let pipeline = match &camera.source {
         CameraSource::Rtsp { url } => {
             let settings = RtspSettings { latency: monitor.rtsp_latency, tcp: true };

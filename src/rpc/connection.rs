@@ -196,13 +196,19 @@ impl Connection {
         if text.len() > max {
             return self.reply_now(error_json(
                 Id::Null,
-                errors::protocol(errors::INVALID_REQUEST, format!("message of {} bytes exceeds the {max} byte limit", text.len())),
+                errors::protocol(
+                    errors::INVALID_REQUEST,
+                    format!("message of {} bytes exceeds the {max} byte limit", text.len()),
+                ),
             ));
         }
         if text.trim_start().starts_with('[') {
             return self.reply_now(error_json(
                 Id::Null,
-                errors::protocol(errors::INVALID_REQUEST, "batch requests are not supported; send one request per frame"),
+                errors::protocol(
+                    errors::INVALID_REQUEST,
+                    "batch requests are not supported; send one request per frame",
+                ),
             ));
         }
         let envelope: Envelope<'_> = match serde_json::from_str(text) {
@@ -219,10 +225,12 @@ impl Connection {
         let id = envelope.id.clone().map(Id::into_owned);
         let reply_id = id.clone().unwrap_or(Id::Null);
         if envelope.jsonrpc.as_deref() != Some("2.0") {
-            return self.reply_now(error_json(reply_id, errors::protocol(errors::INVALID_REQUEST, "jsonrpc must be \"2.0\"")));
+            return self
+                .reply_now(error_json(reply_id, errors::protocol(errors::INVALID_REQUEST, "jsonrpc must be \"2.0\"")));
         }
         let Some(method) = envelope.method.as_deref().map(str::to_owned) else {
-            return self.reply_now(error_json(reply_id, errors::protocol(errors::INVALID_REQUEST, "method is required")));
+            return self
+                .reply_now(error_json(reply_id, errors::protocol(errors::INVALID_REQUEST, "method is required")));
         };
         if let Err(wait) = self.limiter.take() {
             let e = Error::RateLimited { retry_after_ms: wait.as_millis().max(1) as u64 };
@@ -280,7 +288,13 @@ impl Connection {
 }
 
 /// Checks access, then runs the method.
-async fn dispatch(server: &Server, session: &Arc<Session>, method: &str, params: Option<&str>, id: Id<'static>) -> String {
+async fn dispatch(
+    server: &Server,
+    session: &Arc<Session>,
+    method: &str,
+    params: Option<&str>,
+    id: Id<'static>,
+) -> String {
     let Some((name, callback)) = server.methods.method_with_name(method) else {
         return error_json(id, errors::protocol(errors::METHOD_NOT_FOUND, format!("no method {method:?}")));
     };

@@ -31,11 +31,9 @@ impl From<Error> for ErrorObjectOwned {
             Error::Unauthenticated(reason) => {
                 (UNAUTHENTICATED, "Authentication failed or required", json!({ "reason": reason }))
             }
-            Error::PermissionDenied { required, have } => (
-                PERMISSION_DENIED,
-                "Permission denied",
-                json!({ "required_role": required, "have_role": have }),
-            ),
+            Error::PermissionDenied { required, have } => {
+                (PERMISSION_DENIED, "Permission denied", json!({ "required_role": required, "have_role": have }))
+            }
             Error::NotFound { resource, id } => (NOT_FOUND, "Not found", json!({ "resource": resource, "id": id })),
             Error::InvalidState { state, allowed } => {
                 (INVALID_STATE, "Invalid state", json!({ "state": state, "allowed_states": allowed }))
@@ -47,11 +45,9 @@ impl From<Error> for ErrorObjectOwned {
             Error::Dependency { dependency, detail } => {
                 (DEPENDENCY_FAILED, "Dependency failed", json!({ "dependency": dependency, "detail": detail }))
             }
-            Error::InsufficientStorage { available, required } => (
-                INSUFFICIENT_STORAGE,
-                "Insufficient storage",
-                json!({ "available": available, "required": required }),
-            ),
+            Error::InsufficientStorage { available, required } => {
+                (INSUFFICIENT_STORAGE, "Insufficient storage", json!({ "available": available, "required": required }))
+            }
             Error::CapabilityNotSupported(capability) => {
                 (CAPABILITY_NOT_SUPPORTED, "Capability not supported", json!({ "capability": capability }))
             }

@@ -53,7 +53,8 @@ async fn metrics(State(server): State<Server>) -> Response {
     let p = ctx.process_metrics();
     let _ = writeln!(out, "# TYPE camhub_uptime_seconds gauge\ncamhub_uptime_seconds {}", ctx.app.uptime_secs());
     let _ = writeln!(out, "# TYPE camhub_resident_memory_bytes gauge\ncamhub_resident_memory_bytes {}", p.rss_bytes);
-    let _ = writeln!(out, "# TYPE camhub_websocket_connections gauge\ncamhub_websocket_connections {}", ctx.sessions.len());
+    let _ =
+        writeln!(out, "# TYPE camhub_websocket_connections gauge\ncamhub_websocket_connections {}", ctx.sessions.len());
     let _ = writeln!(out, "# TYPE camhub_camera_up gauge");
     let cameras = ctx.app.cameras.list();
     for c in &cameras {

@@ -220,7 +220,9 @@ fn system_status(ctx: &RpcContext) -> Value {
         cameras.iter().filter(|c| c.state().status == CameraStatus::Connected).map(|c| c.id.as_str()).collect();
     let (status, message) = match ctx.app.phase() {
         Phase::Starting => ("starting", "camhub is starting".to_owned()),
-        _ if available.len() == cameras.len() => ("ready", format!("{} of {} cameras connected", available.len(), cameras.len())),
+        _ if available.len() == cameras.len() => {
+            ("ready", format!("{} of {} cameras connected", available.len(), cameras.len()))
+        }
         _ => ("partial", format!("{} of {} cameras connected", available.len(), cameras.len())),
     };
     json!({ "status": status, "message": message, "available_cameras": available, "discovery_active": false })
@@ -348,9 +350,8 @@ fn id_from_name(name: &str) -> Result<CameraId> {
         }
     }
     let slug = slug.trim_matches('-');
-    CameraId::parse(slug).map_err(|_| {
-        Error::invalid_param("stream_name", "must contain a letter or digit; its id is [a-z0-9_-]{1,64}")
-    })
+    CameraId::parse(slug)
+        .map_err(|_| Error::invalid_param("stream_name", "must contain a letter or digit; its id is [a-z0-9_-]{1,64}"))
 }
 
 async fn add_external_stream(ctx: Arc<RpcContext>, _: Arc<Session>, p: AddExternalStreamParams) -> Result<Value> {
@@ -368,14 +369,10 @@ async fn add_external_stream(ctx: Arc<RpcContext>, _: Arc<Session>, p: AddExtern
     let url = camera::parse_stream_url(&p.stream_url).map_err(|rule| Error::invalid_param("stream_url", rule))?;
     let id = id_from_name(&p.stream_name)?;
     let camera = ctx.app.cameras.add(id, p.stream_name.trim().to_owned(), url).await?;
-    Ok(serde_json::to_value(wire::detail(&camera)).map_err(Error::internal)?)
+    serde_json::to_value(wire::detail(&camera)).map_err(Error::internal)
 }
 
-async fn remove_external_stream(
-    ctx: Arc<RpcContext>,
-    _: Arc<Session>,
-    p: RemoveExternalStreamParams,
-) -> Result<Value> {
+async fn remove_external_stream(ctx: Arc<RpcContext>, _: Arc<Session>, p: RemoveExternalStreamParams) -> Result<Value> {
     let camera = match (p.device, p.stream_url) {
         (Some(device), None) => find_camera(&ctx, &device)?,
         (None, Some(url)) => {

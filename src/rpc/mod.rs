@@ -56,7 +56,9 @@ impl RpcContext {
             .map(|(total, available)| if total == 0 { 0.0 } else { 100.0 * (total - available) as f64 / total as f64 })
             .unwrap_or(0.0);
         match sys.process(pid) {
-            Some(p) => ProcessMetrics { cpu_percent: p.cpu_usage(), rss_bytes: p.memory(), threads, disk_usage_percent },
+            Some(p) => {
+                ProcessMetrics { cpu_percent: p.cpu_usage(), rss_bytes: p.memory(), threads, disk_usage_percent }
+            }
             None => ProcessMetrics { threads, disk_usage_percent, ..Default::default() },
         }
     }

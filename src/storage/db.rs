@@ -57,7 +57,8 @@ impl Db {
     }
 
     pub async fn cameras(&self) -> Result<Vec<CameraRow>> {
-        let rows = sqlx::query("SELECT id, kind, origin, name, url FROM cameras ORDER BY id").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT id, kind, origin, name, url FROM cameras ORDER BY id").fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(CameraRow {
@@ -117,7 +118,11 @@ impl Db {
         let id: i64 = row.try_get("id")?;
         let role: String = row.try_get("role")?;
         let role = Role::parse(&role).ok_or_else(|| Error::internal(format!("api key {id} has unknown role")))?;
-        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?").bind(now_ms()).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(Some((id, role)))
     }
 

@@ -257,13 +257,7 @@ impl Client {
                 }
             }
         });
-        Client {
-            out,
-            pending,
-            next_id: 1.into(),
-            notifications: Mutex::new(note_rx),
-            others: Mutex::new(other_rx),
-        }
+        Client { out, pending, next_id: 1.into(), notifications: Mutex::new(note_rx), others: Mutex::new(other_rx) }
     }
 
     /// Calls `method`; Ok(result) or Err(error object).
@@ -295,7 +289,12 @@ impl Client {
     }
 
     /// Waits for a notification `method` whose params satisfy `pred`.
-    pub async fn wait_notification(&self, method: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub async fn wait_notification(
+        &self,
+        method: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.notifications.lock().await;
         loop {
