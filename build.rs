@@ -1,12 +1,9 @@
 //! Build script: stamps the build date into the binary for `get_server_info` (reproducible with SOURCE_DATE_EPOCH).
 
 fn main() {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-        });
+    let secs = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    });
     // Civil date from days since the epoch (Howard Hinnant's algorithm), to avoid a date crate in the build.
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);

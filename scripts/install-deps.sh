@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs every Debian package camhub needs to build, run and test (idempotent; needs root or sudo).
+# Installs every Debian package camhub needs to build, run and test (idempotent; root or sudo), then checks that a
+# Rust toolchain new enough for our dependencies is present.
+#   scripts/install-deps.sh          build and run
+#   scripts/install-deps.sh --test   also what the tests and benchmarks use
 set -euo pipefail
 
 packages=(
@@ -7,22 +10,27 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-rtsp gstreamer1.0-x
-  ffmpeg curl ca-certificates python3 procps
+  ca-certificates curl python3 python3-websockets
 )
 if [ "${1:-}" = "--test" ]; then
-  packages+=(python3-websockets)
+  # ffmpeg: ffprobe checks files and is the peer in benchmarks; procps: ps/pgrep in scripts.
+  packages+=(ffmpeg procps)
 fi
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    -o DPkg::Lock::Timeout=300 "${missing[@]}"
 fi
 
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "installing: ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}"
+if ! command -v cargo >/dev/null; then
+  echo "camhub needs Rust >= 1.94 (cargo on PATH); install it with rustup and rerun" >&2
+  exit 1
+fi

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Call one camhub JSON-RPC method over WebSocket and print the result (needs python3-websockets).
 
     python3 scripts/rpc.py --token TOKEN get_camera_status device=cam0
