@@ -31,6 +31,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub monitor: MonitorConfig,
+    pub recording: RecordingConfig,
+    pub snapshots: SnapshotConfig,
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -60,8 +62,96 @@ pub struct AuthConfig {
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
-    /// Data dir: the SQLite file and, later, recordings and snapshots.
+    /// Data dir: the SQLite file, `recordings/` and `snapshots/`.
     pub root: PathBuf,
+    /// Free space camhub defends by deleting the oldest recordings; below it recording stops.
+    pub min_free_bytes: u64,
+    /// The retention policy in force until one is set through the API.
+    pub retention: RetentionConfig,
+    /// How often the retention task runs.
+    pub retention_interval: Duration,
+}
+
+/// What to keep. `None` limits are off.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RetentionConfig {
+    pub policy_type: RetentionKind,
+    pub max_age_days: Option<f64>,
+    pub max_size_gb: Option<f64>,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionKind {
+    Age,
+    Size,
+    Manual,
+}
+
+/// Container of recordings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingFormat {
+    /// Fragmented MP4: a crash loses at most one fragment.
+    Fmp4,
+    /// Plain MP4 with a reserved moov updated every second, so a crash leaves a playable file.
+    Mp4,
+    Mkv,
+}
+
+impl RecordingFormat {
+    pub fn parse(s: &str) -> Option<RecordingFormat> {
+        match s {
+            "fmp4" => Some(RecordingFormat::Fmp4),
+            "mp4" => Some(RecordingFormat::Mp4),
+            "mkv" => Some(RecordingFormat::Mkv),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingFormat::Fmp4 => "fmp4",
+            RecordingFormat::Mp4 => "mp4",
+            RecordingFormat::Mkv => "mkv",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            RecordingFormat::Fmp4 | RecordingFormat::Mp4 => "mp4",
+            RecordingFormat::Mkv => "mkv",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    pub format: RecordingFormat,
+    /// Length of each segment file; each starts on a keyframe.
+    pub segment: Duration,
+    /// How much of what came before `start_recording` the recording begins with.
+    pub pre_roll: Duration,
+    /// fMP4 fragment length: the most a crash can lose.
+    pub fragment: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotConfig {
+    /// JPEG quality, 1..=100.
+    pub quality: u8,
+    /// Scale to this size; `None` keeps the camera's.
+    pub size: Option<(u32, u32)>,
+}
+
+/// When a camera records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordMode {
+    /// Only between `start_recording` and `stop_recording`.
+    OnDemand,
+    /// From start-up, continuously.
+    Always,
 }
 
 /// How cameras are watched and reconnected.
@@ -85,6 +175,7 @@ pub struct CameraConfig {
     pub id: CameraId,
     pub name: String,
     pub url: url::Url,
+    pub record: RecordMode,
 }
 
 impl Config {
@@ -146,6 +237,8 @@ struct RawConfig {
     auth: RawAuth,
     storage: RawStorage,
     monitor: RawMonitor,
+    recording: RawRecording,
+    snapshots: RawSnapshots,
     cameras: Vec<RawCamera>,
 }
 
@@ -185,11 +278,52 @@ struct RawAuth {
 #[serde(deny_unknown_fields, default)]
 struct RawStorage {
     root: PathBuf,
+    min_free_mb: u64,
+    retention_policy: String,
+    max_age_days: Option<f64>,
+    max_size_gb: Option<f64>,
+    retention_interval_s: u64,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
-        RawStorage { root: "/var/lib/camhub".into() }
+        RawStorage {
+            root: "/var/lib/camhub".into(),
+            min_free_mb: 1024,
+            retention_policy: "age".into(),
+            max_age_days: Some(30.0),
+            max_size_gb: None,
+            retention_interval_s: 60,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRecording {
+    format: String,
+    segment_seconds: u64,
+    pre_roll_seconds: f64,
+    fragment_ms: u64,
+}
+
+impl Default for RawRecording {
+    fn default() -> Self {
+        RawRecording { format: "fmp4".into(), segment_seconds: 600, pre_roll_seconds: 5.0, fragment_ms: 500 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSnapshots {
+    quality: u8,
+    width: u32,
+    height: u32,
+}
+
+impl Default for RawSnapshots {
+    fn default() -> Self {
+        RawSnapshots { quality: 85, width: 0, height: 0 }
     }
 }
 
@@ -223,6 +357,7 @@ struct RawCamera {
     id: String,
     name: Option<String>,
     url: String,
+    record: Option<String>,
 }
 
 impl RawConfig {
@@ -245,9 +380,55 @@ impl RawConfig {
         {
             return Err(ConfigError::new("auth.jwt_secret", "must be at least 16 characters"));
         }
-        if self.storage.root.as_os_str().is_empty() {
+        let st = self.storage;
+        if st.root.as_os_str().is_empty() {
             return Err(ConfigError::new("storage.root", "must not be empty"));
         }
+        let retention = RetentionConfig {
+            policy_type: match st.retention_policy.as_str() {
+                "age" => RetentionKind::Age,
+                "size" => RetentionKind::Size,
+                "manual" => RetentionKind::Manual,
+                other => {
+                    return Err(ConfigError::new(
+                        "storage.retention_policy",
+                        format!("{other:?} is not \"age\", \"size\" or \"manual\""),
+                    ));
+                }
+            },
+            max_age_days: st.max_age_days,
+            max_size_gb: st.max_size_gb,
+            enabled: true,
+        };
+        if retention.max_age_days.is_some_and(|d| !(d > 0.0)) {
+            return Err(ConfigError::new("storage.max_age_days", "must be greater than 0"));
+        }
+        if retention.max_size_gb.is_some_and(|g| !(g > 0.0)) {
+            return Err(ConfigError::new("storage.max_size_gb", "must be greater than 0"));
+        }
+        positive("storage.retention_interval_s", st.retention_interval_s as usize)?;
+
+        let r = self.recording;
+        let format = RecordingFormat::parse(&r.format)
+            .ok_or_else(|| ConfigError::new("recording.format", format!("{:?} is not fmp4, mp4 or mkv", r.format)))?;
+        if r.segment_seconds < 2 {
+            return Err(ConfigError::new("recording.segment_seconds", "must be at least 2"));
+        }
+        if !(0.0..=60.0).contains(&r.pre_roll_seconds) {
+            return Err(ConfigError::new("recording.pre_roll_seconds", "must be between 0 and 60"));
+        }
+        if !(100..=1000).contains(&r.fragment_ms) {
+            return Err(ConfigError::new("recording.fragment_ms", "must be between 100 and 1000"));
+        }
+        let sn = self.snapshots;
+        if !(1..=100).contains(&sn.quality) {
+            return Err(ConfigError::new("snapshots.quality", "must be between 1 and 100"));
+        }
+        let size = match (sn.width, sn.height) {
+            (0, 0) => None,
+            (w, h) if (16..=7680).contains(&w) && (16..=4320).contains(&h) => Some((w, h)),
+            _ => return Err(ConfigError::new("snapshots.width", "width and height must both be 0 or 16..7680 x 16..4320")),
+        };
 
         let m = self.monitor;
         positive("monitor.stall_timeout_ms", m.stall_timeout_ms as usize)?;
@@ -268,7 +449,14 @@ impl RawConfig {
                 return Err(ConfigError::new(key("id"), format!("duplicate camera id {id:?}")));
             }
             let url = crate::camera::parse_stream_url(&c.url).map_err(|rule| ConfigError::new(key("url"), rule))?;
-            cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, url });
+            let record = match c.record.as_deref() {
+                None | Some("on_demand") => RecordMode::OnDemand,
+                Some("always") => RecordMode::Always,
+                Some(other) => {
+                    return Err(ConfigError::new(key("record"), format!("{other:?} is not \"always\" or \"on_demand\"")));
+                }
+            };
+            cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, url, record });
         }
 
         Ok(Config {
@@ -282,7 +470,19 @@ impl RawConfig {
                 shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
             },
             auth: AuthConfig { jwt_secret: self.auth.jwt_secret },
-            storage: StorageConfig { root: self.storage.root },
+            storage: StorageConfig {
+                root: st.root,
+                min_free_bytes: st.min_free_mb * 1024 * 1024,
+                retention,
+                retention_interval: Duration::from_secs(st.retention_interval_s),
+            },
+            recording: RecordingConfig {
+                format,
+                segment: Duration::from_secs(r.segment_seconds),
+                pre_roll: Duration::from_secs_f64(r.pre_roll_seconds),
+                fragment: Duration::from_millis(r.fragment_ms),
+            },
+            snapshots: SnapshotConfig { quality: sn.quality, size },
             monitor: MonitorConfig {
                 stall_timeout: Duration::from_millis(m.stall_timeout_ms),
                 reconnect_initial: Duration::from_millis(m.reconnect_initial_ms),

@@ -43,6 +43,36 @@ pub enum EventKind {
     CameraRemoved {
         id: CameraId,
     },
+    RecordingStarted {
+        camera: CameraId,
+        session: String,
+        filename: String,
+        format: &'static str,
+    },
+    RecordingStopped {
+        camera: CameraId,
+        session: String,
+        filename: String,
+        duration_s: f64,
+        file_size: u64,
+    },
+    RecordingFailed {
+        camera: CameraId,
+        session: String,
+        filename: String,
+        duration_s: f64,
+        reason: String,
+    },
+    SnapshotTaken {
+        camera: CameraId,
+        filename: String,
+        file_size: u64,
+    },
+    StorageLowSpace {
+        available: u64,
+        floor: u64,
+        freed: u64,
+    },
     SystemStartup,
     SystemShutdown,
 }
@@ -66,6 +96,11 @@ impl Event {
             EventKind::CameraStatus { status: CameraStatus::Error, .. } => &["camera.status_change"],
             EventKind::CameraAdded { .. } => &["camera.added"],
             EventKind::CameraRemoved { .. } => &["camera.removed"],
+            EventKind::RecordingStarted { .. } => &["recording.start"],
+            EventKind::RecordingStopped { .. } => &["recording.stop"],
+            EventKind::RecordingFailed { .. } => &["recording.error"],
+            EventKind::SnapshotTaken { .. } => &["snapshot.taken"],
+            EventKind::StorageLowSpace { .. } => &["storage.low_space"],
             EventKind::SystemStartup => &["system.startup"],
             EventKind::SystemShutdown => &["system.shutdown"],
         }
@@ -76,7 +111,11 @@ impl Event {
         match &self.kind {
             EventKind::CameraStatus { camera, .. } | EventKind::CameraAdded { camera } => Some(&camera.id),
             EventKind::CameraRemoved { id } => Some(id),
-            EventKind::SystemStartup | EventKind::SystemShutdown => None,
+            EventKind::RecordingStarted { camera, .. }
+            | EventKind::RecordingStopped { camera, .. }
+            | EventKind::RecordingFailed { camera, .. }
+            | EventKind::SnapshotTaken { camera, .. } => Some(camera),
+            EventKind::StorageLowSpace { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => None,
         }
     }
 
@@ -88,6 +127,21 @@ impl Event {
             }),
             EventKind::CameraAdded { camera } => {
                 serde_json::json!({ "name": camera.name, "kind": camera.source.kind() })
+            }
+            EventKind::RecordingStarted { session, filename, format, .. } => {
+                serde_json::json!({ "session": session, "filename": filename, "format": format })
+            }
+            EventKind::RecordingStopped { session, filename, duration_s, file_size, .. } => serde_json::json!({
+                "session": session, "filename": filename, "duration": duration_s, "file_size": file_size,
+            }),
+            EventKind::RecordingFailed { session, filename, duration_s, reason, .. } => serde_json::json!({
+                "session": session, "filename": filename, "duration": duration_s, "reason": reason,
+            }),
+            EventKind::SnapshotTaken { filename, file_size, .. } => {
+                serde_json::json!({ "filename": filename, "file_size": file_size })
+            }
+            EventKind::StorageLowSpace { available, floor, freed } => {
+                serde_json::json!({ "available": available, "floor": floor, "freed": freed })
             }
             EventKind::CameraRemoved { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => {
                 serde_json::json!({})

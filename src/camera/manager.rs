@@ -111,8 +111,17 @@ impl CameraManager {
             });
         }
         self.db.delete_camera(id.as_str()).await?;
-        if let Some(entry) = self.cameras.write().remove(id) {
+        let removed = self.cameras.write().remove(id);
+        if let Some(entry) = removed {
             entry.cancel.cancel();
+            // Clients that do not subscribe to topics still learn the camera is gone.
+            let previous = entry.camera.state().status;
+            self.events.publish(EventKind::CameraStatus {
+                camera: entry.camera,
+                status: super::CameraStatus::Disconnected,
+                previous,
+                reason: Some("camera removed".into()),
+            });
         }
         info!(camera_id = %id, "camera removed");
         self.events.publish(EventKind::CameraRemoved { id: id.clone() });

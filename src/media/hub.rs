@@ -52,8 +52,10 @@ pub enum HubItem {
 pub enum Start {
     /// The most recent keyframe: the lowest latency that still decodes.
     LatestKeyframe,
-    /// The oldest keyframe in history: for pre-roll.
+    /// The oldest keyframe in history.
     History,
+    /// The newest keyframe at least this old (or the oldest there is): pre-roll.
+    PreRoll(Duration),
 }
 
 /// Measured properties of the stream, as of now.
@@ -130,6 +132,8 @@ impl Slot {
 #[derive(Debug)]
 pub struct Consumer {
     pub rx: mpsc::Receiver<HubItem>,
+    /// When the first frame it was given (from history) arrived; `None` if it starts with live frames.
+    pub first_arrival: Option<Instant>,
     id: u64,
     dropped: Arc<AtomicU64>,
     hub: std::sync::Weak<StreamHub>,
@@ -283,7 +287,12 @@ impl StreamHub {
         let from = match start {
             Start::History => 0,
             Start::LatestKeyframe => st.history.iter().rposition(|f| f.keyframe).unwrap_or(st.history.len()),
+            Start::PreRoll(age) => {
+                let now = Instant::now();
+                st.history.iter().rposition(|f| f.keyframe && now.duration_since(f.arrived) >= age).unwrap_or(0)
+            }
         };
+        let first_arrival = st.history.get(from).map(|f| f.arrived);
         let backlog = st.history.len() - from;
         let (tx, rx) = mpsc::channel(capacity.max(backlog + 2));
         if let Some(caps) = &st.caps {
@@ -297,7 +306,7 @@ impl StreamHub {
         let dropped = Arc::new(AtomicU64::new(0));
         // With no history yet the consumer must still start on a keyframe.
         st.consumers.push(Slot { id, name, tx, resync: backlog == 0, dropped: dropped.clone() });
-        Consumer { rx, id, dropped, hub: Arc::downgrade(self) }
+        Consumer { rx, first_arrival, id, dropped, hub: Arc::downgrade(self) }
     }
 
     /// Names of the current consumers, for status and debugging.

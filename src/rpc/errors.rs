@@ -83,10 +83,12 @@ pub fn from_params_error(e: serde_path_to_error::Error<serde_json::Error>) -> Er
             rest.find('`').map(|j| rest[..j].to_owned())
         })
     };
+    // A missing or unknown field is reported at its parent's path ("." at the top level).
+    let nested = |field: String| if path == "." { field } else { format!("{path}.{field}") };
     let (param, rule) = if let Some(field) = named("missing field `") {
-        (field, "is required".to_owned())
+        (nested(field), "is required".to_owned())
     } else if let Some(field) = named("unknown field `") {
-        (field, "is not a parameter of this method".to_owned())
+        (nested(field), "is not a parameter of this method".to_owned())
     } else {
         let rule = inner.split(" at line ").next().unwrap_or(&inner).to_owned();
         (if path == "." { "params".to_owned() } else { path }, rule)

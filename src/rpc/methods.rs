@@ -349,8 +349,9 @@ fn id_from_name(name: &str) -> Result<CameraId> {
             slug.push('-');
         }
     }
-    let slug = slug.trim_matches('-');
-    CameraId::parse(slug)
+    // Long names keep their first 64 characters as the id.
+    let slug: String = slug.trim_matches('-').chars().take(64).collect();
+    CameraId::parse(slug.trim_end_matches('-'))
         .map_err(|_| Error::invalid_param("stream_name", "must contain a letter or digit; its id is [a-z0-9_-]{1,64}"))
 }
 

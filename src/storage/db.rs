@@ -154,6 +154,198 @@ impl Db {
     }
 }
 
+/// A recording session row.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: String,
+    pub camera: String,
+    pub format: String,
+    pub requested_at: i64,
+    pub started_at: i64,
+    pub trigger: String,
+}
+
+/// A segment row: one complete, synced recording file.
+#[derive(Debug, Clone)]
+pub struct SegmentRow {
+    pub session_id: String,
+    pub camera: String,
+    pub filename: String,
+    pub format: String,
+    pub started_at: i64,
+    pub ended_at: i64,
+    pub duration_ms: i64,
+    pub size_bytes: i64,
+    pub recovered: bool,
+}
+
+fn segment_from(r: &sqlx::sqlite::SqliteRow) -> Result<SegmentRow, sqlx::Error> {
+    Ok(SegmentRow {
+        session_id: r.try_get("session_id")?,
+        camera: r.try_get("camera")?,
+        filename: r.try_get("filename")?,
+        format: r.try_get("format")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        duration_ms: r.try_get("duration_ms")?,
+        size_bytes: r.try_get("size_bytes")?,
+        recovered: r.try_get::<i64, _>("recovered")? != 0,
+    })
+}
+
+/// `SELECT <segment columns> FROM segments <rest>`, as a static string (sqlx refuses dynamic SQL).
+macro_rules! select_segments {
+    ($rest:literal) => {
+        concat!(
+            "SELECT session_id, camera, filename, format, started_at, ended_at, duration_ms, size_bytes, recovered ",
+            "FROM segments ",
+            $rest
+        )
+    };
+}
+
+impl Db {
+    pub async fn insert_session(&self, s: &SessionRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO recording_sessions (id, camera, format, requested_at, started_at, state, trigger)
+             VALUES (?, ?, ?, ?, ?, 'recording', ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.camera)
+        .bind(&s.format)
+        .bind(s.requested_at)
+        .bind(s.started_at)
+        .bind(&s.trigger)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a session ended: `state` is 'stopped', 'error' or 'interrupted'.
+    pub async fn finish_session(&self, id: &str, ended_at: i64, state: &str, reason: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE recording_sessions SET ended_at = ?, state = ?, reason = ? WHERE id = ?")
+            .bind(ended_at)
+            .bind(state)
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sessions a previous process left running; they are now interrupted.
+    pub async fn interrupt_open_sessions(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT id, camera, started_at FROM recording_sessions WHERE state = 'recording'")
+            .fetch_all(&self.pool)
+            .await?;
+        let open = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<String, _>("camera")?, r.try_get::<i64, _>("started_at")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        for (id, _, _) in &open {
+            let end = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(ended_at) FROM segments WHERE session_id = ?")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+            self.finish_session(id, end.unwrap_or_else(now_ms), "interrupted", Some("camhub stopped unexpectedly"))
+                .await?;
+        }
+        Ok(open)
+    }
+
+    /// The session of `camera` that started at `started_at` (how a recovered file finds its session).
+    pub async fn session_by_start(&self, camera: &str, started_at: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM recording_sessions WHERE camera = ? AND started_at = ?")
+            .bind(camera)
+            .bind(started_at)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn insert_segment(&self, s: &SegmentRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO segments (session_id, camera, filename, format, started_at, ended_at, duration_ms,
+                 size_bytes, recovered, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.session_id)
+        .bind(&s.camera)
+        .bind(&s.filename)
+        .bind(&s.format)
+        .bind(s.started_at)
+        .bind(s.ended_at)
+        .bind(s.duration_ms)
+        .bind(s.size_bytes)
+        .bind(s.recovered as i64)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Segments, newest first, and how many there are in all.
+    pub async fn list_segments(&self, limit: i64, offset: i64) -> Result<(Vec<SegmentRow>, i64)> {
+        let rows = sqlx::query(select_segments!("ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?"))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM segments").fetch_one(&self.pool).await?;
+        Ok((rows.iter().map(segment_from).collect::<Result<_, _>>()?, total))
+    }
+
+    /// Segments, oldest first (retention deletes from the front).
+    pub async fn oldest_segments(&self, limit: i64) -> Result<Vec<SegmentRow>> {
+        let rows = sqlx::query(select_segments!("ORDER BY started_at, id LIMIT ?"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(segment_from).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn segments_of_session(&self, session_id: &str) -> Result<Vec<SegmentRow>> {
+        let rows =
+            sqlx::query(select_segments!("WHERE session_id = ? ORDER BY started_at, id"))
+                .bind(session_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(segment_from).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn segment(&self, filename: &str) -> Result<Option<SegmentRow>> {
+        let row = sqlx::query(select_segments!("WHERE filename = ?"))
+            .bind(filename)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(segment_from).transpose()?)
+    }
+
+    pub async fn delete_segment(&self, filename: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM segments WHERE filename = ?").bind(filename).execute(&self.pool).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn segment_filenames(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT filename FROM segments").fetch_all(&self.pool).await?)
+    }
+
+    pub async fn segments_total_size(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(SUM(size_bytes), 0) FROM segments").fetch_one(&self.pool).await?)
+    }
+
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?").bind(key).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! pipelines or the RPC wire.
 
 pub mod db;
+pub mod files;
 
 pub use db::Db;
 

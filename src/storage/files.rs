@@ -1,0 +1,113 @@
+//! The data dir's file areas (`recordings/`, `snapshots/`) and the one rule for names clients give: a name is never a
+//! path. Every path to a client-named file is built here, from a validated name, inside its area.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A file area under the data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    Recordings,
+    Snapshots,
+}
+
+impl Area {
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Area::Recordings => "recordings",
+            Area::Snapshots => "snapshots",
+        }
+    }
+}
+
+/// The rule, as clients see it in -32602 errors.
+pub const NAME_RULE: &str =
+    "a plain file name: 1-255 characters, no '/', '\\\\', NUL or control characters, not starting with '.'";
+
+/// Checks that `name` is a plain file name.
+pub fn validate_name(param: &'static str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+    if ok { Ok(()) } else { Err(Error::invalid_param(param, NAME_RULE)) }
+}
+
+/// The data dir's areas.
+#[derive(Debug, Clone)]
+pub struct Files {
+    root: PathBuf,
+}
+
+impl Files {
+    pub fn new(root: &Path) -> Files {
+        Files { root: root.to_path_buf() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dir(&self, area: Area) -> PathBuf {
+        self.root.join(area.dir_name())
+    }
+
+    /// Creates the areas.
+    pub fn create_dirs(&self) -> std::io::Result<()> {
+        for area in [Area::Recordings, Area::Snapshots] {
+            std::fs::create_dir_all(self.dir(area))?;
+        }
+        Ok(())
+    }
+
+    /// The path of a validated name in `area`.
+    pub fn path(&self, area: Area, param: &'static str, name: &str) -> Result<PathBuf> {
+        validate_name(param, name)?;
+        Ok(self.dir(area).join(name))
+    }
+
+    /// Size of all regular files in `area`.
+    pub fn area_size(&self, area: Area) -> u64 {
+        std::fs::read_dir(self.dir(area))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// fsyncs a file and then its directory, so both its content and its name survive a power cut.
+pub fn sync_file_and_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_never_paths() {
+        for bad in
+            ["", ".", "..", "../x", "a/b", "/etc/passwd", "a\\b", ".hidden", "a\0b", "x..y", "a\nb", &"x".repeat(256)]
+        {
+            assert!(validate_name("filename", bad).is_err(), "{bad:?}");
+        }
+        for good in ["cam0_2026-11-22T00-00-00Z.jpg", "my snapshot.jpg", "a", "x.y.z"] {
+            assert!(validate_name("filename", good).is_ok(), "{good:?}");
+        }
+        let files = Files::new(Path::new("/data"));
+        assert_eq!(files.path(Area::Snapshots, "filename", "a.jpg").expect("valid"), Path::new("/data/snapshots/a.jpg"));
+        assert!(files.path(Area::Snapshots, "filename", "../camhub.db").is_err());
+    }
+}
