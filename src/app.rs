@@ -8,7 +8,10 @@ use crate::auth::Authenticator;
 use crate::camera::{CameraManager, CameraStatus};
 use crate::config::Config;
 use crate::events::EventBus;
+use crate::recording::Recordings;
+use crate::snapshot::Snapshots;
 use crate::storage::Db;
+use crate::storage::files::Files;
 
 pub const NAME: &str = "camhub";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -29,6 +32,9 @@ pub struct App {
     pub auth: Authenticator,
     pub events: EventBus,
     pub cameras: CameraManager,
+    pub recordings: std::sync::Arc<Recordings>,
+    pub snapshots: Snapshots,
+    pub files: Files,
     pub started: Instant,
     pub started_wall: SystemTime,
     phase: AtomicU8,
@@ -52,14 +58,30 @@ impl Health {
     }
 }
 
+/// What `App::new` assembles.
+pub struct Parts {
+    pub config: Config,
+    pub db: Db,
+    pub auth: Authenticator,
+    pub events: EventBus,
+    pub cameras: CameraManager,
+    pub recordings: std::sync::Arc<Recordings>,
+    pub snapshots: Snapshots,
+    pub files: Files,
+}
+
 impl App {
-    pub fn new(config: Config, db: Db, auth: Authenticator, events: EventBus, cameras: CameraManager) -> App {
+    pub fn new(parts: Parts) -> App {
+        let Parts { config, db, auth, events, cameras, recordings, snapshots, files } = parts;
         App {
             config,
             db,
             auth,
             events,
             cameras,
+            recordings,
+            snapshots,
+            files,
             started: Instant::now(),
             started_wall: SystemTime::now(),
             phase: AtomicU8::new(Phase::Starting as u8),

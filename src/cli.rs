@@ -42,6 +42,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Compare recordings on disk with the index; with --repair, make them agree (run while camhub is stopped).
+    Check {
+        #[arg(long, env = "CAMHUB_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        repair: bool,
+    },
     /// Print a signed JWT for a role.
     Token {
         #[arg(long, env = "CAMHUB_CONFIG")]
@@ -131,6 +138,13 @@ async fn dispatch(command: Command) -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Check { config, repair } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            check(config, repair).await
+        }
         Command::Token { config, role, ttl, user } => {
             let config = match load(config.as_deref()) {
                 Ok(c) => c,
@@ -275,4 +289,40 @@ async fn demo(data: PathBuf) -> ExitCode {
     let result = crate::service::run(config, shutdown_signal()).await;
     drop(cam);
     finish(result)
+}
+
+/// `camhub check`: prints every mismatch between recordings on disk and the index; exit 1 if any remain.
+async fn check(config: Config, repair: bool) -> ExitCode {
+    let result = async {
+        crate::media::init()?;
+        let (db, _auth) = crate::service::open_storage(&config).await?;
+        let files = crate::storage::files::Files::new(&config.storage.root);
+        files.create_dirs()?;
+        let report = crate::recording::recovery::reconcile(&db, &files, repair).await?;
+        db.close().await;
+        anyhow::Ok(report)
+    };
+    match result.await {
+        Ok(r) => {
+            for name in &r.unindexed {
+                println!("unindexed file: {name}{}", if repair { " (recovered and indexed)" } else { "" });
+            }
+            for name in &r.missing {
+                println!("index row without file: {name}{}", if repair { " (row removed)" } else { "" });
+            }
+            for name in &r.size_mismatch {
+                println!("size differs from index: {name}");
+            }
+            for name in &r.unrecoverable {
+                println!("unrecoverable (left in place): {name}");
+            }
+            if r.interrupted_sessions > 0 {
+                println!("sessions marked interrupted: {}", r.interrupted_sessions);
+            }
+            let clean = r.is_clean() || (repair && r.unrecoverable.is_empty() && r.size_mismatch.is_empty());
+            println!("{}", if clean { "ok" } else { "mismatches found" });
+            if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => fail(format!("{e:#}")),
+    }
 }

@@ -11,3 +11,5 @@ pub mod media;
 pub mod rpc;
 pub mod service;
 pub mod storage;
+pub mod recording;
+pub mod snapshot;

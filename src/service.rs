@@ -11,10 +11,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::app::{App, Phase};
+use crate::app::{App, Parts, Phase};
 use crate::auth::{Authenticator, load_or_create_secret};
 use crate::camera::CameraManager;
-use crate::config::Config;
+use crate::config::{Config, RecordMode};
+use crate::recording::{self, Recordings, Trigger};
+use crate::snapshot::Snapshots;
+use crate::storage::files::Files;
 use crate::events::{EventBus, EventKind};
 use crate::rpc;
 use crate::storage::Db;
@@ -53,15 +56,47 @@ pub async fn run_with_listener(
     );
 
     let (db, auth) = open_storage(&config).await?;
+    let files = Files::new(&config.storage.root);
+    files.create_dirs().context("creating storage areas")?;
+    let report = recording::recovery::reconcile(&db, &files, true).await.context("reconciling recordings")?;
+    if !report.unrecoverable.is_empty() {
+        warn!(files = ?report.unrecoverable, "recordings that could not be recovered were left in place, unindexed");
+    }
     let events = EventBus::new(config.server.notification_queue);
     let root_cancel = CancellationToken::new();
-    let cameras = CameraManager::new(db.clone(), events.clone(), config.monitor.clone(), root_cancel.child_token());
+    let cameras = CameraManager::new(
+        db.clone(),
+        events.clone(),
+        config.monitor.clone(),
+        config.recording.pre_roll,
+        root_cancel.child_token(),
+    );
+    let recordings = Arc::new(
+        Recordings::new(
+            db.clone(),
+            files.clone(),
+            events.clone(),
+            config.recording.clone(),
+            config.storage.clone(),
+            root_cancel.child_token(),
+        )
+        .await?,
+    );
+    let snapshots = Snapshots::new(files.clone(), config.snapshots.clone(), events.clone());
     let grace = config.server.shutdown_grace;
     let configured = config.cameras.clone();
-    let app = Arc::new(App::new(config, db.clone(), auth, events.clone(), cameras));
+    let app = Arc::new(App::new(Parts { config, db: db.clone(), auth, events: events.clone(), cameras, recordings, snapshots, files }));
 
     let log_task = tokio::spawn(log_events(db.clone(), events.subscribe()));
     app.cameras.start(&configured).await.context("starting cameras")?;
+    let guard = tokio::spawn(app.recordings.clone().guard());
+    for c in configured.iter().filter(|c| c.record == RecordMode::Always) {
+        if let Some(camera) = app.cameras.get(&c.id)
+            && let Err(e) = app.recordings.start(&camera, None, None, Trigger::Continuous).await
+        {
+            warn!(camera_id = %c.id, err = %e, "cannot start continuous recording");
+        }
+    }
 
     let server = rpc::Server::new(app.clone(), root_cancel.child_token());
     let addr = listener.local_addr()?;
@@ -83,6 +118,7 @@ pub async fn run_with_listener(
     root_cancel.cancel();
 
     let drained = tokio::time::timeout(grace, async {
+        app.recordings.wait_stopped().await;
         app.cameras.wait_stopped().await;
         if let Err(e) = serve.await {
             warn!(err = %e, "server task failed");
@@ -95,6 +131,7 @@ pub async fn run_with_listener(
     if let Some(w) = watchdog {
         w.abort();
     }
+    guard.abort();
     log_task.abort();
     db.close().await;
     info!("stopped");

@@ -34,6 +34,8 @@ pub struct CameraManager {
     db: Db,
     events: EventBus,
     monitor: MonitorConfig,
+    /// History each camera's hub keeps (the recording pre-roll).
+    hub_retain: std::time::Duration,
     /// Parent of every camera's cancellation token: cancelling it stops them all.
     shutdown: CancellationToken,
     /// Supervisor tasks, so shutdown can wait for every pipeline to be torn down.
@@ -41,12 +43,19 @@ pub struct CameraManager {
 }
 
 impl CameraManager {
-    pub fn new(db: Db, events: EventBus, monitor: MonitorConfig, shutdown: CancellationToken) -> CameraManager {
+    pub fn new(
+        db: Db,
+        events: EventBus,
+        monitor: MonitorConfig,
+        hub_retain: std::time::Duration,
+        shutdown: CancellationToken,
+    ) -> CameraManager {
         CameraManager {
             cameras: RwLock::new(BTreeMap::new()),
             db,
             events,
             monitor,
+            hub_retain,
             shutdown,
             tasks: TaskTracker::new(),
         }
@@ -155,6 +164,7 @@ impl CameraManager {
     }
 
     fn insert(&self, camera: Camera) -> Result<Arc<Camera>> {
+        camera.hub.set_retain(self.hub_retain);
         let camera = Arc::new(camera);
         let cancel = self.shutdown.child_token();
         {

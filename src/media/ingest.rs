@@ -1,5 +1,7 @@
 //! RTSP ingest: builds the pipeline `rtspsrc ! depay ! parse ! appsink` that feeds one camera's [`StreamHub`] with
-//! whole access units (byte-stream, parameter sets before every keyframe, so any keyframe is a clean entry point).
+//! whole access units in the form MP4 stores them (`avc`/`hvc1`: length-prefixed NAL units, parameter sets in the
+//! caps' `codec_data` and repeated before every keyframe), so muxers take them without a parser and any keyframe is
+//! a clean entry point for a decoder.
 //! Building is separate from running: the camera supervisor owns the pipeline's lifecycle and bus.
 
 use std::sync::Arc;
@@ -86,9 +88,9 @@ fn link_depayloader(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Elemen
     let caps = pad.current_caps().ok_or("rtp pad without caps")?;
     let s = caps.structure(0).ok_or("empty rtp caps")?;
     let encoding = s.get::<&str>("encoding-name").unwrap_or("unknown").to_ascii_uppercase();
-    let (depay, parse, media_type) = match encoding.as_str() {
-        "H264" => ("rtph264depay", "h264parse", "video/x-h264"),
-        "H265" => ("rtph265depay", "h265parse", "video/x-h265"),
+    let (depay, parse, media_type, format) = match encoding.as_str() {
+        "H264" => ("rtph264depay", "h264parse", "video/x-h264", "avc"),
+        "H265" => ("rtph265depay", "h265parse", "video/x-h265", "hvc1"),
         other => return Err(format!("unsupported video codec {other}: camhub ingests H.264 and H.265")),
     };
     if sink.static_pad("sink").is_some_and(|p| p.is_linked()) {
@@ -100,7 +102,7 @@ fn link_depayloader(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Elemen
     let filter = make("capsfilter").map_err(|e| e.to_string())?;
     filter.set_property(
         "caps",
-        gst::Caps::builder(media_type).field("stream-format", "byte-stream").field("alignment", "au").build(),
+        gst::Caps::builder(media_type).field("stream-format", format).field("alignment", "au").build(),
     );
     let chain = [&depay, &parse, &filter];
     pipeline.add_many(chain).map_err(|e| e.to_string())?;

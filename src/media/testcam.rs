@@ -156,12 +156,14 @@ fn gop(settings: &TestCamSettings) -> u32 {
     settings.gop.unwrap_or(settings.fps).max(1)
 }
 
-/// The raw picture: moving test pattern, camera name and frame counter (time code) top left, wall clock top right.
+/// The raw picture: moving ball, camera name and frame counter (a time code HH:MM:SS:FF from timecodestamper) top
+/// left, wall clock top right.
 fn raw_source(settings: &TestCamSettings, index: usize, live: bool) -> String {
     format!(
         "videotestsrc is-live={live} pattern=ball background-color=0xff204060 ! \
          video/x-raw,width={w},height={h},framerate={fps}/1 ! \
-         timeoverlay time-mode=time-code halignment=left valignment=top font-desc=\"Sans 24\" text=\"cam{index}\" ! \
+         timecodestamper ! \
+         timeoverlay time-mode=time-code halignment=left valignment=top font-desc=\"Sans 24\" text=\"cam{index} frame\" ! \
          clockoverlay halignment=right valignment=top time-format=\"%H:%M:%S\" font-desc=\"Sans 24\"",
         w = settings.width,
         h = settings.height,

@@ -267,9 +267,13 @@ impl Connection {
         if self.session.principal().is_none() {
             return out;
         }
+        // Every authenticated client gets camera and recording status updates without subscribing.
         if let EventKind::CameraStatus { camera, status, .. } = &event.kind {
             let params = wire::summary_with(camera, *status, &camera.hub.stats());
             out.push(notification("camera_status_update", &params));
+        }
+        if let Some(params) = super::storage_methods::recording_notification(&event.kind) {
+            out.push(notification("recording_status_update", &params));
         }
         let subs = self.session.subscriptions.lock();
         let Some(topic) = event.topics().iter().find(|t| subs.topics.contains(**t)) else { return out };

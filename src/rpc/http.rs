@@ -4,17 +4,22 @@
 use std::fmt::Write;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use tower::ServiceExt;
+
 use super::{Server, wire};
+use crate::storage::files::Area;
 use crate::app::{self, Phase};
 
 pub fn routes() -> Router<Server> {
     Router::new()
+        .route("/files/recordings/{name}", get(recording_file))
+        .route("/files/snapshots/{name}", get(snapshot_file))
         .route("/health/system", get(system))
         .route("/health/cameras", get(cameras))
         .route("/health/ready", get(ready))
@@ -74,4 +79,66 @@ async fn metrics(State(server): State<Server>) -> Response {
         let _ = writeln!(out, "camhub_camera_reconnects_total{{camera=\"{}\"}} {}", c.id, c.state().reconnects);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Verifies `Authorization: Bearer <jwt or key>` or `X-API-Key: <key>` for a viewer or above.
+async fn authorize(server: &Server, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let Some(credential) = bearer.or(key) else {
+        return Err((StatusCode::UNAUTHORIZED, "send Authorization: Bearer or X-API-Key").into_response());
+    };
+    match server.ctx.app.auth.verify(credential).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err((StatusCode::UNAUTHORIZED, e.to_string()).into_response()),
+    }
+}
+
+async fn recording_file(
+    State(server): State<Server>,
+    Path(name): Path<String>,
+    req: axum::extract::Request,
+) -> Response {
+    serve(&server, Area::Recordings, &name, req).await
+}
+
+async fn snapshot_file(
+    State(server): State<Server>,
+    Path(name): Path<String>,
+    req: axum::extract::Request,
+) -> Response {
+    serve(&server, Area::Snapshots, &name, req).await
+}
+
+/// Serves one file of an area, with Range support; the name is validated before any path is built.
+async fn serve(server: &Server, area: Area, name: &str, req: axum::extract::Request) -> Response {
+    if let Err(resp) = authorize(server, req.headers()).await {
+        return resp;
+    }
+    let app = &server.ctx.app;
+    let path = match app.files.path(area, "name", name) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    // Only indexed (complete, synced) recordings are served.
+    if area == Area::Recordings && !matches!(app.db.segment(name).await, Ok(Some(_))) {
+        return (StatusCode::NOT_FOUND, "no such recording").into_response();
+    }
+    let content_type = if area == Area::Snapshots {
+        "image/jpeg"
+    } else if name.ends_with(".mkv") {
+        "video/x-matroska"
+    } else {
+        "video/mp4"
+    };
+    match tower_http::services::ServeFile::new_with_mime(&path, &content_type.parse().expect("literal mime"))
+        .oneshot(req)
+        .await
+    {
+        Ok(resp) => resp.map(axum::body::Body::new),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

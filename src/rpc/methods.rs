@@ -45,8 +45,20 @@ pub const ACCESS: &[(&str, Access)] = &[
     ("get_external_streams", AtLeast(Viewer)),
     ("add_external_stream", AtLeast(Operator)),
     ("remove_external_stream", AtLeast(Operator)),
+    ("list_recordings", AtLeast(Viewer)),
+    ("list_snapshots", AtLeast(Viewer)),
+    ("get_recording_info", AtLeast(Viewer)),
+    ("get_snapshot_info", AtLeast(Viewer)),
+    ("take_snapshot", AtLeast(Operator)),
+    ("start_recording", AtLeast(Operator)),
+    ("stop_recording", AtLeast(Operator)),
     ("get_status", AtLeast(Admin)),
     ("get_metrics", AtLeast(Admin)),
+    ("delete_recording", AtLeast(Admin)),
+    ("delete_snapshot", AtLeast(Admin)),
+    ("get_storage_info", AtLeast(Admin)),
+    ("set_retention_policy", AtLeast(Admin)),
+    ("cleanup_old_files", AtLeast(Admin)),
 ];
 
 pub fn access(method: &str) -> Option<Access> {
@@ -77,11 +89,12 @@ pub fn module(ctx: Arc<RpcContext>) -> RpcModule<RpcContext> {
     register(&mut m, "add_external_stream", add_external_stream);
     register(&mut m, "remove_external_stream", remove_external_stream);
     register(&mut m, "get_external_streams", |ctx, _, _: NoParams| async move { Ok(external_streams(&ctx)) });
+    super::storage_methods::register_all(&mut m);
     m
 }
 
 /// Registers `handler` under `name`: params parsed and validated into `P`, errors mapped in `errors`.
-fn register<P, R, F, Fut>(m: &mut RpcModule<RpcContext>, name: &'static str, handler: F)
+pub(super) fn register<P, R, F, Fut>(m: &mut RpcModule<RpcContext>, name: &'static str, handler: F)
 where
     P: DeserializeOwned + Send + 'static,
     R: Serialize + Clone + Send + 'static,
@@ -117,7 +130,7 @@ fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoParams {}
+pub(super) struct NoParams {}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,7 +180,7 @@ struct RemoveExternalStreamParams {
 
 // ---- methods ----
 
-fn find_camera(ctx: &RpcContext, device: &str) -> Result<Arc<Camera>> {
+pub(super) fn find_camera(ctx: &RpcContext, device: &str) -> Result<Arc<Camera>> {
     let id = CameraId::parse(device).map_err(|rule| Error::invalid_param("device", rule))?;
     ctx.app.cameras.get(&id).ok_or_else(|| Error::camera_not_found(device))
 }
@@ -234,8 +247,12 @@ fn server_info() -> Value {
         "version": app::VERSION,
         "build_date": env!("CAMHUB_BUILD_DATE"),
         "architecture": std::env::consts::ARCH,
-        "capabilities": ["rtsp_ingest", "camera_monitor", "auto_reconnect", "notifications", "api_keys", "jwt"],
-        "supported_formats": ["h264", "h265"],
+        "capabilities": [
+            "rtsp_ingest", "camera_monitor", "auto_reconnect", "notifications", "api_keys", "jwt",
+            "recording", "pre_roll", "snapshots", "retention",
+        ],
+        "supported_formats": ["fmp4", "mp4", "mkv"],
+        "supported_codecs": ["H264", "H265"],
         "max_cameras": camera::manager::MAX_CAMERAS,
     })
 }
@@ -281,7 +298,7 @@ fn metrics(ctx: &RpcContext) -> Value {
             "threads": process.threads,
         },
         "camera_metrics": { "total": total, "connected": connected, "cameras": per_camera },
-        "recording_metrics": { "active": 0 },
+        "recording_metrics": { "active": app.recordings.active_count() },
         "stream_metrics": { "active_streams": 0, "total_streams": 0, "total_viewers": 0 },
         "connection_metrics": { "active_connections": ctx.sessions.len() },
     })

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod http;
 pub mod methods;
 pub mod session;
+pub mod storage_methods;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod files;
+pub mod retention;
 
 pub use db::Db;
 

@@ -1,0 +1,374 @@
+//! Recordings: one session per camera at a time, started on demand or continuously from config, each a hub consumer
+//! (`recorder`), with pre-roll from the hub's history, an optional duration, and segments indexed as they close.
+//! Also the storage guard: the retention policy and the free-space floor, which stops recordings cleanly (with an
+//! ERROR notification and playable files) when space cannot be freed. Start-up recovery lives in `recovery`.
+
+pub mod recorder;
+pub mod recovery;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::camera::{Camera, CameraId, CameraStatus};
+use crate::config::{RecordingConfig, RecordingFormat, RetentionConfig, StorageConfig};
+use crate::error::{Error, Result};
+use crate::events::{EventBus, EventKind};
+use crate::media::hub::Start;
+use crate::storage::Db;
+use crate::storage::db::SessionRow;
+use crate::storage::files::{Area, Files};
+use crate::storage::retention::{self, Cleanup};
+pub use recorder::{Ending, SessionInfo};
+
+/// Frames a recording may fall behind before it drops (and resynchronises at a keyframe).
+const QUEUE_FRAMES: usize = 1024;
+const RETENTION_SETTING: &str = "retention_policy";
+
+/// Why a session exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Api,
+    Continuous,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Continuous => "continuous",
+        }
+    }
+}
+
+/// A finished session, as `stop_recording` reports it.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub info: SessionInfo,
+    pub ending: Ending,
+    pub ended_at: SystemTime,
+    pub duration: Duration,
+    pub file_size: u64,
+    pub segments: usize,
+}
+
+#[derive(Debug)]
+struct Active {
+    info: SessionInfo,
+    stop: CancellationToken,
+    /// Set by the storage guard before it stops the session, so the session ends as an error.
+    failure: Arc<Mutex<Option<String>>>,
+    /// Becomes `Some` when the session has ended and its files are indexed.
+    done: watch::Receiver<Option<Summary>>,
+}
+
+#[derive(Debug)]
+pub struct Recordings {
+    db: Db,
+    files: Files,
+    events: EventBus,
+    config: RecordingConfig,
+    storage: StorageConfig,
+    /// The policy in force (config, or the last one set through the API).
+    policy: Mutex<RetentionConfig>,
+    /// Sessions in progress by camera; a short lock, never held across `.await`.
+    active: Mutex<HashMap<CameraId, Active>>,
+    /// Session tasks, so shutdown can wait for every file to be finalised.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Recordings {
+    pub async fn new(
+        db: Db,
+        files: Files,
+        events: EventBus,
+        config: RecordingConfig,
+        storage: StorageConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Recordings> {
+        let policy = match db.setting(RETENTION_SETTING).await? {
+            Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
+                warn!(err = %e, "stored retention policy unreadable; using the config's");
+                storage.retention.clone()
+            }),
+            None => storage.retention.clone(),
+        };
+        Ok(Recordings {
+            db,
+            files,
+            events,
+            config,
+            storage,
+            policy: Mutex::new(policy),
+            active: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            shutdown,
+        })
+    }
+
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
+
+    pub fn default_format(&self) -> RecordingFormat {
+        self.config.format
+    }
+
+    /// The session in progress on `camera`, if any.
+    pub fn active(&self, camera: &CameraId) -> Option<SessionInfo> {
+        self.active.lock().get(camera).map(|a| a.info.clone())
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.active.lock().len()
+    }
+
+    /// Starts recording `camera` with pre-roll; `duration` stops it on its own.
+    pub async fn start(
+        self: &Arc<Self>,
+        camera: &Arc<Camera>,
+        duration: Option<Duration>,
+        format: Option<RecordingFormat>,
+        trigger: Trigger,
+    ) -> Result<SessionInfo> {
+        if let Some(active) = self.active(&camera.id) {
+            return Err(Error::InvalidState {
+                state: format!("recording ({})", active.first_filename),
+                allowed: vec!["not recording"],
+            });
+        }
+        if trigger == Trigger::Api && camera.state().status != CameraStatus::Connected {
+            return Err(Error::InvalidState { state: camera.state().status.as_str().into(), allowed: vec!["CONNECTED"] });
+        }
+        self.ensure_space().await?;
+        let format = format.unwrap_or(self.config.format);
+        let consumer = camera.hub.subscribe("recording", QUEUE_FRAMES, Start::PreRoll(self.config.pre_roll));
+        let requested_at = SystemTime::now();
+        let started_at = consumer.first_arrival.map(|t| requested_at - t.elapsed()).unwrap_or(requested_at);
+        let info = SessionInfo {
+            id: session_id(),
+            camera: camera.id.clone(),
+            format,
+            requested_at,
+            started_at,
+            first_filename: recorder::segment_name(camera.id.as_str(), started_at, 0, format),
+        };
+        let stop = self.shutdown.child_token();
+        let (done_tx, done_rx) = watch::channel(None);
+        let failure = Arc::new(Mutex::new(None));
+        {
+            let mut active = self.active.lock();
+            if active.contains_key(&camera.id) {
+                return Err(Error::InvalidState { state: "recording".into(), allowed: vec!["not recording"] });
+            }
+            let entry = Active { info: info.clone(), stop: stop.clone(), failure: failure.clone(), done: done_rx };
+            active.insert(camera.id.clone(), entry);
+        }
+        let row = SessionRow {
+            id: info.id.clone(),
+            camera: info.camera.to_string(),
+            format: format.as_str().into(),
+            requested_at: recorder::millis(requested_at),
+            started_at: recorder::millis(started_at),
+            trigger: trigger.as_str().into(),
+        };
+        if let Err(e) = self.db.insert_session(&row).await {
+            self.active.lock().remove(&camera.id);
+            return Err(e);
+        }
+        info!(camera_id = %camera.id, session = info.id, pre_roll_ms = requested_at.duration_since(started_at).unwrap_or_default().as_millis() as u64, "recording started");
+        self.events.publish(EventKind::RecordingStarted {
+            camera: camera.id.clone(),
+            session: info.id.clone(),
+            filename: info.first_filename.clone(),
+            format: format.as_str(),
+        });
+        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+        let this = self.clone();
+        let task_info = info.clone();
+        let camera_id = camera.id.clone();
+        let span = info_span!("recording", camera_id = %camera.id, session = info.id);
+        self.tasks.spawn(
+            async move {
+                let dir = this.files.dir(Area::Recordings);
+                let ending =
+                    recorder::run(task_info.clone(), this.config.clone(), dir, this.db.clone(), consumer, stop, deadline)
+                        .await;
+                let ending = match (ending, failure.lock().take()) {
+                    (Ending::Stopped, Some(reason)) => Ending::Failed(reason),
+                    (ending, _) => ending,
+                };
+                let summary = this.finish(task_info, ending).await;
+                this.active.lock().remove(&camera_id);
+                let _ = done_tx.send(Some(summary));
+            }
+            .instrument(span),
+        );
+        Ok(info)
+    }
+
+    /// Stops the session on `camera` and waits until its files are finalised and indexed.
+    pub async fn stop(&self, camera: &CameraId) -> Result<Summary> {
+        let (stop, mut done) = {
+            let active = self.active.lock();
+            let a = active
+                .get(camera)
+                .ok_or_else(|| Error::InvalidState { state: "not recording".into(), allowed: vec!["recording"] })?;
+            (a.stop.clone(), a.done.clone())
+        };
+        stop.cancel();
+        let summary = tokio::time::timeout(Duration::from_secs(30), done.wait_for(Option::is_some))
+            .await
+            .map_err(|_| Error::Dependency { dependency: "recording pipeline", detail: "did not finalise".into() })?
+            .map_err(|_| Error::internal("recording task vanished"))?
+            .clone();
+        summary.ok_or_else(|| Error::internal("recording ended without a summary"))
+    }
+
+    /// Stops every session (shutdown or no space left) and waits for them.
+    pub async fn stop_all(&self) {
+        let cameras: Vec<CameraId> = self.active.lock().keys().cloned().collect();
+        for camera in cameras {
+            let _ = self.stop(&camera).await;
+        }
+    }
+
+    /// Waits for all session tasks (after the shutdown token fired).
+    pub async fn wait_stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Closes the session in the index and tells clients.
+    async fn finish(&self, info: SessionInfo, ending: Ending) -> Summary {
+        let segments = self.db.segments_of_session(&info.id).await.unwrap_or_default();
+        let duration = Duration::from_millis(segments.iter().map(|s| s.duration_ms.max(0) as u64).sum());
+        let file_size = segments.iter().map(|s| s.size_bytes.max(0) as u64).sum();
+        let ended_at = segments
+            .last()
+            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_millis(s.ended_at.max(0) as u64))
+            .unwrap_or_else(SystemTime::now);
+        let (state, reason) = match &ending {
+            Ending::Stopped => ("stopped", None),
+            Ending::Failed(r) => ("error", Some(r.as_str())),
+        };
+        if let Err(e) = self.db.finish_session(&info.id, recorder::millis(ended_at), state, reason).await {
+            warn!(err = %e, "cannot close session in the index");
+        }
+        let camera = info.camera.clone();
+        let filename = segments.first().map(|s| s.filename.clone()).unwrap_or_else(|| info.first_filename.clone());
+        match &ending {
+            Ending::Stopped => {
+                info!(duration_ms = duration.as_millis() as u64, file_size, "recording stopped");
+                self.events.publish(EventKind::RecordingStopped {
+                    camera,
+                    session: info.id.clone(),
+                    filename,
+                    duration_s: duration.as_secs_f64(),
+                    file_size,
+                });
+            }
+            Ending::Failed(reason) => {
+                warn!(reason, "recording failed");
+                self.events.publish(EventKind::RecordingFailed {
+                    camera,
+                    session: info.id.clone(),
+                    filename,
+                    duration_s: duration.as_secs_f64(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        Summary { info, ending, ended_at, duration, file_size, segments: segments.len() }
+    }
+
+    /// Refuses to start when the floor cannot be kept.
+    async fn ensure_space(&self) -> Result<()> {
+        let cleanup = self.enforce().await?;
+        if cleanup.still_low {
+            return Err(Error::InsufficientStorage { available: cleanup.available, required: self.storage.min_free_bytes });
+        }
+        Ok(())
+    }
+
+    pub fn policy(&self) -> RetentionConfig {
+        self.policy.lock().clone()
+    }
+
+    /// Sets and persists the retention policy.
+    pub async fn set_policy(&self, policy: RetentionConfig) -> Result<()> {
+        let json = serde_json::to_string(&policy).map_err(Error::internal)?;
+        self.db.set_setting(RETENTION_SETTING, &json).await?;
+        *self.policy.lock() = policy;
+        Ok(())
+    }
+
+    /// One retention pass: policy, then the free-space floor.
+    pub async fn enforce(&self) -> Result<Cleanup> {
+        let policy = self.policy();
+        let cleanup = retention::enforce(&self.db, &self.files, &policy, self.storage.min_free_bytes).await?;
+        if cleanup.was_low {
+            self.events.publish(EventKind::StorageLowSpace {
+                available: cleanup.available,
+                floor: self.storage.min_free_bytes,
+                freed: cleanup.space_freed,
+            });
+        }
+        Ok(cleanup)
+    }
+
+    /// The storage guard: checks free space every second while anything records (and applies the policy every
+    /// `retention_interval`); stops all recordings cleanly when the floor cannot be kept.
+    pub async fn guard(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_policy_pass = tokio::time::Instant::now() - self.storage.retention_interval;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+            let policy_due = last_policy_pass.elapsed() >= self.storage.retention_interval;
+            let low = crate::storage::disk_usage(self.files.root())
+                .map(|(_, available)| available < self.storage.min_free_bytes)
+                .unwrap_or(false);
+            if !policy_due && !(low && self.active_count() > 0) {
+                continue;
+            }
+            if policy_due {
+                last_policy_pass = tokio::time::Instant::now();
+            }
+            match self.enforce().await {
+                Ok(c) if c.still_low && self.active_count() > 0 => {
+                    warn!(available = c.available, floor = self.storage.min_free_bytes, "disk full: stopping recordings");
+                    let cameras: Vec<CameraId> = self.active.lock().keys().cloned().collect();
+                    for camera in cameras {
+                        self.fail(&camera, "insufficient storage");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(err = %e, "retention pass failed"),
+            }
+        }
+    }
+
+    /// Ends a session as failed: it is finalised (playable) but reported as an error.
+    fn fail(&self, camera: &CameraId, reason: &str) {
+        if let Some(a) = self.active.lock().get(camera) {
+            *a.failure.lock() = Some(reason.to_owned());
+            a.stop.cancel();
+        }
+    }
+}
+
+fn session_id() -> String {
+    let mut bytes = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
