@@ -13,8 +13,9 @@ packages=(
   ca-certificates curl python3 python3-websockets
 )
 if [ "${1:-}" = "--test" ]; then
-  # ffmpeg: ffprobe checks files and is the peer in benchmarks; procps: ps/pgrep in scripts.
-  packages+=(ffmpeg procps)
+  # ffmpeg: ffprobe checks files and is the peer in benchmarks; procps: ps in scripts;
+  # plugins-base-apps: gst-discoverer-1.0.
+  packages+=(ffmpeg procps gstreamer1.0-plugins-base-apps)
 fi
 
 missing=()

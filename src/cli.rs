@@ -98,6 +98,9 @@ struct TestcamArgs {
     gop: Option<u32>,
     #[arg(long, default_value_t = 2000)]
     bitrate: u32,
+    /// Picture: ball (cheap to encode) or a videotestsrc pattern such as snow (noise, full bitrate).
+    #[arg(long, default_value = "ball")]
+    pattern: String,
     /// Loop the video of this MP4/MKV file instead of generating a picture.
     #[arg(long, conflicts_with = "loop_seconds")]
     file: Option<PathBuf>,
@@ -241,6 +244,7 @@ async fn testcam(args: TestcamArgs) -> ExitCode {
         fps: args.fps,
         gop: args.gop,
         bitrate_kbps: args.bitrate,
+        pattern: args.pattern,
         source,
     };
     let cameras = settings.cameras;

@@ -400,10 +400,10 @@ impl RawConfig {
             max_size_gb: st.max_size_gb,
             enabled: true,
         };
-        if retention.max_age_days.is_some_and(|d| !(d > 0.0)) {
+        if retention.max_age_days.is_some_and(|d| d.is_nan() || d <= 0.0) {
             return Err(ConfigError::new("storage.max_age_days", "must be greater than 0"));
         }
-        if retention.max_size_gb.is_some_and(|g| !(g > 0.0)) {
+        if retention.max_size_gb.is_some_and(|g| g.is_nan() || g <= 0.0) {
             return Err(ConfigError::new("storage.max_size_gb", "must be greater than 0"));
         }
         positive("storage.retention_interval_s", st.retention_interval_s as usize)?;
@@ -427,7 +427,12 @@ impl RawConfig {
         let size = match (sn.width, sn.height) {
             (0, 0) => None,
             (w, h) if (16..=7680).contains(&w) && (16..=4320).contains(&h) => Some((w, h)),
-            _ => return Err(ConfigError::new("snapshots.width", "width and height must both be 0 or 16..7680 x 16..4320")),
+            _ => {
+                return Err(ConfigError::new(
+                    "snapshots.width",
+                    "width and height must both be 0 or 16..7680 x 16..4320",
+                ));
+            }
         };
 
         let m = self.monitor;
@@ -453,7 +458,10 @@ impl RawConfig {
                 None | Some("on_demand") => RecordMode::OnDemand,
                 Some("always") => RecordMode::Always,
                 Some(other) => {
-                    return Err(ConfigError::new(key("record"), format!("{other:?} is not \"always\" or \"on_demand\"")));
+                    return Err(ConfigError::new(
+                        key("record"),
+                        format!("{other:?} is not \"always\" or \"on_demand\""),
+                    ));
                 }
             };
             cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, url, record });

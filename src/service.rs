@@ -15,12 +15,12 @@ use crate::app::{App, Parts, Phase};
 use crate::auth::{Authenticator, load_or_create_secret};
 use crate::camera::CameraManager;
 use crate::config::{Config, RecordMode};
-use crate::recording::{self, Recordings, Trigger};
-use crate::snapshot::Snapshots;
-use crate::storage::files::Files;
 use crate::events::{EventBus, EventKind};
+use crate::recording::{self, Recordings, Trigger};
 use crate::rpc;
+use crate::snapshot::Snapshots;
 use crate::storage::Db;
+use crate::storage::files::Files;
 
 /// Events kept in the log.
 const EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -85,7 +85,16 @@ pub async fn run_with_listener(
     let snapshots = Snapshots::new(files.clone(), config.snapshots.clone(), events.clone());
     let grace = config.server.shutdown_grace;
     let configured = config.cameras.clone();
-    let app = Arc::new(App::new(Parts { config, db: db.clone(), auth, events: events.clone(), cameras, recordings, snapshots, files }));
+    let app = Arc::new(App::new(Parts {
+        config,
+        db: db.clone(),
+        auth,
+        events: events.clone(),
+        cameras,
+        recordings,
+        snapshots,
+        files,
+    }));
 
     let log_task = tokio::spawn(log_events(db.clone(), events.subscribe()));
     app.cameras.start(&configured).await.context("starting cameras")?;

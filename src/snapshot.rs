@@ -57,7 +57,11 @@ impl Snapshots {
             Some(name) => {
                 validate_name("filename", name)?;
                 let lower = name.to_ascii_lowercase();
-                if lower.ends_with(".jpg") || lower.ends_with(".jpeg") { name.to_owned() } else { format!("{name}.jpg") }
+                if lower.ends_with(".jpg") || lower.ends_with(".jpeg") {
+                    name.to_owned()
+                } else {
+                    format!("{name}.jpg")
+                }
             }
             None => format!("{}_{}.jpg", camera.id, crate::recording::recorder::stamp(taken_at)),
         };
@@ -66,7 +70,10 @@ impl Snapshots {
             return Err(Error::InvalidState { state: format!("{filename} exists"), allowed: vec!["a new file name"] });
         }
         if camera.state().status != CameraStatus::Connected {
-            return Err(Error::InvalidState { state: camera.state().status.as_str().into(), allowed: vec!["CONNECTED"] });
+            return Err(Error::InvalidState {
+                state: camera.state().status.as_str().into(),
+                allowed: vec!["CONNECTED"],
+            });
         }
         let (caps, frames, frame_arrived) = fresh_gop(camera, requested).await?;
         let frames_decoded = frames.len();
@@ -74,7 +81,11 @@ impl Snapshots {
         let jpeg = tokio::task::spawn_blocking(move || decode_to_jpeg(&caps, frames, quality, size))
             .await
             .map_err(Error::internal)??;
-        let tmp = self.files.dir(Area::Snapshots).join(format!(".tmp-{}-{}", std::process::id(), self.counter.fetch_add(1, Ordering::Relaxed)));
+        let tmp = self.files.dir(Area::Snapshots).join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        ));
         let (final_path, bytes) = (path.clone(), jpeg.data);
         let file_size = bytes.len() as u64;
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -86,7 +97,11 @@ impl Snapshots {
         .await
         .map_err(Error::internal)?
         .map_err(|e| Error::Dependency { dependency: "storage", detail: format!("writing snapshot: {e}") })?;
-        self.events.publish(EventKind::SnapshotTaken { camera: camera.id.clone(), filename: filename.clone(), file_size });
+        self.events.publish(EventKind::SnapshotTaken {
+            camera: camera.id.clone(),
+            filename: filename.clone(),
+            file_size,
+        });
         Ok(Snapshot {
             filename,
             path,

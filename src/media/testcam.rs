@@ -28,6 +28,8 @@ pub struct TestCamSettings {
     /// Frames between keyframes; `None` means one second's worth.
     pub gop: Option<u32>,
     pub bitrate_kbps: u32,
+    /// videotestsrc pattern: `ball` (default, cheap to encode) or e.g. `snow` (noise: every frame costs its bitrate).
+    pub pattern: String,
     pub source: TestCamSource,
 }
 
@@ -51,6 +53,7 @@ impl Default for TestCamSettings {
             fps: 30,
             gop: None,
             bitrate_kbps: 2000,
+            pattern: "ball".into(),
             source: TestCamSource::Live,
         }
     }
@@ -69,6 +72,9 @@ impl TestCam {
         crate::media::init()?;
         if settings.cameras == 0 || settings.cameras > 1000 {
             return Err(Error::invalid_param("cameras", "must be between 1 and 1000"));
+        }
+        if !settings.pattern.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(Error::invalid_param("pattern", "a videotestsrc pattern name"));
         }
         if settings.fps == 0 || settings.width < 16 || settings.height < 16 {
             return Err(Error::invalid_param("size/fps", "width and height at least 16, fps at least 1"));
@@ -160,7 +166,7 @@ fn gop(settings: &TestCamSettings) -> u32 {
 /// left, wall clock top right.
 fn raw_source(settings: &TestCamSettings, index: usize, live: bool) -> String {
     format!(
-        "videotestsrc is-live={live} pattern=ball background-color=0xff204060 ! \
+        "videotestsrc is-live={live} pattern={pattern} background-color=0xff204060 ! \
          video/x-raw,width={w},height={h},framerate={fps}/1 ! \
          timecodestamper ! \
          timeoverlay time-mode=time-code halignment=left valignment=top font-desc=\"Sans 24\" text=\"cam{index} frame\" ! \
@@ -168,6 +174,7 @@ fn raw_source(settings: &TestCamSettings, index: usize, live: bool) -> String {
         w = settings.width,
         h = settings.height,
         fps = settings.fps,
+        pattern = settings.pattern,
     )
 }
 

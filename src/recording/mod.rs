@@ -145,7 +145,10 @@ impl Recordings {
             });
         }
         if trigger == Trigger::Api && camera.state().status != CameraStatus::Connected {
-            return Err(Error::InvalidState { state: camera.state().status.as_str().into(), allowed: vec!["CONNECTED"] });
+            return Err(Error::InvalidState {
+                state: camera.state().status.as_str().into(),
+                allowed: vec!["CONNECTED"],
+            });
         }
         self.ensure_space().await?;
         let format = format.unwrap_or(self.config.format);
@@ -198,9 +201,16 @@ impl Recordings {
         self.tasks.spawn(
             async move {
                 let dir = this.files.dir(Area::Recordings);
-                let ending =
-                    recorder::run(task_info.clone(), this.config.clone(), dir, this.db.clone(), consumer, stop, deadline)
-                        .await;
+                let ending = recorder::run(
+                    task_info.clone(),
+                    this.config.clone(),
+                    dir,
+                    this.db.clone(),
+                    consumer,
+                    stop,
+                    deadline,
+                )
+                .await;
                 let ending = match (ending, failure.lock().take()) {
                     (Ending::Stopped, Some(reason)) => Ending::Failed(reason),
                     (ending, _) => ending,
@@ -293,7 +303,10 @@ impl Recordings {
     async fn ensure_space(&self) -> Result<()> {
         let cleanup = self.enforce().await?;
         if cleanup.still_low {
-            return Err(Error::InsufficientStorage { available: cleanup.available, required: self.storage.min_free_bytes });
+            return Err(Error::InsufficientStorage {
+                available: cleanup.available,
+                required: self.storage.min_free_bytes,
+            });
         }
         Ok(())
     }
@@ -338,7 +351,8 @@ impl Recordings {
             let low = crate::storage::disk_usage(self.files.root())
                 .map(|(_, available)| available < self.storage.min_free_bytes)
                 .unwrap_or(false);
-            if !policy_due && !(low && self.active_count() > 0) {
+            let defend_floor = low && self.active_count() > 0;
+            if !policy_due && !defend_floor {
                 continue;
             }
             if policy_due {
@@ -346,7 +360,11 @@ impl Recordings {
             }
             match self.enforce().await {
                 Ok(c) if c.still_low && self.active_count() > 0 => {
-                    warn!(available = c.available, floor = self.storage.min_free_bytes, "disk full: stopping recordings");
+                    warn!(
+                        available = c.available,
+                        floor = self.storage.min_free_bytes,
+                        "disk full: stopping recordings"
+                    );
                     let cameras: Vec<CameraId> = self.active.lock().keys().cloned().collect();
                     for camera in cameras {
                         self.fail(&camera, "insufficient storage");

@@ -1,9 +1,8 @@
-//! One recording session as a hub consumer: `appsrc ! splitmuxsink(muxer)` fed from the camera's hub, writing
-//! segment files that each start on a keyframe. A segment is indexed only once splitmuxsink has closed it and it is
-//! fsynced (file, then directory). A camera reconnect (hub gap) starts a new segment in the same session, with the
+//! One recording session as a hub consumer: a chain of segment files, each `appsrc ! muxer ! filesink` and each
+//! starting on a keyframe, fed from the camera's hub. A segment is indexed only once its muxer has finalised it and
+//! it is fsynced (file, then directory). A camera reconnect (hub gap) starts a new segment in the same session, with the
 //! gap kept in the timeline. Stopping sends EOS and waits for it, so the last file is finalised before NULL.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,62 +65,184 @@ pub fn millis(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// The pipeline of one session.
-struct Pipeline {
+fn make(factory: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| Error::Dependency { dependency: "gstreamer", detail: format!("element {factory} is missing") })
+}
+
+/// One segment file being written: `appsrc ! muxer ! filesink`. Each segment is its own small pipeline, so a
+/// segment is finalised (EOS through the muxer) while the next one is already being written, and frames go to the
+/// muxer as they arrive (no GOP is held back to decide a split, as splitmuxsink would).
+struct SegmentWriter {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
-    splitmux: gst::Element,
+    messages: gst::bus::BusStream,
+    path: PathBuf,
+    seq: u32,
+    /// Session time of the segment's first frame; the file's own timestamps start at 0.
+    start: gst::ClockTime,
+    /// Session time of the last frame and the interval before it (to give the last frame a duration).
+    last: gst::ClockTime,
+    last_interval: gst::ClockTime,
 }
 
-fn make(factory: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(factory).build().map_err(|_| Error::Dependency {
-        dependency: "gstreamer",
-        detail: format!("element {factory} is missing"),
-    })
-}
+impl SegmentWriter {
+    fn open(
+        info: &SessionInfo,
+        config: &RecordingConfig,
+        dir: &Path,
+        seq: u32,
+        caps: &gst::Caps,
+        start: gst::ClockTime,
+    ) -> Result<SegmentWriter> {
+        let fail = |detail: String| Error::Dependency { dependency: "recording pipeline", detail };
+        let path = dir.join(segment_name(info.camera.as_str(), info.started_at, seq, info.format));
+        let pipeline = gst::Pipeline::with_name(&format!("record-{}-{seq}", info.camera));
+        let appsrc = gst_app::AppSrc::builder()
+            .caps(caps)
+            .format(gst::Format::Time)
+            // Not live: the muxer takes every frame as it comes (pre-roll arrives in one burst) and never waits on
+            // a clock or drops what it deems late.
+            .is_live(false)
+            .stream_type(gst_app::AppStreamType::Stream)
+            // The hub already bounds what reaches us; this only absorbs a slow disk for a moment.
+            .max_bytes(64 * 1024 * 1024)
+            .block(false)
+            .build();
+        let muxer = match info.format {
+            RecordingFormat::Fmp4 => {
+                let m = make("mp4mux")?;
+                m.set_property("fragment-duration", config.fragment.as_millis() as u32);
+                m
+            }
+            RecordingFormat::Mp4 => {
+                let m = make("mp4mux")?;
+                // Robust muxing: the index lives in space reserved at the start and is rewritten every second, so a
+                // file cut off by a crash still plays up to its last update.
+                m.set_property("reserved-max-duration", (config.segment + Duration::from_secs(60)).as_nanos() as u64);
+                m.set_property("reserved-moov-update-period", gst::ClockTime::SECOND.nseconds());
+                m
+            }
+            RecordingFormat::Mkv => make("matroskamux")?,
+        };
+        let sink = make("filesink")?;
+        sink.set_property("location", path.to_string_lossy().as_ref());
+        sink.set_property("sync", false);
+        // Every write goes straight to the kernel: a stdio buffer would hold seconds of a low-bitrate camera that a
+        // crash of the process then loses. The muxer writes whole fragments, so this costs a few writes a second.
+        sink.set_property_from_str("buffer-mode", "unbuffered");
+        sink.set_property("async", false);
+        pipeline.add_many([appsrc.upcast_ref(), &muxer, &sink]).map_err(|e| fail(e.to_string()))?;
+        // Ask for the video pad by name: left to `link`, an mp4mux may hand out an audio pad.
+        let video_pad = muxer.request_pad_simple("video_%u").ok_or_else(|| fail("muxer has no video pad".into()))?;
+        let src_pad = appsrc.static_pad("src").ok_or_else(|| fail("appsrc has no src pad".into()))?;
+        src_pad.link(&video_pad).map_err(|e| fail(format!("{e:?}")))?;
+        muxer.link(&sink).map_err(|e| fail(e.to_string()))?;
+        let messages = pipeline.bus().ok_or_else(|| fail("pipeline without bus".into()))?.stream();
+        pipeline.set_state(gst::State::Playing).map_err(|e| fail(format!("cannot start: {e}")))?;
+        debug!(file = %path.display(), "segment opened");
+        Ok(SegmentWriter {
+            pipeline,
+            appsrc,
+            messages,
+            path,
+            seq,
+            start,
+            last: start,
+            last_interval: gst::ClockTime::ZERO,
+        })
+    }
 
-fn build(info: &SessionInfo, config: &RecordingConfig, dir: &Path) -> Result<Pipeline> {
-    let fail = |e: gst::glib::BoolError| Error::Dependency { dependency: "recording pipeline", detail: e.to_string() };
-    let pipeline = gst::Pipeline::with_name(&format!("record-{}", info.camera));
-    let appsrc = gst_app::AppSrc::builder()
-        .name("hub")
-        .format(gst::Format::Time)
-        .is_live(true)
-        .do_timestamp(false)
-        .stream_type(gst_app::AppStreamType::Stream)
-        // The hub already bounds what reaches us; this only absorbs a slow disk for a moment.
-        .max_bytes(64 * 1024 * 1024)
-        .block(false)
-        .build();
-    let muxer = match info.format {
-        RecordingFormat::Fmp4 => {
-            let m = make("mp4mux")?;
-            m.set_property("fragment-duration", config.fragment.as_millis() as u32);
-            m
+    fn elapsed(&self) -> gst::ClockTime {
+        self.last.saturating_sub(self.start)
+    }
+
+    /// Pushes a frame whose session time is `at` (`delay` between dts and pts).
+    fn push(&mut self, frame: &gst::Buffer, at: gst::ClockTime, delay: gst::ClockTime) -> Result<()> {
+        let mut buffer = frame.copy();
+        {
+            let b = buffer.make_mut();
+            let t = at.saturating_sub(self.start);
+            b.set_dts(t);
+            b.set_pts(t + delay);
+            b.set_duration(gst::ClockTime::NONE);
         }
-        RecordingFormat::Mp4 => {
-            let m = make("mp4mux")?;
-            // Robust muxing: the index lives in space reserved at the start and is rewritten every second, so a
-            // file cut off by a crash still plays up to its last update.
-            m.set_property("reserved-max-duration", (config.segment + Duration::from_secs(60)).as_nanos() as u64);
-            m.set_property("reserved-moov-update-period", gst::ClockTime::SECOND.nseconds());
-            m
+        if at > self.last {
+            self.last_interval = at - self.last;
         }
-        RecordingFormat::Mkv => make("matroskamux")?,
-    };
-    let splitmux = make("splitmuxsink")?;
-    splitmux.set_property("muxer", &muxer);
-    splitmux.set_property("max-size-time", config.segment.as_nanos() as u64);
-    splitmux.set_property("async-finalize", false);
-    let (camera, started, format, dir) = (info.camera.to_string(), info.started_at, info.format, dir.to_path_buf());
-    splitmux.connect("format-location-full", false, move |args| {
-        let seq = args[1].get::<u32>().unwrap_or(0);
-        let path = dir.join(segment_name(&camera, started, seq, format));
-        Some(path.to_string_lossy().into_owned().to_value())
-    });
-    pipeline.add_many([appsrc.upcast_ref(), &splitmux]).map_err(fail)?;
-    appsrc.link(&splitmux).map_err(|e| fail(gst::glib::bool_error!("{e}")))?;
-    Ok(Pipeline { pipeline, appsrc, splitmux })
+        self.last = at;
+        self.appsrc
+            .push_buffer(buffer)
+            .map(|_| ())
+            .map_err(|e| Error::Dependency { dependency: "recording pipeline", detail: format!("refused data: {e:?}") })
+    }
+
+    /// The first error the pipeline posted, if any (non-blocking).
+    fn poll_error(&mut self) -> Option<String> {
+        use futures::FutureExt;
+        while let Some(Some(message)) = self.messages.next().now_or_never() {
+            if let gst::MessageView::Error(e) = message.view() {
+                return Some(format!("{} ({})", e.error(), e.debug().unwrap_or_default()));
+            }
+        }
+        None
+    }
+
+    /// Finalises the file (EOS through the muxer), stops the pipeline, syncs and indexes it. A file that cannot be
+    /// finalised is recovered (made playable) and indexed like one left by a crash.
+    async fn close(mut self, info: &SessionInfo, db: &Db) -> Result<()> {
+        let _ = self.appsrc.end_of_stream();
+        let finalised = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(message) = self.messages.next().await {
+                match message.view() {
+                    gst::MessageView::Eos(_) => return Ok(()),
+                    gst::MessageView::Error(e) => return Err(e.error().to_string()),
+                    _ => {}
+                }
+            }
+            Err("bus closed".to_owned())
+        })
+        .await
+        .unwrap_or_else(|_| Err("finalising timed out".into()));
+        let pipeline = self.pipeline.clone();
+        let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
+        if let Err(e) = finalised {
+            warn!(err = e, file = %self.path.display(), "segment not finalised; recovering it");
+            super::recovery::recover_file(db, &self.path).await?;
+            return Err(Error::Dependency { dependency: "recording pipeline", detail: e });
+        }
+        let duration = self.elapsed() + self.last_interval;
+        let filename = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::internal("segment without a file name"))?
+            .to_owned();
+        let synced = self.path.clone();
+        let size = tokio::task::spawn_blocking(move || {
+            sync_file_and_dir(&synced)?;
+            std::fs::metadata(&synced).map(|m| m.len())
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| Error::Dependency { dependency: "storage", detail: format!("syncing {filename}: {e}") })?;
+        let started_at = millis(info.started_at) + self.start.mseconds() as i64;
+        let row = SegmentRow {
+            session_id: info.id.clone(),
+            camera: info.camera.to_string(),
+            filename,
+            format: info.format.as_str().into(),
+            started_at,
+            ended_at: started_at + duration.mseconds() as i64,
+            duration_ms: duration.mseconds() as i64,
+            size_bytes: size as i64,
+            recovered: false,
+        };
+        db.insert_segment(&row).await?;
+        info!(file = row.filename, seq = self.seq, duration_ms = row.duration_ms, size, "segment indexed");
+        Ok(())
+    }
 }
 
 /// Maps hub timestamps (one timeline per camera connection) onto the session's timeline, which starts at 0 and
@@ -161,8 +282,8 @@ impl Timeline {
     }
 }
 
-/// Runs a session until `stop` fires, `deadline` passes, the hub goes away or the pipeline fails. Indexes every
-/// segment it closes. Returns how it ended.
+/// Runs a session until `stop` fires, `deadline` passes, the hub goes away or writing fails. Opens a new segment at
+/// the first keyframe after the segment length or after a camera reconnect; every closed segment is indexed.
 pub async fn run(
     info: SessionInfo,
     config: RecordingConfig,
@@ -172,185 +293,90 @@ pub async fn run(
     stop: CancellationToken,
     deadline: Option<tokio::time::Instant>,
 ) -> Ending {
-    let p = match build(&info, &config, &dir) {
-        Ok(p) => p,
-        Err(e) => return Ending::Failed(e.to_string()),
-    };
-    let Some(bus) = p.pipeline.bus() else { return Ending::Failed("pipeline without bus".into()) };
-    let mut messages = bus.stream();
-    if let Err(e) = p.pipeline.set_state(gst::State::Playing) {
-        return Ending::Failed(format!("cannot start recording pipeline: {e}"));
-    }
-    let mut segments = Segments::new(&info, &db);
     let mut timeline = Timeline::default();
+    let mut caps: Option<gst::Caps> = None;
+    let mut writer: Option<SegmentWriter> = None;
+    let mut next_seq = 0u32;
     let mut split_pending = false;
-    let mut have_caps = false;
+    // Segments being finalised while the next one is written.
+    let mut closing: tokio::task::JoinSet<Result<()>> = tokio::task::JoinSet::new();
+    let segment = gst::ClockTime::from_nseconds(config.segment.as_nanos() as u64);
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let mut check = tokio::time::interval(Duration::from_millis(500));
     let ending = loop {
         tokio::select! {
             _ = stop.cancelled() => break Ending::Stopped,
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => break Ending::Stopped,
+            Some(closed) = closing.join_next() => {
+                if let Ok(Err(e)) = closed {
+                    break Ending::Failed(e.to_string());
+                }
+            }
+            _ = check.tick() => {
+                if let Some(e) = writer.as_mut().and_then(SegmentWriter::poll_error) {
+                    break Ending::Failed(e);
+                }
+            }
             item = consumer.rx.recv() => match item {
                 None => break Ending::Failed("camera removed".into()),
-                Some(HubItem::Caps(caps)) => {
-                    p.appsrc.set_caps(Some(&caps));
-                    have_caps = true;
+                Some(HubItem::Caps(c)) => {
+                    // New caps (a new connection, or the camera changed its stream): the next keyframe opens a new file.
+                    if caps.as_ref().is_some_and(|old| old != &c) {
+                        split_pending = true;
+                    }
+                    caps = Some(c);
                 }
                 Some(HubItem::Gap) => {
                     timeline.gap();
                     split_pending = true;
                 }
                 Some(HubItem::Frame(frame)) => {
-                    if !have_caps {
-                        continue;
-                    }
-                    if split_pending && frame.keyframe {
+                    let Some(caps) = caps.as_ref() else { continue };
+                    let buffer = &frame.buffer;
+                    let (pts, dts) = (buffer.pts(), buffer.dts());
+                    let at = timeline.map(pts, dts, frame.arrived);
+                    let delay = match (pts, dts) {
+                        (Some(p), Some(d)) if p > d => p - d,
+                        _ => gst::ClockTime::ZERO,
+                    };
+                    let due = writer.as_ref().is_some_and(|w| split_pending || at.saturating_sub(w.start) >= segment);
+                    if frame.keyframe && (writer.is_none() || due) {
+                        if let Some(old) = writer.take() {
+                            let (info, db) = (info.clone(), db.clone());
+                            closing.spawn(async move { old.close(&info, &db).await });
+                        }
                         split_pending = false;
-                        p.splitmux.emit_by_name::<()>("split-now", &[]);
+                        match SegmentWriter::open(&info, &config, &dir, next_seq, caps, at) {
+                            Ok(w) => writer = Some(w),
+                            Err(e) => break Ending::Failed(e.to_string()),
+                        }
+                        next_seq += 1;
                     }
-                    let mut buffer = frame.buffer.copy();
+                    if let Some(w) = writer.as_mut()
+                        && let Err(e) = w.push(buffer, at, delay)
                     {
-                        let b = buffer.make_mut();
-                        let (pts, dts) = (b.pts(), b.dts());
-                        let out = timeline.map(pts, dts, frame.arrived);
-                        // Shift pts by the same amount as dts, keeping any reordering delay.
-                        let delay = match (pts, dts) {
-                            (Some(p), Some(d)) if p > d => p - d,
-                            _ => gst::ClockTime::ZERO,
-                        };
-                        b.set_dts(out);
-                        b.set_pts(out + delay);
-                    }
-                    if let Err(e) = p.appsrc.push_buffer(buffer) {
-                        break Ending::Failed(format!("recording pipeline refused data: {e:?}"));
+                        break Ending::Failed(e.to_string());
                     }
                 }
             },
-            message = messages.next() => {
-                let Some(message) = message else { break Ending::Failed("bus closed".into()) };
-                match message.view() {
-                    gst::MessageView::Error(e) => break Ending::Failed(e.error().to_string()),
-                    gst::MessageView::Element(e) => segments.on_element(e.structure()).await,
-                    _ => {}
-                }
-            }
         }
     };
     drop(consumer);
-    let ending = finish(&p, &mut messages, &mut segments, ending).await;
-    let pipeline = p.pipeline.clone();
-    let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
-    // A file left open by a failure is made playable and indexed like one recovered after a crash.
-    if let Some(open) = segments.open_path()
-        && open.exists()
+    let mut ending = ending;
+    if let Some(w) = writer.take()
+        && let Err(e) = w.close(&info, &db).await
+        && matches!(ending, Ending::Stopped)
     {
-        match super::recovery::recover_file(&db, &open).await {
-            Ok(_) => info!(file = %open.display(), "indexed the segment open at failure"),
-            Err(e) => warn!(err = %e, file = %open.display(), "cannot recover the segment open at failure"),
+        ending = Ending::Failed(e.to_string());
+    }
+    while let Some(closed) = closing.join_next().await {
+        if let Ok(Err(e)) = closed
+            && matches!(ending, Ending::Stopped)
+        {
+            ending = Ending::Failed(e.to_string());
         }
     }
     ending
-}
-
-/// Sends EOS and waits for it, indexing the last segment on the way.
-async fn finish(p: &Pipeline, messages: &mut gst::bus::BusStream, segments: &mut Segments<'_>, ending: Ending) -> Ending {
-    if matches!(ending, Ending::Failed(_)) && segments.open.is_empty() {
-        return ending;
-    }
-    let _ = p.appsrc.end_of_stream();
-    let waited = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(message) = messages.next().await {
-            match message.view() {
-                gst::MessageView::Eos(_) => return Ok(()),
-                gst::MessageView::Error(e) => return Err(e.error().to_string()),
-                gst::MessageView::Element(e) => segments.on_element(e.structure()).await,
-                _ => {}
-            }
-        }
-        Err("bus closed".to_owned())
-    })
-    .await;
-    match (ending, waited) {
-        (Ending::Stopped, Ok(Ok(()))) => Ending::Stopped,
-        (Ending::Failed(reason), _) => Ending::Failed(reason),
-        (Ending::Stopped, Ok(Err(e))) => Ending::Failed(format!("finalising: {e}")),
-        (Ending::Stopped, Err(_)) => Ending::Failed("finalising timed out".into()),
-    }
-}
-
-/// Segment bookkeeping from splitmuxsink's messages.
-struct Segments<'a> {
-    info: &'a SessionInfo,
-    db: &'a Db,
-    /// Open segments by location, with the running time they opened at.
-    open: HashMap<String, gst::ClockTime>,
-}
-
-impl<'a> Segments<'a> {
-    fn new(info: &'a SessionInfo, db: &'a Db) -> Self {
-        Segments { info, db, open: HashMap::new() }
-    }
-
-    fn open_path(&self) -> Option<PathBuf> {
-        self.open.keys().next().map(PathBuf::from)
-    }
-
-    async fn on_element(&mut self, s: Option<&gst::StructureRef>) {
-        let Some(s) = s else { return };
-        let Ok(location) = s.get::<String>("location") else { return };
-        let running = s.get::<gst::ClockTime>("running-time").unwrap_or(gst::ClockTime::ZERO);
-        match s.name().as_str() {
-            "splitmuxsink-fragment-opened" => {
-                debug!(location, %running, "segment opened");
-                self.open.insert(location, running);
-            }
-            "splitmuxsink-fragment-closed" => {
-                let opened = self.open.remove(&location).unwrap_or(gst::ClockTime::ZERO);
-                // 1.22 reports where the fragment starts and how long it is; older versions only the end.
-                let start = s.get::<gst::ClockTime>("fragment-offset").unwrap_or(opened);
-                let duration = s
-                    .get::<gst::ClockTime>("fragment-duration")
-                    .unwrap_or_else(|_| running.saturating_sub(opened));
-                if let Err(e) = self.index(&location, start, duration).await {
-                    warn!(err = %e, location, "cannot index segment");
-                }
-            }
-            _ => {}
-        }
-    }
-
-    async fn index(&self, location: &str, start: gst::ClockTime, duration: gst::ClockTime) -> Result<()> {
-        let path = PathBuf::from(location);
-        let filename = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::internal("segment without a file name"))?
-            .to_owned();
-        let synced = path.clone();
-        let size = tokio::task::spawn_blocking(move || {
-            sync_file_and_dir(&synced)?;
-            std::fs::metadata(&synced).map(|m| m.len())
-        })
-        .await
-        .map_err(Error::internal)?
-        .map_err(|e| Error::Dependency { dependency: "storage", detail: format!("syncing {filename}: {e}") })?;
-        let base = millis(self.info.started_at);
-        let started_at = base + (start.mseconds() as i64);
-        let row = SegmentRow {
-            session_id: self.info.id.clone(),
-            camera: self.info.camera.to_string(),
-            filename,
-            format: self.info.format.as_str().into(),
-            started_at,
-            ended_at: started_at + duration.mseconds() as i64,
-            duration_ms: duration.mseconds() as i64,
-            size_bytes: size as i64,
-            recovered: false,
-        };
-        self.db.insert_segment(&row).await?;
-        info!(file = row.filename, duration_ms = row.duration_ms, size, "segment indexed");
-        Ok(())
-    }
 }
 
 #[cfg(test)]

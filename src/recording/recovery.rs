@@ -56,11 +56,9 @@ pub async fn reconcile(db: &Db, files: &Files, repair: bool) -> Result<Report> {
         on_disk.insert(name.clone());
         if !indexed.contains(&name) {
             report.unindexed.push(name.clone());
-            if repair {
-                if let Err(e) = recover_file(db, &entry.path()).await {
-                    warn!(err = %e, file = name, "cannot recover recording");
-                    report.unrecoverable.push(name);
-                }
+            if repair && let Err(e) = recover_file(db, &entry.path()).await {
+                warn!(err = %e, file = name, "cannot recover recording");
+                report.unrecoverable.push(name);
             }
         } else if let Some(row) = db.segment(&name).await?
             && entry.metadata().is_ok_and(|m| m.len() as i64 != row.size_bytes)
@@ -92,7 +90,7 @@ pub async fn reconcile(db: &Db, files: &Files, repair: bool) -> Result<Report> {
 /// Makes a segment file playable, measures it with a demuxer, and indexes it.
 pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
     let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::internal("unnamed file"))?.to_owned();
-    let (camera, session_start, _seq) =
+    let (camera, session_start, seq) =
         parse_segment_name(&name).ok_or_else(|| Error::internal(format!("{name} is not a camhub segment name")))?;
     let owned = path.to_path_buf();
     let (duration, size, modified) = tokio::task::spawn_blocking(move || -> Result<(Duration, u64, SystemTime)> {
@@ -129,15 +127,17 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
             id
         }
     };
-    // The file's last write is where its content ends.
-    let ended_at = millis(modified);
+    // The first segment starts with the session's first frame (its name says when); a later one ends at the
+    // file's last write.
+    let duration_ms = duration.as_millis() as i64;
+    let started_at = if seq == 0 { millis(session_start) } else { millis(modified) - duration_ms };
     let row = SegmentRow {
         session_id,
         camera,
         filename: name,
         format: format.into(),
-        started_at: ended_at - duration.as_millis() as i64,
-        ended_at,
+        started_at,
+        ended_at: started_at + duration_ms,
         duration_ms: duration.as_millis() as i64,
         size_bytes: size as i64,
         recovered: true,
@@ -226,10 +226,11 @@ pub fn trim_fragmented_mp4(path: &Path) -> std::io::Result<bool> {
 pub fn probe_duration(path: &Path) -> Result<Duration> {
     let fail = |detail: String| Error::Dependency { dependency: "demuxer", detail };
     let location = path.to_string_lossy().replace('\\', "\\\\").replace('"', "\\\"");
-    let pipeline = gst::parse::launch(&format!("filesrc location=\"{location}\" ! parsebin ! appsink name=out sync=false"))
-        .map_err(|e| fail(e.to_string()))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| fail("not a pipeline".into()))?;
+    let pipeline =
+        gst::parse::launch(&format!("filesrc location=\"{location}\" ! parsebin ! appsink name=out sync=false"))
+            .map_err(|e| fail(e.to_string()))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| fail("not a pipeline".into()))?;
     let sink = pipeline
         .by_name("out")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())

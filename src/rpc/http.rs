@@ -13,8 +13,8 @@ use serde_json::json;
 use tower::ServiceExt;
 
 use super::{Server, wire};
-use crate::storage::files::Area;
 use crate::app::{self, Phase};
+use crate::storage::files::Area;
 
 pub fn routes() -> Router<Server> {
     Router::new()
@@ -83,10 +83,8 @@ async fn metrics(State(server): State<Server>) -> Response {
 
 /// Verifies `Authorization: Bearer <jwt or key>` or `X-API-Key: <key>` for a viewer or above.
 async fn authorize(server: &Server, headers: &axum::http::HeaderMap) -> Result<(), Response> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     let Some(credential) = bearer.or(key) else {
         return Err((StatusCode::UNAUTHORIZED, "send Authorization: Bearer or X-API-Key").into_response());

@@ -8,9 +8,9 @@ use jsonrpsee::RpcModule;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::RpcContext;
 use super::methods::{find_camera, register};
 use super::session::Session;
-use super::RpcContext;
 use crate::config::{RecordingFormat, RetentionConfig, RetentionKind};
 use crate::error::{Error, Result};
 use crate::recording::{Ending, Trigger};
@@ -51,7 +51,11 @@ fn from_ms(ms: i64) -> SystemTime {
 }
 
 fn download_url(area: Area, name: &str) -> String {
-    format!("/files/{}/{}", area.dir_name(), percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC))
+    format!(
+        "/files/{}/{}",
+        area.dir_name(),
+        percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,7 +99,9 @@ async fn start_recording(ctx: Arc<RpcContext>, _: Arc<Session>, p: StartRecordin
     };
     let format = match p.format.as_deref() {
         None => None,
-        Some(f) => Some(RecordingFormat::parse(f).ok_or_else(|| Error::invalid_param("format", "one of fmp4, mp4, mkv"))?),
+        Some(f) => {
+            Some(RecordingFormat::parse(f).ok_or_else(|| Error::invalid_param("format", "one of fmp4, mp4, mkv"))?)
+        }
     };
     let camera = find_camera(&ctx, &p.device)?;
     let info = ctx.app.recordings.start(&camera, duration, format, Trigger::Api).await?;

@@ -240,7 +240,13 @@ impl Db {
             .await?;
         let open = rows
             .iter()
-            .map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<String, _>("camera")?, r.try_get::<i64, _>("started_at")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("id")?,
+                    r.try_get::<String, _>("camera")?,
+                    r.try_get::<i64, _>("started_at")?,
+                ))
+            })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         for (id, _, _) in &open {
             let end = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(ended_at) FROM segments WHERE session_id = ?")
@@ -285,37 +291,31 @@ impl Db {
     /// Segments, newest first, and how many there are in all.
     pub async fn list_segments(&self, limit: i64, offset: i64) -> Result<(Vec<SegmentRow>, i64)> {
         let rows = sqlx::query(select_segments!("ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?"))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM segments").fetch_one(&self.pool).await?;
         Ok((rows.iter().map(segment_from).collect::<Result<_, _>>()?, total))
     }
 
     /// Segments, oldest first (retention deletes from the front).
     pub async fn oldest_segments(&self, limit: i64) -> Result<Vec<SegmentRow>> {
-        let rows = sqlx::query(select_segments!("ORDER BY started_at, id LIMIT ?"))
-            .bind(limit)
+        let rows =
+            sqlx::query(select_segments!("ORDER BY started_at, id LIMIT ?")).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(segment_from).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn segments_of_session(&self, session_id: &str) -> Result<Vec<SegmentRow>> {
+        let rows = sqlx::query(select_segments!("WHERE session_id = ? ORDER BY started_at, id"))
+            .bind(session_id)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(segment_from).collect::<Result<_, _>>()?)
     }
 
-    pub async fn segments_of_session(&self, session_id: &str) -> Result<Vec<SegmentRow>> {
-        let rows =
-            sqlx::query(select_segments!("WHERE session_id = ? ORDER BY started_at, id"))
-                .bind(session_id)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.iter().map(segment_from).collect::<Result<_, _>>()?)
-    }
-
     pub async fn segment(&self, filename: &str) -> Result<Option<SegmentRow>> {
-        let row = sqlx::query(select_segments!("WHERE filename = ?"))
-            .bind(filename)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(select_segments!("WHERE filename = ?")).bind(filename).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(segment_from).transpose()?)
     }
 
@@ -337,11 +337,13 @@ impl Db {
     }
 
     pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -72,12 +72,7 @@ impl Files {
     pub fn area_size(&self, area: Area) -> u64 {
         std::fs::read_dir(self.dir(area))
             .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
+                entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
             })
             .unwrap_or(0)
     }
@@ -107,7 +102,10 @@ mod tests {
             assert!(validate_name("filename", good).is_ok(), "{good:?}");
         }
         let files = Files::new(Path::new("/data"));
-        assert_eq!(files.path(Area::Snapshots, "filename", "a.jpg").expect("valid"), Path::new("/data/snapshots/a.jpg"));
+        assert_eq!(
+            files.path(Area::Snapshots, "filename", "a.jpg").expect("valid"),
+            Path::new("/data/snapshots/a.jpg")
+        );
         assert!(files.path(Area::Snapshots, "filename", "../camhub.db").is_err());
     }
 }

@@ -47,9 +47,14 @@ impl TestCam {
     }
 
     pub fn start_on(port: u16, cameras: usize) -> TestCam {
+        Self::start_with(port, cameras, &["--width", "320", "--height", "240", "--fps", "15", "--bitrate", "300"])
+    }
+
+    /// A test camera with explicit picture arguments (`--width`, `--pattern`, ...).
+    pub fn start_with(port: u16, cameras: usize, args: &[&str]) -> TestCam {
         let child = Command::new(BIN)
             .args(["testcam", "--listen", &format!("127.0.0.1:{port}"), "--cameras", &cameras.to_string()])
-            .args(["--width", "320", "--height", "240", "--fps", "15", "--bitrate", "300"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -102,6 +107,30 @@ impl Camhub {
         hub
     }
 
+    /// Starts with its data dir at `dir` (which the caller owns, e.g. a tmpfs mount).
+    pub fn start_at(dir: &Path, extra: &str) -> Camhub {
+        let mut hub = Camhub { port: 0, server_keys: String::new(), dir: dir.to_path_buf(), _tmp: None, child: None };
+        hub.launch(extra);
+        hub
+    }
+
+    /// Kills camhub at once (SIGKILL), as a crash or power cut of the process would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same data dir after `stop` or `kill9`.
+    pub fn start_again(&mut self, extra: &str) {
+        self.launch(extra);
+    }
+
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.dir.join("recordings")
+    }
+
     /// Starts again on the same data dir (a restart).
     pub fn restart(&mut self, extra: &str) {
         self.stop();
@@ -118,7 +147,8 @@ impl Camhub {
         );
         let path = self.dir.join("camhub.toml");
         std::fs::write(&path, config).expect("write config");
-        let log = std::fs::File::create(self.dir.join("camhub.log")).expect("log file");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("camhub.log")).expect("log file");
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&path)
@@ -326,4 +356,80 @@ pub fn camera_toml(id: &str, url: &str) -> String {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// Runs ffprobe (a real demuxer) on a file: (duration seconds, width, height, codec).
+pub fn ffprobe(path: &Path) -> Result<(f64, u32, u32, String), String> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "format=duration:stream=width,height,codec_name",
+        ])
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("ffprobe cannot run ({e}); install ffmpeg (scripts/install-deps.sh --test)"))?;
+    if !out.status.success() {
+        return Err(format!("ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let stream = &v["streams"][0];
+    let duration = v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).ok_or("no duration")?;
+    Ok((
+        duration,
+        stream["width"].as_u64().unwrap_or(0) as u32,
+        stream["height"].as_u64().unwrap_or(0) as u32,
+        stream["codec_name"].as_str().unwrap_or("").to_owned(),
+    ))
+}
+
+/// Decodes a whole file with FFmpeg; Err with its complaints if any frame fails.
+pub fn decodes_cleanly(path: &Path) -> Result<(), String> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .map_err(|e| format!("ffmpeg cannot run: {e}"))?;
+    if out.status.success() && out.stderr.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", path.display(), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Whether the first video packet of a file is flagged as a keyframe by its container (ffprobe).
+pub fn first_frame_is_key(path: &Path) -> bool {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_packets", "-read_intervals", "%+#1"])
+        .args(["-show_entries", "packet=flags", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout).lines().next().is_some_and(|l| l.trim().starts_with('K'))
+}
+
+/// gst-discoverer-1.0's view of a file: its duration in seconds.
+pub fn discoverer_duration(path: &Path) -> Result<f64, String> {
+    let out = Command::new("gst-discoverer-1.0")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("gst-discoverer-1.0 cannot run ({e}); install gstreamer1.0-plugins-base-apps"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with("Duration:")).ok_or_else(|| text.to_string())?;
+    let t = line.split_once(':').map(|(_, t)| t.trim()).ok_or("no duration")?;
+    let mut parts = t.split(':');
+    let (h, m, s) = (parts.next(), parts.next(), parts.next());
+    match (
+        h.and_then(|h| h.parse::<f64>().ok()),
+        m.and_then(|m| m.parse::<f64>().ok()),
+        s.and_then(|s| s.parse::<f64>().ok()),
+    ) {
+        (Some(h), Some(m), Some(s)) => Ok(h * 3600.0 + m * 60.0 + s),
+        _ => Err(format!("unreadable duration {t:?}")),
+    }
 }

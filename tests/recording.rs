@@ -1,0 +1,201 @@
+//! Recording end to end against the real test camera, checked by real demuxers (ffprobe, gst-discoverer-1.0):
+//! duration with pre-roll, keyframe start, every format, reconnects within one session, and recovery after kill -9.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use common::{Camhub, Client, TestCam, camera_toml, decodes_cleanly, ffprobe, first_frame_is_key};
+use serde_json::{Value, json};
+
+const CONNECT: Duration = Duration::from_secs(20);
+
+async fn connected(hub: &Camhub, role: &str, device: &str) -> Client {
+    let client = hub.client(role).await;
+    client
+        .wait_status(device, CONNECT, |s| s["status"] == "CONNECTED")
+        .await
+        .unwrap_or_else(|| panic!("{device} never connected; log:\n{}", hub.log()));
+    client
+}
+
+fn parse_time(v: &Value) -> SystemTime {
+    humantime::parse_rfc3339(v.as_str().expect("time string")).expect("RFC 3339 time")
+}
+
+#[tokio::test]
+async fn a_recording_with_pre_roll_and_a_duration_plays_for_that_long() {
+    let cam = TestCam::start(1);
+    let hub = Camhub::start(&camera_toml("cam", &cam.url(0)));
+    let client = connected(&hub, "operator", "cam").await;
+    // Let the hub gather more than the pre-roll.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let started = client.call("start_recording", json!({ "device": "cam", "duration": 6 })).await.expect("start");
+    assert_eq!(started["status"], "RECORDING");
+    assert_eq!(started["format"], "fmp4");
+    let pre_roll = started["pre_roll"].as_f64().expect("pre_roll");
+    assert!((5.0..=6.5).contains(&pre_roll), "pre-roll {pre_roll}");
+    let again = client.call("start_recording", json!({ "device": "cam" })).await.expect_err("twice");
+    assert_eq!(again["code"], -32020);
+
+    let note = client
+        .wait_notification("recording_status_update", Duration::from_secs(15), |p| p["status"] == "STOPPED")
+        .await
+        .unwrap_or_else(|| panic!("the duration did not stop the recording; log:\n{}", hub.log()));
+    assert_eq!(note["device"], "cam");
+    let filename = started["filename"].as_str().expect("filename");
+    assert_eq!(note["filename"], filename);
+    let path = hub.recordings_dir().join(filename);
+    let (duration, w, h, codec) = ffprobe(&path).expect("ffprobe reads the recording");
+    assert_eq!((w, h, codec.as_str()), (320, 240, "h264"));
+    assert!((duration - (6.0 + pre_roll)).abs() <= 0.5, "duration {duration} vs 6 + {pre_roll}");
+    let discovered = common::discoverer_duration(&path).expect("gst-discoverer reads it");
+    assert!((discovered - duration).abs() < 0.2, "{discovered} vs {duration}");
+    assert!(first_frame_is_key(&path), "first frame is not a keyframe");
+    decodes_cleanly(&path).expect("every frame decodes");
+
+    let info = client.call("get_recording_info", json!({ "filename": filename })).await.expect("info");
+    assert_eq!(info["device"], "cam");
+    assert!((info["duration"].as_f64().expect("duration") - duration).abs() < 0.3, "{info}");
+    assert_eq!(info["file_size"].as_u64(), Some(std::fs::metadata(&path).expect("meta").len()));
+    let stop = client.call("stop_recording", json!({ "device": "cam" })).await.expect_err("not recording");
+    assert_eq!(stop["code"], -32020);
+}
+
+#[tokio::test]
+async fn mkv_and_mp4_record_and_stop_on_request() {
+    let cam = TestCam::start(2);
+    let hub = Camhub::start(&format!("{}{}", camera_toml("a", &cam.url(0)), camera_toml("b", &cam.url(1))));
+    let client = connected(&hub, "operator", "a").await;
+    client.wait_status("b", CONNECT, |s| s["status"] == "CONNECTED").await.expect("b connected");
+    let mkv = client.call("start_recording", json!({ "device": "a", "format": "mkv" })).await.expect("mkv");
+    let mp4 = client.call("start_recording", json!({ "device": "b", "format": "mp4" })).await.expect("mp4");
+    assert!(mkv["filename"].as_str().expect("name").ends_with(".mkv"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (device, started) in [("a", &mkv), ("b", &mp4)] {
+        let stopped = client.call("stop_recording", json!({ "device": device })).await.expect("stop");
+        assert_eq!(stopped["status"], "STOPPED");
+        assert_eq!(stopped["filename"], started["filename"]);
+        let path = hub.recordings_dir().join(stopped["filename"].as_str().expect("name"));
+        let (duration, _, _, codec) = ffprobe(&path).unwrap_or_else(|e| panic!("{device}: {e}"));
+        assert_eq!(codec, "h264");
+        let reported = stopped["duration"].as_f64().expect("duration");
+        assert!((duration - reported).abs() < 0.5, "{device}: file {duration} s, reported {reported} s");
+        assert!(duration > 3.0, "{device}: {duration}");
+        assert!(first_frame_is_key(&path), "{device}");
+        decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stopped["file_size"].as_u64(), Some(std::fs::metadata(&path).expect("meta").len()));
+    }
+    let bad = client.call("start_recording", json!({ "device": "a", "format": "avi" })).await.expect_err("avi");
+    assert_eq!((bad["code"].as_i64(), bad["data"]["param"].as_str()), (Some(-32602), Some("format")));
+    let bad = client.call("start_recording", json!({ "device": "a", "duration": -1 })).await.expect_err("negative");
+    assert_eq!(bad["data"]["param"], "duration");
+}
+
+#[tokio::test]
+async fn a_camera_reconnect_gives_one_session_with_two_playable_segments() {
+    let mut cam = TestCam::start(1);
+    let port = cam.port;
+    let hub = Camhub::start(&camera_toml("cam", &cam.url(0)));
+    let client = connected(&hub, "operator", "cam").await;
+    let started = client.call("start_recording", json!({ "device": "cam" })).await.expect("start");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cam.kill();
+    client
+        .wait_notification("camera_status_update", Duration::from_secs(5), |p| p["status"] == "DISCONNECTED")
+        .await
+        .expect("disconnected");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _cam = TestCam::start_on(port, 1);
+    client
+        .wait_notification("camera_status_update", Duration::from_secs(10), |p| p["status"] == "CONNECTED")
+        .await
+        .expect("reconnected");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stopped = client.call("stop_recording", json!({ "device": "cam" })).await.expect("stop");
+    assert_eq!(stopped["session_id"], started["session_id"]);
+    assert_eq!(stopped["segments"], 2, "{stopped}");
+    let list = client.call("list_recordings", json!({})).await.expect("list");
+    let files: Vec<&Value> = list["files"].as_array().expect("files").iter().collect();
+    assert_eq!(files.len(), 2, "{list}");
+    assert!(files.iter().all(|f| f["session_id"] == started["session_id"]));
+    // Newest first, and the second segment starts after the gap.
+    let (newer, older) = (files[0], files[1]);
+    let gap = parse_time(&newer["start_time"]).duration_since(parse_time(&older["end_time"])).expect("ordered");
+    assert!(gap >= Duration::from_millis(500), "the gap was not kept: {gap:?}");
+    for f in files {
+        let path = hub.recordings_dir().join(f["filename"].as_str().expect("name"));
+        ffprobe(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(first_frame_is_key(&path));
+        decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[tokio::test]
+async fn kill_9_mid_recording_loses_at_most_a_second_and_the_index_matches_the_disk() {
+    let cam = TestCam::start(1);
+    let toml = camera_toml("cam", &cam.url(0));
+    let mut hub = Camhub::start(&toml);
+    let client = connected(&hub, "operator", "cam").await;
+    let started = client.call("start_recording", json!({ "device": "cam" })).await.expect("start");
+    let filename = started["filename"].as_str().expect("name").to_owned();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let killed_at = SystemTime::now();
+    hub.kill9();
+    let path: PathBuf = hub.recordings_dir().join(&filename);
+    assert!(path.exists(), "no file was being written");
+
+    hub.start_again(&toml);
+    let client = hub.client("admin").await;
+    let info = client.call("get_recording_info", json!({ "filename": filename })).await.expect("recovered and indexed");
+    assert_eq!(info["recovered"], true);
+    let (duration, ..) = ffprobe(&path).expect("the recovered file plays");
+    decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
+    // The file begins with the session's first frame; what it holds must reach to within a second of the kill.
+    let first_frame = parse_time(&started["start_time"]);
+    assert_eq!(info["start_time"], started["start_time"]);
+    let end = first_frame + Duration::from_secs_f64(duration);
+    let lost = killed_at.duration_since(end).unwrap_or_default();
+    assert!(
+        lost <= Duration::from_millis(1000),
+        "{lost:?} before the kill is missing ({duration} s recorded); log:\n{}",
+        hub.log()
+    );
+
+    // The index matches the disk, as `camhub check` sees it.
+    hub.stop();
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--config"])
+        .arg(hub.dir.join("camhub.toml"))
+        .output()
+        .expect("run check");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test]
+async fn a_snapshot_is_a_fresh_jpeg_of_the_camera_size() {
+    let cam = TestCam::start(1);
+    let hub = Camhub::start(&camera_toml("cam", &cam.url(0)));
+    let client = connected(&hub, "operator", "cam").await;
+    let before = SystemTime::now();
+    let snap = client.call("take_snapshot", json!({ "device": "cam", "filename": "door" })).await.expect("snapshot");
+    assert_eq!(snap["status"], "SUCCESS");
+    assert_eq!(snap["filename"], "door.jpg");
+    assert_eq!((snap["width"].as_u64(), snap["height"].as_u64()), (Some(320), Some(240)));
+    let frame_time = parse_time(&snap["frame_time"]);
+    assert!(frame_time >= before - Duration::from_millis(5), "the frame is older than the call");
+    let path = hub.dir.join("snapshots/door.jpg");
+    let bytes = std::fs::read(&path).expect("snapshot file");
+    assert_eq!(&bytes[..2], &[0xFF, 0xD8], "not a JPEG");
+    let (_, w, h, codec) = ffprobe(&path).expect("ffprobe reads the JPEG");
+    assert_eq!((w, h, codec.as_str()), (320, 240, "mjpeg"));
+    let exists = client.call("take_snapshot", json!({ "device": "cam", "filename": "door.jpg" })).await;
+    assert_eq!(exists.expect_err("no overwrite")["code"], -32020);
+
+    let list = client.call("list_snapshots", json!({ "limit": 10 })).await.expect("list");
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["files"][0]["filename"], "door.jpg");
+    let info = client.call("get_snapshot_info", json!({ "filename": "door.jpg" })).await.expect("info");
+    assert_eq!(info["file_size"].as_u64(), Some(bytes.len() as u64));
+}
