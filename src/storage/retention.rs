@@ -1,5 +1,6 @@
 //! What to keep: the retention policy (age, total size, or manual) and the free-space floor, applied by deleting the
-//! oldest recording segments first (index row, then file). Knows rows and files, not recordings in progress.
+//! oldest recording segments first (index row, then file). The floor is defended only when deleting recordings can
+//! reach it. Knows rows and files, not recordings in progress.
 
 use std::time::Duration;
 
@@ -78,6 +79,14 @@ pub async fn enforce(db: &Db, files: &Files, policy: &RetentionConfig, floor: u6
     let available = || super::disk_usage(files.root()).map(|(_, a)| a).unwrap_or(u64::MAX);
     done.available = available();
     done.was_low = done.available < floor;
+    // When deleting every recording would still not reach the floor, deleting any of them only destroys footage.
+    if done.was_low {
+        let deletable = db.segments_total_size().await?.max(0) as u64;
+        if done.available + deletable < floor {
+            done.still_low = true;
+            return Ok(done);
+        }
+    }
     while done.available < floor {
         let batch = db.oldest_segments(1).await?;
         let Some(s) = batch.first() else {

@@ -85,8 +85,9 @@ impl Drop for TestCam {
 /// A camhub service as a child process with its own data dir; stopped on drop.
 pub struct Camhub {
     pub port: u16,
-    /// Extra `[server]` keys, kept across restarts.
+    /// Extra `[server]` and `[storage]` keys, kept across restarts.
     server_keys: String,
+    storage_keys: String,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
@@ -102,14 +103,28 @@ impl Camhub {
     pub fn start_with_server_keys(server_keys: &str, extra: &str) -> Camhub {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut hub = Camhub { port: 0, server_keys: server_keys.to_owned(), dir, _tmp: Some(tmp), child: None };
+        let mut hub = Camhub {
+            port: 0,
+            server_keys: server_keys.to_owned(),
+            storage_keys: String::new(),
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+        };
         hub.launch(extra);
         hub
     }
 
-    /// Starts with its data dir at `dir` (which the caller owns, e.g. a tmpfs mount).
-    pub fn start_at(dir: &Path, extra: &str) -> Camhub {
-        let mut hub = Camhub { port: 0, server_keys: String::new(), dir: dir.to_path_buf(), _tmp: None, child: None };
+    /// Starts with its data dir at `dir` (which the caller owns, e.g. a tmpfs mount) and extra `[storage]` keys.
+    pub fn start_at(dir: &Path, storage_keys: &str, extra: &str) -> Camhub {
+        let mut hub = Camhub {
+            port: 0,
+            server_keys: String::new(),
+            storage_keys: storage_keys.to_owned(),
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            child: None,
+        };
         hub.launch(extra);
         hub
     }
@@ -140,10 +155,11 @@ impl Camhub {
     fn launch(&mut self, extra: &str) {
         self.port = free_port();
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{}\"\n{}\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:{}\"\n{}\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{}\n{extra}\n",
             self.port,
             self.server_keys,
-            self.dir.display()
+            self.dir.display(),
+            self.storage_keys
         );
         let path = self.dir.join("camhub.toml");
         std::fs::write(&path, config).expect("write config");
@@ -432,4 +448,40 @@ pub fn discoverer_duration(path: &Path) -> Result<f64, String> {
         (Some(h), Some(m), Some(s)) => Ok(h * 3600.0 + m * 60.0 + s),
         _ => Err(format!("unreadable duration {t:?}")),
     }
+}
+
+/// One HTTP/1.1 request over a real socket: (status, raw headers, body).
+pub fn http_request(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let mut body = out[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Some((code, head, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    out
 }
