@@ -541,6 +541,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_configs_are_valid_and_the_example_shows_the_defaults() {
+        let example = Config::from_toml(include_str!("../config/camhub.example.toml")).expect("example is valid");
+        let defaults = Config::from_toml("").expect("defaults");
+        assert_eq!(format!("{:?}", example.server), format!("{:?}", defaults.server));
+        assert_eq!(format!("{:?}", example.monitor), format!("{:?}", defaults.monitor));
+        assert_eq!(format!("{:?}", example.recording), format!("{:?}", defaults.recording));
+        assert_eq!(format!("{:?}", example.storage), format!("{:?}", defaults.storage));
+        Config::from_toml(include_str!("../config/demo.toml")).expect("demo is valid");
+    }
+
+    #[test]
     fn wrong_type_names_the_key() {
         let e = Config::from_toml("[server]\nmax_connections = \"many\"").expect_err("wrong type");
         assert!(e.to_string().contains("max_connections"), "{e}");
