@@ -83,8 +83,12 @@ pub fn from_params_error(e: serde_path_to_error::Error<serde_json::Error>) -> Er
             rest.find('`').map(|j| rest[..j].to_owned())
         })
     };
-    // A missing or unknown field is reported at its parent's path ("." at the top level).
-    let nested = |field: String| if path == "." { field } else { format!("{path}.{field}") };
+    // serde reports a missing field at its parent's path ("." at the top level), an unknown one at its own.
+    let nested = |field: String| match path.as_str() {
+        "." => field,
+        p if p == field || p.ends_with(&format!(".{field}")) => p.to_owned(),
+        p => format!("{p}.{field}"),
+    };
     let (param, rule) = if let Some(field) = named("missing field `") {
         (nested(field), "is required".to_owned())
     } else if let Some(field) = named("unknown field `") {
