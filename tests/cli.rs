@@ -100,9 +100,25 @@ fn sigterm_stops_the_service_in_order() {
         client.wait_status("c", Duration::from_secs(20), |s| s["status"] == "CONNECTED").await.expect("connected");
     });
     let started = Instant::now();
-    hub.stop();
+    common::send_signal(hub.pid(), 15);
+    let status = hub.wait_exit(Duration::from_secs(10)).expect("camhub stopped within its grace time");
+    assert_eq!(status.code(), Some(0), "an orderly stop exits 0");
     assert!(started.elapsed() < Duration::from_secs(10), "stop took {:?}", started.elapsed());
     let log = hub.log();
     assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
     assert!(!log.contains("grace time exceeded"), "{log}");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let cam = common::TestCam::start(1);
+    let mut hub = common::Camhub::start(&common::camera_toml("c", &cam.url(0)));
+    let pid = hub.pid();
+    common::send_signal(pid, 15);
+    // Signals that arrive together are one signal to the kernel: the second comes a moment later, as a user's would.
+    std::thread::sleep(Duration::from_millis(30));
+    common::send_signal(pid, 15);
+    let status = hub.wait_exit(Duration::from_secs(5)).expect("camhub exited");
+    // 130 is the immediate exit; an orderly stop exits 0.
+    assert_eq!(status.code(), Some(130), "{status:?}; log:\n{}", hub.log());
 }

@@ -199,3 +199,32 @@ async fn a_snapshot_is_a_fresh_jpeg_of_the_camera_size() {
     let info = client.call("get_snapshot_info", json!({ "filename": "door.jpg" })).await.expect("info");
     assert_eq!(info["file_size"].as_u64(), Some(bytes.len() as u64));
 }
+
+#[tokio::test]
+async fn a_camera_configured_to_record_always_records_from_start_up_in_segments() {
+    let cam = TestCam::start(1);
+    let toml = format!("[recording]\nsegment_seconds = 2\n{}record = \"always\"\n", camera_toml("cam", &cam.url(0)));
+    let hub = Camhub::start(&toml);
+    let client = hub.client("operator").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut list = json!(null);
+    while std::time::Instant::now() < deadline {
+        list = client.call("list_recordings", json!({})).await.expect("list");
+        if list["total"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let files = list["files"].as_array().expect("files");
+    assert!(files.len() >= 2, "continuous recording made no segments: {list}; log:\n{}", hub.log());
+    assert!(files.iter().all(|f| f["session_id"] == files[0]["session_id"]), "one session: {list}");
+    for f in files {
+        let d = f["duration"].as_f64().expect("duration");
+        assert!((1.5..=3.5).contains(&d), "segment of {d} s for a 2 s segment length");
+        let path = hub.recordings_dir().join(f["filename"].as_str().expect("name"));
+        assert!(first_frame_is_key(&path));
+        decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let stopped = client.call("stop_recording", json!({ "device": "cam" })).await.expect("continuous can be stopped");
+    assert_eq!(stopped["status"], "STOPPED");
+}

@@ -129,6 +129,23 @@ impl Camhub {
         hub
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("camhub is running").id()
+    }
+
+    /// Waits up to `timeout` for camhub to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// Kills camhub at once (SIGKILL), as a crash or power cut of the process would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
