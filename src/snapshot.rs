@@ -57,11 +57,14 @@ impl Snapshots {
             Some(name) => {
                 validate_name("filename", name)?;
                 let lower = name.to_ascii_lowercase();
-                if lower.ends_with(".jpg") || lower.ends_with(".jpeg") {
+                let name = if lower.ends_with(".jpg") || lower.ends_with(".jpeg") {
                     name.to_owned()
                 } else {
                     format!("{name}.jpg")
-                }
+                };
+                // The extension may push it past the length limit.
+                validate_name("filename", &name)?;
+                name
             }
             None => format!("{}_{}.jpg", camera.id, crate::recording::recorder::stamp(taken_at)),
         };

@@ -1,19 +1,24 @@
 //! The API spec (`api-spec/openrpc.json`) walked against a running camhub: method names and roles against the access
 //! table and the server, every method present, parameter rules (-32602 naming the parameter), result fields and types,
-//! documented errors, notifications and transport rules. Real test camera, real camhub, real WebSocket client.
+//! documented errors, notifications, file downloads and transport rules. Real test camera, real camhub, real WebSocket
+//! client; snapshots and recordings are really taken, listed, downloaded and deleted.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{Map, Value, json};
 
 use camhub::auth::Role;
+use camhub::config::RecordingFormat;
 use camhub::error::Error;
 use camhub::rpc::errors;
 use camhub::rpc::methods::{ACCESS, Access};
+use camhub::storage::files::validate_name;
 use common::{Camhub, Client, TestCam};
 
 const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/api-spec/openrpc.json");
@@ -23,13 +28,31 @@ const INVALID_PARAMS: i64 = errors::INVALID_PARAMS as i64;
 const UNAUTHENTICATED: i64 = errors::UNAUTHENTICATED as i64;
 const PERMISSION_DENIED: i64 = errors::PERMISSION_DENIED as i64;
 
-/// Methods that change what the server stores; part (d) calls them only in a throwaway add-then-remove.
-const MUTATING: [&str; 2] = ["add_external_stream", "remove_external_stream"];
+/// Methods that change cameras or files; parts (c) and (d) never call them with valid params: the round trips do
+/// (a throwaway stream added then removed; snapshots and recordings made, listed, downloaded, then deleted).
+const MUTATING: [&str; 7] = [
+    "add_external_stream",
+    "remove_external_stream",
+    "take_snapshot",
+    "start_recording",
+    "stop_recording",
+    "delete_recording",
+    "delete_snapshot",
+];
+
+/// Reads about one file: their examples name files that exist only during the files round trip, which checks them.
+const NEEDS_A_FILE: [&str; 2] = ["get_recording_info", "get_snapshot_info"];
+
+/// Names that are paths; every method taking a file name must refuse them with -32602 naming it.
+const PATH_LIKE: [&str; 3] = ["../x", "a/b", ".hidden"];
 
 /// A parameter name no method has.
 const UNKNOWN_PARAM: &str = "spec_unknown_param";
 
-/// Camera connects and notifications can be slow on a loaded machine.
+/// A well-formed camera id that names no camera: a mutating call aimed at it changes nothing.
+const ABSENT_CAMERA: &str = "spec-absent";
+
+/// Camera connects, notifications, snapshots and finalising recordings can be slow on a loaded machine.
 const SLOW: Duration = Duration::from_secs(60);
 
 // ---- the spec ----
@@ -158,7 +181,8 @@ fn example_of(schema: &Value) -> Value {
 // ---- a small JSON Schema checker ----
 
 /// Checks `value` against the part of JSON Schema the spec uses: `type` (one or several), `const`, `enum`,
-/// `minimum`/`maximum`, `minLength`/`maxLength`, `required`, `properties`, `additionalProperties`, `items`,
+/// `minimum`/`maximum`, `exclusiveMinimum`/`exclusiveMaximum`, `minLength`/`maxLength` (and camhub's `x-maxBytes`,
+/// UTF-8 bytes), `format: date-time` (RFC 3339), `required`, `properties`, `additionalProperties`, `items`,
 /// `minItems`/`maxItems`, at any depth, following `$ref`. Patterns are not checked here (the server is asked to refuse
 /// the spec's `x-invalid-examples` instead). Stricter than JSON Schema in one way: an object schema with `properties`
 /// and no `additionalProperties` must list every field the server sends, so the spec cannot fall behind the code.
@@ -196,6 +220,16 @@ fn check(spec: &Spec, schema: &Value, value: &Value, at: &str, problems: &mut Ve
         {
             problems.push(format!("{at}: {n} is above the maximum {max}"));
         }
+        if let Some(min) = schema.get("exclusiveMinimum").and_then(Value::as_f64)
+            && n <= min
+        {
+            problems.push(format!("{at}: {n} is not above the exclusive minimum {min}"));
+        }
+        if let Some(max) = schema.get("exclusiveMaximum").and_then(Value::as_f64)
+            && n >= max
+        {
+            problems.push(format!("{at}: {n} is not below the exclusive maximum {max}"));
+        }
     }
     if let Some(s) = value.as_str() {
         let len = s.chars().count() as u64;
@@ -204,6 +238,12 @@ fn check(spec: &Spec, schema: &Value, value: &Value, at: &str, problems: &mut Ve
         }
         if schema.get("maxLength").and_then(Value::as_u64).is_some_and(|max| len > max) {
             problems.push(format!("{at}: {s:?} is longer than maxLength"));
+        }
+        if schema.get("x-maxBytes").and_then(Value::as_u64).is_some_and(|max| s.len() as u64 > max) {
+            problems.push(format!("{at}: {s:?} is longer than x-maxBytes"));
+        }
+        if schema.get("format").and_then(Value::as_str) == Some("date-time") && humantime::parse_rfc3339(s).is_err() {
+            problems.push(format!("{at}: {s:?} is not an RFC 3339 UTC time"));
         }
     }
     match value {
@@ -283,12 +323,33 @@ fn wrong_type(schema: &Value) -> Value {
 }
 
 /// Values of the right type that break a rule the schema states: its `x-invalid-examples`, and values just past its
-/// length, item-count and enum limits.
+/// length, byte-length, range, item-count and enum limits (and a fraction for an integer).
 fn invalid_values(spec: &Spec, schema: &Value) -> Vec<Value> {
     let mut out: Vec<Value> = schema["x-invalid-examples"].as_array().cloned().unwrap_or_default();
+    if schema["type"] == "integer" || schema["type"] == "number" {
+        if let Some(min) = schema["minimum"].as_f64() {
+            out.push(number(min - 1.0));
+        }
+        if let Some(max) = schema["maximum"].as_f64() {
+            out.push(number(max + 1.0));
+        }
+        for limit in [&schema["exclusiveMinimum"], &schema["exclusiveMaximum"]] {
+            if let Some(limit) = limit.as_f64() {
+                out.push(number(limit));
+            }
+        }
+    }
+    if schema["type"] == "integer" {
+        let example = example_of(schema).as_f64().expect("integer examples are numbers");
+        out.push(json!(example + 0.5));
+    }
     if schema["type"] == "string" {
         if let Some(max) = schema["maxLength"].as_u64() {
             out.push(json!("x".repeat(max as usize + 1)));
+        }
+        if let Some(max) = schema["x-maxBytes"].as_u64() {
+            // Two bytes a character: within maxLength characters, past the byte limit.
+            out.push(json!("\u{e9}".repeat(max as usize / 2 + 1)));
         }
         if schema["minLength"].as_u64().is_some_and(|min| min > 0) {
             out.push(json!(""));
@@ -314,9 +375,15 @@ fn invalid_values(spec: &Spec, schema: &Value) -> Vec<Value> {
     out
 }
 
-/// Values right at the schema's length and item-count limits, which must not be refused for breaking them.
+/// Values right at the schema's length, inclusive range and item-count limits, which must not be refused for breaking
+/// them.
 fn at_limit_values(spec: &Spec, schema: &Value) -> Vec<Value> {
     let mut out = Vec::new();
+    if schema["type"] == "integer" || schema["type"] == "number" {
+        for limit in [schema["minimum"].as_f64(), schema["maximum"].as_f64()].into_iter().flatten() {
+            out.push(number(limit));
+        }
+    }
     if let (Some(max), Some(example)) = (schema["maxLength"].as_u64(), example_of(schema).as_str()) {
         let last = example.chars().last().expect("string examples are not empty");
         let padding = (max as usize).saturating_sub(example.chars().count());
@@ -331,6 +398,11 @@ fn at_limit_values(spec: &Spec, schema: &Value) -> Vec<Value> {
         }
     }
     out
+}
+
+/// A JSON number, integral when it can be.
+fn number(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 1e15 { json!(n as i64) } else { json!(n) }
 }
 
 fn with(base: &Map<String, Value>, key: &str, value: Value) -> Value {
@@ -451,6 +523,62 @@ fn spec_matches_the_access_table_the_error_codes_and_the_config_defaults() {
             assert_conforms(&spec, m.result_schema(), &example["result"]["value"], &format!("example of {name}"));
         }
     }
+    // Every file name parameter is the one Filename rule; it refuses paths, and it is the code's rule.
+    let filename = &spec.0["components"]["schemas"]["Filename"];
+    let mut takes_a_filename = Vec::new();
+    for m in spec.methods() {
+        for p in m.params().iter().filter(|p| p.name == "filename") {
+            assert_eq!(p.schema, filename, "{}.filename is not components.schemas.Filename", m.name());
+            takes_a_filename.push(m.name());
+        }
+    }
+    let expected = ["take_snapshot", "get_recording_info", "delete_recording", "get_snapshot_info", "delete_snapshot"];
+    assert_eq!(takes_a_filename, expected, "methods with a filename parameter");
+    let invalid = filename["x-invalid-examples"].as_array().expect("Filename has x-invalid-examples");
+    for bad in PATH_LIKE {
+        assert!(invalid.contains(&json!(bad)), "Filename x-invalid-examples lacks {bad:?}");
+    }
+    for bad in invalid_values(&spec, filename) {
+        let bad = bad.as_str().expect("file names are strings");
+        assert!(validate_name("filename", bad).is_err(), "the spec refuses the name {bad:?}, the code accepts it");
+    }
+    let examples = filename["examples"].as_array().expect("Filename examples").iter().cloned();
+    for good in examples.chain(at_limit_values(&spec, filename)) {
+        let good = good.as_str().expect("file names are strings");
+        assert!(validate_name("filename", good).is_ok(), "the spec accepts the name {good:?}, the code refuses it");
+    }
+
+    // The recording formats are the code's.
+    let formats = &spec.0["components"]["schemas"]["RecordingFormat"];
+    for f in formats["enum"].as_array().expect("RecordingFormat enum") {
+        let f = f.as_str().expect("format name");
+        assert_eq!(RecordingFormat::parse(f).map(RecordingFormat::as_str), Some(f), "RecordingFormat {f}");
+    }
+    for f in formats["x-invalid-examples"].as_array().expect("RecordingFormat x-invalid-examples") {
+        assert!(RecordingFormat::parse(f.as_str().expect("string")).is_none(), "{f} is a recording format");
+    }
+
+    // Conditional requirements name real parameters.
+    for m in spec.methods() {
+        for (param, condition) in m.raw["x-required-if"].as_object().into_iter().flatten() {
+            let names: Vec<&str> = m.params().iter().map(|p| p.name).collect();
+            assert!(names.contains(&param.as_str()), "{}: x-required-if names {param}", m.name());
+            for (other, _) in condition.as_object().expect("a condition is an object") {
+                assert!(names.contains(&other.as_str()), "{}: x-required-if condition names {other}", m.name());
+            }
+        }
+    }
+
+    let notifications: Vec<&str> = spec.0["x-notifications"]
+        .as_array()
+        .expect("x-notifications")
+        .iter()
+        .map(|n| n["name"].as_str().expect("notification name"))
+        .collect();
+    for n in spec.0["x-transport"]["notificationsWithoutSubscription"].as_array().expect("a list") {
+        assert!(notifications.contains(&n.as_str().expect("name")), "x-transport names notification {n}");
+    }
+
     for n in spec.0["x-notifications"].as_array().expect("x-notifications") {
         let name = n["name"].as_str().expect("notification name");
         let schema = spec.notification_schema(name);
@@ -538,6 +666,10 @@ fn spec_matches_the_access_table_the_error_codes_and_the_config_defaults() {
         let name = n["name"].as_str().expect("name");
         assert!(docs.contains(&format!("`{name}`")), "docs/api.md does not mention `{name}`");
     }
+    for (_, route) in spec.0["x-files"]["routes"].as_object().expect("x-files routes") {
+        let route = route.as_str().expect("route");
+        assert!(docs.contains(&format!("`GET {route}`")), "docs/api.md does not mention `GET {route}`");
+    }
 }
 
 // ---- (b), (c), (d): the spec against a running server ----
@@ -555,6 +687,7 @@ async fn spec_holds_against_a_running_server() {
     params_are_checked_as_the_spec_says(&spec, &admin).await;
     read_results_match_the_spec(&spec, &admin).await;
     a_throwaway_stream_is_added_and_removed_as_the_spec_says(&spec, &hub, &cam).await;
+    snapshots_and_recordings_round_trip_as_the_spec_says(&spec, &hub).await;
 }
 
 /// (b) Every spec method exists, and the role the spec states is the one the server enforces.
@@ -567,7 +700,8 @@ async fn every_method_exists_and_checks_its_role(spec: &Spec, hub: &Camhub, admi
     let operator = hub.client("operator").await;
     let callers: [(Option<&str>, &Client); 4] =
         [(None, &anonymous), (Some("viewer"), &viewer), (Some("operator"), &operator), (Some("admin"), admin)];
-    // Empty params: the mutating methods refuse them, so nothing stored changes.
+    // Empty params: the mutating methods refuse them (each needs a device or a file name), so nothing stored changes;
+    // cleanup_old_files runs, and deletes nothing under the default policy.
     let params = json!({});
     for m in spec.methods() {
         let required = m.role();
@@ -608,11 +742,19 @@ async fn every_method_exists_and_checks_its_role(spec: &Spec, hub: &Camhub, admi
 }
 
 /// (c) Missing, wrong-typed, rule-breaking and unknown params are refused with -32602 naming the parameter, and values
-/// right at a limit are not. Calls to the mutating methods here all fail in parameter checking, so none changes
-/// anything.
+/// right at a limit are not. Calls to the mutating methods here all fail, so none changes anything: in parameter
+/// checking, or, for values at a limit, because they name no camera (start_recording checks duration and format
+/// first) or no file.
 async fn params_are_checked_as_the_spec_says(spec: &Spec, admin: &Client) {
     for m in spec.methods() {
         let base = m.base_params();
+        let at_limit_base = match m.name() {
+            "add_external_stream" | "remove_external_stream" => None,
+            _ if MUTATING.contains(&m.name()) && base.contains_key("device") => {
+                Some(with(&base, "device", json!(ABSENT_CAMERA)))
+            }
+            _ => Some(Value::Object(base.clone())),
+        };
         expect_invalid(spec, admin, &m, with(&base, UNKNOWN_PARAM, json!(true)), UNKNOWN_PARAM).await;
         let params = m.params();
         for p in params.iter().filter(|p| p.required) {
@@ -623,11 +765,9 @@ async fn params_are_checked_as_the_spec_says(spec: &Spec, admin: &Client) {
             for bad in invalid_values(spec, p.schema) {
                 expect_invalid(spec, admin, &m, with(&base, p.name, bad), p.name).await;
             }
-            if MUTATING.contains(&m.name()) {
-                continue;
-            }
+            let Some(Value::Object(at_limit_base)) = &at_limit_base else { continue };
             for fine in at_limit_values(spec, p.schema) {
-                let params = with(&base, p.name, fine);
+                let params = with(at_limit_base, p.name, fine);
                 if let Err(e) = admin.call(m.name(), params.clone()).await {
                     let named = e["data"]["param"].as_str().unwrap_or_default();
                     let about_p = named == p.name || named.starts_with(&format!("{}.", p.name));
@@ -648,6 +788,20 @@ async fn params_are_checked_as_the_spec_says(spec: &Spec, admin: &Client) {
                 assert_documented(spec, &m, &e, &Value::Object(base.clone()));
             }
         }
+        // A parameter required only when another has some value: refused without it, accepted with it.
+        for (param, condition) in m.raw["x-required-if"].as_object().into_iter().flatten() {
+            let mut request = base.clone();
+            for (other, value) in condition.as_object().expect("a condition is an object") {
+                request.insert(other.clone(), value.clone());
+            }
+            expect_invalid(spec, admin, &m, without(&request, param), param).await;
+            let schema = params.iter().find(|p| p.name == param).expect("a parameter of the method").schema;
+            let complete = with(&request, param, example_of(schema));
+            if let Err(e) = admin.call(m.name(), complete.clone()).await {
+                assert_ne!(code(&e), INVALID_PARAMS, "{} {complete}: {e}", m.name());
+                assert_documented(spec, &m, &e, &complete);
+            }
+        }
         if let Some(group) = m.raw["x-exactly-one-of"].as_array() {
             let names: Vec<&str> = group.iter().map(|n| n.as_str().expect("param name")).collect();
             let all: Map<String, Value> = params
@@ -665,10 +819,12 @@ async fn params_are_checked_as_the_spec_says(spec: &Spec, admin: &Client) {
     }
 }
 
-/// (d) Every method that does not change stored state, called with its spec example's params (device cam0), returns
-/// what its result schema says.
+/// (d) Every method that does not change cameras or files, called with its spec example's params (device cam0),
+/// returns what its result schema says. (set_retention_policy's example is the default policy, so the walk leaves the
+/// policy as it found it.)
 async fn read_results_match_the_spec(spec: &Spec, admin: &Client) {
-    for m in spec.methods().into_iter().filter(|m| !MUTATING.contains(&m.name())) {
+    let skipped = |m: &Method<'_>| MUTATING.contains(&m.name()) || NEEDS_A_FILE.contains(&m.name());
+    for m in spec.methods().into_iter().filter(|m| !skipped(m)) {
         let mut params = m.example_params();
         if m.name() == "authenticate" {
             params.insert("auth_token".into(), json!(common::token("admin", 3600)));
@@ -687,6 +843,20 @@ async fn read_results_match_the_spec(spec: &Spec, admin: &Client) {
             "get_camera_capabilities" => assert_eq!(result["validation_status"], "CONFIRMED", "{result}"),
             "get_system_status" => assert_eq!(result["available_cameras"], json!(["cam0"]), "{result}"),
             "authenticate" => assert_eq!(result["role"], "admin", "{result}"),
+            "get_server_info" => {
+                let formats = &spec.0["components"]["schemas"]["RecordingFormat"]["enum"];
+                assert_eq!(&result["supported_formats"], formats, "{result}");
+            }
+            "get_metrics" => assert_eq!(result["recording_metrics"]["active"], 0, "{result}"),
+            "list_recordings" | "list_snapshots" => {
+                assert_eq!((&result["files"], &result["total"]), (&json!([]), &json!(0)), "nothing yet: {result}")
+            }
+            "set_retention_policy" => {
+                let policy = admin.call("get_storage_info", json!({})).await.expect("get_storage_info");
+                let expected =
+                    json!({ "policy_type": "age", "max_age_days": 30.0, "max_size_gb": null, "enabled": true });
+                assert_eq!(policy["retention_policy"], expected, "the policy in force after {params}: {policy}");
+            }
             _ => {}
         }
     }
@@ -767,6 +937,245 @@ async fn a_throwaway_stream_is_added_and_removed_as_the_spec_says(spec: &Spec, h
     let e = operator.call(remove.name(), params.clone()).await.expect_err("removed twice");
     assert_eq!((code(&e), &e["data"]["resource"]), (errors::NOT_FOUND as i64, &json!("stream")), "{e}");
     assert_documented(spec, &remove, &e, &params);
+}
+
+/// Calls `method` like `Client::call`, but waits up to `SLOW` for the response (snapshots decode and recordings
+/// finalise on a loaded machine). Sent with a string id, so the response arrives among the client's other frames.
+async fn call_slow(client: &Client, method: &str, params: &Value) -> Result<Value, Value> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = format!("slow-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    client.send_raw(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string());
+    let deadline = tokio::time::Instant::now() + SLOW;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame =
+            client.next_other(left).await.unwrap_or_else(|| panic!("no response to {method} {params} in {SLOW:?}"));
+        if frame["id"] == id.as_str() {
+            return match frame.get("error") {
+                Some(e) => Err(e.clone()),
+                None => Ok(frame["result"].clone()),
+            };
+        }
+    }
+}
+
+/// Calls `method`, which must succeed and return what its result schema says.
+async fn call_conforming(spec: &Spec, client: &Client, method: &str, params: Value) -> Value {
+    let result = call_slow(client, method, &params).await.unwrap_or_else(|e| panic!("{method} {params}: {e}"));
+    assert_conforms(spec, spec.method(method).result_schema(), &result, &format!("result of {method} {params}"));
+    result
+}
+
+/// Calls `method`, which must fail with `expected`, an error its spec entry documents.
+async fn call_refused(spec: &Spec, client: &Client, method: &str, params: Value, expected: i32) -> Value {
+    let e = call_slow(client, method, &params).await.expect_err(&format!("{method} {params} is refused"));
+    assert_eq!(code(&e), expected as i64, "{method} {params}: {e}");
+    assert_documented(spec, &spec.method(method), &e, &params);
+    e
+}
+
+/// Waits for a notification and checks it against its spec entry.
+async fn conforming_notification(
+    spec: &Spec,
+    hub: &Camhub,
+    client: &Client,
+    method: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let note = client
+        .wait_notification(method, SLOW, pred)
+        .await
+        .unwrap_or_else(|| panic!("no matching {method} notification; log:\n{}", hub.log()));
+    assert_conforms(spec, spec.notification_schema(method), &note, &format!("{method} notification"));
+    note
+}
+
+/// One HTTP/1.1 request on a real socket: (status, lowercased head, body).
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to camhub");
+    s.set_read_timeout(Some(SLOW)).expect("timeout");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    s.write_all(format!("{request}\r\n").as_bytes()).expect("send the request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status code");
+    (status, head, raw[split + 4..].to_vec())
+}
+
+/// Downloads one file the way `x-files` says: credentials (Bearer or X-API-Key), Range, HEAD, content type, and the
+/// refusals, each with a status `x-files` lists.
+fn download_as_the_spec_says(spec: &Spec, hub: &Camhub, api_key: &str, kind: &str, file: &Value, content_type: &str) {
+    let x = &spec.0["x-files"];
+    let route = x["routes"][kind].as_str().expect("an x-files route");
+    let url = file["download_url"].as_str().expect("download_url");
+    let prefix = route.strip_suffix("{name}").expect("routes end in {name}");
+    assert!(url.starts_with(prefix) && !url[prefix.len()..].contains('/'), "{url} is not under {route}");
+    let size = file["file_size"].as_u64().expect("file_size") as usize;
+    let bearer = format!("Bearer {}", hub.token("viewer"));
+    let request = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let (status, head, body) = http(hub.port, method, path, headers);
+        assert!(x["status"][status.to_string()].is_string(), "{method} {path}: status {status} is not in x-files");
+        (status, head, body)
+    };
+    let (status, head, _) = request("GET", url, &[]);
+    assert_eq!(status, 401, "{url} without credentials: {head}");
+    let (status, ..) = request("GET", url, &[("Authorization", "Bearer forged")]);
+    assert_eq!(status, 401, "{url} with a forged token");
+    let (status, head, body) = request("GET", url, &[("Authorization", &bearer)]);
+    assert_eq!((status, body.len()), (200, size), "{url} with a Bearer token: {head}");
+    assert!(head.contains(&format!("content-type: {content_type}")), "{url}: {head}");
+    let (status, head, body) = request("GET", url, &[("X-API-Key", api_key)]);
+    assert_eq!((status, body.len()), (200, size), "{url} with X-API-Key: {head}");
+    let (status, head, body) = request("GET", url, &[("Authorization", &bearer), ("Range", "bytes=0-9")]);
+    assert_eq!((status, body.len()), (206, 10), "{url} bytes=0-9: {head}");
+    assert!(head.contains(&format!("content-range: bytes 0-9/{size}")), "{url}: {head}");
+    let (status, head, _) = request("GET", url, &[("Authorization", &bearer), ("Range", &format!("bytes={size}-"))]);
+    assert_eq!(status, 416, "{url} bytes={size}-: {head}");
+    let (status, head, body) = request("HEAD", url, &[("Authorization", &bearer)]);
+    assert_eq!((status, body.len()), (200, 0), "HEAD {url}: {head}");
+    assert!(head.contains(&format!("content-length: {size}")), "HEAD {url}: {head}");
+    for name in ["..%2Fcamhub.db", ".hidden", "a%5Cb"] {
+        let (status, head, _) = request("GET", &format!("{prefix}{name}"), &[("Authorization", &bearer)]);
+        assert_eq!(status, 400, "{prefix}{name}: {head}");
+    }
+    let (status, head, _) = request("GET", &format!("{prefix}spec-absent.mp4"), &[("Authorization", &bearer)]);
+    assert_eq!(status, 404, "{prefix}spec-absent.mp4: {head}");
+}
+
+/// (d) for the file methods, and recording_status_update: snapshots taken (named and default), a recording started
+/// and stopped after 2 s and one ended by its duration, each announced to a client that never subscribed; all of them
+/// listed, described, downloaded and deleted; the refusals the spec documents on the way.
+async fn snapshots_and_recordings_round_trip_as_the_spec_says(spec: &Spec, hub: &Camhub) {
+    let operator = hub.client("operator").await;
+    let admin = hub.client("admin").await;
+    // Gets recording_status_update without subscribing to anything.
+    let bystander = hub.client("viewer").await;
+    let topics = json!({ "topics": ["recording.start", "recording.stop", "recording.error", "snapshot.taken"] });
+    call_conforming(spec, &operator, "subscribe_events", topics).await;
+    let event = |topic: &'static str, filename: String| {
+        move |p: &Value| p["topic"] == topic && p["device"] == "cam0" && p["data"]["filename"] == filename.as_str()
+    };
+
+    // Snapshots: a named one (".jpg" is added), one with the default name, and the same name again.
+    let named =
+        call_conforming(spec, &operator, "take_snapshot", json!({ "device": "cam0", "filename": "spec-snap" })).await;
+    assert_eq!(
+        (&named["device"], &named["filename"], &named["status"]),
+        (&json!("cam0"), &json!("spec-snap.jpg"), &json!("SUCCESS"))
+    );
+    assert_eq!(named["file_path"], named["download_url"], "{named}");
+    let on_disk = std::fs::metadata(hub.dir.join("snapshots").join("spec-snap.jpg")).expect("the snapshot file").len();
+    assert_eq!(named["file_size"], on_disk, "{named}");
+    let taken = event("snapshot.taken", "spec-snap.jpg".into());
+    let note = conforming_notification(spec, hub, &operator, "event", taken).await;
+    assert_eq!(note["data"]["file_size"], on_disk, "{note}");
+    let unnamed = call_conforming(spec, &operator, "take_snapshot", json!({ "device": "cam0" })).await;
+    let unnamed_name = unnamed["filename"].as_str().expect("filename").to_owned();
+    assert!(unnamed_name.starts_with("cam0_") && unnamed_name.ends_with(".jpg"), "{unnamed}");
+    let again = json!({ "device": "cam0", "filename": "spec-snap.jpg" });
+    call_refused(spec, &operator, "take_snapshot", again, errors::INVALID_STATE).await;
+
+    // A recording stopped on request after about 2 s.
+    let started = call_conforming(spec, &operator, "start_recording", json!({ "device": "cam0" })).await;
+    let first = started["filename"].as_str().expect("filename").to_owned();
+    assert_eq!((&started["status"], &started["format"]), (&json!("RECORDING"), &json!("fmp4")), "{started}");
+    call_refused(spec, &operator, "start_recording", json!({ "device": "cam0" }), errors::INVALID_STATE).await;
+    let metrics = call_conforming(spec, &admin, "get_metrics", json!({})).await;
+    assert_eq!(metrics["recording_metrics"]["active"], 1, "{metrics}");
+    let storage = call_conforming(spec, &admin, "get_storage_info", json!({})).await;
+    assert_eq!(storage["active_recordings"], 1, "{storage}");
+    let note =
+        conforming_notification(spec, hub, &bystander, "recording_status_update", |p| p["status"] == "STARTED").await;
+    assert_eq!((&note["device"], &note["filename"], &note["duration"]), (&json!("cam0"), &json!(first), &json!(0.0)));
+    conforming_notification(spec, hub, &operator, "event", event("recording.start", first.clone())).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped = call_conforming(spec, &operator, "stop_recording", json!({ "device": "cam0" })).await;
+    assert_eq!((&stopped["status"], &stopped["filename"]), (&json!("STOPPED"), &json!(first)), "{stopped}");
+    assert_eq!((&stopped["start_time"], &stopped["format"]), (&started["start_time"], &started["format"]));
+    let duration = stopped["duration"].as_f64().expect("duration");
+    assert!(duration >= 1.5, "2 s of recording (plus pre-roll) lasted {duration} s: {stopped}");
+    assert!(stopped["file_size"].as_u64().is_some_and(|n| n > 0), "{stopped}");
+    call_refused(spec, &operator, "stop_recording", json!({ "device": "cam0" }), errors::INVALID_STATE).await;
+    let note =
+        conforming_notification(spec, hub, &bystander, "recording_status_update", |p| p["status"] == "STOPPED").await;
+    assert_eq!((&note["filename"], &note["duration"]), (&json!(first), &stopped["duration"]), "{note}");
+    assert_eq!(note["file_size"], stopped["file_size"], "{note}");
+    conforming_notification(spec, hub, &operator, "event", event("recording.stop", first.clone())).await;
+
+    // A recording in another container that its duration ends.
+    let params = json!({ "device": "cam0", "duration": 2, "format": "mkv" });
+    let timed = call_conforming(spec, &operator, "start_recording", params).await;
+    let second = timed["filename"].as_str().expect("filename").to_owned();
+    assert_eq!((&timed["format"], &timed["duration"]), (&json!("mkv"), &json!(2.0)), "{timed}");
+    assert!(second.ends_with(".mkv"), "{timed}");
+    let note = conforming_notification(spec, hub, &bystander, "recording_status_update", |p| {
+        p["status"] == "STOPPED" && p["filename"] == second.as_str()
+    })
+    .await;
+    assert!(note["duration"].as_f64().is_some_and(|d| d >= 1.5), "{note}");
+
+    // Listed newest first, paged, described.
+    let all = call_conforming(spec, &admin, "list_recordings", json!({})).await;
+    let names: Vec<&str> =
+        all["files"].as_array().expect("files").iter().map(|f| f["filename"].as_str().expect("name")).collect();
+    assert_eq!((names, &all["total"]), (vec![second.as_str(), first.as_str()], &json!(2)), "{all}");
+    let page = call_conforming(spec, &admin, "list_recordings", json!({ "limit": 1, "offset": 1 })).await;
+    assert_eq!((&page["files"][0], &page["total"]), (&all["files"][1], &json!(2)), "{page}");
+    for file in all["files"].as_array().expect("files") {
+        let info = call_conforming(spec, &admin, "get_recording_info", json!({ "filename": file["filename"] })).await;
+        assert_eq!(&info, file, "get_recording_info and list_recordings agree");
+    }
+    let snapshots = call_conforming(spec, &admin, "list_snapshots", json!({})).await;
+    let mut names: Vec<&str> =
+        snapshots["files"].as_array().expect("files").iter().map(|f| f["filename"].as_str().expect("name")).collect();
+    names.sort();
+    assert_eq!(names, [unnamed_name.as_str(), "spec-snap.jpg"], "{snapshots}");
+    for file in snapshots["files"].as_array().expect("files") {
+        let info = call_conforming(spec, &admin, "get_snapshot_info", json!({ "filename": file["filename"] })).await;
+        assert_eq!(&info, file, "get_snapshot_info and list_snapshots agree");
+    }
+    let storage = call_conforming(spec, &admin, "get_storage_info", json!({})).await;
+    let sizes = |list: &Value| {
+        list["files"].as_array().expect("files").iter().map(|f| f["file_size"].as_u64().expect("size")).sum::<u64>()
+    };
+    assert_eq!(
+        (&storage["recordings_size"], &storage["snapshots_size"]),
+        (&json!(sizes(&all)), &json!(sizes(&snapshots)))
+    );
+
+    // Downloaded as x-files says.
+    let out = std::process::Command::new(common::BIN)
+        .args(["apikey", "create", "--role", "viewer", "--config"])
+        .arg(hub.dir.join("camhub.toml"))
+        .output()
+        .expect("run camhub apikey create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+    download_as_the_spec_says(spec, hub, &key, "snapshots", &snapshots["files"][0], "image/jpeg");
+    download_as_the_spec_says(spec, hub, &key, "recordings", &all["files"][0], "video/x-matroska");
+    download_as_the_spec_says(spec, hub, &key, "recordings", &all["files"][1], "video/mp4");
+
+    // Deleted, then gone.
+    for (kind, names) in [("recording", vec![first, second]), ("snapshot", vec!["spec-snap.jpg".into(), unnamed_name])]
+    {
+        for name in names {
+            let params = json!({ "filename": name });
+            let deleted = call_conforming(spec, &admin, &format!("delete_{kind}"), params.clone()).await;
+            assert_eq!((&deleted["filename"], &deleted["deleted"]), (&json!(name), &json!(true)), "{deleted}");
+            for method in [format!("delete_{kind}"), format!("get_{kind}_info")] {
+                let e = call_refused(spec, &admin, &method, params.clone(), errors::NOT_FOUND).await;
+                assert_eq!(e["data"]["resource"], kind, "{e}");
+            }
+            assert!(!hub.dir.join(format!("{kind}s")).join(&name).exists(), "{name} is still on disk");
+        }
+        let list = call_conforming(spec, &admin, &format!("list_{kind}s"), json!({})).await;
+        assert_eq!((&list["files"], &list["total"]), (&json!([]), &json!(0)), "{list}");
+    }
 }
 
 // ---- transport rules ----

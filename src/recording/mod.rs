@@ -155,14 +155,15 @@ impl Recordings {
         let consumer = camera.hub.subscribe("recording", QUEUE_FRAMES, Start::PreRoll(self.config.pre_roll));
         let requested_at = SystemTime::now();
         let started_at = consumer.first_arrival.map(|t| requested_at - t.elapsed()).unwrap_or(requested_at);
-        let info = SessionInfo {
+        let mut info = SessionInfo {
             id: session_id(),
             camera: camera.id.clone(),
             format,
             requested_at,
             started_at,
-            first_filename: recorder::segment_name(camera.id.as_str(), started_at, 0, format),
+            first_filename: String::new(),
         };
+        info.first_filename = recorder::segment_name(&info, 0);
         let stop = self.shutdown.child_token();
         let (done_tx, done_rx) = watch::channel(None);
         let failure = Arc::new(Mutex::new(None));

@@ -41,9 +41,15 @@ pub enum Ending {
     Failed(String),
 }
 
-/// The file name of segment `seq` of a session: `CAMERA_START_SEQ.EXT`, with START the first frame's UTC time.
-pub fn segment_name(camera: &str, started_at: SystemTime, seq: u32, format: RecordingFormat) -> String {
-    format!("{camera}_{}_{seq:04}.{}", stamp(started_at), format.extension())
+/// Characters of the session id in segment names: enough to tell apart sessions of one camera that start on the
+/// same frame (a recording started within the pre-roll of the previous one reaches back to the same first frame).
+const SESSION_TAG: usize = 8;
+
+/// The file name of segment `seq` of a session: `CAMERA_START_SESSION_SEQ.EXT`, with START the first frame's UTC
+/// time and SESSION the start of the session id.
+pub fn segment_name(info: &SessionInfo, seq: u32) -> String {
+    let tag: String = info.id.chars().take(SESSION_TAG).collect();
+    format!("{}_{}_{tag}_{seq:04}.{}", info.camera, stamp(info.started_at), info.format.extension())
 }
 
 /// `2026-11-22T00-25-00.123Z`: RFC 3339 with `-` for `:` so names are portable.
@@ -51,14 +57,29 @@ pub fn stamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string().replace(':', "-")
 }
 
-/// Reads (camera, session start, sequence) back from a segment name.
-pub fn parse_segment_name(name: &str) -> Option<(String, SystemTime, u32)> {
+/// What a segment name says: camera, session start, session tag, sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentName {
+    pub camera: String,
+    pub started_at: SystemTime,
+    pub session_tag: String,
+    pub seq: u32,
+}
+
+/// Reads a segment name back (the camera id may itself contain `_`, so fields are taken from the right).
+pub fn parse_segment_name(name: &str) -> Option<SegmentName> {
     let stem = name.rsplit_once('.')?.0;
     let (rest, seq) = stem.rsplit_once('_')?;
+    let (rest, session_tag) = rest.rsplit_once('_')?;
     let (camera, stamp) = rest.rsplit_once('_')?;
     let (date, time) = stamp.split_once('T')?;
-    let when = humantime::parse_rfc3339(&format!("{date}T{}", time.replace('-', ":"))).ok()?;
-    Some((camera.to_owned(), when, seq.parse().ok()?))
+    let started_at = humantime::parse_rfc3339(&format!("{date}T{}", time.replace('-', ":"))).ok()?;
+    Some(SegmentName {
+        camera: camera.to_owned(),
+        started_at,
+        session_tag: session_tag.to_owned(),
+        seq: seq.parse().ok()?,
+    })
 }
 
 pub fn millis(t: SystemTime) -> i64 {
@@ -97,7 +118,11 @@ impl SegmentWriter {
         start: gst::ClockTime,
     ) -> Result<SegmentWriter> {
         let fail = |detail: String| Error::Dependency { dependency: "recording pipeline", detail };
-        let path = dir.join(segment_name(info.camera.as_str(), info.started_at, seq, info.format));
+        let path = dir.join(segment_name(info, seq));
+        if path.exists() {
+            // Never overwrite a recording.
+            return Err(fail(format!("{} exists", path.display())));
+        }
         let pipeline = gst::Pipeline::with_name(&format!("record-{}-{seq}", info.camera));
         let appsrc = gst_app::AppSrc::builder()
             .caps(caps)
@@ -386,10 +411,22 @@ mod tests {
     #[test]
     fn names_round_trip() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_306_757_123);
-        let name = segment_name("front_door", t, 3, RecordingFormat::Fmp4);
-        assert_eq!(name, "front_door_2026-11-22T00-19-17.123Z_0003.mp4");
+        let info = SessionInfo {
+            id: "0123456789abcdef".into(),
+            camera: crate::camera::CameraId::parse("front_door").expect("valid id"),
+            format: RecordingFormat::Fmp4,
+            requested_at: t,
+            started_at: t,
+            first_filename: String::new(),
+        };
+        let name = segment_name(&info, 3);
+        assert_eq!(name, "front_door_2026-11-22T00-19-17.123Z_01234567_0003.mp4");
         assert!(crate::storage::files::validate_name("f", &name).is_ok());
-        assert_eq!(parse_segment_name(&name), Some(("front_door".into(), t, 3)));
+        let parsed = parse_segment_name(&name).expect("parses");
+        assert_eq!(
+            parsed,
+            SegmentName { camera: "front_door".into(), started_at: t, session_tag: "01234567".into(), seq: 3 }
+        );
         assert_eq!(parse_segment_name("garbage.mp4"), None);
     }
 

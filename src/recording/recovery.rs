@@ -90,7 +90,7 @@ pub async fn reconcile(db: &Db, files: &Files, repair: bool) -> Result<Report> {
 /// Makes a segment file playable, measures it with a demuxer, and indexes it.
 pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
     let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::internal("unnamed file"))?.to_owned();
-    let (camera, session_start, seq) =
+    let parsed =
         parse_segment_name(&name).ok_or_else(|| Error::internal(format!("{name} is not a camhub segment name")))?;
     let owned = path.to_path_buf();
     let (duration, size, modified) = tokio::task::spawn_blocking(move || -> Result<(Duration, u64, SystemTime)> {
@@ -107,33 +107,32 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
         (_, true) => "fmp4",
         _ => "mp4",
     };
-    let session_id = match db.session_by_start(&camera, millis(session_start)).await? {
+    let session_start = millis(parsed.started_at);
+    let session_id = match db.session_by_tag(&parsed.camera, &parsed.session_tag).await? {
         Some(id) => id,
         None => {
             // A file whose session row is gone: give it a session of its own so it stays listed.
-            let id = format!("recovered-{}", millis(session_start));
+            let id = format!("{}-recovered", parsed.session_tag);
             let row = SessionRow {
                 id: id.clone(),
-                camera: camera.clone(),
+                camera: parsed.camera.clone(),
                 format: format.into(),
-                requested_at: millis(session_start),
-                started_at: millis(session_start),
+                requested_at: session_start,
+                started_at: session_start,
                 trigger: "recovered".into(),
             };
-            if db.session_by_start(&camera, millis(session_start)).await?.is_none() {
-                db.insert_session(&row).await?;
-                db.finish_session(&id, millis(modified), "interrupted", Some("recovered from disk")).await?;
-            }
+            db.insert_session(&row).await?;
+            db.finish_session(&id, millis(modified), "interrupted", Some("recovered from disk")).await?;
             id
         }
     };
     // The first segment starts with the session's first frame (its name says when); a later one ends at the
     // file's last write.
     let duration_ms = duration.as_millis() as i64;
-    let started_at = if seq == 0 { millis(session_start) } else { millis(modified) - duration_ms };
+    let started_at = if parsed.seq == 0 { session_start } else { millis(modified) - duration_ms };
     let row = SegmentRow {
         session_id,
-        camera,
+        camera: parsed.camera,
         filename: name,
         format: format.into(),
         started_at,

@@ -50,12 +50,12 @@ fn from_ms(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
+/// Characters escaped in download URLs: everything but RFC 3986's unreserved ones.
+const URL_ESCAPED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn download_url(area: Area, name: &str) -> String {
-    format!(
-        "/files/{}/{}",
-        area.dir_name(),
-        percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
-    )
+    format!("/files/{}/{}", area.dir_name(), percent_encoding::utf8_percent_encode(name, URL_ESCAPED))
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +66,10 @@ struct SnapshotParams {
 }
 
 async fn take_snapshot(ctx: Arc<RpcContext>, _: Arc<Session>, p: SnapshotParams) -> Result<Value> {
+    // Every parameter is checked before anything is looked up.
+    if let Some(name) = &p.filename {
+        validate_name("filename", name)?;
+    }
     let camera = find_camera(&ctx, &p.device)?;
     let s = ctx.app.snapshots.take(&camera, p.filename.as_deref()).await?;
     Ok(json!({

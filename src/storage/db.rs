@@ -259,13 +259,19 @@ impl Db {
         Ok(open)
     }
 
-    /// The session of `camera` that started at `started_at` (how a recovered file finds its session).
-    pub async fn session_by_start(&self, camera: &str, started_at: i64) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT id FROM recording_sessions WHERE camera = ? AND started_at = ?")
-            .bind(camera)
-            .bind(started_at)
-            .fetch_optional(&self.pool)
-            .await?)
+    /// The session of `camera` whose id starts with `tag` (how a recovered file finds its session).
+    pub async fn session_by_tag(&self, camera: &str, tag: &str) -> Result<Option<String>> {
+        if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Ok(None);
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM recording_sessions WHERE camera = ? AND substr(id, 1, length(?)) = ? ORDER BY started_at DESC",
+        )
+        .bind(camera)
+        .bind(tag)
+        .bind(tag)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     pub async fn insert_segment(&self, s: &SegmentRow) -> Result<()> {

@@ -23,7 +23,7 @@ impl Area {
 
 /// The rule, as clients see it in -32602 errors.
 pub const NAME_RULE: &str =
-    "a plain file name: 1-255 characters, no '/', '\\\\', NUL or control characters, not starting with '.'";
+    r"a plain file name: 1-255 bytes, no '/', '\', '..', NUL or control characters, not starting with '.'";
 
 /// Checks that `name` is a plain file name.
 pub fn validate_name(param: &'static str, name: &str) -> Result<()> {

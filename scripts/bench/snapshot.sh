@@ -1,0 +1,519 @@
+#!/usr/bin/env bash
+# Snapshot benchmark: how long camhub's `take_snapshot` takes on one streaming 720p30 camera (1280x720, 30 fps,
+# GOP 30, 2000 kbit/s, RTSP over TCP on 127.0.0.1), measured from the client (sending the request to reading its
+# response) over S sequential calls (100 by default), next to the FFmpeg way of taking one (spawning
+# `ffmpeg -rtsp_transport tcp -i URL -frames:v 1 -y out.jpg` per call, F calls, 20 by default), in the same run.
+#
+# One `camhub testcam` process serves two cameras from the same clip: cam0 to camhub, cam1 to the FFmpeg calls (so
+# the FFmpeg connections never disturb camhub's stream). After camhub's camera is connected and a settle time:
+#   idle      camhub's CPU (utime+stime, % of one core), threads and RSS over an idle window with no client at all,
+#             before the calls and again after them: snapshots decode on demand, so both should be the ingest cost
+#             alone, and the second no higher than the first (no decoder left running);
+#   camhub    S sequential take_snapshot {device: cam0} calls over one authenticated WebSocket (an operator token),
+#             each sent as soon as the previous one was answered: p50/p90/p99/max/mean, the first (cold) call on its
+#             own, frames decoded per snapshot, JPEG sizes, and camhub's CPU per snapshot;
+#   ffmpeg    F sequential runs of the command above against cam1: wall time from spawn to exit, and its CPU per call.
+# One JPEG of each is checked (JPEG signature, ffprobe size). Results: evidence/snapshot.json and
+# evidence/snapshot.md. Logs and the files: evidence/tmp/snapshot/.
+#
+# Usage:  scripts/bench/snapshot.sh
+# Env:    SNAPSHOT_CALLS=100           take_snapshot calls
+#         SNAPSHOT_FFMPEG_CALLS=20     FFmpeg runs (0 skips the peer)
+#         SNAPSHOT_IDLE_SECONDS=10     each idle window
+#         SNAPSHOT_SETTLE=5            wait after the camera connected, seconds
+#         SNAPSHOT_SOURCE=loop         loop: testcam --loop-seconds 4 (a clip encoded once); live: testcam encodes live
+#                                      (two x264 encoders on the same machine: costs CPU the measurements share)
+#         SNAPSHOT_PATTERN=snow        testcam picture (snow makes the encoder really spend 2000 kbit/s)
+#         FFMPEG_BIN=ffmpeg FFPROBE_BIN=ffprobe
+#         CAMHUB_BIN=path              use this binary and skip the build (default: cargo build --release)
+#         EVIDENCE_DIR=evidence        where the results go
+# Needs: bash, /usr/bin/python3 with Debian's python3-websockets, ffmpeg, ffprobe, Linux /proc.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY="$(command -v python3)"
+"$PY" -c 'import websockets' 2>/dev/null || {
+  echo "snapshot.sh: needs the websockets module for $PY (apt-get install python3-websockets)" >&2
+  exit 1
+}
+
+CALLS="${SNAPSHOT_CALLS:-100}"
+FFMPEG_CALLS="${SNAPSHOT_FFMPEG_CALLS:-20}"
+IDLE="${SNAPSHOT_IDLE_SECONDS:-10}"
+SETTLE="${SNAPSHOT_SETTLE:-5}"
+SOURCE="${SNAPSHOT_SOURCE:-loop}"
+FFMPEG="${FFMPEG_BIN:-ffmpeg}"
+FFPROBE="${FFPROBE_BIN:-ffprobe}"
+EVIDENCE="${EVIDENCE_DIR:-$ROOT/evidence}"
+[[ "$CALLS" =~ ^[1-9][0-9]*$ ]] || { echo "snapshot.sh: SNAPSHOT_CALLS must be a positive integer" >&2; exit 64; }
+[[ "$FFMPEG_CALLS" =~ ^[0-9]+$ ]] || { echo "snapshot.sh: SNAPSHOT_FFMPEG_CALLS must be an integer" >&2; exit 64; }
+[[ "$SOURCE" == loop || "$SOURCE" == live ]] || { echo "snapshot.sh: SNAPSHOT_SOURCE must be loop or live" >&2; exit 64; }
+command -v "$FFMPEG" >/dev/null || { echo "snapshot.sh: $FFMPEG not found" >&2; exit 1; }
+command -v "$FFPROBE" >/dev/null || { echo "snapshot.sh: $FFPROBE not found" >&2; exit 1; }
+WIDTH=1280 HEIGHT=720 FPS=30 GOP=30 BITRATE=2000 LOOP_SECONDS=4
+
+if [ -n "${CAMHUB_BIN:-}" ]; then
+  BIN="$CAMHUB_BIN"
+else
+  echo "snapshot.sh: cargo build --release" >&2
+  cargo build --release --bin camhub >&2
+  BIN="$ROOT/target/release/camhub"
+fi
+[ -x "$BIN" ] || { echo "snapshot.sh: $BIN is not an executable" >&2; exit 1; }
+PATTERN_ARGS=()
+PATTERN="${SNAPSHOT_PATTERN-snow}"
+if [ -n "$PATTERN" ]; then
+  if "$BIN" testcam --help 2>/dev/null | grep -q -- '--pattern'; then
+    PATTERN_ARGS=(--pattern "$PATTERN")
+  else
+    echo "snapshot.sh: this testcam has no --pattern; using its default picture" >&2
+    PATTERN=""
+  fi
+fi
+SOURCE_ARGS=()
+[ "$SOURCE" = loop ] && SOURCE_ARGS=(--loop-seconds "$LOOP_SECONDS")
+
+WORK="$EVIDENCE/tmp/snapshot"
+rm -rf "$WORK"
+mkdir -p "$WORK/data" "$WORK/ffmpeg" "$EVIDENCE"
+
+TESTCAM_PID=""
+CAMHUB_PID=""
+MEASURE_PID=""
+
+# SIGTERM, then SIGKILL after $2 seconds; reaps the child.
+stop_pid() {
+  local pid="$1" grace="${2:-15}" i
+  [ -n "$pid" ] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "snapshot.sh: pid $pid ignored SIGTERM for ${grace}s; killing it" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM HUP
+  trap "" PIPE
+  # SIGTERM makes the measuring process exit; subprocess.run then kills the FFmpeg child it may be waiting on.
+  stop_pid "$MEASURE_PID" 5
+  stop_pid "$CAMHUB_PID" 15
+  stop_pid "$TESTCAM_PID" 10
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
+
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# camhub takes CAMHUB_SECTION__KEY variables as config overrides (the caller's pass through); ours stay out.
+CHILD_ENV=(env -u CAMHUB_BIN -u CAMHUB_CONFIG NO_COLOR=1)
+
+# ---- the test cameras ----
+echo "snapshot.sh: starting testcam (2 cameras, ${WIDTH}x${HEIGHT}@${FPS}, GOP $GOP, $BITRATE kbit/s, $SOURCE," \
+  "picture ${PATTERN:-default})" >&2
+"${CHILD_ENV[@]}" RUST_LOG=warn "$BIN" testcam --listen 127.0.0.1:0 --cameras 2 \
+  --width "$WIDTH" --height "$HEIGHT" --fps "$FPS" --gop "$GOP" --bitrate "$BITRATE" \
+  ${SOURCE_ARGS[@]+"${SOURCE_ARGS[@]}"} ${PATTERN_ARGS[@]+"${PATTERN_ARGS[@]}"} \
+  >"$WORK/testcam.out" 2>"$WORK/testcam.log" &
+TESTCAM_PID=$!
+CAM_PORT=""
+for ((i = 0; i < 1200; i++)); do
+  CAM_PORT="$(sed -n 's|^testcam: serving rtsp://[^:]*:\([0-9]*\)/cam0.*|\1|p' "$WORK/testcam.out" 2>/dev/null || true)"
+  [ -n "$CAM_PORT" ] && break
+  kill -0 "$TESTCAM_PID" 2>/dev/null || { echo "snapshot.sh: testcam exited; log:" >&2; cat "$WORK/testcam.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$CAM_PORT" ] || { echo "snapshot.sh: testcam did not start in 120 s" >&2; exit 1; }
+echo "snapshot.sh: testcam pid $TESTCAM_PID on port $CAM_PORT" >&2
+
+# ---- camhub ----
+port="$(free_port)"
+{
+  printf '[server]\nlisten = "127.0.0.1:%s"\nshutdown_grace_ms = 5000\n' "$port"
+  printf '[auth]\njwt_secret = "snapshot-bench-secret-0123456789"\n'
+  printf '[storage]\nroot = "%s"\n' "$WORK/data"
+  printf '\n[[cameras]]\nid = "cam0"\nurl = "rtsp://127.0.0.1:%s/cam0"\n' "$CAM_PORT"
+} >"$WORK/camhub.toml"
+TOKEN="$("${CHILD_ENV[@]}" RUST_LOG=warn "$BIN" token --role operator --ttl 86400 --user snapshot-bench \
+  --config "$WORK/camhub.toml")"
+echo "snapshot.sh: starting camhub on port $port" >&2
+"${CHILD_ENV[@]}" RUST_LOG="${RUST_LOG:-info}" "$BIN" run --config "$WORK/camhub.toml" \
+  >"$WORK/camhub.out" 2>"$WORK/camhub.log" &
+CAMHUB_PID=$!
+
+# In the background, so that a signal interrupts `wait` and the trap runs at once.
+BENCH_TOKEN="$TOKEN" "$PY" - "$CAMHUB_PID" "$port" "$CALLS" "$FFMPEG_CALLS" "$IDLE" "$SETTLE" "$TESTCAM_PID" \
+  "rtsp://127.0.0.1:$CAM_PORT/cam1" "$WORK" "$FFMPEG" "$FFPROBE" >"$WORK/result.json" <<'PY' &
+"""Idle CPU, take_snapshot latency, idle CPU again, then the FFmpeg peer; prints one JSON result."""
+import asyncio, json, os, resource, signal, subprocess, sys, time, urllib.request
+import websockets
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+(pid, port, calls, ffmpeg_calls, idle, settle, cam_pid, ffmpeg_url, work, ffmpeg, ffprobe) = sys.argv[1:12]
+token = os.environ["BENCH_TOKEN"]  # not in argv, where `ps` would show it
+pid, port, calls, ffmpeg_calls, cam_pid = int(pid), int(port), int(calls), int(ffmpeg_calls), int(cam_pid)
+idle, settle = float(idle), float(settle)
+TCK = os.sysconf("SC_CLK_TCK")
+CALL_TIMEOUT = 15.0
+
+
+def log(msg):
+    print(f"snapshot.sh: {msg}", file=sys.stderr, flush=True)
+
+
+def alive(p):
+    try:
+        with open(f"/proc/{p}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cpu_seconds(p):
+    with open(f"/proc/{p}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / TCK  # utime + stime (fields 14, 15)
+
+
+def status(p):
+    out = {}
+    with open(f"/proc/{p}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("Threads", "VmRSS"):
+                out[key] = int(value.split()[0])
+    return {"threads": out.get("Threads", 0), "rss_mib": round(out.get("VmRSS", 0) / 1024, 2)}
+
+
+def get(path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.read().decode()
+
+
+def pct(sorted_ms, p):
+    """Nearest rank, as in benches/rpc_latency.rs."""
+    if not sorted_ms:
+        return None
+    rank = -(-p * len(sorted_ms) // 100)
+    return round(sorted_ms[min(max(int(rank), 1), len(sorted_ms)) - 1], 3)
+
+
+def stats(ms):
+    s = sorted(ms)
+    return {
+        "count": len(s),
+        "p50": pct(s, 50), "p90": pct(s, 90), "p99": pct(s, 99),
+        "max": round(s[-1], 3) if s else None, "min": round(s[0], 3) if s else None,
+        "mean": round(sum(s) / len(s), 3) if s else None,
+    }
+
+
+def idle_window(label):
+    c0, k0, w0 = cpu_seconds(pid), cpu_seconds(cam_pid), time.monotonic()
+    time.sleep(idle)
+    c1, k1, w1 = cpu_seconds(pid), cpu_seconds(cam_pid), time.monotonic()
+    r = {
+        "seconds": round(w1 - w0, 2),
+        "camhub_cpu_percent": round(100 * (c1 - c0) / (w1 - w0), 2),
+        "testcam_cpu_percent": round(100 * (k1 - k0) / (w1 - w0), 2),
+        **status(pid),
+    }
+    log(f"idle {label}: camhub cpu {r['camhub_cpu_percent']:.2f} %, {r['threads']} threads, rss {r['rss_mib']} MiB")
+    return r
+
+
+def jpeg_info(path):
+    with open(path, "rb") as f:
+        magic = f.read(3) == b"\xff\xd8\xff"
+    p = subprocess.run([ffprobe, "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "json", path],
+                       capture_output=True, text=True)
+    try:
+        st = json.loads(p.stdout)["streams"][0]
+    except (ValueError, KeyError, IndexError):
+        st = {}
+    return {"file": os.path.basename(path), "jpeg_signature": magic, "codec": st.get("codec_name"),
+            "width": st.get("width"), "height": st.get("height"), "size_bytes": os.path.getsize(path)}
+
+
+async def snapshots():
+    latencies, frames, sizes, errors, dims = [], [], [], {}, set()
+    filenames, rss = [], []
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
+        async def call(i, method, params):
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}))
+            while True:
+                r = json.loads(await asyncio.wait_for(ws.recv(), CALL_TIMEOUT))
+                if r.get("id") == i:
+                    return r
+        r = await call(0, "authenticate", {"auth_token": token})
+        if not r.get("result", {}).get("authenticated"):
+            raise RuntimeError(f"authenticate failed: {r}")
+        c0, w0 = cpu_seconds(pid), time.monotonic()
+        for i in range(1, calls + 1):
+            request = json.dumps({"jsonrpc": "2.0", "id": i, "method": "take_snapshot", "params": {"device": "cam0"}})
+            sent = time.perf_counter()
+            await ws.send(request)
+            while True:
+                r = json.loads(await asyncio.wait_for(ws.recv(), CALL_TIMEOUT))
+                if r.get("id") == i:
+                    break
+            ms = (time.perf_counter() - sent) * 1000
+            res = r.get("result")
+            if res and res.get("status") == "SUCCESS":
+                latencies.append(ms)
+                frames.append(res.get("frames_decoded") or 0)
+                sizes.append(res.get("file_size") or 0)
+                dims.add(f"{res.get('width')}x{res.get('height')}")
+                filenames.append(res.get("filename"))
+            else:
+                code = str((r.get("error") or {}).get("code", "no result"))
+                errors[code] = errors.get(code, 0) + 1
+                if sum(errors.values()) == 1:
+                    log(f"take_snapshot error: {r}")
+            rss.append(status(pid)["rss_mib"])
+        c1, w1 = cpu_seconds(pid), time.monotonic()
+    return latencies, frames, sizes, errors, sorted(dims), filenames, c1 - c0, w1 - w0, rss
+
+
+def ffmpeg_peer():
+    latencies, failures, cpu = [], 0, 0.0
+    outs = []
+    for i in range(ffmpeg_calls):
+        out = os.path.join(work, "ffmpeg", f"out_{i:03d}.jpg")
+        cmd = [ffmpeg, "-rtsp_transport", "tcp", "-i", ffmpeg_url, "-frames:v", "1", "-y", out]
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with open(os.path.join(work, "ffmpeg", f"out_{i:03d}.log"), "w") as err:
+            t = time.perf_counter()
+            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                timeout=60).returncode
+            ms = (time.perf_counter() - t) * 1000
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu += (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        if rc == 0 and os.path.exists(out) and os.path.getsize(out) > 0:
+            latencies.append(ms)
+            outs.append(out)
+        else:
+            failures += 1
+            log(f"ffmpeg run {i} failed (exit {rc}); see {out[:-4]}.log")
+    return latencies, failures, cpu, outs
+
+
+# 1. camera connected, settle
+t0 = time.monotonic()
+while True:
+    if not alive(pid):
+        log("camhub exited before its camera connected")
+        sys.exit(1)
+    try:
+        if json.loads(get("/health/cameras"))["connected"] == 1:
+            break
+    except (OSError, ValueError, KeyError):
+        pass
+    if time.monotonic() - t0 > 60:
+        log("camera not connected after 60 s")
+        sys.exit(1)
+    time.sleep(0.1)
+log(f"camera connected after {time.monotonic() - t0:.1f} s; settling {settle:.0f} s")
+time.sleep(settle)
+
+# 2. idle, snapshots, idle again
+idle_before = idle_window("before")
+log(f"{calls} take_snapshot calls")
+lat, frames, sizes, errors, dims, filenames, cpu_s, wall_s, rss = asyncio.run(snapshots())
+camhub = {
+    "calls": calls,
+    "ok": len(lat),
+    "errors": errors,
+    "latency_ms": stats(lat),
+    "first_call_ms": round(lat[0], 3) if lat else None,
+    "latency_ms_without_first": stats(lat[1:]),
+    "frames_decoded_mean": round(sum(frames) / len(frames), 2) if frames else None,
+    "frames_decoded_max": max(frames) if frames else None,
+    "jpeg_bytes_mean": round(sum(sizes) / len(sizes)) if sizes else None,
+    "sizes": dims,
+    "seconds": round(wall_s, 2),
+    "camhub_cpu_percent_during_calls": round(100 * cpu_s / wall_s, 2) if wall_s else None,
+    "camhub_cpu_ms_per_snapshot": round(1000 * cpu_s / max(len(lat), 1), 2),
+    # camhub's RSS after call 1, 2, 5, 10, 20, 50, 100, ... and after the last: a plateau, or growth per call.
+    "rss_mib_after_call": {str(i): rss[i - 1] for i in sorted({1, 2, 5, 10, 20, 50, 100, 200, 500, len(rss)})
+                           if 0 < i <= len(rss)},
+}
+if filenames:
+    camhub["checked_file"] = jpeg_info(os.path.join(work, "data", "snapshots", filenames[-1]))
+log(f"camhub: p50 {camhub['latency_ms']['p50']} ms, p99 {camhub['latency_ms']['p99']} ms, max "
+    f"{camhub['latency_ms']['max']} ms, first {camhub['first_call_ms']} ms, {camhub['frames_decoded_mean']} frames "
+    f"decoded on average, {sum(errors.values())} errors; rss after call n: {camhub['rss_mib_after_call']}")
+idle_after = idle_window("after")
+
+# 3. the FFmpeg peer
+peer = None
+if ffmpeg_calls > 0:
+    log(f"{ffmpeg_calls} FFmpeg runs against {ffmpeg_url}")
+    flat, failures, fcpu, outs = ffmpeg_peer()
+    peer = {
+        "calls": ffmpeg_calls,
+        "ok": len(flat),
+        "failures": failures,
+        "latency_ms": stats(flat),
+        "cpu_ms_per_call": round(1000 * fcpu / max(ffmpeg_calls, 1), 1),
+    }
+    if outs:
+        peer["checked_file"] = jpeg_info(outs[-1])
+    log(f"ffmpeg: p50 {peer['latency_ms']['p50']} ms, max {peer['latency_ms']['max']} ms, {failures} failures")
+
+print(json.dumps({
+    "camhub": camhub,
+    "idle_before": idle_before,
+    "idle_after": idle_after,
+    "ffmpeg": peer,
+    "ffmpeg_command": f"{ffmpeg} -rtsp_transport tcp -i {ffmpeg_url} -frames:v 1 -y out.jpg",
+    "loadavg_at_end": os.getloadavg()[0],
+}))
+PY
+MEASURE_PID=$!
+if ! wait "$MEASURE_PID"; then
+  MEASURE_PID=""
+  echo "snapshot.sh: failed; camhub log tail:" >&2
+  tail -n 30 "$WORK/camhub.log" >&2 || true
+  exit 1
+fi
+MEASURE_PID=""
+stop_pid "$CAMHUB_PID" 15
+CAMHUB_PID=""
+if grep -q -E ' (WARN|ERROR) ' "$WORK/camhub.log"; then
+  echo "snapshot.sh: warnings in $WORK/camhub.log:" >&2
+  grep -E ' (WARN|ERROR) ' "$WORK/camhub.log" | head -n 5 >&2
+fi
+
+# ---- the report ----
+commit="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD 2>/dev/null || commit="$commit (dirty)"
+version="$("$BIN" --version 2>/dev/null || echo unknown)"
+ffmpeg_version="$("$FFMPEG" -version 2>/dev/null | head -n 1 || echo unknown)"
+"$PY" - "$EVIDENCE" "$WORK/result.json" "$commit" "$version" "$ffmpeg_version" "$SOURCE" "$PATTERN" "$WIDTH" \
+  "$HEIGHT" "$FPS" "$GOP" "$BITRATE" "$LOOP_SECONDS" "$IDLE" <<'PY'
+import datetime, json, os, platform, sys
+
+(evidence, result, commit, version, ffmpeg_version, source, pattern, width, height, fps, gop, bitrate, loop_s,
+ idle) = sys.argv[1:]
+r = json.load(open(result))
+cpu_model = ""
+try:
+    with open("/proc/cpuinfo") as f:
+        cpu_model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+except OSError:
+    pass
+cam = "`camhub testcam" + (f" --loop-seconds {loop_s}" if source == "loop" else "") \
+      + (f" --pattern {pattern}" if pattern else "") + "` (2 cameras: cam0 for camhub, cam1 for FFmpeg)"
+c, f = r["camhub"], r["ffmpeg"]
+# A decoder left running after the calls would show as idle CPU above the idle CPU before them.
+leftover = r["idle_after"]["camhub_cpu_percent"] - r["idle_before"]["camhub_cpu_percent"]
+meta = {
+    "benchmark": "snapshot",
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "git_commit": commit,
+    "camhub_version": version,
+    "ffmpeg_version": ffmpeg_version,
+    "nproc": os.cpu_count(),
+    "cpu_model": cpu_model,
+    "kernel": platform.release(),
+    "loadavg_at_end": list(os.getloadavg()),
+    "stream": {"width": int(width), "height": int(height), "fps": int(fps), "gop": int(gop),
+               "bitrate_kbps": int(bitrate), "codec": "h264", "transport": "rtsp/tcp 127.0.0.1"},
+    "source": cam,
+    "method": "take_snapshot {device: cam0} over one WebSocket, sequential, latency = send to response; FFmpeg: "
+              "wall time from spawn to exit of the command, sequential; idle = camhub's utime+stime with no client",
+    "short_run": c["calls"] < 100 or (f is None or f["calls"] < 20) or float(idle) < 10,
+    "target_ms": 50,
+    "target_met_p50": c["latency_ms"]["p50"] is not None and c["latency_ms"]["p50"] < 50,
+    "target_met_p99": c["latency_ms"]["p99"] is not None and c["latency_ms"]["p99"] < 50,
+    "idle_cpu_increase_after_calls_percent": round(leftover, 2),
+}
+with open(os.path.join(evidence, "snapshot.json"), "w") as out:
+    json.dump({**meta, **r}, out, indent=2)
+    out.write("\n")
+
+fx = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
+yn = lambda b: "yes" if b else "**no**"
+lines = [
+    "# camhub snapshot benchmark (next to FFmpeg)",
+    "",
+    f"{meta['date']}, commit {commit}, {version}, {ffmpeg_version}, nproc {meta['nproc']} "
+    f"({cpu_model or 'unknown CPU'}), load average at end {meta['loadavg_at_end'][0]:.2f}.",
+    *(["", "**Short run** (fewer than 100 camhub calls, 20 FFmpeg runs or 10 s idle windows): a check of the "
+       "tooling, not figures to compare."] if meta["short_run"] else []),
+    "",
+    f"Camera: {width}x{height} H.264, {fps} fps, GOP {gop}, {bitrate} kbit/s, RTSP over TCP on 127.0.0.1, from {cam}. "
+    "Calls are sequential, each sent when the previous one was answered; latency is measured by the client.",
+    "",
+    f"- camhub: `take_snapshot {{\"device\": \"cam0\"}}` over one authenticated WebSocket ({c['calls']} calls).",
+    f"- FFmpeg, spawned per call ({f['calls'] if f else 0} calls): `{r['ffmpeg_command']}`",
+    "",
+    "| method | calls | ok | p50 ms | p90 ms | p99 ms | max ms | mean ms | CPU ms per snapshot |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    f"| camhub take_snapshot | {c['calls']} | {c['ok']} | {fx(c['latency_ms']['p50'])} | {fx(c['latency_ms']['p90'])} "
+    f"| {fx(c['latency_ms']['p99'])} | {fx(c['latency_ms']['max'])} | {fx(c['latency_ms']['mean'])} "
+    f"| {fx(c['camhub_cpu_ms_per_snapshot'])} |",
+]
+if f:
+    lines.append(
+        f"| FFmpeg per call | {f['calls']} | {f['ok']} | {fx(f['latency_ms']['p50'])} | {fx(f['latency_ms']['p90'])} "
+        f"| {fx(f['latency_ms']['p99'])} | {fx(f['latency_ms']['max'])} | {fx(f['latency_ms']['mean'])} "
+        f"| {fx(f['cpu_ms_per_call'])} |"
+    )
+ib, ia = r["idle_before"], r["idle_after"]
+lines += [
+    "",
+    f"camhub: first (cold) call {fx(c['first_call_ms'])} ms; without it p50 {fx(c['latency_ms_without_first']['p50'])} "
+    f"ms, p99 {fx(c['latency_ms_without_first']['p99'])} ms. Frames decoded per snapshot (keyframe to the first frame "
+    f"after the call): mean {fx(c['frames_decoded_mean'])}, max {c['frames_decoded_max']}. JPEG {c['sizes']}, "
+    f"mean {c['jpeg_bytes_mean']} bytes. Errors: {c['errors'] or 'none'}. Target p50 and p99 under 50 ms: "
+    f"p50 {yn(meta['target_met_p50'])}, p99 {yn(meta['target_met_p99'])}.",
+    "",
+    "| camhub, no client connected | window s | CPU % of one core | threads | RSS MiB | testcam CPU % |",
+    "|---|---:|---:|---:|---:|---:|",
+    f"| idle before the calls | {ib['seconds']:.0f} | {ib['camhub_cpu_percent']:.2f} | {ib['threads']} "
+    f"| {ib['rss_mib']:.1f} | {ib['testcam_cpu_percent']:.2f} |",
+    f"| idle after the calls | {ia['seconds']:.0f} | {ia['camhub_cpu_percent']:.2f} | {ia['threads']} "
+    f"| {ia['rss_mib']:.1f} | {ia['testcam_cpu_percent']:.2f} |",
+    "",
+    f"During the calls camhub used {fx(c['camhub_cpu_percent_during_calls'])} % of a core. Idle CPU is the cost of "
+    "receiving the stream alone (no decoder runs between snapshots); a decoder left running after the calls would "
+    f"show as a higher second idle figure (difference {leftover:+.2f} points). camhub's RSS (MiB) after call n: "
+    + ", ".join(f"{n}: {v:.1f}" for n, v in c["rss_mib_after_call"].items())
+    + f" (before the calls: {ib['rss_mib']:.1f}).",
+    "",
+    "Checked files: "
+    + "; ".join(
+        f"{who} `{x['file']}` {x['codec']} {x['width']}x{x['height']}, {x['size_bytes']} bytes, JPEG signature "
+        f"{yn(x['jpeg_signature'])}"
+        for who, x in (("camhub", c.get("checked_file")), ("FFmpeg", (f or {}).get("checked_file"))) if x
+    ) + ".",
+    "",
+    "Reference (/work/shared/perf-anchors.md): FFmpeg spawned per call p50 1630 ms; a pipeline decoding every frame "
+    "answers in 2.7 ms but costs 7 % of a core per camera all the time; our target is under 50 ms with no steady "
+    "decoding.",
+    "",
+]
+with open(os.path.join(evidence, "snapshot.md"), "w") as out:
+    out.write("\n".join(lines))
+print("\n".join(lines))
+PY
