@@ -168,6 +168,17 @@ pub struct MonitorConfig {
     pub rtsp_latency: Duration,
     /// How long to wait for the first frame of a new connection before giving up on the attempt.
     pub connect_timeout: Duration,
+    /// Which RTSP client ingests network cameras.
+    pub rtsp_client: RtspClient,
+}
+
+/// The RTSP client of network cameras.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtspClient {
+    /// The `retina` crate feeding the hub directly: no pipeline per camera, the cheapest ingest.
+    Retina,
+    /// GStreamer's rtspsrc: for cameras retina cannot talk to.
+    Gstreamer,
 }
 
 #[derive(Debug, Clone)]
@@ -336,6 +347,7 @@ struct RawMonitor {
     reconnect_jitter: f64,
     rtsp_latency_ms: u64,
     connect_timeout_ms: u64,
+    rtsp_client: String,
 }
 
 impl Default for RawMonitor {
@@ -347,6 +359,7 @@ impl Default for RawMonitor {
             reconnect_jitter: 0.2,
             rtsp_latency_ms: 200,
             connect_timeout_ms: 5000,
+            rtsp_client: "retina".into(),
         }
     }
 }
@@ -445,6 +458,16 @@ impl RawConfig {
             return Err(ConfigError::new("monitor.reconnect_jitter", "must be between 0 and 1"));
         }
         positive("monitor.connect_timeout_ms", m.connect_timeout_ms as usize)?;
+        let rtsp_client = match m.rtsp_client.as_str() {
+            "retina" => RtspClient::Retina,
+            "gstreamer" => RtspClient::Gstreamer,
+            other => {
+                return Err(ConfigError::new(
+                    "monitor.rtsp_client",
+                    format!("{other:?} is not \"retina\" or \"gstreamer\""),
+                ));
+            }
+        };
 
         let mut cameras = Vec::with_capacity(self.cameras.len());
         for (i, c) in self.cameras.into_iter().enumerate() {
@@ -498,6 +521,7 @@ impl RawConfig {
                 reconnect_jitter: m.reconnect_jitter,
                 rtsp_latency: Duration::from_millis(m.rtsp_latency_ms),
                 connect_timeout: Duration::from_millis(m.connect_timeout_ms),
+                rtsp_client,
             },
             cameras,
         })

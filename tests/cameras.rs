@@ -219,3 +219,32 @@ async fn a_camera_that_sends_garbage_is_isolated_and_retried() {
     assert_eq!(good["status"], "CONNECTED");
     assert_eq!(client.call("ping", json!({})).await.expect("alive"), "pong");
 }
+
+/// The GStreamer RTSP client (for cameras retina cannot read) connects, records and recovers like the default one.
+#[tokio::test]
+async fn the_gstreamer_rtsp_client_connects_records_and_recovers_too() {
+    let mut cam = TestCam::start(1);
+    let port = cam.port;
+    let hub = Camhub::start(&format!("[monitor]\nrtsp_client = \"gstreamer\"\n{}", camera_toml("g", &cam.url(0))));
+    let client = hub.client("operator").await;
+    let status = client
+        .wait_status("g", CONNECT, |s| s["status"] == "CONNECTED" && s["metrics"]["frames"].as_u64().unwrap_or(0) >= 30)
+        .await
+        .unwrap_or_else(|| panic!("never connected; log:\n{}", hub.log()));
+    assert_eq!(status["resolution"], "320x240");
+    client.call("start_recording", json!({ "device": "g" })).await.expect("start");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped = client.call("stop_recording", json!({ "device": "g" })).await.expect("stop");
+    let path = hub.dir.join("recordings").join(stopped["filename"].as_str().expect("name"));
+    common::decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
+    cam.kill();
+    client
+        .wait_notification("camera_status_update", Duration::from_secs(3), |p| p["status"] == "DISCONNECTED")
+        .await
+        .expect("disconnect noticed");
+    let _cam = TestCam::start_on(port, 1);
+    client
+        .wait_notification("camera_status_update", Duration::from_secs(5), |p| p["status"] == "CONNECTED")
+        .await
+        .expect("reconnected");
+}

@@ -228,3 +228,23 @@ async fn a_camera_configured_to_record_always_records_from_start_up_in_segments(
     let stopped = client.call("stop_recording", json!({ "device": "cam" })).await.expect("continuous can be stopped");
     assert_eq!(stopped["status"], "STOPPED");
 }
+
+#[tokio::test]
+async fn back_to_back_recordings_within_the_pre_roll_never_share_a_file() {
+    let cam = TestCam::start(1);
+    let hub = Camhub::start(&camera_toml("cam", &cam.url(0)));
+    let client = connected(&hub, "operator", "cam").await;
+    let mut stopped = Vec::new();
+    for _ in 0..2 {
+        client.call("start_recording", json!({ "device": "cam" })).await.expect("start");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stopped.push(client.call("stop_recording", json!({ "device": "cam" })).await.expect("stop"));
+    }
+    assert_ne!(stopped[0]["filename"], stopped[1]["filename"]);
+    for s in &stopped {
+        assert_eq!(s["status"], "STOPPED", "{s}");
+        let path = hub.recordings_dir().join(s["filename"].as_str().expect("name"));
+        assert_eq!(std::fs::metadata(&path).expect("file").len(), s["file_size"].as_u64().expect("size"), "{s}");
+        decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

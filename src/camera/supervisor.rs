@@ -1,4 +1,5 @@
-//! One task per camera: connect, watch, and reconnect forever. It owns the camera's ingest pipeline and bus, decides
+//! One task per camera: connect, watch, and reconnect forever. It owns the camera's ingest (the retina RTSP client by
+//! default, or a GStreamer pipeline and its bus), decides
 //! the camera's status (CONNECTED on the first frame, DISCONNECTED on error, end of stream or a stall, ERROR when the
 //! camera refuses us for a reason retrying will not fix soon) and publishes every change. A failure here ends one
 //! attempt of one camera, never the process or another camera.
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Camera, CameraSource, CameraStatus};
-use crate::config::MonitorConfig;
+use crate::config::{MonitorConfig, RtspClient};
 use crate::events::{EventBus, EventKind};
 use crate::media::ingest::{RtspSettings, build_rtsp_ingest};
 
@@ -75,47 +76,86 @@ pub async fn supervise(camera: Arc<Camera>, monitor: MonitorConfig, events: Even
     debug!("supervisor stopped");
 }
 
-/// One connection attempt, from building the pipeline to tearing it down.
+/// One connection attempt, from connecting to tearing down, with whichever RTSP client is configured.
 async fn attempt(
     camera: &Arc<Camera>,
     monitor: &MonitorConfig,
     events: &EventBus,
     cancel: &CancellationToken,
 ) -> Ended {
-    let pipeline = match &camera.source {
-        CameraSource::Rtsp { url } => {
+    let CameraSource::Rtsp { url } = &camera.source;
+    let ended = match monitor.rtsp_client {
+        RtspClient::Retina => {
+            let ingest = async {
+                let f = crate::media::rtsp_client::run(url, &camera.hub, monitor.connect_timeout).await;
+                (f.reason, f.status)
+            };
+            watch(camera, monitor, events, cancel, ingest).await
+        }
+        RtspClient::Gstreamer => {
             let settings = RtspSettings { latency: monitor.rtsp_latency, tcp: true };
-            build_rtsp_ingest(url, &settings, camera.hub.clone())
+            let pipeline = match build_rtsp_ingest(url, &settings, camera.hub.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    return Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error };
+                }
+            };
+            let ended = match (pipeline.bus(), pipeline.set_state(gst::State::Playing)) {
+                (Some(bus), Ok(_)) => watch(camera, monitor, events, cancel, first_fatal(bus.stream())).await,
+                (_, Err(e)) => Ended::Failed {
+                    connected: false,
+                    reason: format!("cannot start pipeline: {e}"),
+                    status: CameraStatus::Error,
+                },
+                (None, _) => Ended::Failed {
+                    connected: false,
+                    reason: "pipeline has no bus".into(),
+                    status: CameraStatus::Error,
+                },
+            };
+            teardown(pipeline).await;
+            ended
         }
     };
-    let pipeline = match pipeline {
-        Ok(p) => p,
-        Err(e) => return Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error },
-    };
-    let Some(bus) = pipeline.bus() else {
-        return Ended::Failed { connected: false, reason: "pipeline has no bus".into(), status: CameraStatus::Error };
-    };
-    let mut messages = bus.stream();
-    let ended = if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        Ended::Failed { connected: false, reason: format!("cannot start pipeline: {e}"), status: CameraStatus::Error }
-    } else {
-        watch(camera, monitor, events, cancel, &mut messages).await
-    };
-    teardown(pipeline).await;
     camera.hub.reset();
     ended
 }
 
+/// The first message of an ingest pipeline that ends the connection: (reason, status).
+async fn first_fatal(mut messages: gst::bus::BusStream) -> (String, CameraStatus) {
+    while let Some(message) = messages.next().await {
+        match message.view() {
+            gst::MessageView::Error(e) => {
+                let err = e.error();
+                let status =
+                    if err.matches(gst::ResourceError::NotAuthorized) || err.matches(gst::StreamError::CodecNotFound) {
+                        CameraStatus::Error
+                    } else {
+                        CameraStatus::Disconnected
+                    };
+                return (err.message().to_owned(), status);
+            }
+            gst::MessageView::Eos(_) => return ("end of stream".into(), CameraStatus::Disconnected),
+            gst::MessageView::Warning(w) => debug!(warning = %w.error(), "pipeline warning"),
+            _ => {}
+        }
+    }
+    ("bus closed".into(), CameraStatus::Disconnected)
+}
+
+/// Watches one connection: CONNECTED on its first frame, and its end when `ingest` ends (with why), the stall
+/// watchdog fires, no frame comes within the connect timeout, or `cancel` fires.
 async fn watch(
     camera: &Arc<Camera>,
     monitor: &MonitorConfig,
     events: &EventBus,
     cancel: &CancellationToken,
-    messages: &mut gst::bus::BusStream,
+    ingest: impl std::future::Future<Output = (String, CameraStatus)>,
 ) -> Ended {
     let started = Instant::now();
     let mut connected = false;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tokio::pin!(ingest);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ended::Cancelled,
@@ -128,29 +168,7 @@ async fn watch(
                 });
                 set_status(camera, events, CameraStatus::Connected, None);
             }
-            message = messages.next() => {
-                let Some(message) = message else {
-                    return Ended::Failed { connected, reason: "bus closed".into(), status: CameraStatus::Disconnected };
-                };
-                match message.view() {
-                    gst::MessageView::Error(e) => {
-                        let err = e.error();
-                        let status = if err.matches(gst::ResourceError::NotAuthorized)
-                            || err.matches(gst::StreamError::CodecNotFound)
-                        {
-                            CameraStatus::Error
-                        } else {
-                            CameraStatus::Disconnected
-                        };
-                        return Ended::Failed { connected, reason: err.message().to_owned(), status };
-                    }
-                    gst::MessageView::Eos(_) => {
-                        return Ended::Failed { connected, reason: "end of stream".into(), status: CameraStatus::Disconnected };
-                    }
-                    gst::MessageView::Warning(w) => debug!(warning = %w.error(), "pipeline warning"),
-                    _ => {}
-                }
-            }
+            (reason, status) = &mut ingest => return Ended::Failed { connected, reason, status },
             _ = tick.tick() => {
                 let since = camera.hub.stats().since_last_frame;
                 if connected && since.is_some_and(|d| d > monitor.stall_timeout) {

@@ -3,6 +3,7 @@
 
 pub mod hub;
 pub mod ingest;
+pub mod rtsp_client;
 pub mod testcam;
 
 use gstreamer as gst;

@@ -1,0 +1,140 @@
+//! RTSP ingest with the `retina` client (the default): DESCRIBE, SETUP the first H.264/H.265 video stream over TCP,
+//! PLAY, then each depacketized frame goes straight into the camera's hub as a `gst::Buffer` (length-prefixed NAL
+//! units, parameter sets also in the caps' `codec_data`). No GStreamer pipeline runs per camera for ingest: one async
+//! task per camera, which is what makes ingest cheap. The GStreamer path (`ingest`) remains as an alternative.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use gstreamer as gst;
+use retina::client::{Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport};
+use retina::codec::{CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoParameters};
+
+use crate::camera::CameraStatus;
+use crate::media::hub::StreamHub;
+
+/// Why a connection ended: a reason safe to show (no credentials) and the status it implies.
+#[derive(Debug)]
+pub struct Failure {
+    pub reason: String,
+    pub status: CameraStatus,
+}
+
+impl Failure {
+    fn from_retina(e: retina::Error) -> Failure {
+        let reason = e.to_string();
+        // A refusal of our credentials is not fixed by retrying soon; the camera is in error.
+        let status = if reason.contains("401") || reason.contains("403") {
+            CameraStatus::Error
+        } else {
+            CameraStatus::Disconnected
+        };
+        Failure { reason, status }
+    }
+
+    fn disconnected(reason: impl Into<String>) -> Failure {
+        Failure { reason: reason.into(), status: CameraStatus::Disconnected }
+    }
+}
+
+/// The frame layout the hub carries: what MP4 stores, plus parameter sets before each keyframe so any keyframe is a
+/// clean entry point for a decoder.
+const FRAME_FORMAT: FrameFormat = FrameFormat {
+    h26x_framing: retina::codec::h26x::Framing::FourByteLength,
+    parameter_set_insertion: ParameterSetInsertion::EachKeyFrame,
+    aac_framing: retina::codec::aac::Framing::Raw,
+};
+
+/// Connects to `url` and feeds `hub` until the connection fails or the stream ends. Returns why it ended.
+pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> Failure {
+    let mut clean = url.clone();
+    let creds = (!url.username().is_empty()).then(|| Credentials {
+        username: decode(url.username()),
+        password: url.password().map(decode).unwrap_or_default(),
+    });
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    let options = SessionOptions::default().creds(creds).user_agent(format!("camhub/{}", crate::app::VERSION));
+
+    let connect = async {
+        let mut session = Session::describe(clean, options).await.map_err(Failure::from_retina)?;
+        let index = session
+            .streams()
+            .iter()
+            .position(|s| s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265"))
+            .ok_or_else(|| Failure {
+                reason: "the camera offers no H.264 or H.265 video stream".into(),
+                status: CameraStatus::Error,
+            })?;
+        let setup = SetupOptions::default()
+            .transport(Transport::Tcp(TcpTransportOptions::default()))
+            .frame_format(FRAME_FORMAT);
+        session.setup(index, setup).await.map_err(Failure::from_retina)?;
+        let playing = session.play(PlayOptions::default()).await.map_err(Failure::from_retina)?;
+        let demuxed = playing.demuxed().map_err(Failure::from_retina)?;
+        Ok::<_, Failure>((demuxed, index))
+    };
+    let (mut demuxed, index) = match tokio::time::timeout(connect_timeout, connect).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(f)) => return f,
+        Err(_) => return Failure::disconnected(format!("no answer within {} ms", connect_timeout.as_millis())),
+    };
+
+    let mut have_caps = false;
+    loop {
+        let item = match demuxed.next().await {
+            None => return Failure::disconnected("end of stream"),
+            Some(Err(e)) => return Failure::from_retina(e),
+            Some(Ok(item)) => item,
+        };
+        let CodecItem::VideoFrame(frame) = item else { continue };
+        if frame.stream_id() != index {
+            continue;
+        }
+        if !have_caps || frame.has_new_parameters() {
+            if let Some(ParametersRef::Video(params)) = demuxed.streams()[index].parameters() {
+                hub.push_caps(caps(demuxed.streams()[index].encoding_name(), params));
+                have_caps = true;
+            } else {
+                continue;
+            }
+        }
+        let timestamp = frame.timestamp();
+        let keyframe = frame.is_random_access_point();
+        let mut buffer = gst::Buffer::from_mut_slice(frame.into_data());
+        {
+            let b = buffer.get_mut().expect("a new buffer is writable");
+            let clock = i128::from(timestamp.clock_rate().get());
+            let nanos = i128::from(timestamp.elapsed()).max(0) * 1_000_000_000 / clock;
+            b.set_pts(gst::ClockTime::from_nseconds(nanos as u64));
+            if !keyframe {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        hub.push(buffer);
+    }
+}
+
+/// The caps of a stream, as the GStreamer parsers would describe it.
+fn caps(encoding: &str, params: &VideoParameters) -> gst::Caps {
+    let (media_type, format) = if encoding == "h265" { ("video/x-h265", "hvc1") } else { ("video/x-h264", "avc") };
+    let (width, height) = params.pixel_dimensions();
+    let mut builder = gst::Caps::builder(media_type)
+        .field("stream-format", format)
+        .field("alignment", "au")
+        .field("codec_data", gst::Buffer::from_slice(params.extra_data().to_vec()))
+        .field("width", width as i32)
+        .field("height", height as i32);
+    if let Some((num, den)) = params.frame_rate()
+        && num > 0
+        && den > 0
+    {
+        // retina gives the frame duration as a fraction of a second: frames per second is its inverse.
+        builder = builder.field("framerate", gst::Fraction::new(den as i32, num as i32));
+    }
+    builder.build()
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
