@@ -20,3 +20,15 @@ pub const REQUIRED_ELEMENTS: &[&str] =
 pub fn missing_elements() -> Vec<&'static str> {
     REQUIRED_ELEMENTS.iter().copied().filter(|name| gst::ElementFactory::find(name).is_none()).collect()
 }
+
+/// Sleeps until the next multiple of `period` on a process-wide grid. Tasks that pace themselves this way wake in
+/// the same timer turn, so the process wakes `1/period` times a second however many cameras it serves: on a small
+/// box, wake-ups (context switches), not bytes, are what ingest and recording cost.
+pub async fn pace(period: std::time::Duration) {
+    static EPOCH: std::sync::LazyLock<tokio::time::Instant> = std::sync::LazyLock::new(tokio::time::Instant::now);
+    let epoch = *EPOCH;
+    let since = tokio::time::Instant::now().saturating_duration_since(epoch).as_nanos();
+    let step = period.as_nanos().max(1);
+    let next = epoch + std::time::Duration::from_nanos(((since / step + 1) * step) as u64);
+    tokio::time::sleep_until(next).await;
+}

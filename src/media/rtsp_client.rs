@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use gstreamer as gst;
 use retina::client::{Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport};
 use retina::codec::{CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoParameters};
@@ -36,6 +36,9 @@ impl Failure {
         Failure { reason: reason.into(), status: CameraStatus::Disconnected }
     }
 }
+
+/// How often a camera's connection is read: the latency this adds is at most one interval.
+const PACE: Duration = Duration::from_millis(20);
 
 /// The frame layout the hub carries: what MP4 stores, plus parameter sets before each keyframe so any keyframe is a
 /// clean entry point for a decoder.
@@ -82,10 +85,16 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
 
     let mut have_caps = false;
     loop {
-        let item = match demuxed.next().await {
-            None => return Failure::disconnected("end of stream"),
-            Some(Err(e)) => return Failure::from_retina(e),
-            Some(Ok(item)) => item,
+        // Read what has arrived; when nothing is ready, wait for the next pacing tick rather than for the socket, so
+        // a camera costs tens of wake-ups a second instead of one per TCP segment. The socket buffers the interval.
+        let item = match demuxed.next().now_or_never() {
+            None => {
+                crate::media::pace(PACE).await;
+                continue;
+            }
+            Some(None) => return Failure::disconnected("end of stream"),
+            Some(Some(Err(e))) => return Failure::from_retina(e),
+            Some(Some(Ok(item))) => item,
         };
         let CodecItem::VideoFrame(frame) = item else { continue };
         if frame.stream_id() != index {

@@ -86,6 +86,10 @@ pub fn millis(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// How often queued frames go to the muxer together (and its errors are checked). With 500 ms fMP4 fragments a
+/// crash loses at most this plus a fragment.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
 fn make(factory: &str) -> Result<gst::Element> {
     gst::ElementFactory::make(factory)
         .build()
@@ -106,6 +110,9 @@ struct SegmentWriter {
     /// Session time of the last frame and the interval before it (to give the last frame a duration).
     last: gst::ClockTime,
     last_interval: gst::ClockTime,
+    /// Frames waiting for the next flush: handing the muxer a few frames at a time, rather than each as it comes,
+    /// wakes its threads a few times a second instead of at the frame rate.
+    pending: Vec<gst::Buffer>,
 }
 
 impl SegmentWriter {
@@ -176,6 +183,7 @@ impl SegmentWriter {
             start,
             last: start,
             last_interval: gst::ClockTime::ZERO,
+            pending: Vec::new(),
         })
     }
 
@@ -183,8 +191,8 @@ impl SegmentWriter {
         self.last.saturating_sub(self.start)
     }
 
-    /// Pushes a frame whose session time is `at` (`delay` between dts and pts).
-    fn push(&mut self, frame: &gst::Buffer, at: gst::ClockTime, delay: gst::ClockTime) -> Result<()> {
+    /// Queues a frame whose session time is `at` (`delay` between dts and pts) for the next `flush`.
+    fn push(&mut self, frame: &gst::Buffer, at: gst::ClockTime, delay: gst::ClockTime) {
         let mut buffer = frame.copy();
         {
             let b = buffer.make_mut();
@@ -197,8 +205,23 @@ impl SegmentWriter {
             self.last_interval = at - self.last;
         }
         self.last = at;
+        self.pending.push(buffer);
+    }
+
+    /// Hands the queued frames to the muxer in one list.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut list = gst::BufferList::new_sized(self.pending.len());
+        {
+            let list = list.get_mut().expect("a new list is writable");
+            for buffer in self.pending.drain(..) {
+                list.add(buffer);
+            }
+        }
         self.appsrc
-            .push_buffer(buffer)
+            .push_buffer_list(list)
             .map(|_| ())
             .map_err(|e| Error::Dependency { dependency: "recording pipeline", detail: format!("refused data: {e:?}") })
     }
@@ -217,6 +240,7 @@ impl SegmentWriter {
     /// Finalises the file (EOS through the muxer), stops the pipeline, syncs and indexes it. A file that cannot be
     /// finalised is recovered (made playable) and indexed like one left by a crash.
     async fn close(mut self, info: &SessionInfo, db: &Db) -> Result<()> {
+        let flushed = self.flush();
         let _ = self.appsrc.end_of_stream();
         let finalised = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(message) = self.messages.next().await {
@@ -232,7 +256,7 @@ impl SegmentWriter {
         .unwrap_or_else(|_| Err("finalising timed out".into()));
         let pipeline = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
-        if let Err(e) = finalised {
+        if let Err(e) = flushed.map_err(|e| e.to_string()).and(finalised) {
             warn!(err = e, file = %self.path.display(), "segment not finalised; recovering it");
             super::recovery::recover_file(db, &self.path).await?;
             return Err(Error::Dependency { dependency: "recording pipeline", detail: e });
@@ -307,6 +331,67 @@ impl Timeline {
     }
 }
 
+/// Turns hub items into segment files: timestamps onto the session timeline, a new file at the first keyframe
+/// after the segment length, a camera gap or new caps.
+struct Segmenter<'a> {
+    info: &'a SessionInfo,
+    config: &'a RecordingConfig,
+    dir: &'a Path,
+    timeline: Timeline,
+    caps: Option<gst::Caps>,
+    writer: Option<SegmentWriter>,
+    next_seq: u32,
+    split_pending: bool,
+    segment: gst::ClockTime,
+    /// Segments to finalise (in the background, while the next one is written).
+    closed: Vec<SegmentWriter>,
+}
+
+impl Segmenter<'_> {
+    fn take(&mut self, item: HubItem) -> Result<()> {
+        match item {
+            HubItem::Caps(c) => {
+                // New caps (a new connection, or the camera changed its stream): the next keyframe opens a new file.
+                if self.caps.as_ref().is_some_and(|old| old != &c) {
+                    self.split_pending = true;
+                }
+                self.caps = Some(c);
+            }
+            HubItem::Gap => {
+                self.timeline.gap();
+                self.split_pending = true;
+            }
+            HubItem::Frame(frame) => {
+                let Some(caps) = self.caps.as_ref() else { return Ok(()) };
+                let buffer = &frame.buffer;
+                let (pts, dts) = (buffer.pts(), buffer.dts());
+                let at = self.timeline.map(pts, dts, frame.arrived);
+                let delay = match (pts, dts) {
+                    (Some(p), Some(d)) if p > d => p - d,
+                    _ => gst::ClockTime::ZERO,
+                };
+                let due = self
+                    .writer
+                    .as_ref()
+                    .is_some_and(|w| self.split_pending || at.saturating_sub(w.start) >= self.segment);
+                if frame.keyframe && (self.writer.is_none() || due) {
+                    if let Some(mut old) = self.writer.take() {
+                        old.flush()?;
+                        self.closed.push(old);
+                    }
+                    self.split_pending = false;
+                    self.writer = Some(SegmentWriter::open(self.info, self.config, self.dir, self.next_seq, caps, at)?);
+                    self.next_seq += 1;
+                }
+                if let Some(w) = self.writer.as_mut() {
+                    w.push(buffer, at, delay);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs a session until `stop` fires, `deadline` passes, the hub goes away or writing fails. Opens a new segment at
 /// the first keyframe after the segment length or after a camera reconnect; every closed segment is indexed.
 pub async fn run(
@@ -318,16 +403,21 @@ pub async fn run(
     stop: CancellationToken,
     deadline: Option<tokio::time::Instant>,
 ) -> Ending {
-    let mut timeline = Timeline::default();
-    let mut caps: Option<gst::Caps> = None;
-    let mut writer: Option<SegmentWriter> = None;
-    let mut next_seq = 0u32;
-    let mut split_pending = false;
+    let mut session = Segmenter {
+        info: &info,
+        config: &config,
+        dir: &dir,
+        timeline: Timeline::default(),
+        caps: None,
+        writer: None,
+        next_seq: 0,
+        split_pending: false,
+        segment: gst::ClockTime::from_nseconds(config.segment.as_nanos() as u64),
+        closed: Vec::new(),
+    };
     // Segments being finalised while the next one is written.
     let mut closing: tokio::task::JoinSet<Result<()>> = tokio::task::JoinSet::new();
-    let segment = gst::ClockTime::from_nseconds(config.segment.as_nanos() as u64);
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-    let mut check = tokio::time::interval(Duration::from_millis(500));
     let ending = loop {
         tokio::select! {
             _ = stop.cancelled() => break Ending::Stopped,
@@ -337,58 +427,57 @@ pub async fn run(
                     break Ending::Failed(e.to_string());
                 }
             }
-            _ = check.tick() => {
-                if let Some(e) = writer.as_mut().and_then(SegmentWriter::poll_error) {
-                    break Ending::Failed(e);
-                }
-            }
-            item = consumer.rx.recv() => match item {
-                None => break Ending::Failed("camera removed".into()),
-                Some(HubItem::Caps(c)) => {
-                    // New caps (a new connection, or the camera changed its stream): the next keyframe opens a new file.
-                    if caps.as_ref().is_some_and(|old| old != &c) {
-                        split_pending = true;
-                    }
-                    caps = Some(c);
-                }
-                Some(HubItem::Gap) => {
-                    timeline.gap();
-                    split_pending = true;
-                }
-                Some(HubItem::Frame(frame)) => {
-                    let Some(caps) = caps.as_ref() else { continue };
-                    let buffer = &frame.buffer;
-                    let (pts, dts) = (buffer.pts(), buffer.dts());
-                    let at = timeline.map(pts, dts, frame.arrived);
-                    let delay = match (pts, dts) {
-                        (Some(p), Some(d)) if p > d => p - d,
-                        _ => gst::ClockTime::ZERO,
+            _ = crate::media::pace(FLUSH_EVERY) => {
+                // Frames are taken from the hub's queue here rather than as each arrives: the task wakes a few
+                // times a second instead of at the frame rate.
+                let mut outcome = None;
+                loop {
+                    let item = match consumer.rx.try_recv() {
+                        Ok(item) => item,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                            outcome = Some(Ending::Failed("camera removed".into()));
+                            break;
+                        }
                     };
-                    let due = writer.as_ref().is_some_and(|w| split_pending || at.saturating_sub(w.start) >= segment);
-                    if frame.keyframe && (writer.is_none() || due) {
-                        if let Some(old) = writer.take() {
-                            let (info, db) = (info.clone(), db.clone());
-                            closing.spawn(async move { old.close(&info, &db).await });
-                        }
-                        split_pending = false;
-                        match SegmentWriter::open(&info, &config, &dir, next_seq, caps, at) {
-                            Ok(w) => writer = Some(w),
-                            Err(e) => break Ending::Failed(e.to_string()),
-                        }
-                        next_seq += 1;
+                    if let Err(e) = session.take(item) {
+                        outcome = Some(Ending::Failed(e.to_string()));
+                        break;
                     }
-                    if let Some(w) = writer.as_mut()
-                        && let Err(e) = w.push(buffer, at, delay)
-                    {
+                }
+                if let Some(ending) = outcome {
+                    break ending;
+                }
+                if let Some(w) = session.writer.as_mut() {
+                    if let Err(e) = w.flush() {
                         break Ending::Failed(e.to_string());
                     }
+                    if let Some(e) = w.poll_error() {
+                        break Ending::Failed(e);
+                    }
                 }
-            },
+                for old in session.closed.drain(..) {
+                    let (info, db) = (info.clone(), db.clone());
+                    closing.spawn(async move { old.close(&info, &db).await });
+                }
+            }
         }
     };
+    // What arrived before the stop belongs in the recording.
+    if matches!(ending, Ending::Stopped) {
+        while let Ok(item) = consumer.rx.try_recv() {
+            if session.take(item).is_err() {
+                break;
+            }
+        }
+    }
     drop(consumer);
     let mut ending = ending;
-    if let Some(w) = writer.take()
+    for old in session.closed.drain(..) {
+        let (info, db) = (info.clone(), db.clone());
+        closing.spawn(async move { old.close(&info, &db).await });
+    }
+    if let Some(w) = session.writer.take()
         && let Err(e) = w.close(&info, &db).await
         && matches!(ending, Ending::Stopped)
     {
