@@ -116,10 +116,9 @@ fn parse_role(s: &str) -> Result<Role, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    // One runtime thread for the whole service (blocking work goes to spawn_blocking, GStreamer to its own threads).
-    // Measured: with many cameras, a multi-thread runtime spends more on waking its workers than on the work itself
-    // (ingest + recording of 10 streams: 0.375 % of a core per camera multi-threaded, 0.31 % on one thread).
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // Clients and the API get a multi-thread runtime; cameras and recordings run on the media runtime's own thread
+    // (`media::runtime`).
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };

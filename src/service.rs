@@ -16,6 +16,7 @@ use crate::auth::{Authenticator, load_or_create_secret};
 use crate::camera::CameraManager;
 use crate::config::{Config, RecordMode};
 use crate::events::{EventBus, EventKind};
+use crate::media::runtime::MediaRuntime;
 use crate::recording::{self, Recordings, Trigger};
 use crate::rpc;
 use crate::snapshot::Snapshots;
@@ -64,12 +65,14 @@ pub async fn run_with_listener(
     }
     let events = EventBus::new(config.server.notification_queue);
     let root_cancel = CancellationToken::new();
+    let media = MediaRuntime::start().context("starting the media runtime")?;
     let cameras = CameraManager::new(
         db.clone(),
         events.clone(),
         config.monitor.clone(),
         config.recording.pre_roll,
         root_cancel.child_token(),
+        media.handle().clone(),
     );
     let recordings = Arc::new(
         Recordings::new(
@@ -79,6 +82,7 @@ pub async fn run_with_listener(
             config.recording.clone(),
             config.storage.clone(),
             root_cancel.child_token(),
+            media.handle().clone(),
         )
         .await?,
     );
@@ -143,6 +147,7 @@ pub async fn run_with_listener(
     guard.abort();
     log_task.abort();
     db.close().await;
+    drop(media);
     info!("stopped");
     Ok(())
 }

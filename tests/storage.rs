@@ -290,6 +290,11 @@ async fn a_full_disk_triggers_retention_then_a_clean_stop_and_32007() {
         .await
         .unwrap_or_else(|| panic!("no ERROR when space ran out; log:\n{}", hub.log()));
     assert_eq!(stopped["session_id"], started["session_id"]);
+    // Make sure even deleting every recording could not make room, so the refusal does not depend on their size.
+    let recordings = admin.call("get_storage_info", json!({})).await.expect("storage")["recordings_size"]
+        .as_u64()
+        .expect("recordings_size");
+    fs.leave_free((12 * MIB).saturating_sub(recordings + 2 * MIB).max(MIB / 4));
     let refused = admin.call("start_recording", json!({ "device": "cam" })).await.expect_err("no space");
     assert_eq!(refused["code"], -32007, "{refused}");
     assert!(refused["data"]["available"].as_u64().is_some() && refused["data"]["required"].as_u64().is_some());

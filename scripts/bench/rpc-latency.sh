@@ -11,6 +11,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
+RPC_CLIENTS="${RPC_CLIENTS:-1,100,1000}"
+export RPC_CLIENTS
 if [ $# -gt 0 ]; then
   RPC_CLIENTS="$(IFS=,; echo "$*")"
   export RPC_CLIENTS

@@ -40,6 +40,8 @@ pub struct CameraManager {
     shutdown: CancellationToken,
     /// Supervisor tasks, so shutdown can wait for every pipeline to be torn down.
     tasks: TaskTracker,
+    /// The runtime supervisors run on (the media runtime).
+    runtime: tokio::runtime::Handle,
 }
 
 impl CameraManager {
@@ -49,6 +51,7 @@ impl CameraManager {
         monitor: MonitorConfig,
         hub_retain: std::time::Duration,
         shutdown: CancellationToken,
+        runtime: tokio::runtime::Handle,
     ) -> CameraManager {
         CameraManager {
             cameras: RwLock::new(BTreeMap::new()),
@@ -58,6 +61,7 @@ impl CameraManager {
             hub_retain,
             shutdown,
             tasks: TaskTracker::new(),
+            runtime,
         }
     }
 
@@ -179,9 +183,10 @@ impl CameraManager {
         }
         let span = info_span!("camera", camera_id = %camera.id);
         info!(parent: &span, source = camera.public_url(), origin = camera.origin.as_str(), "camera added");
-        self.tasks.spawn(
+        self.tasks.spawn_on(
             super::supervisor::supervise(camera.clone(), self.monitor.clone(), self.events.clone(), cancel)
                 .instrument(span),
+            &self.runtime,
         );
         Ok(camera)
     }

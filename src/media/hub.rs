@@ -119,6 +119,9 @@ impl Slot {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.resync {
+                    tracing::debug!(consumer = self.name, "consumer queue full: dropping its frames until a keyframe");
+                }
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.resync = true;
                 true
@@ -307,11 +310,6 @@ impl StreamHub {
         // With no history yet the consumer must still start on a keyframe.
         st.consumers.push(Slot { id, name, tx, resync: backlog == 0, dropped: dropped.clone() });
         Consumer { rx, first_arrival, id, dropped, hub: Arc::downgrade(self) }
-    }
-
-    /// Names of the current consumers, for status and debugging.
-    pub fn consumer_names(&self) -> Vec<&'static str> {
-        self.state.lock().consumers.iter().map(|s| s.name).collect()
     }
 
     pub fn stats(&self) -> StreamStats {

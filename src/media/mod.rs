@@ -4,6 +4,7 @@
 pub mod hub;
 pub mod ingest;
 pub mod rtsp_client;
+pub mod runtime;
 pub mod testcam;
 
 use gstreamer as gst;

@@ -81,6 +81,8 @@ pub struct Recordings {
     active: Mutex<HashMap<CameraId, Active>>,
     /// Session tasks, so shutdown can wait for every file to be finalised.
     tasks: TaskTracker,
+    /// The runtime sessions run on (the media runtime).
+    runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
 }
 
@@ -92,6 +94,7 @@ impl Recordings {
         config: RecordingConfig,
         storage: StorageConfig,
         shutdown: CancellationToken,
+        runtime: tokio::runtime::Handle,
     ) -> Result<Recordings> {
         let policy = match db.setting(RETENTION_SETTING).await? {
             Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
@@ -109,16 +112,9 @@ impl Recordings {
             policy: Mutex::new(policy),
             active: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
+            runtime,
             shutdown,
         })
-    }
-
-    pub fn files(&self) -> &Files {
-        &self.files
-    }
-
-    pub fn default_format(&self) -> RecordingFormat {
-        self.config.format
     }
 
     /// The session in progress on `camera`, if any.
@@ -199,7 +195,7 @@ impl Recordings {
         let task_info = info.clone();
         let camera_id = camera.id.clone();
         let span = info_span!("recording", camera_id = %camera.id, session = info.id);
-        self.tasks.spawn(
+        self.tasks.spawn_on(
             async move {
                 let dir = this.files.dir(Area::Recordings);
                 let ending = recorder::run(
@@ -221,6 +217,7 @@ impl Recordings {
                 let _ = done_tx.send(Some(summary));
             }
             .instrument(span),
+            &self.runtime,
         );
         Ok(info)
     }
@@ -241,14 +238,6 @@ impl Recordings {
             .map_err(|_| Error::internal("recording task vanished"))?
             .clone();
         summary.ok_or_else(|| Error::internal("recording ended without a summary"))
-    }
-
-    /// Stops every session (shutdown or no space left) and waits for them.
-    pub async fn stop_all(&self) {
-        let cameras: Vec<CameraId> = self.active.lock().keys().cloned().collect();
-        for camera in cameras {
-            let _ = self.stop(&camera).await;
-        }
     }
 
     /// Waits for all session tasks (after the shutdown token fired).

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use gstreamer as gst;
@@ -255,13 +255,6 @@ pub fn probe_duration(path: &Path) -> Result<Duration> {
         },
         _ => Err(fail("no frames".into())),
     }
-}
-
-/// Lists the files of the recordings area (for tests and `check`).
-pub fn recording_paths(files: &Files) -> Vec<PathBuf> {
-    std::fs::read_dir(files.dir(Area::Recordings))
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -142,16 +142,6 @@ impl Db {
         let r = sqlx::query("DELETE FROM events WHERE at < ?").bind(before_ms).execute(&self.pool).await?;
         Ok(r.rows_affected())
     }
-
-    pub async fn count_events(&self, topic: &str, device: Option<&str>) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM events WHERE topic = ? AND (? IS NULL OR device = ?)")
-            .bind(topic)
-            .bind(device)
-            .bind(device)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("n")?)
-    }
 }
 
 /// A recording session row.

@@ -387,10 +387,6 @@ pub fn camera_toml(id: &str, url: &str) -> String {
     format!("[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n")
 }
 
-pub fn exists(p: &Path) -> bool {
-    p.exists()
-}
-
 /// Runs ffprobe (a real demuxer) on a file: (duration seconds, width, height, codec).
 pub fn ffprobe(path: &Path) -> Result<(f64, u32, u32, String), String> {
     let out = Command::new("ffprobe")
