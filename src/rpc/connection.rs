@@ -170,11 +170,22 @@ impl Connection {
                 message = socket.recv() => {
                     let Some(Ok(message)) = message else { break };
                     match message {
-                        Message::Text(text) => self.on_text(text.as_str()).await,
-                        Message::Binary(_) => self.reply_now(error_json(
-                            Id::Null,
-                            errors::protocol(errors::INVALID_REQUEST, "send JSON-RPC as text frames"),
-                        )),
+                        Message::Text(text) => {
+                            if let Some(response) = self.on_text(text.as_str()).await
+                                && socket.send(Message::Text(response.into())).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Message::Binary(_) => {
+                            let error = error_json(
+                                Id::Null,
+                                errors::protocol(errors::INVALID_REQUEST, "send JSON-RPC as text frames"),
+                            );
+                            if socket.send(Message::Text(error.into())).await.is_err() {
+                                break;
+                            }
+                        }
                         Message::Close(_) => break,
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
@@ -184,17 +195,12 @@ impl Connection {
         debug!("connection closed");
     }
 
-    /// Queues a response produced on the connection task itself.
-    fn reply_now(&self, text: String) {
-        if self.responses_tx.try_send(text).is_err() {
-            warn!("response queue full; dropping a protocol error response");
-        }
-    }
-
-    async fn on_text(&mut self, text: &str) {
+    /// Handles one request frame. Returns the response when it was answered in place; otherwise the response (if
+    /// any) arrives later through the response queue.
+    async fn on_text(&mut self, text: &str) -> Option<String> {
         let max = self.server.ctx.app.config.server.max_message_bytes;
         if text.len() > max {
-            return self.reply_now(error_json(
+            return Some(error_json(
                 Id::Null,
                 errors::protocol(
                     errors::INVALID_REQUEST,
@@ -203,7 +209,7 @@ impl Connection {
             ));
         }
         if text.trim_start().starts_with('[') {
-            return self.reply_now(error_json(
+            return Some(error_json(
                 Id::Null,
                 errors::protocol(
                     errors::INVALID_REQUEST,
@@ -219,27 +225,31 @@ impl Connection {
                 } else {
                     (errors::PARSE_ERROR, format!("invalid JSON: {e}"))
                 };
-                return self.reply_now(error_json(Id::Null, errors::protocol(code, hint)));
+                return Some(error_json(Id::Null, errors::protocol(code, hint)));
             }
         };
         let id = envelope.id.clone().map(Id::into_owned);
         let reply_id = id.clone().unwrap_or(Id::Null);
         if envelope.jsonrpc.as_deref() != Some("2.0") {
-            return self
-                .reply_now(error_json(reply_id, errors::protocol(errors::INVALID_REQUEST, "jsonrpc must be \"2.0\"")));
+            return Some(error_json(reply_id, errors::protocol(errors::INVALID_REQUEST, "jsonrpc must be \"2.0\"")));
         }
         let Some(method) = envelope.method.as_deref().map(str::to_owned) else {
-            return self
-                .reply_now(error_json(reply_id, errors::protocol(errors::INVALID_REQUEST, "method is required")));
+            return Some(error_json(reply_id, errors::protocol(errors::INVALID_REQUEST, "method is required")));
         };
         if let Err(wait) = self.limiter.take() {
             let e = Error::RateLimited { retry_after_ms: wait.as_millis().max(1) as u64 };
-            return self.reply_now(error_json(reply_id, e.into()));
+            // A notification gets no response, not even this one.
+            return id.is_some().then(|| error_json(reply_id, e.into()));
         }
         let params = envelope.params.map(|p| p.get().to_owned());
+        if super::methods::answered_from_memory(&method) {
+            // Cheap enough to answer in place: no task, no queue, one write.
+            let response = dispatch(&self.server, &self.session, &method, params.as_deref(), reply_id).await;
+            return id.is_some().then_some(response);
+        }
         let permit = match self.in_flight.clone().acquire_owned().await {
             Ok(p) => p,
-            Err(_) => return,
+            Err(_) => return None,
         };
         let server = self.server.clone();
         let session = self.session.clone();
@@ -258,6 +268,7 @@ impl Connection {
             }
             .instrument(span),
         );
+        None
     }
 
     /// The notifications this client should get for `event`: the status update every client gets, and the topic

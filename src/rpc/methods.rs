@@ -61,6 +61,27 @@ pub const ACCESS: &[(&str, Access)] = &[
     ("cleanup_old_files", AtLeast(Admin)),
 ];
 
+/// Methods answered from memory (no database, disk or pipeline): the connection answers them in place instead of in a
+/// task of their own.
+const FROM_MEMORY: &[&str] = &[
+    "ping",
+    "get_camera_list",
+    "get_camera_status",
+    "get_camera_capabilities",
+    "get_system_status",
+    "get_server_info",
+    "get_status",
+    "get_metrics",
+    "subscribe_events",
+    "unsubscribe_events",
+    "get_subscription_stats",
+    "get_external_streams",
+];
+
+pub fn answered_from_memory(method: &str) -> bool {
+    FROM_MEMORY.contains(&method)
+}
+
 pub fn access(method: &str) -> Option<Access> {
     ACCESS.iter().find(|(name, _)| *name == method).map(|(_, a)| *a)
 }
