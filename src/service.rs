@@ -100,7 +100,8 @@ pub async fn run_with_listener(
         files,
     }));
 
-    let log_task = tokio::spawn(log_events(db.clone(), events.subscribe()));
+    let log_stop = CancellationToken::new();
+    let log_task = tokio::spawn(log_events(db.clone(), events.subscribe(), log_stop.clone()));
     app.cameras.start(&configured).await.context("starting cameras")?;
     let guard = tokio::spawn(app.recordings.clone().guard());
     for c in configured.iter().filter(|c| c.record == RecordMode::Always) {
@@ -145,7 +146,9 @@ pub async fn run_with_listener(
         w.abort();
     }
     guard.abort();
-    log_task.abort();
+    // The log drains what shutdown itself published (recordings stopped, cameras lost) before the database closes.
+    log_stop.cancel();
+    let _ = log_task.await;
     db.close().await;
     drop(media);
     info!("stopped");
@@ -170,20 +173,17 @@ fn spawn_watchdog(cancel: CancellationToken) -> Option<tokio::task::JoinHandle<(
     }))
 }
 
-/// Writes every event to the event log and prunes it daily.
-async fn log_events(db: Db, mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>) {
+/// Writes every event to the event log and prunes it daily; when `stop` fires, writes what is queued and returns.
+async fn log_events(
+    db: Db,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
+    stop: CancellationToken,
+) {
     let mut prune = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
         tokio::select! {
             event = rx.recv() => match event {
-                Ok(event) => {
-                    let at = event.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-                    let topic = event.topics().first().copied().unwrap_or("unknown");
-                    let device = event.device().map(|d| d.to_string());
-                    if let Err(e) = db.insert_event(at, topic, device.as_deref(), &event.details().to_string()).await {
-                        warn!(err = %e, "cannot log event");
-                    }
-                }
+                Ok(event) => write_event(&db, &event).await,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!(lost = n, "event log fell behind"),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
@@ -193,6 +193,21 @@ async fn log_events(db: Db, mut rx: tokio::sync::broadcast::Receiver<Arc<crate::
                     warn!(err = %e, "cannot prune event log");
                 }
             }
+            _ = stop.cancelled() => {
+                while let Ok(event) = rx.try_recv() {
+                    write_event(&db, &event).await;
+                }
+                break;
+            }
         }
+    }
+}
+
+async fn write_event(db: &Db, event: &crate::events::Event) {
+    let at = event.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let topic = event.topics().first().copied().unwrap_or("unknown");
+    let device = event.device().map(|d| d.to_string());
+    if let Err(e) = db.insert_event(at, topic, device.as_deref(), &event.details().to_string()).await {
+        warn!(err = %e, "cannot log event");
     }
 }

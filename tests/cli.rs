@@ -107,6 +107,7 @@ fn sigterm_stops_the_service_in_order() {
     let log = hub.log();
     assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
     assert!(!log.contains("grace time exceeded"), "{log}");
+    assert!(!log.contains("cannot log event"), "events published during shutdown were lost: {log}");
 }
 
 #[test]

@@ -248,3 +248,46 @@ async fn back_to_back_recordings_within_the_pre_roll_never_share_a_file() {
         decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[tokio::test]
+async fn check_reports_every_mismatch_and_repair_fixes_them() {
+    let cam = TestCam::start(1);
+    let toml = camera_toml("cam", &cam.url(0));
+    let mut hub = Camhub::start(&toml);
+    let client = connected(&hub, "operator", "cam").await;
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        client.call("start_recording", json!({ "device": "cam" })).await.expect("start");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stopped = client.call("stop_recording", json!({ "device": "cam" })).await.expect("stop");
+        names.push(stopped["filename"].as_str().expect("name").to_owned());
+    }
+    hub.stop();
+    // A file that vanished behind the index's back, and a file the index never heard of.
+    std::fs::remove_file(hub.recordings_dir().join(&names[0])).expect("remove");
+    let stray = names[1].replace("_0000.", "_0007.");
+    std::fs::copy(hub.recordings_dir().join(&names[1]), hub.recordings_dir().join(&stray)).expect("copy");
+    let check = |repair: bool| {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(["check", "--config"]).arg(hub.dir.join("camhub.toml"));
+        if repair {
+            cmd.arg("--repair");
+        }
+        cmd.output().expect("run check")
+    };
+    let report = check(false);
+    let text = String::from_utf8_lossy(&report.stdout).to_string();
+    assert!(!report.status.success(), "{text}");
+    assert!(text.contains(&format!("index row without file: {}", names[0])), "{text}");
+    assert!(text.contains(&format!("unindexed file: {stray}")), "{text}");
+    let repaired = check(true);
+    assert!(repaired.status.success(), "{}", String::from_utf8_lossy(&repaired.stdout));
+    let again = check(false);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stdout));
+    hub.start_again(&toml);
+    let client = hub.client("viewer").await;
+    let info = client.call("get_recording_info", json!({ "filename": stray })).await.expect("stray now indexed");
+    assert_eq!(info["recovered"], true);
+    let gone = client.call("get_recording_info", json!({ "filename": names[0] })).await.expect_err("row removed");
+    assert_eq!(gone["code"], -32010);
+}
