@@ -123,3 +123,48 @@ fn a_second_signal_exits_at_once() {
     // 130 is the immediate exit; an orderly stop exits 0.
     assert_eq!(status.code(), Some(130), "{status:?}; log:\n{}", hub.log());
 }
+
+/// The systemd notify protocol, spoken to a real datagram socket as systemd would listen on it: READY once serving,
+/// WATCHDOG pings at half the requested interval, STOPPING on SIGTERM.
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let port = common::free_port();
+    let config = write(
+        dir.path(),
+        &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nroot = \"{}\"\n", dir.path().display()),
+    );
+    // systemd names the watched process in WATCHDOG_PID: `exec` from a shell keeps `$$` as camhub's pid.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("WATCHDOG_PID=$$ exec {} run --config {}", common::BIN, config.display()))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn camhub");
+    let mut buf = [0u8; 256];
+    let mut heard = Vec::new();
+    let started = Instant::now();
+    while !(heard.iter().any(|m: &String| m.contains("READY=1"))
+        && heard.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "heard only {heard:?}");
+        let n = socket.recv(&mut buf).expect("a notification");
+        heard.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    assert!(common::http_get(port, "/health/ready").is_some_and(|(code, _)| code == 200), "READY before serving");
+    common::send_signal(child.id(), 15);
+    loop {
+        let n = socket.recv(&mut buf).expect("STOPPING before exit");
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+    let status = child.wait().expect("exit");
+    assert_eq!(status.code(), Some(0));
+}

@@ -38,18 +38,11 @@
 #        ffprobe, Linux /proc.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY="$(command -v python3)"
+BENCH_NAME=recording.sh
+# shellcheck source=scripts/bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-COUNTS=("$@")
-if [ ${#COUNTS[@]} -eq 0 ]; then
-  read -r -a COUNTS <<<"${RECORDING_COUNTS:-1 10 50}"
-fi
-for n in "${COUNTS[@]}"; do
-  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "recording.sh: camera count must be a positive integer, not '$n'" >&2; exit 64; }
-done
+bench_counts "${RECORDING_COUNTS:-1 10 50}" "$@"
 read -r -a TOOLS <<<"${RECORDING_TOOLS:-camhub ffmpeg}"
 for t in "${TOOLS[@]}"; do
   [[ "$t" == camhub || "$t" == ffmpeg ]] || { echo "recording.sh: RECORDING_TOOLS: '$t' is not camhub or ffmpeg" >&2; exit 64; }
@@ -63,42 +56,16 @@ MODE="${RECORDING_CAMHUB_MODE:-always}"
 FORMAT="${RECORDING_FORMAT:-fmp4}"
 SEGMENT="${RECORDING_SEGMENT:-10}"
 KEEP="${RECORDING_KEEP:-0}"
-FFMPEG="${FFMPEG_BIN:-ffmpeg}"
-FFPROBE="${FFPROBE_BIN:-ffprobe}"
-EVIDENCE="${EVIDENCE_DIR:-$ROOT/evidence}"
-WIDTH=1280 HEIGHT=720 FPS=30 GOP=30 BITRATE=2000 LOOP_SECONDS=4
-MAXN=0
-for n in "${COUNTS[@]}"; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
-SOURCES=$(( MAXN > 50 ? MAXN : 50 ))
-command -v "$FFMPEG" >/dev/null || { echo "recording.sh: $FFMPEG not found" >&2; exit 1; }
-command -v "$FFPROBE" >/dev/null || { echo "recording.sh: $FFPROBE not found" >&2; exit 1; }
+require_ffmpeg
 if [ "$MODE" = api ] && ! "$PY" -c 'import websockets' 2>/dev/null; then
   echo "recording.sh: RECORDING_CAMHUB_MODE=api needs the websockets module for $PY (apt-get install python3-websockets)" >&2
   exit 1
 fi
 
-if [ -n "${CAMHUB_BIN:-}" ]; then
-  BIN="$CAMHUB_BIN"
-else
-  echo "recording.sh: cargo build --release" >&2
-  cargo build --release --bin camhub >&2
-  BIN="$ROOT/target/release/camhub"
-fi
-[ -x "$BIN" ] || { echo "recording.sh: $BIN is not an executable" >&2; exit 1; }
-PATTERN_ARGS=()
-PATTERN="${RECORDING_PATTERN-snow}"
-if [ -n "$PATTERN" ]; then
-  if "$BIN" testcam --help 2>/dev/null | grep -q -- '--pattern'; then
-    PATTERN_ARGS=(--pattern "$PATTERN")
-  else
-    echo "recording.sh: this testcam has no --pattern; using its default picture (check the bytes written)" >&2
-    PATTERN=""
-  fi
-fi
+build_camhub
+testcam_pattern "${RECORDING_PATTERN-snow}" " (check the bytes written)"
 
-WORK="$EVIDENCE/tmp/recording"
-rm -rf "$WORK"
-mkdir -p "$WORK" "$EVIDENCE"
+bench_workdir recording
 if [ -n "${RECORDING_DATA_DIR:-}" ]; then
   DATA_ROOT="$RECORDING_DATA_DIR"
   mkdir -p "$DATA_ROOT"
@@ -113,74 +80,19 @@ fi
 need_mb=$(( MAXN * BITRATE * (CONNECT_TIMEOUT / 4 + SETTLE + WINDOW + 2 * SEGMENT) / 8 / 1000 + 256 ))
 free_mb=$(df -Pm "$DATA_ROOT" | awk 'NR == 2 { print $4 }')
 if [ "${free_mb:-0}" -lt "$need_mb" ]; then
-  echo "recording.sh: warning: $DATA_ROOT has ${free_mb} MB free; the largest phase may need about $need_mb MB" >&2
+  note "warning: $DATA_ROOT has ${free_mb} MB free; the largest phase may need about $need_mb MB"
 fi
 
-TESTCAM_PID=""
-CAMHUB_PID=""
-MEASURE_PID=""
-FFMPEG_PIDS=()
-
-# SIGTERM to every pid (empty ones are skipped), then SIGKILL to those left after $1 seconds; reaps them all.
-# Always returns 0: it runs in the EXIT trap, where a failure would end the cleanup early.
-stop_pids() {
-  local grace="$1" pid i alive
-  shift
-  local pids=()
-  for pid in "$@"; do
-    if [ -n "$pid" ]; then pids+=("$pid"); fi
-  done
-  [ ${#pids[@]} -gt 0 ] || return 0
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for ((i = 0; i < grace * 10; i++)); do
-    alive=0
-    for pid in "${pids[@]}"; do
-      if kill -0 "$pid" 2>/dev/null; then alive=1; break; fi
-    done
-    if [ "$alive" -eq 0 ]; then break; fi
-    sleep 0.1
-  done
-  for pid in "${pids[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "recording.sh: pid $pid ignored SIGTERM for ${grace}s; killing it" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  return 0
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM HUP
-  trap "" PIPE
-  stop_pids 2 "$MEASURE_PID"
-  stop_pids 20 "$CAMHUB_PID" ${FFMPEG_PIDS[@]+"${FFMPEG_PIDS[@]}"}
-  stop_pids 10 "$TESTCAM_PID"
+# camhub gets 15 s to finish its recordings (shutdown_grace_ms below), FFmpeg as long.
+CAMHUB_STOP_GRACE=20
+bench_cleanup_hook() {
   if [ "$KEEP" != 1 ] && [ "$DATA_ROOT_OURS" = 1 ]; then
     rm -rf "$DATA_ROOT"
   elif [ "$KEEP" = 1 ]; then
-    echo "recording.sh: recordings kept in $DATA_ROOT" >&2
+    note "recordings kept in $DATA_ROOT"
   fi
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-trap 'exit 141' PIPE
-
-free_port() {
-  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# camhub takes CAMHUB_SECTION__KEY variables as config overrides (the caller's pass through); ours stay out.
-CHILD_ENV=(env -u CAMHUB_BIN -u CAMHUB_CONFIG NO_COLOR=1)
+bench_traps
 
 # The FFmpeg command per camera, as Frigate runs it. Run in the background (`exec_ffmpeg URL OUT &`), the subshell
 # becomes FFmpeg, so $! is FFmpeg's pid.
@@ -195,42 +107,11 @@ FFMPEG_CMD="ffmpeg -hide_banner -loglevel error -rtsp_transport tcp -i rtsp://12
 cat >"$WORK/recording.py" <<'PY'
 """Helpers of scripts/bench/recording.sh: `measure SETTINGS_JSON` prints one phase's result as JSON;
 `probe FFPROBE FILE` prints what ffprobe says of a recording as JSON."""
-import json, os, re, subprocess, sys, time, urllib.request
+import json, os, re, subprocess, sys, time
+from benchlib import TCK, alive, authenticate, cpu_ticks, health, http_get, mem_kib, metric, rpc_call, threads, \
+    wait_connected
 
-TCK = os.sysconf("SC_CLK_TCK")
 READY_BYTES = 64 * 1024
-
-
-def alive(p):
-    try:
-        with open(f"/proc/{p}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def cpu_ticks(p):
-    with open(f"/proc/{p}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[11]) + int(rest[12])  # utime + stime (fields 14, 15)
-
-
-def mem_kib(p):
-    out = {"rss": 0, "pss": 0}
-    with open(f"/proc/{p}/smaps_rollup") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("Rss", "Pss"):
-                out[key.lower()] = int(value.split()[0])
-    return out
-
-
-def threads(p):
-    with open(f"/proc/{p}/status") as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return 0
 
 
 def sizes(directory, n):
@@ -261,14 +142,6 @@ def measure(s):
     def log(msg):
         print(f"recording.sh: N={n} {tool}: {msg}", file=sys.stderr, flush=True)
 
-    def get(path):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.read().decode()
-
-    def metric(text, name):
-        pat = re.compile(r'^' + name + r'\{camera="([^"]+)"\} (\d+)$', re.M)
-        return {m.group(1): int(m.group(2)) for m in pat.finditer(text)}
-
     def check_alive():
         dead = [p for p in pids if not alive(p)]
         if dead:
@@ -278,20 +151,7 @@ def measure(s):
     t0 = time.monotonic()
     # 1. Every camera connected (camhub) ...
     if tool == "camhub":
-        connected = -1
-        while True:
-            check_alive()
-            try:
-                h = json.loads(get("/health/cameras"))
-                connected = h["connected"]
-                if h["total"] == n and connected == n:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            if time.monotonic() - t0 > timeout:
-                log(f"only {connected} of {n} cameras connected after {timeout:.0f} s")
-                sys.exit(1)
-            time.sleep(0.1)
+        wait_connected(port, n, timeout, check_alive, log, t0)
         if s.get("mode") == "api":
             start_recordings(s, n, log)
     connect_s = time.monotonic() - t0
@@ -312,7 +172,7 @@ def measure(s):
     time.sleep(settle)
     check_alive()
 
-    m0 = get("/metrics") if tool == "camhub" else ""
+    m0 = http_get(port, "/metrics") if tool == "camhub" else ""
     log(f"measuring for {window:.0f} s")
     sz0 = sizes(directory, n)
     w0 = time.monotonic()
@@ -374,7 +234,7 @@ def measure(s):
         "loadavg_at_end": os.getloadavg()[0],
     }
     if tool == "camhub":
-        m1 = get("/metrics")
+        m1 = http_get(port, "/metrics")
         f0, f1 = metric(m0, "camhub_camera_frames_total"), metric(m1, "camhub_camera_frames_total")
         b0, b1 = metric(m0, "camhub_camera_received_bytes_total"), metric(m1, "camhub_camera_received_bytes_total")
         r0, r1 = metric(m0, "camhub_camera_reconnects_total"), metric(m1, "camhub_camera_reconnects_total")
@@ -385,7 +245,7 @@ def measure(s):
             "received_fps_per_camera_mean": round(sum(fps) / max(len(fps), 1), 2),
             "received_kbps_per_camera_mean": round(sum(rx) / max(len(rx), 1), 1),
             "reconnects_during_window": sum(r1.get(c, 0) - r0.get(c, 0) for c in r1),
-            "connected_at_end": json.loads(get("/health/cameras"))["connected"],
+            "connected_at_end": health(port)["connected"],
         })
     log(f"cpu {cpu:.1f} % ({cpu / n:.2f} %/camera), rss {result['rss_mib']:.1f} MiB, pss {result['pss_mib']:.1f} MiB "
         f"({result['pss_mib_per_camera']:.2f}/camera), {result['written_kbps_per_camera_mean']:.0f} kbit/s written "
@@ -400,17 +260,9 @@ def start_recordings(s, n, log):
 
     async def run():
         async with websockets.connect(f"ws://127.0.0.1:{s['port']}/ws", max_size=None) as ws:
-            async def call(i, method, params):
-                await ws.send(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}))
-                while True:
-                    r = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                    if r.get("id") == i:
-                        return r
-            r = await call(0, "authenticate", {"auth_token": os.environ["BENCH_TOKEN"]})  # not in argv (ps)
-            if not r.get("result", {}).get("authenticated"):
-                raise RuntimeError(f"authenticate failed: {r}")
+            await authenticate(ws, os.environ["BENCH_TOKEN"], 30)  # the token is not in argv (ps)
             for k in range(n):
-                r = await call(k + 1, "start_recording", {"device": f"cam{k}"})
+                r = await rpc_call(ws, k + 1, "start_recording", {"device": f"cam{k}"}, 30)
                 if r.get("result", {}).get("status") != "RECORDING":
                     raise RuntimeError(f"start_recording cam{k}: {r}")
 
@@ -463,12 +315,9 @@ PY
 
 # Waits for the measuring helper in the background, so that a signal interrupts `wait` and the trap runs at once.
 run_measure() { # SETTINGS_JSON OUT [TOKEN]
-  BENCH_TOKEN="${3:-}" "$PY" "$WORK/recording.py" measure "$1" >"$2" &
+  BENCH_TOKEN="${3:-}" "${PYRUN[@]}" "$WORK/recording.py" measure "$1" >"$2" &
   MEASURE_PID=$!
-  local rc=0
-  wait "$MEASURE_PID" || rc=$?
-  MEASURE_PID=""
-  return "$rc"
+  wait_measure
 }
 
 # ffprobe on cam0's first and last file of a phase, then the stop time, into the phase's result.
@@ -477,8 +326,8 @@ finish_phase() { # RESULT DIR STOP_SECONDS
   first="$(find "$dir" -maxdepth 1 -name 'cam0_*' -printf '%f\n' | LC_ALL=C sort | head -n 1)"
   last="$(find "$dir" -maxdepth 1 -name 'cam0_*' -printf '%f\n' | LC_ALL=C sort | tail -n 1)"
   {
-    if [ -n "$first" ]; then "$PY" "$WORK/recording.py" probe "$FFPROBE" "$dir/$first"; else echo null; fi
-    if [ -n "$last" ] && [ "$last" != "$first" ]; then "$PY" "$WORK/recording.py" probe "$FFPROBE" "$dir/$last"; else echo null; fi
+    if [ -n "$first" ]; then "${PYRUN[@]}" "$WORK/recording.py" probe "$FFPROBE" "$dir/$first"; else echo null; fi
+    if [ -n "$last" ] && [ "$last" != "$first" ]; then "${PYRUN[@]}" "$WORK/recording.py" probe "$FFPROBE" "$dir/$last"; else echo null; fi
   } >"$result.probe"
   "$PY" - "$result" "$stop_s" "$dir" <<'PY'
 import json, os, re, sys
@@ -500,21 +349,9 @@ PY
 }
 
 # ---- the test cameras ----
-echo "recording.sh: starting testcam ($SOURCES cameras, ${WIDTH}x${HEIGHT}@${FPS}, GOP $GOP, $BITRATE kbit/s," \
-  "loop ${LOOP_SECONDS}s, picture ${PATTERN:-default}); recordings in $DATA_ROOT" >&2
-"${CHILD_ENV[@]}" RUST_LOG=warn "$BIN" testcam --listen 127.0.0.1:0 --cameras "$SOURCES" \
-  --width "$WIDTH" --height "$HEIGHT" --fps "$FPS" --gop "$GOP" --bitrate "$BITRATE" --loop-seconds "$LOOP_SECONDS" \
-  ${PATTERN_ARGS[@]+"${PATTERN_ARGS[@]}"} >"$WORK/testcam.out" 2>"$WORK/testcam.log" &
-TESTCAM_PID=$!
-CAM_PORT=""
-for ((i = 0; i < 1200; i++)); do
-  CAM_PORT="$(sed -n 's|^testcam: serving rtsp://[^:]*:\([0-9]*\)/cam0.*|\1|p' "$WORK/testcam.out" 2>/dev/null || true)"
-  [ -n "$CAM_PORT" ] && break
-  kill -0 "$TESTCAM_PID" 2>/dev/null || { echo "recording.sh: testcam exited; log:" >&2; cat "$WORK/testcam.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$CAM_PORT" ] || { echo "recording.sh: testcam did not start in 120 s" >&2; exit 1; }
-echo "recording.sh: testcam pid $TESTCAM_PID on port $CAM_PORT" >&2
+note "starting testcam ($SOURCES cameras, ${WIDTH}x${HEIGHT}@${FPS}, GOP $GOP, $BITRATE kbit/s," \
+  "loop ${LOOP_SECONDS}s, picture ${PATTERN:-default}); recordings in $DATA_ROOT"
+start_testcam "$SOURCES" --loop-seconds "$LOOP_SECONDS" ${PATTERN_ARGS[@]+"${PATTERN_ARGS[@]}"}
 
 settings_json() { # TOOL N PIDS(comma) DIR [PORT]
   "$PY" -c 'import json, sys
@@ -527,50 +364,38 @@ print(json.dumps({"tool": tool, "cameras": int(n), "pids": [int(p) for p in pids
 
 # ---- one camhub phase ----
 phase_camhub() { # N
-  local N="$1" dir="$WORK/n$1/camhub" data="$DATA_ROOT/n$1/camhub" port token="" record_line="" t_stop t_stopped
+  local N="$1" dir="$WORK/n$1/camhub" data="$DATA_ROOT/n$1/camhub" port token="" record_line=""
   mkdir -p "$dir" "$data"
   port="$(free_port)"
   [ "$MODE" = always ] && record_line='record = "always"'
   {
-    printf '[server]\nlisten = "127.0.0.1:%s"\nshutdown_grace_ms = 15000\n' "$port"
-    printf '[auth]\njwt_secret = "recording-bench-secret-0123456789"\n'
-    printf '[storage]\nroot = "%s"\nmin_free_mb = 256\n' "$data"
+    camhub_config_head "$port" 15000 recording-bench-secret-0123456789 "$data"
+    printf 'min_free_mb = 256\n'
     printf '[recording]\nformat = "%s"\nsegment_seconds = %s\n' "$FORMAT" "$SEGMENT"
     for ((k = 0; k < N; k++)); do
       printf '\n[[cameras]]\nid = "cam%d"\nurl = "rtsp://127.0.0.1:%s/cam%d"\n%s\n' "$k" "$CAM_PORT" "$k" "$record_line"
     done
   } >"$dir/camhub.toml"
   if [ "$MODE" = api ]; then
-    token="$("${CHILD_ENV[@]}" RUST_LOG=warn "$BIN" token --role operator --ttl 86400 --user recording-bench \
-      --config "$dir/camhub.toml")"
+    token="$(camhub_token recording-bench "$dir/camhub.toml")"
   fi
-  echo "recording.sh: N=$N camhub: starting on port $port ($MODE, $FORMAT, ${SEGMENT} s segments)" >&2
-  "${CHILD_ENV[@]}" RUST_LOG="${RUST_LOG:-info}" "$BIN" run --config "$dir/camhub.toml" \
-    >"$dir/camhub.out" 2>"$dir/camhub.log" &
-  CAMHUB_PID=$!
-  if ! run_measure "$(settings_json camhub "$N" "$CAMHUB_PID" "$data/recordings" "$port")" "$dir/result.json" "$token"; then
-    echo "recording.sh: N=$N camhub failed; log tail:" >&2
-    tail -n 30 "$dir/camhub.log" >&2 || true
-    exit 1
-  fi
-  t_stop=$(date +%s.%N)
-  stop_pids 20 "$CAMHUB_PID"
+  note "N=$N camhub: starting on port $port ($MODE, $FORMAT, ${SEGMENT} s segments)"
+  start_camhub "$dir"
+  run_measure "$(settings_json camhub "$N" "$CAMHUB_PID" "$data/recordings" "$port")" "$dir/result.json" "$token" \
+    || fail_with_log "N=$N camhub failed; log tail:" "$dir/camhub.log"
+  timed_stop "$CAMHUB_STOP_GRACE" "$CAMHUB_PID"
   CAMHUB_PID=""
-  t_stopped=$(date +%s.%N)
-  finish_phase "$dir/result.json" "$data/recordings" "$("$PY" -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$t_stop" "$t_stopped")"
-  if grep -q -E ' (WARN|ERROR) ' "$dir/camhub.log"; then
-    echo "recording.sh: N=$N camhub: warnings in $dir/camhub.log:" >&2
-    grep -E ' (WARN|ERROR) ' "$dir/camhub.log" | head -n 5 >&2
-  fi
+  finish_phase "$dir/result.json" "$data/recordings" "$STOP_SECONDS"
+  report_warnings "$dir/camhub.log" "N=$N camhub: "
   RESULTS+=("$dir/result.json")
   [ "$KEEP" = 1 ] || rm -rf "$data"
 }
 
 # ---- one FFmpeg phase ----
 phase_ffmpeg() { # N
-  local N="$1" dir="$WORK/n$1/ffmpeg" data="$DATA_ROOT/n$1/ffmpeg" k pids t_stop t_stopped
+  local N="$1" dir="$WORK/n$1/ffmpeg" data="$DATA_ROOT/n$1/ffmpeg" k pids
   mkdir -p "$dir" "$data"
-  echo "recording.sh: N=$N ffmpeg: starting $N processes" >&2
+  note "N=$N ffmpeg: starting $N processes"
   FFMPEG_PIDS=()
   for ((k = 0; k < N; k++)); do
     exec_ffmpeg "rtsp://127.0.0.1:$CAM_PORT/cam$k" "$data/cam${k}_%03d.mp4" </dev/null >/dev/null 2>"$dir/cam$k.log" &
@@ -578,19 +403,17 @@ phase_ffmpeg() { # N
   done
   pids="$(IFS=,; echo "${FFMPEG_PIDS[*]}")"
   if ! run_measure "$(settings_json ffmpeg "$N" "$pids" "$data")" "$dir/result.json"; then
-    echo "recording.sh: N=$N ffmpeg failed; logs:" >&2
+    note "N=$N ffmpeg failed; logs:"
     for ((k = 0; k < N && k < 5; k++)); do tail -n 5 "$dir/cam$k.log" >&2 || true; done
     exit 1
   fi
-  t_stop=$(date +%s.%N)
-  stop_pids 20 "${FFMPEG_PIDS[@]}"
+  timed_stop "$CAMHUB_STOP_GRACE" "${FFMPEG_PIDS[@]}"
   FFMPEG_PIDS=()
-  t_stopped=$(date +%s.%N)
-  finish_phase "$dir/result.json" "$data" "$("$PY" -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$t_stop" "$t_stopped")"
+  finish_phase "$dir/result.json" "$data" "$STOP_SECONDS"
   local errors
   errors="$(find "$dir" -name 'cam*.log' -size +0 | wc -l)"
   if [ "$errors" -gt 0 ]; then
-    echo "recording.sh: N=$N ffmpeg: $errors processes logged errors, e.g.:" >&2
+    note "N=$N ffmpeg: $errors processes logged errors, e.g.:"
     find "$dir" -name 'cam*.log' -size +0 | head -n 1 | xargs head -n 3 >&2
   fi
   RESULTS+=("$dir/result.json")
@@ -605,24 +428,16 @@ for N in "${COUNTS[@]}"; do
 done
 
 # ---- the report ----
-commit="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD 2>/dev/null || commit="$commit (dirty)"
-version="$("$BIN" --version 2>/dev/null || echo unknown)"
-ffmpeg_version="$("$FFMPEG" -version 2>/dev/null | head -n 1 || echo unknown)"
-"$PY" - "$EVIDENCE" "$commit" "$version" "$ffmpeg_version" "$FFMPEG_CMD" "$MODE" "$FORMAT" "$SEGMENT" "$WIDTH" \
+collect_versions
+"${PYRUN[@]}" - "$EVIDENCE" "$commit" "$version" "$ffmpeg_version" "$FFMPEG_CMD" "$MODE" "$FORMAT" "$SEGMENT" "$WIDTH" \
   "$HEIGHT" "$FPS" "$GOP" "$BITRATE" "$LOOP_SECONDS" "$SOURCES" "$PATTERN" "$WINDOW" "${COUNTS[*]}" "${TOOLS[*]}" \
   "${RESULTS[@]}" <<'PY'
-import datetime, json, os, platform, sys
+import json, os, sys
+from benchlib import run_line, run_meta, stream_text, testcam_source, write_json, write_markdown
 
 (evidence, commit, version, ffmpeg_version, ffmpeg_cmd, mode, fmt, segment, width, height, fps, gop, bitrate, loop_s,
  sources, pattern, window, counts, tools, *files) = sys.argv[1:]
 runs = [json.load(open(f)) for f in files]
-cpu_model = ""
-try:
-    with open("/proc/cpuinfo") as f:
-        cpu_model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-except OSError:
-    pass
 # FFmpeg's figures from /work/shared/perf-anchors.md (60 s window, gst-rtsp-server source), for orientation.
 ANCHOR_FFMPEG_CPU = {1: 0.80, 10: 0.66, 50: 0.59}
 ANCHOR_FFMPEG_PSS = {1: 48.0, 10: 15.6, 50: 12.5}
@@ -650,19 +465,8 @@ for n, pair in sorted(by_n.items()):
     comparison.append(row)
 
 meta = {
-    "benchmark": "recording",
-    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "git_commit": commit,
-    "camhub_version": version,
-    "ffmpeg_version": ffmpeg_version,
-    "nproc": os.cpu_count(),
-    "cpu_model": cpu_model,
-    "kernel": platform.release(),
-    "loadavg_at_end": list(os.getloadavg()),
-    "stream": {"width": int(width), "height": int(height), "fps": int(fps), "gop": int(gop),
-               "bitrate_kbps": int(bitrate), "codec": "h264", "transport": "rtsp/tcp 127.0.0.1"},
-    "source": f"one `camhub testcam --loop-seconds {loop_s}"
-              + (f" --pattern {pattern}" if pattern else "") + f"` process serving {sources} cameras",
+    **run_meta("recording", commit, version, width, height, fps, gop, bitrate, ffmpeg_version),
+    "source": testcam_source(loop_s, pattern, sources),
     "camhub_setup": (f"`camhub run`, cameras with record = \"always\"" if mode == "always"
                      else "`camhub run`, start_recording per camera over the API")
                     + f"; [recording] format = \"{fmt}\", segment_seconds = {segment}, other keys at their defaults "
@@ -675,20 +479,17 @@ meta = {
 }
 short = float(window) < 29.5 or counts.split() != ["1", "10", "50"] or tools.split() != ["camhub", "ffmpeg"]
 meta["short_run"] = short
-with open(os.path.join(evidence, "recording.json"), "w") as f:
-    json.dump({**meta, "runs": runs, "comparison": comparison}, f, indent=2)
-    f.write("\n")
+write_json(os.path.join(evidence, "recording.json"), {**meta, "runs": runs, "comparison": comparison})
 
 yn = lambda b: "yes" if b else "**no**"
 lines = [
     "# camhub recording benchmark (next to FFmpeg)",
     "",
-    f"{meta['date']}, commit {commit}, {version}, {ffmpeg_version}, nproc {meta['nproc']} "
-    f"({cpu_model or 'unknown CPU'}), load average at end {meta['loadavg_at_end'][0]:.2f}.",
+    run_line(meta),
     *(["", "**Short run** (not the default N = 1, 10, 50 with a 30 s window, both recorders): a check of the tooling, "
        "not figures to compare.", ""] if short else [""]),
-    f"Streams: {width}x{height} H.264, {fps} fps, GOP {gop}, {bitrate} kbit/s, RTSP over TCP on 127.0.0.1, "
-    f"from {meta['source']}. Each recorder records N of them, copying (no re-encoding) into {segment} s segments; "
+    f"Streams: {stream_text(meta)}, from {meta['source']}. Each recorder records N of them, copying (no "
+    f"re-encoding) into {segment} s segments; "
     f"window {runs[0]['window_seconds']:.0f} s after all cameras were recording and a settle time. The recorders "
     "run one after the other, never at the same time.",
     "",
@@ -750,7 +551,5 @@ lines += [
     "run above.",
     "",
 ]
-with open(os.path.join(evidence, "recording.md"), "w") as f:
-    f.write("\n".join(lines))
-print("\n".join(lines))
+write_markdown(os.path.join(evidence, "recording.md"), lines)
 PY

@@ -30,10 +30,9 @@
 # Needs: bash, /usr/bin/python3 with Debian's python3-websockets, ffmpeg, ffprobe, Linux /proc.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY="$(command -v python3)"
+BENCH_NAME=snapshot.sh
+# shellcheck source=scripts/bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 "$PY" -c 'import websockets' 2>/dev/null || {
   echo "snapshot.sh: needs the websockets module for $PY (apt-get install python3-websockets)" >&2
   exit 1
@@ -44,126 +43,44 @@ FFMPEG_CALLS="${SNAPSHOT_FFMPEG_CALLS:-20}"
 IDLE="${SNAPSHOT_IDLE_SECONDS:-10}"
 SETTLE="${SNAPSHOT_SETTLE:-5}"
 SOURCE="${SNAPSHOT_SOURCE:-loop}"
-FFMPEG="${FFMPEG_BIN:-ffmpeg}"
-FFPROBE="${FFPROBE_BIN:-ffprobe}"
-EVIDENCE="${EVIDENCE_DIR:-$ROOT/evidence}"
 [[ "$CALLS" =~ ^[1-9][0-9]*$ ]] || { echo "snapshot.sh: SNAPSHOT_CALLS must be a positive integer" >&2; exit 64; }
 [[ "$FFMPEG_CALLS" =~ ^[0-9]+$ ]] || { echo "snapshot.sh: SNAPSHOT_FFMPEG_CALLS must be an integer" >&2; exit 64; }
 [[ "$SOURCE" == loop || "$SOURCE" == live ]] || { echo "snapshot.sh: SNAPSHOT_SOURCE must be loop or live" >&2; exit 64; }
-command -v "$FFMPEG" >/dev/null || { echo "snapshot.sh: $FFMPEG not found" >&2; exit 1; }
-command -v "$FFPROBE" >/dev/null || { echo "snapshot.sh: $FFPROBE not found" >&2; exit 1; }
-WIDTH=1280 HEIGHT=720 FPS=30 GOP=30 BITRATE=2000 LOOP_SECONDS=4
+require_ffmpeg
 
-if [ -n "${CAMHUB_BIN:-}" ]; then
-  BIN="$CAMHUB_BIN"
-else
-  echo "snapshot.sh: cargo build --release" >&2
-  cargo build --release --bin camhub >&2
-  BIN="$ROOT/target/release/camhub"
-fi
-[ -x "$BIN" ] || { echo "snapshot.sh: $BIN is not an executable" >&2; exit 1; }
-PATTERN_ARGS=()
-PATTERN="${SNAPSHOT_PATTERN-snow}"
-if [ -n "$PATTERN" ]; then
-  if "$BIN" testcam --help 2>/dev/null | grep -q -- '--pattern'; then
-    PATTERN_ARGS=(--pattern "$PATTERN")
-  else
-    echo "snapshot.sh: this testcam has no --pattern; using its default picture" >&2
-    PATTERN=""
-  fi
-fi
+build_camhub
+testcam_pattern "${SNAPSHOT_PATTERN-snow}" ""
 SOURCE_ARGS=()
 [ "$SOURCE" = loop ] && SOURCE_ARGS=(--loop-seconds "$LOOP_SECONDS")
 
-WORK="$EVIDENCE/tmp/snapshot"
-rm -rf "$WORK"
-mkdir -p "$WORK/data" "$WORK/ffmpeg" "$EVIDENCE"
+bench_workdir snapshot data ffmpeg
 
-TESTCAM_PID=""
-CAMHUB_PID=""
-MEASURE_PID=""
-
-# SIGTERM, then SIGKILL after $2 seconds; reaps the child.
-stop_pid() {
-  local pid="$1" grace="${2:-15}" i
-  [ -n "$pid" ] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "snapshot.sh: pid $pid ignored SIGTERM for ${grace}s; killing it" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM HUP
-  trap "" PIPE
-  # SIGTERM makes the measuring process exit; subprocess.run then kills the FFmpeg child it may be waiting on.
-  stop_pid "$MEASURE_PID" 5
-  stop_pid "$CAMHUB_PID" 15
-  stop_pid "$TESTCAM_PID" 10
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-trap 'exit 141' PIPE
-
-free_port() {
-  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# camhub takes CAMHUB_SECTION__KEY variables as config overrides (the caller's pass through); ours stay out.
-CHILD_ENV=(env -u CAMHUB_BIN -u CAMHUB_CONFIG NO_COLOR=1)
+# SIGTERM makes the measuring process exit; subprocess.run then kills the FFmpeg child it may be waiting on.
+MEASURE_STOP_GRACE=5
+bench_traps
 
 # ---- the test cameras ----
-echo "snapshot.sh: starting testcam (2 cameras, ${WIDTH}x${HEIGHT}@${FPS}, GOP $GOP, $BITRATE kbit/s, $SOURCE," \
-  "picture ${PATTERN:-default})" >&2
-"${CHILD_ENV[@]}" RUST_LOG=warn "$BIN" testcam --listen 127.0.0.1:0 --cameras 2 \
-  --width "$WIDTH" --height "$HEIGHT" --fps "$FPS" --gop "$GOP" --bitrate "$BITRATE" \
-  ${SOURCE_ARGS[@]+"${SOURCE_ARGS[@]}"} ${PATTERN_ARGS[@]+"${PATTERN_ARGS[@]}"} \
-  >"$WORK/testcam.out" 2>"$WORK/testcam.log" &
-TESTCAM_PID=$!
-CAM_PORT=""
-for ((i = 0; i < 1200; i++)); do
-  CAM_PORT="$(sed -n 's|^testcam: serving rtsp://[^:]*:\([0-9]*\)/cam0.*|\1|p' "$WORK/testcam.out" 2>/dev/null || true)"
-  [ -n "$CAM_PORT" ] && break
-  kill -0 "$TESTCAM_PID" 2>/dev/null || { echo "snapshot.sh: testcam exited; log:" >&2; cat "$WORK/testcam.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$CAM_PORT" ] || { echo "snapshot.sh: testcam did not start in 120 s" >&2; exit 1; }
-echo "snapshot.sh: testcam pid $TESTCAM_PID on port $CAM_PORT" >&2
+note "starting testcam (2 cameras, ${WIDTH}x${HEIGHT}@${FPS}, GOP $GOP, $BITRATE kbit/s, $SOURCE," \
+  "picture ${PATTERN:-default})"
+start_testcam 2 ${SOURCE_ARGS[@]+"${SOURCE_ARGS[@]}"} ${PATTERN_ARGS[@]+"${PATTERN_ARGS[@]}"}
 
 # ---- camhub ----
 port="$(free_port)"
 {
-  printf '[server]\nlisten = "127.0.0.1:%s"\nshutdown_grace_ms = 5000\n' "$port"
-  printf '[auth]\njwt_secret = "snapshot-bench-secret-0123456789"\n'
-  printf '[storage]\nroot = "%s"\n' "$WORK/data"
+  camhub_config_head "$port" 5000 snapshot-bench-secret-0123456789 "$WORK/data"
   printf '\n[[cameras]]\nid = "cam0"\nurl = "rtsp://127.0.0.1:%s/cam0"\n' "$CAM_PORT"
 } >"$WORK/camhub.toml"
-TOKEN="$("${CHILD_ENV[@]}" RUST_LOG=warn "$BIN" token --role operator --ttl 86400 --user snapshot-bench \
-  --config "$WORK/camhub.toml")"
-echo "snapshot.sh: starting camhub on port $port" >&2
-"${CHILD_ENV[@]}" RUST_LOG="${RUST_LOG:-info}" "$BIN" run --config "$WORK/camhub.toml" \
-  >"$WORK/camhub.out" 2>"$WORK/camhub.log" &
-CAMHUB_PID=$!
+TOKEN="$(camhub_token snapshot-bench "$WORK/camhub.toml")"
+note "starting camhub on port $port"
+start_camhub "$WORK"
 
 # In the background, so that a signal interrupts `wait` and the trap runs at once.
-BENCH_TOKEN="$TOKEN" "$PY" - "$CAMHUB_PID" "$port" "$CALLS" "$FFMPEG_CALLS" "$IDLE" "$SETTLE" "$TESTCAM_PID" \
+BENCH_TOKEN="$TOKEN" "${PYRUN[@]}" - "$CAMHUB_PID" "$port" "$CALLS" "$FFMPEG_CALLS" "$IDLE" "$SETTLE" "$TESTCAM_PID" \
   "rtsp://127.0.0.1:$CAM_PORT/cam1" "$WORK" "$FFMPEG" "$FFPROBE" >"$WORK/result.json" <<'PY' &
 """Idle CPU, take_snapshot latency, idle CPU again, then the FFmpeg peer; prints one JSON result."""
-import asyncio, json, os, resource, signal, subprocess, sys, time, urllib.request
+import asyncio, json, os, resource, signal, subprocess, sys, time
 import websockets
+from benchlib import alive, authenticate, cpu_seconds, wait_connected
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -171,26 +88,11 @@ signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 token = os.environ["BENCH_TOKEN"]  # not in argv, where `ps` would show it
 pid, port, calls, ffmpeg_calls, cam_pid = int(pid), int(port), int(calls), int(ffmpeg_calls), int(cam_pid)
 idle, settle = float(idle), float(settle)
-TCK = os.sysconf("SC_CLK_TCK")
 CALL_TIMEOUT = 15.0
 
 
 def log(msg):
     print(f"snapshot.sh: {msg}", file=sys.stderr, flush=True)
-
-
-def alive(p):
-    try:
-        with open(f"/proc/{p}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def cpu_seconds(p):
-    with open(f"/proc/{p}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / TCK  # utime + stime (fields 14, 15)
 
 
 def status(p):
@@ -201,11 +103,6 @@ def status(p):
             if key in ("Threads", "VmRSS"):
                 out[key] = int(value.split()[0])
     return {"threads": out.get("Threads", 0), "rss_mib": round(out.get("VmRSS", 0) / 1024, 2)}
-
-
-def get(path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-        return r.read().decode()
 
 
 def pct(sorted_ms, p):
@@ -257,15 +154,7 @@ async def snapshots():
     latencies, frames, sizes, errors, dims = [], [], [], {}, set()
     filenames, rss = [], []
     async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
-        async def call(i, method, params):
-            await ws.send(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}))
-            while True:
-                r = json.loads(await asyncio.wait_for(ws.recv(), CALL_TIMEOUT))
-                if r.get("id") == i:
-                    return r
-        r = await call(0, "authenticate", {"auth_token": token})
-        if not r.get("result", {}).get("authenticated"):
-            raise RuntimeError(f"authenticate failed: {r}")
+        await authenticate(ws, token, CALL_TIMEOUT)
         c0, w0 = cpu_seconds(pid), time.monotonic()
         for i in range(1, calls + 1):
             request = json.dumps({"jsonrpc": "2.0", "id": i, "method": "take_snapshot", "params": {"device": "cam0"}})
@@ -317,20 +206,14 @@ def ffmpeg_peer():
 
 
 # 1. camera connected, settle
-t0 = time.monotonic()
-while True:
+def check_alive():
     if not alive(pid):
         log("camhub exited before its camera connected")
         sys.exit(1)
-    try:
-        if json.loads(get("/health/cameras"))["connected"] == 1:
-            break
-    except (OSError, ValueError, KeyError):
-        pass
-    if time.monotonic() - t0 > 60:
-        log("camera not connected after 60 s")
-        sys.exit(1)
-    time.sleep(0.1)
+
+
+t0 = time.monotonic()
+wait_connected(port, 1, 60, check_alive, log, t0, timeout_message="camera not connected after 60 s")
 log(f"camera connected after {time.monotonic() - t0:.1f} s; settling {settle:.0f} s")
 time.sleep(settle)
 
@@ -389,55 +272,28 @@ print(json.dumps({
 }))
 PY
 MEASURE_PID=$!
-if ! wait "$MEASURE_PID"; then
-  MEASURE_PID=""
-  echo "snapshot.sh: failed; camhub log tail:" >&2
-  tail -n 30 "$WORK/camhub.log" >&2 || true
-  exit 1
-fi
-MEASURE_PID=""
-stop_pid "$CAMHUB_PID" 15
+wait_measure || fail_with_log "failed; camhub log tail:" "$WORK/camhub.log"
+stop_pids "$CAMHUB_STOP_GRACE" "$CAMHUB_PID"
 CAMHUB_PID=""
-if grep -q -E ' (WARN|ERROR) ' "$WORK/camhub.log"; then
-  echo "snapshot.sh: warnings in $WORK/camhub.log:" >&2
-  grep -E ' (WARN|ERROR) ' "$WORK/camhub.log" | head -n 5 >&2
-fi
+report_warnings "$WORK/camhub.log"
 
 # ---- the report ----
-commit="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD 2>/dev/null || commit="$commit (dirty)"
-version="$("$BIN" --version 2>/dev/null || echo unknown)"
-ffmpeg_version="$("$FFMPEG" -version 2>/dev/null | head -n 1 || echo unknown)"
-"$PY" - "$EVIDENCE" "$WORK/result.json" "$commit" "$version" "$ffmpeg_version" "$SOURCE" "$PATTERN" "$WIDTH" \
+collect_versions
+"${PYRUN[@]}" - "$EVIDENCE" "$WORK/result.json" "$commit" "$version" "$ffmpeg_version" "$SOURCE" "$PATTERN" "$WIDTH" \
   "$HEIGHT" "$FPS" "$GOP" "$BITRATE" "$LOOP_SECONDS" "$IDLE" <<'PY'
-import datetime, json, os, platform, sys
+import json, os, sys
+from benchlib import run_line, run_meta, stream_text, write_json, write_markdown
 
 (evidence, result, commit, version, ffmpeg_version, source, pattern, width, height, fps, gop, bitrate, loop_s,
  idle) = sys.argv[1:]
 r = json.load(open(result))
-cpu_model = ""
-try:
-    with open("/proc/cpuinfo") as f:
-        cpu_model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-except OSError:
-    pass
 cam = "`camhub testcam" + (f" --loop-seconds {loop_s}" if source == "loop" else "") \
       + (f" --pattern {pattern}" if pattern else "") + "` (2 cameras: cam0 for camhub, cam1 for FFmpeg)"
 c, f = r["camhub"], r["ffmpeg"]
 # A decoder left running after the calls would show as idle CPU above the idle CPU before them.
 leftover = r["idle_after"]["camhub_cpu_percent"] - r["idle_before"]["camhub_cpu_percent"]
 meta = {
-    "benchmark": "snapshot",
-    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "git_commit": commit,
-    "camhub_version": version,
-    "ffmpeg_version": ffmpeg_version,
-    "nproc": os.cpu_count(),
-    "cpu_model": cpu_model,
-    "kernel": platform.release(),
-    "loadavg_at_end": list(os.getloadavg()),
-    "stream": {"width": int(width), "height": int(height), "fps": int(fps), "gop": int(gop),
-               "bitrate_kbps": int(bitrate), "codec": "h264", "transport": "rtsp/tcp 127.0.0.1"},
+    **run_meta("snapshot", commit, version, width, height, fps, gop, bitrate, ffmpeg_version),
     "source": cam,
     "method": "take_snapshot {device: cam0} over one WebSocket, sequential, latency = send to response; FFmpeg: "
               "wall time from spawn to exit of the command, sequential; idle = camhub's utime+stime with no client",
@@ -447,21 +303,18 @@ meta = {
     "target_met_p99": c["latency_ms"]["p99"] is not None and c["latency_ms"]["p99"] < 50,
     "idle_cpu_increase_after_calls_percent": round(leftover, 2),
 }
-with open(os.path.join(evidence, "snapshot.json"), "w") as out:
-    json.dump({**meta, **r}, out, indent=2)
-    out.write("\n")
+write_json(os.path.join(evidence, "snapshot.json"), {**meta, **r})
 
 fx = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
 yn = lambda b: "yes" if b else "**no**"
 lines = [
     "# camhub snapshot benchmark (next to FFmpeg)",
     "",
-    f"{meta['date']}, commit {commit}, {version}, {ffmpeg_version}, nproc {meta['nproc']} "
-    f"({cpu_model or 'unknown CPU'}), load average at end {meta['loadavg_at_end'][0]:.2f}.",
+    run_line(meta),
     *(["", "**Short run** (fewer than 100 camhub calls, 20 FFmpeg runs or 10 s idle windows): a check of the "
        "tooling, not figures to compare."] if meta["short_run"] else []),
     "",
-    f"Camera: {width}x{height} H.264, {fps} fps, GOP {gop}, {bitrate} kbit/s, RTSP over TCP on 127.0.0.1, from {cam}. "
+    f"Camera: {stream_text(meta)}, from {cam}. "
     "Calls are sequential, each sent when the previous one was answered; latency is measured by the client.",
     "",
     f"- camhub: `take_snapshot {{\"device\": \"cam0\"}}` over one authenticated WebSocket ({c['calls']} calls).",
@@ -513,7 +366,5 @@ lines += [
     "decoding.",
     "",
 ]
-with open(os.path.join(evidence, "snapshot.md"), "w") as out:
-    out.write("\n".join(lines))
-print("\n".join(lines))
+write_markdown(os.path.join(evidence, "snapshot.md"), lines)
 PY
