@@ -289,7 +289,16 @@ async fn demo(data: PathBuf) -> ExitCode {
     println!("camhub demo: 2 test cameras at rtsp://127.0.0.1:{}/cam0 and cam1", cam.port());
     println!("  WebSocket JSON-RPC : ws://{listen}/ws");
     println!("  admin token (24 h) : {token}");
-    println!("  try                : python3 scripts/rpc.py --url ws://{listen}/ws --token $TOKEN get_camera_list");
+    println!(
+        "  recordings         : cam0 records continuously into {}/recordings (1 min segments)",
+        config.storage.root.display()
+    );
+    println!("  try                : TOKEN=<the token above>");
+    println!("                       python3 scripts/rpc.py --url ws://{listen}/ws --token $TOKEN get_camera_list");
+    println!(
+        "                       python3 scripts/rpc.py --url ws://{listen}/ws --token $TOKEN take_snapshot device=cam1"
+    );
+    println!("                       python3 scripts/rpc.py --url ws://{listen}/ws --token $TOKEN list_recordings");
     println!("  health             : curl http://{listen}/health/cameras");
     println!();
     let result = crate::service::run(config, shutdown_signal()).await;
