@@ -355,7 +355,7 @@ impl Default for RawMonitor {
         RawMonitor {
             stall_timeout_ms: 2000,
             reconnect_initial_ms: 250,
-            reconnect_max_ms: 2000,
+            reconnect_max_ms: 1000,
             reconnect_jitter: 0.2,
             rtsp_latency_ms: 200,
             connect_timeout_ms: 5000,
