@@ -248,3 +248,28 @@ async fn the_gstreamer_rtsp_client_connects_records_and_recovers_too() {
         .await
         .expect("reconnected");
 }
+
+/// `camhub testcam --file` loops a recording as a camera: it plays on and on past the clip's length.
+#[tokio::test]
+async fn the_test_camera_loops_an_mp4_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clip = dir.path().join("clip.mp4");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=30", "!", "video/x-raw,width=352,height=288,framerate=15/1"])
+        .args(["!", "x264enc", "key-int-max=15", "!", "mp4mux", "!", "filesink"])
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .expect("gst-launch-1.0 (gstreamer1.0-tools) makes a 2 s clip");
+    assert!(made.success());
+    let port = common::free_port();
+    let _cam = TestCam::start_with(port, 1, &["--file", clip.to_str().expect("utf8 path")]);
+    let hub = Camhub::start(&camera_toml("clip", &format!("rtsp://127.0.0.1:{port}/cam0")));
+    let client = hub.client("viewer").await;
+    // 30 frames in the clip: more than 75 means it looped at least twice.
+    let status = client
+        .wait_status("clip", Duration::from_secs(30), |s| s["metrics"]["frames"].as_u64().unwrap_or(0) > 75)
+        .await
+        .unwrap_or_else(|| panic!("the clip did not loop; log:\n{}", hub.log()));
+    assert_eq!(status["resolution"], "352x288");
+    assert!((status["fps"].as_f64().expect("fps") - 15.0).abs() < 2.0, "{status}");
+}
