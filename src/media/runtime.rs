@@ -5,13 +5,13 @@
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-/// The running media thread. Dropping it stops the runtime, so drop it after its tasks were stopped and awaited.
+/// The running media thread. Dropping it stops the runtime, so drop it after its tasks were stopped and awaited
+/// (or the shutdown grace ran out). The thread is not joined: a task stuck past the grace time must not hold up exit.
 #[derive(Debug)]
 pub struct MediaRuntime {
     handle: Handle,
     /// Dropping it lets the thread's `block_on` return.
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _stop: oneshot::Sender<()>,
 }
 
 impl MediaRuntime {
@@ -19,24 +19,15 @@ impl MediaRuntime {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("camhub-media".into()).spawn(move || {
+        std::thread::Builder::new().name("camhub-media".into()).spawn(move || {
             runtime.block_on(async {
                 let _ = stopped.await;
             });
         })?;
-        Ok(MediaRuntime { handle, stop: Some(stop), thread: Some(thread) })
+        Ok(MediaRuntime { handle, _stop: stop })
     }
 
     pub fn handle(&self) -> &Handle {
         &self.handle
-    }
-}
-
-impl Drop for MediaRuntime {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
