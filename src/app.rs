@@ -2,7 +2,7 @@
 //! transport can ask of it. Transports (`rpc`, `http`) hold an `Arc<App>`; the app knows nothing about them.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::auth::Authenticator;
 use crate::camera::{CameraManager, CameraStatus};
@@ -25,6 +25,7 @@ pub enum Phase {
     Stopping = 2,
 }
 
+/// The started service. Built field by field in `service`; `life` tracks the process's phase.
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
@@ -35,9 +36,26 @@ pub struct App {
     pub recordings: std::sync::Arc<Recordings>,
     pub snapshots: Snapshots,
     pub files: Files,
-    pub started: Instant,
-    pub started_wall: SystemTime,
+    pub life: Lifecycle,
+}
+
+/// When the process started and where it is in its life.
+#[derive(Debug)]
+pub struct Lifecycle {
+    started: Instant,
     phase: AtomicU8,
+}
+
+impl Lifecycle {
+    pub fn new() -> Lifecycle {
+        Lifecycle { started: Instant::now(), phase: AtomicU8::new(Phase::Starting as u8) }
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Overall health, derived from the cameras and the phase.
@@ -58,38 +76,9 @@ impl Health {
     }
 }
 
-/// What `App::new` assembles.
-pub struct Parts {
-    pub config: Config,
-    pub db: Db,
-    pub auth: Authenticator,
-    pub events: EventBus,
-    pub cameras: CameraManager,
-    pub recordings: std::sync::Arc<Recordings>,
-    pub snapshots: Snapshots,
-    pub files: Files,
-}
-
 impl App {
-    pub fn new(parts: Parts) -> App {
-        let Parts { config, db, auth, events, cameras, recordings, snapshots, files } = parts;
-        App {
-            config,
-            db,
-            auth,
-            events,
-            cameras,
-            recordings,
-            snapshots,
-            files,
-            started: Instant::now(),
-            started_wall: SystemTime::now(),
-            phase: AtomicU8::new(Phase::Starting as u8),
-        }
-    }
-
     pub fn phase(&self) -> Phase {
-        match self.phase.load(Ordering::Acquire) {
+        match self.life.phase.load(Ordering::Acquire) {
             0 => Phase::Starting,
             1 => Phase::Running,
             _ => Phase::Stopping,
@@ -97,7 +86,7 @@ impl App {
     }
 
     pub fn set_phase(&self, phase: Phase) {
-        self.phase.store(phase as u8, Ordering::Release);
+        self.life.phase.store(phase as u8, Ordering::Release);
     }
 
     /// (connected, total) cameras.
@@ -120,6 +109,6 @@ impl App {
     }
 
     pub fn uptime_secs(&self) -> u64 {
-        self.started.elapsed().as_secs()
+        self.life.started.elapsed().as_secs()
     }
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::app::{App, Parts, Phase};
+use crate::app::{App, Lifecycle, Phase};
 use crate::auth::{Authenticator, load_or_create_secret};
 use crate::camera::CameraManager;
 use crate::config::{Config, RecordMode};
@@ -89,7 +89,7 @@ pub async fn run_with_listener(
     let snapshots = Snapshots::new(files.clone(), config.snapshots.clone(), events.clone());
     let grace = config.server.shutdown_grace;
     let configured = config.cameras.clone();
-    let app = Arc::new(App::new(Parts {
+    let app = Arc::new(App {
         config,
         db: db.clone(),
         auth,
@@ -98,7 +98,8 @@ pub async fn run_with_listener(
         recordings,
         snapshots,
         files,
-    }));
+        life: Lifecycle::new(),
+    });
 
     let log_stop = CancellationToken::new();
     let log_task = tokio::spawn(log_events(db.clone(), events.subscribe(), log_stop.clone()));
