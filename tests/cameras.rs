@@ -174,11 +174,15 @@ async fn every_client_gets_status_updates_and_subscribers_get_topic_events() {
     let wait = Duration::from_secs(3);
     plain.wait_notification("camera_status_update", wait, |p| p["status"] == "DISCONNECTED").await.expect("plain");
     subscriber.wait_notification("camera_status_update", wait, |p| p["status"] == "DISCONNECTED").await.expect("sub");
-    let event = subscriber
-        .wait_notification("event", wait, |p| p["topic"] == "camera.disconnected")
+    let (event, received_at) = subscriber
+        .wait_notification_timed("event", wait, |p| p["topic"] == "camera.disconnected")
         .await
         .expect("topic event");
     assert_eq!(event["device"], "x");
+    // Delivered within milliseconds of the change (the event carries the server's time of the change).
+    let delay = received_at - event["timestamp"].as_f64().expect("timestamp");
+    eprintln!("camera.disconnected delivered {:.1} ms after the change", delay * 1000.0);
+    assert!((0.0..0.05).contains(&delay), "delivered {delay} s after the change");
     assert!(plain.wait_notification("event", Duration::from_millis(300), |_| true).await.is_none());
     let un = subscriber.call("unsubscribe_events", json!({})).await.expect("unsubscribe");
     assert_eq!(un["topics"], json!(["camera.disconnected"]));

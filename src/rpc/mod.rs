@@ -93,6 +93,13 @@ impl Server {
     /// Serves on `listener` until the shutdown token fires, then lets open requests finish.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
+        // Notifications are small frames often sent back to back: without TCP_NODELAY, Nagle holds the second one for
+        // the client's delayed ACK (measured: 40 ms from a camera change to its topic event).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(err = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await

@@ -314,6 +314,14 @@ impl Client {
                 {
                     let _ = tx.send(v);
                 } else if v.get("method").is_some() && v.get("id").is_none() {
+                    let mut v = v;
+                    // When it reached the client, for delivery-latency checks (outside `params`, which specs check).
+                    v["received_at"] = json!(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .expect("clock")
+                            .as_secs_f64()
+                    );
                     let _ = note_tx.send(v);
                 } else {
                     let _ = other_tx.send(v);
@@ -364,6 +372,23 @@ impl Client {
             let v = tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()?;
             if v["method"] == method && pred(&v["params"]) {
                 return Some(v["params"].clone());
+            }
+        }
+    }
+
+    /// Like `wait_notification`, with the time (Unix seconds) the notification reached the client.
+    pub async fn wait_notification_timed(
+        &self,
+        method: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<(Value, f64)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.notifications.lock().await;
+        loop {
+            let v = tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()?;
+            if v["method"] == method && pred(&v["params"]) {
+                return Some((v["params"].clone(), v["received_at"].as_f64().unwrap_or(0.0)));
             }
         }
     }
