@@ -11,7 +11,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use crate::camera::{Camera, CameraStatus};
+use crate::camera::Camera;
 use crate::config::SnapshotConfig;
 use crate::error::{Error, Result};
 use crate::events::{EventBus, EventKind};
@@ -72,12 +72,7 @@ impl Snapshots {
         if path.exists() {
             return Err(Error::InvalidState { state: format!("{filename} exists"), allowed: vec!["a new file name"] });
         }
-        if camera.state().status != CameraStatus::Connected {
-            return Err(Error::InvalidState {
-                state: camera.state().status.as_str().into(),
-                allowed: vec!["CONNECTED"],
-            });
-        }
+        camera.require_connected()?;
         let (caps, frames, frame_arrived) = fresh_gop(camera, requested).await?;
         let frames_decoded = frames.len();
         let (quality, size) = (self.config.quality, self.config.size);

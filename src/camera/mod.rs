@@ -52,13 +52,24 @@ pub fn parse_stream_url(s: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// The URL without its user and password: what logs, errors and responses may show.
-pub fn redact_url(url: &url::Url) -> String {
+/// The URL without its user and password.
+pub fn strip_credentials(url: &url::Url) -> url::Url {
     let mut clean = url.clone();
     // Both setters only fail for URLs that cannot have credentials, which then have none to strip.
     let _ = clean.set_username("");
     let _ = clean.set_password(None);
-    clean.to_string()
+    clean
+}
+
+/// The URL as logs, errors and responses may show it: no credentials.
+pub fn redact_url(url: &url::Url) -> String {
+    strip_credentials(url).to_string()
+}
+
+/// The user and password of a URL as typed (they arrive percent-encoded), if it has a user.
+pub fn credentials(url: &url::Url) -> Option<(String, String)> {
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    (!url.username().is_empty()).then(|| (decode(url.username()), url.password().map(decode).unwrap_or_default()))
 }
 
 /// Where a camera's frames come from.
@@ -157,6 +168,16 @@ impl Camera {
         self.state.lock().clone()
     }
 
+    /// Refuses work that needs frames (-32020 with the current status) unless the camera is connected.
+    pub fn require_connected(&self) -> crate::error::Result<()> {
+        match self.state.lock().status {
+            CameraStatus::Connected => Ok(()),
+            other => {
+                Err(crate::error::Error::InvalidState { state: other.as_str().into(), allowed: vec!["CONNECTED"] })
+            }
+        }
+    }
+
     /// The source URL as it may be shown: no credentials.
     pub fn public_url(&self) -> String {
         match &self.source {
@@ -198,6 +219,9 @@ mod tests {
         let shown = redact_url(&url);
         assert!(!shown.contains("s3cret") && !shown.contains("user"), "{shown}");
         assert_eq!(shown, "rtsp://cam.local:554/stream?x=1");
+        let typed = parse_stream_url("rtsp://al%40ice:p%3Ass@h/x").expect("valid url");
+        assert_eq!(credentials(&typed), Some(("al@ice".into(), "p:ss".into())));
+        assert_eq!(credentials(&url::Url::parse("rtsp://h/x").expect("valid url")), None);
     }
 
     #[test]

@@ -170,7 +170,7 @@ async fn watch(
             (reason, status) = &mut ingest => return Ended::Failed { connected, reason, status },
             // The stall watchdog, on the shared pacing grid: a quarter of a second is plenty against a 2 s timeout.
             _ = crate::media::pace(Duration::from_millis(250)) => {
-                let since = camera.hub.stats().since_last_frame;
+                let since = camera.hub.since_last_frame();
                 if connected && since.is_some_and(|d| d > monitor.stall_timeout) {
                     return Ended::Failed {
                         connected,

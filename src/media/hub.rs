@@ -69,7 +69,6 @@ pub struct StreamStats {
     pub width: u32,
     pub height: u32,
     pub codec: Option<String>,
-    pub since_last_frame: Option<Duration>,
     pub consumers: usize,
 }
 
@@ -312,9 +311,13 @@ impl StreamHub {
         Consumer { rx, first_arrival, id, dropped, hub: Arc::downgrade(self) }
     }
 
+    /// How long ago the last frame arrived (the stall watchdog's question, without computing rates).
+    pub fn since_last_frame(&self) -> Option<Duration> {
+        self.state.lock().last_frame.map(|t| t.elapsed())
+    }
+
     pub fn stats(&self) -> StreamStats {
         let st = self.state.lock();
-        let now = Instant::now();
         let (fps, bitrate_bps) = st.rates();
         StreamStats {
             frames: st.frames,
@@ -325,7 +328,6 @@ impl StreamHub {
             width: st.width,
             height: st.height,
             codec: st.codec.clone(),
-            since_last_frame: st.last_frame.map(|t| now.duration_since(t)),
             consumers: st.consumers.len(),
         }
     }

@@ -29,12 +29,9 @@ pub fn build_rtsp_ingest(url: &url::Url, settings: &RtspSettings, hub: Arc<Strea
     let location = crate::camera::redact_url(url);
     let src = make("rtspsrc")?;
     src.set_property("location", &location);
-    if !url.username().is_empty() {
-        let user = percent_decode(url.username());
+    if let Some((user, password)) = crate::camera::credentials(url) {
         src.set_property("user-id", user.as_str());
-        if let Some(password) = url.password() {
-            src.set_property("user-pw", percent_decode(password).as_str());
-        }
+        src.set_property("user-pw", password.as_str());
     }
     src.set_property("latency", settings.latency.as_millis() as u32);
     src.set_property_from_str("protocols", if settings.tcp { "tcp" } else { "udp+tcp" });
@@ -124,9 +121,4 @@ fn make(factory: &str) -> Result<gst::Element> {
 
 fn pipeline_error(e: impl std::fmt::Display) -> Error {
     Error::Dependency { dependency: "media pipeline", detail: e.to_string() }
-}
-
-/// User and password arrive percent-encoded in the URL; rtspsrc wants them as typed.
-fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }

@@ -50,13 +50,8 @@ const FRAME_FORMAT: FrameFormat = FrameFormat {
 
 /// Connects to `url` and feeds `hub` until the connection fails or the stream ends. Returns why it ended.
 pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> Failure {
-    let mut clean = url.clone();
-    let creds = (!url.username().is_empty()).then(|| Credentials {
-        username: decode(url.username()),
-        password: url.password().map(decode).unwrap_or_default(),
-    });
-    let _ = clean.set_username("");
-    let _ = clean.set_password(None);
+    let clean = crate::camera::strip_credentials(url);
+    let creds = crate::camera::credentials(url).map(|(username, password)| Credentials { username, password });
     let options = SessionOptions::default().creds(creds).user_agent(format!("camhub/{}", crate::app::VERSION));
 
     let connect = async {
@@ -142,8 +137,4 @@ fn caps(encoding: &str, params: &VideoParameters) -> gst::Caps {
         builder = builder.field("framerate", gst::Fraction::new(den as i32, num as i32));
     }
     builder.build()
-}
-
-fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }

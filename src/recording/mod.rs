@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::camera::{Camera, CameraId, CameraStatus};
+use crate::camera::{Camera, CameraId};
 use crate::config::{RecordingConfig, RecordingFormat, RetentionConfig, StorageConfig};
 use crate::error::{Error, Result};
 use crate::events::{EventBus, EventKind};
@@ -140,11 +140,8 @@ impl Recordings {
                 allowed: vec!["not recording"],
             });
         }
-        if trigger == Trigger::Api && camera.state().status != CameraStatus::Connected {
-            return Err(Error::InvalidState {
-                state: camera.state().status.as_str().into(),
-                allowed: vec!["CONNECTED"],
-            });
+        if trigger == Trigger::Api {
+            camera.require_connected()?;
         }
         self.ensure_space().await?;
         let format = format.unwrap_or(self.config.format);

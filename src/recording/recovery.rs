@@ -93,20 +93,22 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
     let parsed =
         parse_segment_name(&name).ok_or_else(|| Error::internal(format!("{name} is not a camhub segment name")))?;
     let owned = path.to_path_buf();
-    let (duration, size, modified) = tokio::task::spawn_blocking(move || -> Result<(Duration, u64, SystemTime)> {
-        trim_fragmented_mp4(&owned).map_err(|e| storage_error(&owned, e))?;
-        let duration = probe_duration(&owned)?;
-        sync_file_and_dir(&owned).map_err(|e| storage_error(&owned, e))?;
-        let meta = std::fs::metadata(&owned).map_err(|e| storage_error(&owned, e))?;
-        Ok((duration, meta.len(), meta.modified().unwrap_or_else(|_| SystemTime::now())))
-    })
-    .await
-    .map_err(Error::internal)??;
-    let format = match (path.extension().and_then(|e| e.to_str()), is_fragmented(path)) {
-        (Some("mkv"), _) => "mkv",
-        (_, true) => "fmp4",
-        _ => "mp4",
-    };
+    // All file work (reading boxes, trimming, demuxing, fsync) stays off the async runtime.
+    let (duration, size, modified, format) =
+        tokio::task::spawn_blocking(move || -> Result<(Duration, u64, SystemTime, &'static str)> {
+            trim_fragmented_mp4(&owned).map_err(|e| storage_error(&owned, e))?;
+            let format = match owned.extension().and_then(|e| e.to_str()) {
+                Some("mkv") => "mkv",
+                _ if is_fragmented(&owned) => "fmp4",
+                _ => "mp4",
+            };
+            let duration = probe_duration(&owned)?;
+            sync_file_and_dir(&owned).map_err(|e| storage_error(&owned, e))?;
+            let meta = std::fs::metadata(&owned).map_err(|e| storage_error(&owned, e))?;
+            Ok((duration, meta.len(), meta.modified().unwrap_or_else(|_| SystemTime::now()), format))
+        })
+        .await
+        .map_err(Error::internal)??;
     let session_start = millis(parsed.started_at);
     let session_id = match db.session_by_tag(&parsed.camera, &parsed.session_tag).await? {
         Some(id) => id,

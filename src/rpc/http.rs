@@ -14,12 +14,13 @@ use tower::ServiceExt;
 
 use super::{Server, wire};
 use crate::app::{self, Phase};
+use crate::camera::{CameraState, CameraStatus};
+use crate::media::hub::StreamStats;
 use crate::storage::files::Area;
 
 pub fn routes() -> Router<Server> {
     Router::new()
-        .route("/files/recordings/{name}", get(recording_file))
-        .route("/files/snapshots/{name}", get(snapshot_file))
+        .route("/files/{area}/{name}", get(file))
         .route("/health/system", get(system))
         .route("/health/cameras", get(cameras))
         .route("/health/ready", get(ready))
@@ -39,9 +40,7 @@ async fn system(State(server): State<Server>) -> Json<serde_json::Value> {
 }
 
 async fn cameras(State(server): State<Server>) -> Json<serde_json::Value> {
-    let cameras: Vec<_> = server.ctx.app.cameras.list().iter().map(|c| wire::summary(c)).collect();
-    let connected = cameras.iter().filter(|c| c.status == crate::camera::CameraStatus::Connected).count();
-    Json(json!({ "cameras": cameras, "total": cameras.len(), "connected": connected }))
+    Json(wire::camera_list(&server.ctx.app.cameras.list()))
 }
 
 /// 200 once start-up is done and until shutdown begins; 503 otherwise.
@@ -52,6 +51,9 @@ async fn ready(State(server): State<Server>) -> Response {
     (code, Json(json!({ "ready": ready }))).into_response()
 }
 
+/// One camera's value of a metric.
+type CameraSample = fn(&CameraState, &StreamStats) -> u64;
+
 async fn metrics(State(server): State<Server>) -> Response {
     let ctx = &server.ctx;
     let mut out = String::new();
@@ -60,23 +62,19 @@ async fn metrics(State(server): State<Server>) -> Response {
     let _ = writeln!(out, "# TYPE camhub_resident_memory_bytes gauge\ncamhub_resident_memory_bytes {}", p.rss_bytes);
     let _ =
         writeln!(out, "# TYPE camhub_websocket_connections gauge\ncamhub_websocket_connections {}", ctx.sessions.len());
-    let _ = writeln!(out, "# TYPE camhub_camera_up gauge");
-    let cameras = ctx.app.cameras.list();
-    for c in &cameras {
-        let up = (c.state().status == crate::camera::CameraStatus::Connected) as u8;
-        let _ = writeln!(out, "camhub_camera_up{{camera=\"{}\"}} {up}", c.id);
-    }
-    let _ = writeln!(out, "# TYPE camhub_camera_frames_total counter");
-    for c in &cameras {
-        let _ = writeln!(out, "camhub_camera_frames_total{{camera=\"{}\"}} {}", c.id, c.hub.stats().frames);
-    }
-    let _ = writeln!(out, "# TYPE camhub_camera_received_bytes_total counter");
-    for c in &cameras {
-        let _ = writeln!(out, "camhub_camera_received_bytes_total{{camera=\"{}\"}} {}", c.id, c.hub.stats().bytes);
-    }
-    let _ = writeln!(out, "# TYPE camhub_camera_reconnects_total counter");
-    for c in &cameras {
-        let _ = writeln!(out, "camhub_camera_reconnects_total{{camera=\"{}\"}} {}", c.id, c.state().reconnects);
+    // One look at each camera; the text format then wants each metric's samples together.
+    let cameras: Vec<_> = ctx.app.cameras.list().into_iter().map(|c| (c.state(), c.hub.stats(), c)).collect();
+    let families: [(&str, &str, CameraSample); 4] = [
+        ("camhub_camera_up", "gauge", |s, _| (s.status == CameraStatus::Connected) as u64),
+        ("camhub_camera_frames_total", "counter", |_, st| st.frames),
+        ("camhub_camera_received_bytes_total", "counter", |_, st| st.bytes),
+        ("camhub_camera_reconnects_total", "counter", |s, _| s.reconnects),
+    ];
+    for (name, kind, value) in families {
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (state, stats, camera) in &cameras {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", camera.id, value(state, stats));
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -95,20 +93,18 @@ async fn authorize(server: &Server, headers: &axum::http::HeaderMap) -> Result<(
     }
 }
 
-async fn recording_file(
+/// `GET /files/recordings/{name}` and `/files/snapshots/{name}`.
+async fn file(
     State(server): State<Server>,
-    Path(name): Path<String>,
+    Path((area, name)): Path<(String, String)>,
     req: axum::extract::Request,
 ) -> Response {
-    serve(&server, Area::Recordings, &name, req).await
-}
-
-async fn snapshot_file(
-    State(server): State<Server>,
-    Path(name): Path<String>,
-    req: axum::extract::Request,
-) -> Response {
-    serve(&server, Area::Snapshots, &name, req).await
+    let area = match area.as_str() {
+        "recordings" => Area::Recordings,
+        "snapshots" => Area::Snapshots,
+        _ => return (StatusCode::NOT_FOUND, "no such file area").into_response(),
+    };
+    serve(&server, area, &name, req).await
 }
 
 /// Serves one file of an area, with Range support; the name is validated before any path is built.

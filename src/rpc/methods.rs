@@ -91,7 +91,11 @@ pub fn module(ctx: Arc<RpcContext>) -> RpcModule<RpcContext> {
     let mut m = RpcModule::from_arc(ctx);
     register(&mut m, "ping", |_, _, _: NoParams| async { Ok("pong") });
     register(&mut m, "authenticate", authenticate);
-    register(&mut m, "get_camera_list", |ctx, _, _: NoParams| async move { Ok(camera_list(&ctx)) });
+    register(
+        &mut m,
+        "get_camera_list",
+        |ctx, _, _: NoParams| async move { Ok(wire::camera_list(&ctx.app.cameras.list())) },
+    );
     register(&mut m, "get_camera_status", |ctx, _, p: DeviceParams| async move {
         Ok(wire::detail(&*find_camera(&ctx, &p.device)?))
     });
@@ -221,12 +225,6 @@ async fn authenticate(ctx: Arc<RpcContext>, session: Arc<Session>, p: Authentica
     });
     session.set_principal(principal);
     Ok(result)
-}
-
-fn camera_list(ctx: &RpcContext) -> Value {
-    let cameras: Vec<_> = ctx.app.cameras.list().iter().map(|c| wire::summary(c)).collect();
-    let connected = cameras.iter().filter(|c| c.status == CameraStatus::Connected).count();
-    json!({ "cameras": cameras, "total": cameras.len(), "connected": connected })
 }
 
 fn camera_capabilities(camera: &Camera) -> Result<Value> {

@@ -76,6 +76,13 @@ pub fn summary(camera: &Camera) -> CameraSummary {
     summary_with(camera, camera.state().status, &camera.hub.stats())
 }
 
+/// `get_camera_list`'s result (also `/health/cameras`): summaries, total, connected.
+pub fn camera_list(cameras: &[std::sync::Arc<Camera>]) -> serde_json::Value {
+    let cameras: Vec<_> = cameras.iter().map(|c| summary(c)).collect();
+    let connected = cameras.iter().filter(|c| c.status == CameraStatus::Connected).count();
+    serde_json::json!({ "cameras": cameras, "total": cameras.len(), "connected": connected })
+}
+
 pub fn detail(camera: &Camera) -> CameraDetail {
     let state = camera.state();
     let stats = camera.hub.stats();
