@@ -83,6 +83,8 @@ pub struct Recordings {
     tasks: TaskTracker,
     /// The runtime sessions run on (the media runtime).
     runtime: tokio::runtime::Handle,
+    /// Whether the last retention pass found free space below the floor.
+    low: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
 }
 
@@ -113,6 +115,7 @@ impl Recordings {
             active: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             runtime,
+            low: std::sync::atomic::AtomicBool::new(false),
             shutdown,
         })
     }
@@ -314,7 +317,13 @@ impl Recordings {
     pub async fn enforce(&self) -> Result<Cleanup> {
         let policy = self.policy();
         let cleanup = retention::enforce(&self.db, &self.files, &policy, self.storage.min_free_bytes).await?;
-        if cleanup.was_low {
+        // Told once per low-space episode, and again whenever recordings were deleted to defend the floor: the
+        // guard checks every second while space is low, and a client wants news, not a heartbeat.
+        let newly_low = cleanup.was_low && !self.low.swap(true, std::sync::atomic::Ordering::Relaxed);
+        if !cleanup.was_low {
+            self.low.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        if newly_low || (cleanup.was_low && cleanup.files_deleted > 0) {
             self.events.publish(EventKind::StorageLowSpace {
                 available: cleanup.available,
                 floor: self.storage.min_free_bytes,
