@@ -1,0 +1,65 @@
+#!/bin/bash
+# Stage 2 of the test VM's boot, run as PID 1 inside the guest (never on the host): the initramfs has mounted the
+# host's / read-only under a tmpfs overlay, tmpfs on /run and /tmp, and the results share on /run/vmrig; this script
+# starts the real systemd-udevd, loads the V4L2 drivers, runs the job that scripts/vm/run.sh wrote, stores its exit
+# code in /run/vmrig/rc and powers off. It takes about 1-2 s of guest time before the job starts.
+# It is bash from the host's filesystem, so it can be edited without rebuilding the initramfs.
+set -uo pipefail # not -e: PID 1 must always reach the power-off below
+
+out=/run/vmrig
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+off() {
+  sync
+  busybox poweroff -f
+  sleep 10 # poweroff -f does not return; never let PID 1 exit (kernel panic)
+}
+fail() {
+  echo "vm/guest: $*" >&2
+  echo "$*" >"$out/rig-error"
+  off
+}
+
+# Options written by run.sh: VMRIG_VIVID (0/1), VMRIG_VIVID_ARGS, VMRIG_LOOPBACK (0/1), VMRIG_LOOPBACK_ARGS,
+# VMRIG_VERBOSE (0/1), VMRIG_INTERACTIVE (0/1), VMRIG_SHM_SIZE.
+# shellcheck source=/dev/null
+. "$out/config" || fail "cannot read $out/config"
+
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || fail "mount devpts"
+mount -t tmpfs -o "mode=1777,size=${VMRIG_SHM_SIZE:-256m}" shm /dev/shm || fail "mount /dev/shm"
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
+busybox hostname vmrig
+busybox ip link set lo up || fail "cannot bring up lo"
+# The serial console is a tty: without this every \n reaches the host as \r\n.
+stty -F /dev/console -onlcr 2>/dev/null || true
+
+/lib/systemd/systemd-udevd --daemon || fail "systemd-udevd did not start"
+if [ "${VMRIG_VIVID:-1}" = 1 ]; then
+  # shellcheck disable=SC2086 # word splitting of the module arguments is wanted
+  modprobe vivid ${VMRIG_VIVID_ARGS:-} || fail "modprobe vivid ${VMRIG_VIVID_ARGS:-} failed"
+fi
+if [ "${VMRIG_LOOPBACK:-1}" = 1 ]; then
+  # shellcheck disable=SC2086
+  modprobe v4l2loopback ${VMRIG_LOOPBACK_ARGS:-} || fail "modprobe v4l2loopback ${VMRIG_LOOPBACK_ARGS:-} failed"
+fi
+udevadm settle --timeout=60 || echo "vm/guest: udevadm settle timed out; going on" >&2
+
+if [ "${VMRIG_VERBOSE:-0}" = 1 ]; then
+  echo "vm/guest: ready $(cut -d' ' -f1 /proc/uptime) s after boot; video nodes: $(echo /dev/video*)"
+fi
+
+if [ "${VMRIG_INTERACTIVE:-0}" = 1 ]; then
+  bash "$out/job" </dev/console >/dev/console 2>&1
+else
+  bash "$out/job" </dev/null >/dev/console 2>&1
+fi
+rc=$?
+if [ "${VMRIG_VERBOSE:-0}" = 1 ]; then
+  echo "vm/guest: command exited $rc, $(cut -d' ' -f1 /proc/uptime) s after boot"
+fi
+echo "$rc" >"$out/rc"
+off
