@@ -14,6 +14,9 @@ off() {
   busybox poweroff -f
   sleep 10 # poweroff -f does not return; never let PID 1 exit (kernel panic)
 }
+mark() { # rig timings on the console with --verbose
+  if [ "${VMRIG_VERBOSE:-0}" = 1 ]; then echo "vm/guest: $(cut -d' ' -f1 /proc/uptime) s: $*"; fi
+}
 fail() {
   echo "vm/guest: $*" >&2
   echo "$*" >"$out/rig-error"
@@ -21,10 +24,11 @@ fail() {
 }
 
 # Options written by run.sh: VMRIG_VIVID (0/1), VMRIG_VIVID_ARGS, VMRIG_LOOPBACK (0/1), VMRIG_LOOPBACK_ARGS,
-# VMRIG_VERBOSE (0/1), VMRIG_INTERACTIVE (0/1), VMRIG_SHM_SIZE.
+# VMRIG_VERBOSE (0/1), VMRIG_INTERACTIVE (0/1), VMRIG_TTY (0/1: the host's stdout is a terminal), VMRIG_SHM_SIZE.
 # shellcheck source=/dev/null
 . "$out/config" || fail "cannot read $out/config"
 
+mark "stage 2 started"
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || fail "mount devpts"
 mount -t tmpfs -o "mode=1777,size=${VMRIG_SHM_SIZE:-256m}" shm /dev/shm || fail "mount /dev/shm"
@@ -37,7 +41,14 @@ busybox ip link set lo up || fail "cannot bring up lo"
 # The serial console is a tty: without this every \n reaches the host as \r\n.
 stty -F /dev/console -onlcr 2>/dev/null || true
 
-/lib/systemd/systemd-udevd --daemon || fail "systemd-udevd did not start"
+mark "starting systemd-udevd"
+if [ "${VMRIG_VERBOSE:-0}" = 1 ]; then
+  /lib/systemd/systemd-udevd --daemon || fail "systemd-udevd did not start"
+else
+  # Only its greeting goes to stderr; once daemonized it logs to the kernel log (errors reach the console).
+  /lib/systemd/systemd-udevd --daemon 2>/dev/null || fail "systemd-udevd did not start"
+fi
+mark "udevd started"
 if [ "${VMRIG_VIVID:-1}" = 1 ]; then
   # shellcheck disable=SC2086 # word splitting of the module arguments is wanted
   modprobe vivid ${VMRIG_VIVID_ARGS:-} || fail "modprobe vivid ${VMRIG_VIVID_ARGS:-} failed"
@@ -46,20 +57,23 @@ if [ "${VMRIG_LOOPBACK:-1}" = 1 ]; then
   # shellcheck disable=SC2086
   modprobe v4l2loopback ${VMRIG_LOOPBACK_ARGS:-} || fail "modprobe v4l2loopback ${VMRIG_LOOPBACK_ARGS:-} failed"
 fi
+mark "modules loaded"
 udevadm settle --timeout=60 || echo "vm/guest: udevadm settle timed out; going on" >&2
 
-if [ "${VMRIG_VERBOSE:-0}" = 1 ]; then
-  echo "vm/guest: ready $(cut -d' ' -f1 /proc/uptime) s after boot; video nodes: $(echo /dev/video*)"
-fi
+mark "ready; video nodes: $(echo /dev/video*)"
 
 if [ "${VMRIG_INTERACTIVE:-0}" = 1 ]; then
   bash "$out/job" </dev/console >/dev/console 2>&1
-else
+  rc=$?
+elif [ "${VMRIG_TTY:-0}" = 1 ]; then
   bash "$out/job" </dev/null >/dev/console 2>&1
+  rc=$?
+else
+  # The host's output is not a terminal (CI, a log file): neither is the command's, so it prints no colours or
+  # progress lines, as it would on the host.
+  bash "$out/job" </dev/null 2>&1 | cat >/dev/console
+  rc=${PIPESTATUS[0]}
 fi
-rc=$?
-if [ "${VMRIG_VERBOSE:-0}" = 1 ]; then
-  echo "vm/guest: command exited $rc, $(cut -d' ' -f1 /proc/uptime) s after boot"
-fi
+mark "command exited $rc"
 echo "$rc" >"$out/rc"
 off

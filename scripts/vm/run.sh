@@ -26,7 +26,7 @@
 #   -o, --out DIR          host directory shared read-write with the guest as /run/vmrig (also $VMRIG_OUT in the
 #                          guest), kept after the run for artifacts; default a temporary directory, deleted
 #   -i, --interactive      connect CMD's stdin to this terminal (e.g. `run.sh -i -- bash`)
-#   -v, --verbose          kernel messages and rig timings on the console
+#   -v, --verbose          kernel messages and rig timings on the console (VM_VERBOSE=1)
 #
 # Cost, measured on a 2-core host with no KVM: about 4-5 s from start to the command, 6-8 s for a trivial command
 # end to end; qemu's RSS is 300-600 MB. The first run also runs setup.sh (packages, dkms: 1-3 min).
@@ -44,12 +44,16 @@ vivid_args="${VM_VIVID_ARGS:-}"
 loopback_args="${VM_LOOPBACK_ARGS:-devices=1 video_nr=10 card_label=camhub-loopback}"
 out=""
 interactive=0
-verbose=0
+verbose="${VM_VERBOSE:-0}"
 extra_env=()
 
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
   exit "${1:-0}"
+}
+rig_usage() {
+  echo "vm/run: $*; see scripts/vm/run.sh --help" >&2
+  exit 2
 }
 rig_fail() {
   echo "vm/run: $*" >&2
@@ -70,10 +74,10 @@ while [ $# -gt 0 ]; do
     -v | --verbose) verbose=1 && shift ;;
     -h | --help) usage 0 ;;
     --) shift && break ;;
-    *) echo "vm/run: unknown option $1 (the command goes after --)" >&2 && usage 2 >&2 ;;
+    *) rig_usage "unknown option $1 (the command goes after --)" ;;
   esac
 done
-[ $# -gt 0 ] || { echo "vm/run: no command given" >&2 && usage 2 >&2; }
+[ $# -gt 0 ] || rig_usage "no command given"
 [[ "$timeout_s" =~ ^[0-9]+$ ]] || rig_fail "--timeout wants whole seconds, got '$timeout_s'"
 
 bash "$here/setup.sh" || rig_fail "setup.sh failed: the VM cannot be built on this machine"
@@ -84,6 +88,10 @@ for f in "$VM_VMLINUX" "$VM_INITRAMFS" "$VM_GST_REGISTRY"; do
 done
 case "$here" in
   *[[:space:]]*) rig_fail "the repository path '$here' has white space; the kernel command line cannot carry it" ;;
+esac
+
+case "$PWD/" in
+  /tmp/* | /run/*) echo "vm/run: warning: $PWD is the guest's own (empty) /tmp or /run, not the host's" >&2 ;;
 esac
 
 if [ -n "$out" ]; then
@@ -100,6 +108,7 @@ fi
   printf 'VMRIG_VIVID=%q\nVMRIG_VIVID_ARGS=%q\n' "$vivid" "$vivid_args"
   printf 'VMRIG_LOOPBACK=%q\nVMRIG_LOOPBACK_ARGS=%q\n' "$loopback" "$loopback_args"
   printf 'VMRIG_VERBOSE=%q\nVMRIG_INTERACTIVE=%q\n' "$verbose" "$interactive"
+  if [ -t 1 ]; then echo VMRIG_TTY=1; else echo VMRIG_TTY=0; fi
 } >"$out/config"
 
 # The job: same working directory and a sane subset of this environment, then CMD.

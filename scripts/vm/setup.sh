@@ -28,6 +28,7 @@ log() { echo "vm/setup: $*" >&2; }
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+built=0 # set when this run changed something; then it says so
 
 # --- 1. packages -------------------------------------------------------------------------------------------------
 packages=(
@@ -43,6 +44,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq -o DPkg::Lock::Timeout=300
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+  built=1
 fi
 for tool in qemu-system-x86_64 busybox cpio modprobe dkms xz gst-inspect-1.0; do
   command -v "$tool" >/dev/null || die "$tool is missing after installing packages; cannot build the test VM"
@@ -76,6 +78,7 @@ if [ -z "$(loopback_ko)" ]; then
   $SUDO dkms install -m v4l2loopback -v "$ver" -k "$K" >/dev/null ||
     die "dkms could not build v4l2loopback $ver for kernel $K (see /var/lib/dkms/v4l2loopback/$ver/build/make.log)"
   [ -n "$(loopback_ko)" ] || die "dkms reported success but modinfo -k $K finds no v4l2loopback"
+  built=1
 fi
 
 # --- 4. kernel, initramfs, GStreamer registry ----------------------------------------------------------------------
@@ -178,6 +181,7 @@ INIT
   rm -rf "$stage"
   trap - EXIT
   echo "$inputs" >"$vm_dir/inputs"
+  built=1
 fi
 
 # The guest's GStreamer reads this registry instead of scanning ~300 plugins over 9p (~35 s under TCG).
@@ -192,4 +196,4 @@ VM_INITRAMFS=$initramfs
 VM_GST_REGISTRY=$vm_dir/gst-registry.bin
 EOF
 mv "$vm_dir/env.tmp" "$vm_dir/env"
-log "ready: kernel $K, $(dkms status -m v4l2loopback -k "$K" 2>/dev/null | head -n1 | cut -d, -f1), files in $vm_dir"
+[ "$built" = 0 ] || log "ready: kernel $K, $(dkms status -m v4l2loopback -k "$K" 2>/dev/null | head -n1 | cut -d, -f1), files in $vm_dir"
