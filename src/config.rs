@@ -34,6 +34,7 @@ pub struct Config {
     pub recording: RecordingConfig,
     pub snapshots: SnapshotConfig,
     pub cameras: Vec<CameraConfig>,
+    pub v4l2: V4l2Config,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +190,43 @@ pub struct CameraConfig {
     pub record: RecordMode,
 }
 
+/// Local V4L2 (USB) cameras, found through udev.
+#[derive(Debug, Clone)]
+pub struct V4l2Config {
+    /// Whether to look for V4L2 devices at all.
+    pub enabled: bool,
+    /// Without a camera entry picking a mode, the best mode the device offers within this size and rate is used.
+    pub max_width: u32,
+    pub max_height: u32,
+    pub max_fps: u32,
+    /// How raw and MJPEG devices are encoded to H.264.
+    pub encoder: EncoderConfig,
+    /// Per-camera choices, by public id (`camera0`, ...).
+    pub cameras: Vec<V4l2CameraConfig>,
+}
+
+/// H.264 encoding of devices that do not send it themselves (x264, low latency, one-second GOP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderConfig {
+    /// Target bitrate; `None` derives it from the picture size and rate.
+    pub bitrate_kbps: Option<u32>,
+    /// x264 speed preset (`ultrafast` .. `medium`): slower presets spend CPU for quality per bit.
+    pub preset: String,
+}
+
+/// A V4L2 camera's mode and settings, chosen in the config.
+#[derive(Debug, Clone)]
+pub struct V4l2CameraConfig {
+    pub id: CameraId,
+    pub name: Option<String>,
+    /// V4L2 pixel format (FourCC such as `YUYV`, `MJPG`, `H264`).
+    pub format: Option<String>,
+    pub size: Option<(u32, u32)>,
+    pub fps: Option<u32>,
+    pub encoder: EncoderConfig,
+    pub record: RecordMode,
+}
+
 impl Config {
     /// Reads `path` (if given) and `CAMHUB_*` environment overrides, then validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -251,6 +289,7 @@ struct RawConfig {
     recording: RawRecording,
     snapshots: RawSnapshots,
     cameras: Vec<RawCamera>,
+    v4l2: RawV4l2,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,6 +412,119 @@ struct RawCamera {
     record: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawV4l2 {
+    enabled: bool,
+    max_width: u32,
+    max_height: u32,
+    max_fps: u32,
+    bitrate_kbps: u32,
+    preset: String,
+    cameras: Vec<RawV4l2Camera>,
+}
+
+impl Default for RawV4l2 {
+    fn default() -> Self {
+        RawV4l2 {
+            enabled: true,
+            max_width: 1920,
+            max_height: 1080,
+            max_fps: 30,
+            bitrate_kbps: 0,
+            preset: "ultrafast".into(),
+            cameras: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawV4l2Camera {
+    id: String,
+    name: Option<String>,
+    format: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    fps: Option<u32>,
+    bitrate_kbps: Option<u32>,
+    preset: Option<String>,
+    record: Option<String>,
+}
+
+/// x264's speed presets, fastest first.
+const X264_PRESETS: &[&str] =
+    &["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
+
+fn record_mode(key: &str, value: Option<&str>) -> Result<RecordMode, ConfigError> {
+    match value {
+        None | Some("on_demand") => Ok(RecordMode::OnDemand),
+        Some("always") => Ok(RecordMode::Always),
+        Some(other) => Err(ConfigError::new(key, format!("{other:?} is not \"always\" or \"on_demand\""))),
+    }
+}
+
+fn encoder(key: &str, bitrate_kbps: u32, preset: String) -> Result<EncoderConfig, ConfigError> {
+    if bitrate_kbps != 0 && !(100..=50_000).contains(&bitrate_kbps) {
+        return Err(ConfigError::new(format!("{key}bitrate_kbps"), "must be 0 (automatic) or 100..50000"));
+    }
+    if !X264_PRESETS.contains(&preset.as_str()) {
+        return Err(ConfigError::new(format!("{key}preset"), format!("{preset:?} is not one of {X264_PRESETS:?}")));
+    }
+    Ok(EncoderConfig { bitrate_kbps: (bitrate_kbps != 0).then_some(bitrate_kbps), preset })
+}
+
+impl RawV4l2 {
+    fn validate(self) -> Result<V4l2Config, ConfigError> {
+        if !(16..=7680).contains(&self.max_width) || !(16..=4320).contains(&self.max_height) {
+            return Err(ConfigError::new("v4l2.max_width", "width and height must be 16..7680 x 16..4320"));
+        }
+        if !(1..=240).contains(&self.max_fps) {
+            return Err(ConfigError::new("v4l2.max_fps", "must be between 1 and 240"));
+        }
+        let defaults = encoder("v4l2.", self.bitrate_kbps, self.preset)?;
+        let mut cameras: Vec<V4l2CameraConfig> = Vec::with_capacity(self.cameras.len());
+        for (i, c) in self.cameras.into_iter().enumerate() {
+            let key = |field: &str| format!("v4l2.cameras[{i}].{field}");
+            let id = CameraId::parse(&c.id).map_err(|rule| ConfigError::new(key("id"), rule))?;
+            if !c.id.strip_prefix("camera").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+                return Err(ConfigError::new(key("id"), "V4L2 cameras are camera0, camera1, ..."));
+            }
+            if cameras.iter().any(|other| other.id == id) {
+                return Err(ConfigError::new(key("id"), format!("duplicate camera id {id:?}")));
+            }
+            let format = match c.format {
+                Some(f) if (1..=4).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_graphic()) => Some(f),
+                Some(f) => return Err(ConfigError::new(key("format"), format!("{f:?} is not a V4L2 FourCC"))),
+                None => None,
+            };
+            let size = match (c.width, c.height) {
+                (None, None) => None,
+                (Some(w), Some(h)) if (16..=7680).contains(&w) && (16..=4320).contains(&h) => Some((w, h)),
+                _ => return Err(ConfigError::new(key("width"), "width and height go together, 16..7680 x 16..4320")),
+            };
+            if c.fps.is_some_and(|f| !(1..=240).contains(&f)) {
+                return Err(ConfigError::new(key("fps"), "must be between 1 and 240"));
+            }
+            let encoder = encoder(
+                &key(""),
+                c.bitrate_kbps.or(defaults.bitrate_kbps).unwrap_or(0),
+                c.preset.unwrap_or_else(|| defaults.preset.clone()),
+            )?;
+            let record = record_mode(&key("record"), c.record.as_deref())?;
+            cameras.push(V4l2CameraConfig { id, name: c.name, format, size, fps: c.fps, encoder, record });
+        }
+        Ok(V4l2Config {
+            enabled: self.enabled,
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_fps: self.max_fps,
+            encoder: defaults,
+            cameras,
+        })
+    }
+}
+
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         let s = self.server;
@@ -469,6 +621,7 @@ impl RawConfig {
             }
         };
 
+        let v4l2 = self.v4l2.validate()?;
         let mut cameras = Vec::with_capacity(self.cameras.len());
         for (i, c) in self.cameras.into_iter().enumerate() {
             let key = |field: &str| format!("cameras[{i}].{field}");
@@ -477,16 +630,7 @@ impl RawConfig {
                 return Err(ConfigError::new(key("id"), format!("duplicate camera id {id:?}")));
             }
             let url = crate::camera::parse_stream_url(&c.url).map_err(|rule| ConfigError::new(key("url"), rule))?;
-            let record = match c.record.as_deref() {
-                None | Some("on_demand") => RecordMode::OnDemand,
-                Some("always") => RecordMode::Always,
-                Some(other) => {
-                    return Err(ConfigError::new(
-                        key("record"),
-                        format!("{other:?} is not \"always\" or \"on_demand\""),
-                    ));
-                }
-            };
+            let record = record_mode(&key("record"), c.record.as_deref())?;
             cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, url, record });
         }
 
@@ -524,6 +668,7 @@ impl RawConfig {
                 rtsp_client,
             },
             cameras,
+            v4l2,
         })
     }
 }
@@ -557,6 +702,12 @@ mod tests {
                 "cameras[1].id",
             ),
             ("[monitor]\nreconnect_jitter = 3.0", "monitor.reconnect_jitter"),
+            ("[v4l2]\nmax_fps = 0", "v4l2.max_fps"),
+            ("[v4l2]\npreset = \"warp\"", "v4l2.preset"),
+            ("[[v4l2.cameras]]\nid = \"door\"", "v4l2.cameras[0].id"),
+            ("[[v4l2.cameras]]\nid = \"camera0\"\nwidth = 640", "v4l2.cameras[0].width"),
+            ("[[v4l2.cameras]]\nid = \"camera0\"\nformat = \"TOOLONG\"", "v4l2.cameras[0].format"),
+            ("[[v4l2.cameras]]\nid = \"camera0\"\nbitrate_kbps = 5", "v4l2.cameras[0].bitrate_kbps"),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text).expect_err(text);
@@ -572,6 +723,7 @@ mod tests {
         assert_eq!(format!("{:?}", example.monitor), format!("{:?}", defaults.monitor));
         assert_eq!(format!("{:?}", example.recording), format!("{:?}", defaults.recording));
         assert_eq!(format!("{:?}", example.storage), format!("{:?}", defaults.storage));
+        assert_eq!(format!("{:?}", example.v4l2), format!("{:?}", defaults.v4l2));
         Config::from_toml(include_str!("../config/demo.toml")).expect("demo is valid");
     }
 

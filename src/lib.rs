@@ -1,10 +1,12 @@
-//! camhub: cameras in (RTSP today), one WebSocket JSON-RPC API out. See ARCHITECTURE.md for the map.
+//! camhub: cameras in (RTSP and local V4L2 devices), one WebSocket JSON-RPC API out. See ARCHITECTURE.md for the map.
 
 pub mod app;
 pub mod auth;
 pub mod camera;
 pub mod cli;
 pub mod config;
+pub mod devices;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod media;

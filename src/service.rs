@@ -113,6 +113,9 @@ pub async fn run_with_listener(
         }
     }
 
+    // Local devices are found after the configured cameras, so a configured id is never given to a device.
+    let discovery = tokio::spawn(crate::discovery::run(app.clone(), root_cancel.child_token()));
+
     let server = rpc::Server::new(app.clone(), root_cancel.child_token());
     let addr = listener.local_addr()?;
     info!(%addr, ws = %format!("ws://{addr}/ws"), cameras = app.cameras.list().len(), "camhub listening");
@@ -133,6 +136,7 @@ pub async fn run_with_listener(
     root_cancel.cancel();
 
     let drained = tokio::time::timeout(grace, async {
+        let _ = discovery.await;
         app.recordings.wait_stopped().await;
         app.cameras.wait_stopped().await;
         if let Err(e) = serve.await {

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use super::device::LocalDevice;
 use super::{Camera, CameraId, CameraSource, Origin};
 use crate::config::MonitorConfig;
 use crate::error::{Error, Result};
@@ -117,11 +118,20 @@ impl CameraManager {
     /// Removes a camera added at run time: stopped, forgotten, and unpersisted.
     pub async fn remove(&self, id: &CameraId) -> Result<()> {
         let camera = self.get(id).ok_or_else(|| Error::camera_not_found(id.as_str()))?;
-        if camera.origin == Origin::Config {
-            return Err(Error::InvalidState {
-                state: "configured camera (remove it from the config file)".into(),
-                allowed: vec!["added at run time"],
-            });
+        match camera.origin {
+            Origin::Api => {}
+            Origin::Config => {
+                return Err(Error::InvalidState {
+                    state: "configured camera (remove it from the config file)".into(),
+                    allowed: vec!["added at run time"],
+                });
+            }
+            Origin::Discovered => {
+                return Err(Error::InvalidState {
+                    state: "local device (unplug it)".into(),
+                    allowed: vec!["added at run time"],
+                });
+            }
         }
         self.db.delete_camera(id.as_str()).await?;
         let removed = self.cameras.write().remove(id);
@@ -139,6 +149,18 @@ impl CameraManager {
         info!(camera_id = %id, "camera removed");
         self.events.publish(EventKind::CameraRemoved { id: id.clone() });
         Ok(())
+    }
+
+    /// Adds a camera found on the machine (its row, with the device's identity, is already stored).
+    pub fn add_discovered(&self, id: CameraId, name: String, device: Arc<LocalDevice>) -> Result<Arc<Camera>> {
+        let camera = self.insert(Camera::new(id, name, CameraSource::V4l2 { device }, Origin::Discovered))?;
+        self.events.publish(EventKind::CameraAdded { camera: camera.clone() });
+        Ok(camera)
+    }
+
+    /// The local camera whose device has this physical identity.
+    pub fn find_device(&self, key: &str) -> Option<Arc<Camera>> {
+        self.cameras.read().values().map(|e| e.camera.clone()).find(|c| c.source.device().is_some_and(|d| d.key == key))
     }
 
     pub fn get(&self, id: &CameraId) -> Option<Arc<Camera>> {
@@ -193,12 +215,16 @@ impl CameraManager {
 }
 
 fn row(id: &CameraId, name: &str, source: &CameraSource, origin: Origin) -> CameraRow {
-    let CameraSource::Rtsp { url } = source;
+    let (url, device_key) = match source {
+        CameraSource::Rtsp { url } => (Some(url.to_string()), None),
+        CameraSource::V4l2 { device } => (None, Some(device.key.clone())),
+    };
     CameraRow {
         id: id.to_string(),
         kind: source.kind().into(),
         origin: origin.as_str().into(),
         name: name.into(),
-        url: Some(url.to_string()),
+        url,
+        device_key,
     }
 }

@@ -1,6 +1,7 @@
 //! Cameras: their public ids, sources and observed state. The registry and the per-camera supervisors live in
 //! `manager` and `supervisor`; this module owns the nouns they share. It knows nothing about the RPC wire format.
 
+pub mod device;
 pub mod manager;
 pub mod supervisor;
 
@@ -77,12 +78,22 @@ pub fn credentials(url: &url::Url) -> Option<(String, String)> {
 pub enum CameraSource {
     /// A network camera; the URL may carry credentials and so never leaves the process.
     Rtsp { url: url::Url },
+    /// A local V4L2 (USB) device, known by its physical identity; its node comes and goes with hot-plug.
+    V4l2 { device: Arc<device::LocalDevice> },
 }
 
 impl CameraSource {
     pub fn kind(&self) -> &'static str {
         match self {
             CameraSource::Rtsp { .. } => "rtsp",
+            CameraSource::V4l2 { .. } => "v4l2",
+        }
+    }
+
+    pub fn device(&self) -> Option<&Arc<device::LocalDevice>> {
+        match self {
+            CameraSource::V4l2 { device } => Some(device),
+            CameraSource::Rtsp { .. } => None,
         }
     }
 }
@@ -92,6 +103,8 @@ impl CameraSource {
 pub enum Origin {
     Config,
     Api,
+    /// Found on the machine (a V4L2 device through udev).
+    Discovered,
 }
 
 impl Origin {
@@ -99,6 +112,7 @@ impl Origin {
         match self {
             Origin::Config => "config",
             Origin::Api => "api",
+            Origin::Discovered => "discovered",
         }
     }
 }
@@ -178,10 +192,12 @@ impl Camera {
         }
     }
 
-    /// The source URL as it may be shown: no credentials.
+    /// The source as logs may show it: an RTSP URL without credentials, or a device's physical identity (never its
+    /// `/dev` node).
     pub fn public_url(&self) -> String {
         match &self.source {
             CameraSource::Rtsp { url } => redact_url(url),
+            CameraSource::V4l2 { device } => format!("v4l2:{}", device.key),
         }
     }
 

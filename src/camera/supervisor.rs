@@ -1,5 +1,5 @@
 //! One task per camera: connect, watch, and reconnect forever. It owns the camera's ingest (the retina RTSP client by
-//! default, or a GStreamer pipeline and its bus), decides
+//! default, or a GStreamer pipeline and its bus; for a local device, a V4L2 pipeline while it is plugged in), decides
 //! the camera's status (CONNECTED on the first frame, DISCONNECTED on error, end of stream or a stall, ERROR when the
 //! camera refuses us for a reason retrying will not fix soon) and publishes every change. A failure here ends one
 //! attempt of one camera, never the process or another camera.
@@ -14,10 +14,12 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::device::LocalDevice;
 use super::{Camera, CameraSource, CameraStatus};
 use crate::config::{MonitorConfig, RtspClient};
 use crate::events::{EventBus, EventKind};
 use crate::media::ingest::{RtspSettings, build_rtsp_ingest};
+use crate::media::v4l2_ingest::build_v4l2_ingest;
 
 /// Why an attempt ended.
 enum Ended {
@@ -76,48 +78,126 @@ pub async fn supervise(camera: Arc<Camera>, monitor: MonitorConfig, events: Even
     debug!("supervisor stopped");
 }
 
-/// One connection attempt, from connecting to tearing down, with whichever RTSP client is configured.
+/// One connection attempt, from connecting to tearing down.
 async fn attempt(
     camera: &Arc<Camera>,
     monitor: &MonitorConfig,
     events: &EventBus,
     cancel: &CancellationToken,
 ) -> Ended {
-    let CameraSource::Rtsp { url } = &camera.source;
-    let ended = match monitor.rtsp_client {
-        RtspClient::Retina => {
+    let ended = match &camera.source {
+        CameraSource::Rtsp { url } => match monitor.rtsp_client {
+            RtspClient::Retina => {
+                let ingest = async {
+                    let f = crate::media::rtsp_client::run(url, &camera.hub, monitor.connect_timeout).await;
+                    (f.reason, f.status)
+                };
+                watch(camera, monitor, events, cancel, ingest).await
+            }
+            RtspClient::Gstreamer => {
+                let settings = RtspSettings { latency: monitor.rtsp_latency, tcp: true };
+                match build_rtsp_ingest(url, &settings, camera.hub.clone()) {
+                    Ok(pipeline) => {
+                        run_pipeline(camera, monitor, events, cancel, pipeline, std::future::pending()).await
+                    }
+                    Err(e) => Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error },
+                }
+            }
+        },
+        CameraSource::V4l2 { device } => attempt_device(camera, device, monitor, events, cancel).await,
+    };
+    camera.hub.reset();
+    ended
+}
+
+/// One attempt of a local device: wait until it is plugged in, stream its best mode until it fails or is unplugged.
+async fn attempt_device(
+    camera: &Arc<Camera>,
+    device: &Arc<LocalDevice>,
+    monitor: &MonitorConfig,
+    events: &EventBus,
+    cancel: &CancellationToken,
+) -> Ended {
+    let plugged = tokio::select! {
+        p = device.wait_plugged() => p,
+        _ = cancel.cancelled() => return Ended::Cancelled,
+    };
+    // Probed again at every attempt: a device's modes can change while it is plugged in (a loopback device has
+    // none until something writes to it).
+    let node = plugged.node.clone();
+    let probe = match tokio::task::spawn_blocking(move || crate::devices::v4l2::probe(&node)).await {
+        Ok(Ok(Some(probe))) => probe,
+        Ok(Ok(None)) => plugged.probe.clone(),
+        Ok(Err(e)) => {
+            let reason = format!("cannot open the device: {e}");
+            return Ended::Failed { connected: false, reason, status: CameraStatus::Disconnected };
+        }
+        Err(e) => return Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error },
+    };
+    device.remember(&probe);
+    if probe.modes.is_empty() {
+        let reason = "the device offers no format (nothing is feeding it)".to_owned();
+        return Ended::Failed { connected: false, reason, status: CameraStatus::Disconnected };
+    }
+    let Some(mode) = device.choose(&probe) else {
+        let s = &device.settings;
+        return Ended::Failed {
+            connected: false,
+            reason: format!(
+                "the device offers no mode camhub can ingest{} within {}x{} at {} fps",
+                s.format.as_deref().map(|f| format!(" in {f}")).unwrap_or_default(),
+                s.size.map_or(s.ceiling.0, |(w, _)| w),
+                s.size.map_or(s.ceiling.1, |(_, h)| h),
+                s.fps.unwrap_or(s.ceiling.2),
+            ),
+            status: CameraStatus::Error,
+        };
+    };
+    info!(format = mode.format, width = mode.width, height = mode.height, rate = ?mode.rate, "streaming device");
+    device.set_in_use(Some(mode.clone()));
+    let ended = match build_v4l2_ingest(&plugged.node, &mode, &device.settings.encoder, camera.hub.clone()) {
+        Ok(pipeline) => {
+            let unplugged = async {
+                device.wait_unplugged(&plugged).await;
+                ("device unplugged".to_owned(), CameraStatus::Disconnected)
+            };
+            run_pipeline(camera, monitor, events, cancel, pipeline, unplugged).await
+        }
+        Err(e) => Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error },
+    };
+    device.set_in_use(None);
+    ended
+}
+
+/// Runs an ingest pipeline until its bus reports the end, `also` ends it, or the watch does; then tears it down.
+async fn run_pipeline(
+    camera: &Arc<Camera>,
+    monitor: &MonitorConfig,
+    events: &EventBus,
+    cancel: &CancellationToken,
+    pipeline: gst::Pipeline,
+    also: impl std::future::Future<Output = (String, CameraStatus)>,
+) -> Ended {
+    let ended = match (pipeline.bus(), pipeline.set_state(gst::State::Playing)) {
+        (Some(bus), Ok(_)) => {
             let ingest = async {
-                let f = crate::media::rtsp_client::run(url, &camera.hub, monitor.connect_timeout).await;
-                (f.reason, f.status)
+                tokio::select! {
+                    end = first_fatal(bus.stream()) => end,
+                    end = also => end,
+                }
             };
             watch(camera, monitor, events, cancel, ingest).await
         }
-        RtspClient::Gstreamer => {
-            let settings = RtspSettings { latency: monitor.rtsp_latency, tcp: true };
-            let pipeline = match build_rtsp_ingest(url, &settings, camera.hub.clone()) {
-                Ok(p) => p,
-                Err(e) => {
-                    return Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error };
-                }
-            };
-            let ended = match (pipeline.bus(), pipeline.set_state(gst::State::Playing)) {
-                (Some(bus), Ok(_)) => watch(camera, monitor, events, cancel, first_fatal(bus.stream())).await,
-                (_, Err(e)) => Ended::Failed {
-                    connected: false,
-                    reason: format!("cannot start pipeline: {e}"),
-                    status: CameraStatus::Error,
-                },
-                (None, _) => Ended::Failed {
-                    connected: false,
-                    reason: "pipeline has no bus".into(),
-                    status: CameraStatus::Error,
-                },
-            };
-            teardown(pipeline).await;
-            ended
+        (_, Err(e)) => Ended::Failed {
+            connected: false,
+            reason: format!("cannot start pipeline: {e}"),
+            status: CameraStatus::Error,
+        },
+        (None, _) => {
+            Ended::Failed { connected: false, reason: "pipeline has no bus".into(), status: CameraStatus::Error }
         }
     };
-    camera.hub.reset();
+    teardown(pipeline).await;
     ended
 }
 

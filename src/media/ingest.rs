@@ -39,7 +39,7 @@ pub fn build_rtsp_ingest(url: &url::Url, settings: &RtspSettings, hub: Arc<Strea
     src.set_property("tcp-timeout", 5_000_000u64);
     src.set_property("timeout", 5_000_000u64);
 
-    let sink = gst_app::AppSink::builder().name("hub").sync(false).enable_last_sample(false).build();
+    let sink = hub_sink(hub.clone());
     pipeline.add_many([&src, sink.upcast_ref()]).map_err(pipeline_error)?;
 
     // Only video reaches the hub: audio and metadata streams are not even set up.
@@ -59,6 +59,13 @@ pub fn build_rtsp_ingest(url: &url::Url, settings: &RtspSettings, hub: Arc<Strea
         }
     });
 
+    Ok(pipeline)
+}
+
+/// The appsink that ends every ingest pipeline: each sample's caps (when they change) and buffer go to the hub, on
+/// the streaming thread, without blocking.
+pub(crate) fn hub_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
+    let sink = gst_app::AppSink::builder().name("hub").sync(false).enable_last_sample(false).build();
     let mut last_caps: Option<gst::Caps> = None;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -77,7 +84,7 @@ pub fn build_rtsp_ingest(url: &url::Url, settings: &RtspSettings, hub: Arc<Strea
             })
             .build(),
     );
-    Ok(pipeline)
+    sink
 }
 
 /// Links a new RTP pad from rtspsrc through the depayloader and parser its codec needs.
@@ -112,13 +119,13 @@ fn link_depayloader(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Elemen
     Ok(())
 }
 
-fn make(factory: &str) -> Result<gst::Element> {
+pub(crate) fn make(factory: &str) -> Result<gst::Element> {
     gst::ElementFactory::make(factory).build().map_err(|_| Error::Dependency {
         dependency: "gstreamer",
         detail: format!("element {factory} is missing (install the GStreamer plugin that provides it)"),
     })
 }
 
-fn pipeline_error(e: impl std::fmt::Display) -> Error {
+pub(crate) fn pipeline_error(e: impl std::fmt::Display) -> Error {
     Error::Dependency { dependency: "media pipeline", detail: e.to_string() }
 }

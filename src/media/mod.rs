@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod rtsp_client;
 pub mod runtime;
 pub mod testcam;
+pub mod v4l2_ingest;
 
 use gstreamer as gst;
 

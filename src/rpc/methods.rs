@@ -229,19 +229,23 @@ async fn authenticate(ctx: Arc<RpcContext>, session: Arc<Session>, p: Authentica
 
 fn camera_capabilities(camera: &Camera) -> Result<Value> {
     let stats = camera.hub.stats();
-    let caps = wire::capabilities(&stats);
+    let caps = wire::capabilities(camera, &stats);
+    let modes = wire::modes(camera, &stats);
     let status = camera.state().status;
     let validation = match (status, stats.frames) {
         (CameraStatus::Connected, _) => "CONFIRMED",
         (_, 0) => "NONE",
         _ => "DISCONNECTED",
     };
-    let fps_options: Vec<f64> = if stats.fps > 0.0 { vec![stats.fps.round()] } else { vec![] };
+    let mut fps_options: Vec<f64> = modes.iter().flat_map(|m| m.fps.iter().copied()).collect();
+    fps_options.sort_by(|a, b| b.total_cmp(a));
+    fps_options.dedup();
     Ok(json!({
         "device": camera.id,
         "formats": caps.formats,
         "resolutions": caps.resolutions,
         "fps_options": fps_options,
+        "modes": modes,
         "validation_status": validation,
     }))
 }

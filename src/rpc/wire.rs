@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::camera::{Camera, CameraStatus};
+use crate::devices::v4l2::{Handling, fps};
 use crate::media::hub::StreamStats;
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +45,25 @@ pub struct Capabilities {
     pub resolutions: Vec<String>,
 }
 
+/// One pixel format at one size, with its frame rates (`get_camera_capabilities.modes`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeOption {
+    pub format: String,
+    pub resolution: String,
+    pub fps: Vec<f64>,
+}
+
+/// What a local device is streaming (`get_camera_status.mode`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeInUse {
+    /// The device's pixel format (V4L2 FourCC).
+    pub format: String,
+    pub resolution: String,
+    pub fps: f64,
+    /// `passthrough` when the device sends H.264, `encoded` when camhub encodes it.
+    pub encoding: &'static str,
+}
+
 /// `get_camera_status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CameraDetail {
@@ -51,6 +71,8 @@ pub struct CameraDetail {
     pub summary: CameraSummary,
     pub metrics: CameraMetrics,
     pub capabilities: Capabilities,
+    /// A local device's mode in use; `null` for network cameras and devices not streaming.
+    pub mode: Option<ModeInUse>,
     pub source_type: &'static str,
     pub last_error: Option<String>,
 }
@@ -86,8 +108,15 @@ pub fn camera_list(cameras: &[std::sync::Arc<Camera>]) -> serde_json::Value {
 pub fn detail(camera: &Camera) -> CameraDetail {
     let state = camera.state();
     let stats = camera.hub.stats();
-    let capabilities = capabilities(&stats);
+    let capabilities = capabilities(camera, &stats);
+    let mode = camera.source.device().and_then(|d| d.in_use()).map(|m| ModeInUse {
+        resolution: format!("{}x{}", m.width, m.height),
+        fps: round2(fps(m.rate)),
+        encoding: if m.handling == Handling::H264 { "passthrough" } else { "encoded" },
+        format: m.format,
+    });
     CameraDetail {
+        mode,
         metrics: CameraMetrics {
             bytes_sent: 0,
             bytes_received: stats.bytes,
@@ -104,10 +133,53 @@ pub fn detail(camera: &Camera) -> CameraDetail {
     }
 }
 
-/// What the camera has been seen to deliver (a network camera's capabilities are what it sends).
-pub fn capabilities(stats: &StreamStats) -> Capabilities {
-    Capabilities {
-        formats: stats.codec.iter().cloned().collect(),
-        resolutions: Some(resolution(stats)).filter(|r| !r.is_empty()).into_iter().collect(),
+/// A network camera's capabilities are what it has been seen to send; a local device's are what it offers.
+pub fn capabilities(camera: &Camera, stats: &StreamStats) -> Capabilities {
+    let modes = modes(camera, stats);
+    let mut formats: Vec<String> = Vec::new();
+    let mut sizes: Vec<(u32, u32)> = Vec::new();
+    for m in &modes {
+        if !formats.contains(&m.format) {
+            formats.push(m.format.clone());
+        }
+        let size = parse_resolution(&m.resolution);
+        if !sizes.contains(&size) {
+            sizes.push(size);
+        }
     }
+    sizes.sort_by_key(|&(w, h)| (w as u64 * h as u64, w));
+    Capabilities { formats, resolutions: sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect() }
+}
+
+/// Every mode the camera offers (a local device) or shows (a network camera: the one it sends).
+pub fn modes(camera: &Camera, stats: &StreamStats) -> Vec<ModeOption> {
+    if let Some(device) = camera.source.device() {
+        return device
+            .last_probe()
+            .map(|p| p.modes)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| ModeOption {
+                resolution: m.resolution(),
+                fps: m.rates.iter().map(|r| round2(fps(*r))).collect(),
+                format: m.format,
+            })
+            .collect();
+    }
+    match (&stats.codec, resolution(stats)) {
+        (Some(codec), res) if !res.is_empty() => vec![ModeOption {
+            format: codec.clone(),
+            resolution: res,
+            fps: if stats.fps > 0.0 { vec![stats.fps.round()] } else { vec![] },
+        }],
+        _ => vec![],
+    }
+}
+
+fn parse_resolution(r: &str) -> (u32, u32) {
+    r.split_once('x').map(|(w, h)| (w.parse().unwrap_or(0), h.parse().unwrap_or(0))).unwrap_or((0, 0))
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }

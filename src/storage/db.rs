@@ -25,6 +25,8 @@ pub struct CameraRow {
     pub origin: String,
     pub name: String,
     pub url: Option<String>,
+    /// A device's physical identity (V4L2 cameras).
+    pub device_key: Option<String>,
 }
 
 pub fn now_ms() -> i64 {
@@ -57,8 +59,9 @@ impl Db {
     }
 
     pub async fn cameras(&self) -> Result<Vec<CameraRow>> {
-        let rows =
-            sqlx::query("SELECT id, kind, origin, name, url FROM cameras ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, kind, origin, name, url, device_key FROM cameras ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(CameraRow {
@@ -67,6 +70,7 @@ impl Db {
                     origin: r.try_get("origin")?,
                     name: r.try_get("name")?,
                     url: r.try_get("url")?,
+                    device_key: r.try_get("device_key")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -76,15 +80,16 @@ impl Db {
     /// Inserts or refreshes a camera row.
     pub async fn upsert_camera(&self, row: &CameraRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO cameras (id, kind, origin, name, url, created_at) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO cameras (id, kind, origin, name, url, device_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, origin = excluded.origin,
-                 name = excluded.name, url = excluded.url",
+                 name = excluded.name, url = excluded.url, device_key = excluded.device_key",
         )
         .bind(&row.id)
         .bind(&row.kind)
         .bind(&row.origin)
         .bind(&row.name)
         .bind(&row.url)
+        .bind(&row.device_key)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
@@ -358,19 +363,30 @@ mod tests {
             origin: "api".into(),
             name: "Front".into(),
             url: Some("rtsp://h/x".into()),
+            device_key: None,
         };
         db.upsert_camera(&row).await.expect("insert");
+        let device = CameraRow {
+            id: "camera0".into(),
+            kind: "v4l2".into(),
+            origin: "discovered".into(),
+            name: "Webcam".into(),
+            url: None,
+            device_key: Some("usb:046d:0825:ABC".into()),
+        };
+        db.upsert_camera(&device).await.expect("a discovered device");
         db.upsert_camera(&CameraRow { name: "Front door".into(), ..row }).await.expect("update");
         let rows = db.cameras().await.expect("list");
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].name, "Front door");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].name, "Front door");
+        assert_eq!(rows[0].device_key.as_deref(), Some("usb:046d:0825:ABC"));
         db.insert_api_key("abc", "chk_1", "", Role::Operator).await.expect("key");
         assert_eq!(db.api_key_role("abc").await.expect("lookup").map(|k| k.1), Some(Role::Operator));
         assert_eq!(db.api_key_role("nope").await.expect("lookup"), None);
         db.close().await;
         // Reopening runs no migration twice.
         let db = Db::open(&dir.path().join("camhub.db")).await.expect("reopen");
-        assert_eq!(db.cameras().await.expect("list").len(), 1);
+        assert_eq!(db.cameras().await.expect("list").len(), 2);
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&db.pool).await.expect("pragma");
         assert_eq!(mode, "wal");
         let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&db.pool).await.expect("pragma");
