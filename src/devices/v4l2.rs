@@ -205,34 +205,46 @@ pub struct Chosen {
     pub rate: (u32, u32),
 }
 
-/// The best mode that camhub can ingest, matches `wanted`, and stays within the ceiling (width, height, fps): the
-/// largest picture, then the highest rate, then the cheapest format. A rate is never above the ceiling or the wanted
-/// one; a wanted rate the device lacks gives its nearest lower rate.
+/// The best mode that camhub can ingest and that matches `wanted`: the largest picture within the ceiling (width,
+/// height, fps), then the highest rate within it, then the cheapest format. The ceiling (and a wanted rate) is a
+/// preference, not a refusal: a device whose every mode exceeds it streams its smallest, slowest mode rather than
+/// nothing (a loopback device, say, reports only 30 fps).
 pub fn choose(modes: &[Mode], wanted: &Wanted<'_>, ceiling: (u32, u32, u32)) -> Option<Chosen> {
     let (max_w, max_h, max_fps) = ceiling;
     let rate_cap = wanted.fps.unwrap_or(max_fps) as f64 + 1e-6;
-    modes
+    let candidates: Vec<(bool, Chosen)> = modes
         .iter()
         .filter_map(|m| {
             let handling = handling(&m.format)?;
-            if wanted.format.is_some_and(|f| f != m.format) {
+            if wanted.format.is_some_and(|f| f != m.format) || wanted.size.is_some_and(|s| s != (m.width, m.height)) {
                 return None;
             }
-            match wanted.size {
-                Some(size) if size != (m.width, m.height) => return None,
-                None if m.width > max_w || m.height > max_h => return None,
-                _ => {}
-            }
+            let size_fits = wanted.size.is_some() || (m.width <= max_w && m.height <= max_h);
             // Devices that list no rate for a size still stream at their default rate.
-            let rate =
-                m.rates.iter().copied().find(|r| fps(*r) <= rate_cap).or(m.rates.is_empty().then_some((0, 1)))?;
-            Some(Chosen { format: m.format.clone(), handling, width: m.width, height: m.height, rate })
+            let (rate, rate_fits) = match m.rates.iter().copied().find(|r| fps(*r) <= rate_cap) {
+                Some(rate) => (rate, true),
+                None => (m.rates.last().copied().unwrap_or((0, 1)), m.rates.is_empty()),
+            };
+            let chosen = Chosen { format: m.format.clone(), handling, width: m.width, height: m.height, rate };
+            Some((size_fits && rate_fits, chosen))
         })
-        .max_by(|a, b| {
-            let key = |c: &Chosen| (c.width as u64 * c.height as u64, preference(&c.format));
-            let (ka, kb) = (key(a), key(b));
-            ka.0.cmp(&kb.0).then(fps(a.rate).total_cmp(&fps(b.rate))).then(ka.1.cmp(&kb.1))
-        })
+        .collect();
+    let area = |c: &Chosen| c.width as u64 * c.height as u64;
+    let within = candidates.iter().filter(|(fits, _)| *fits).map(|(_, c)| c);
+    if let Some(best) = within.max_by(|a, b| {
+        area(a)
+            .cmp(&area(b))
+            .then(fps(a.rate).total_cmp(&fps(b.rate)))
+            .then(preference(&a.format).cmp(&preference(&b.format)))
+    }) {
+        return Some(best.clone());
+    }
+    candidates.into_iter().map(|(_, c)| c).min_by(|a, b| {
+        area(a)
+            .cmp(&area(b))
+            .then(fps(a.rate).total_cmp(&fps(b.rate)))
+            .then(preference(&b.format).cmp(&preference(&a.format)))
+    })
 }
 
 #[cfg(test)]
@@ -263,6 +275,10 @@ mod tests {
         let c = choose(&modes, &wanted, (640, 480, 30)).expect("an explicit size beats the ceiling");
         assert_eq!((c.width, c.rate, c.handling), (1920, (5, 1), Handling::Raw("YUY2")));
         assert!(choose(&modes, &Wanted { format: Some("BA81"), ..Default::default() }, (1920, 1080, 30)).is_none());
+        // Above the ceiling in every mode: the smallest, slowest one rather than nothing.
+        let over = [mode("YUYV", 320, 240, &[30]), mode("YUYV", 640, 480, &[30])];
+        let c = choose(&over, &Wanted::default(), (1920, 1080, 15)).expect("a mode");
+        assert_eq!((c.width, c.rate), (320, (30, 1)));
     }
 
     #[test]

@@ -358,8 +358,14 @@ impl Segmenter<'_> {
                 self.caps = Some(c);
             }
             HubItem::Gap => {
+                // The camera went away: the open segment is finished now (closed, synced and indexed), not when the
+                // camera returns, so what was recorded up to the loss is playable at once. The next keyframe opens
+                // the next segment of the same session.
                 self.timeline.gap();
-                self.split_pending = true;
+                if let Some(mut old) = self.writer.take() {
+                    old.flush()?;
+                    self.closed.push(old);
+                }
             }
             HubItem::Frame(frame) => {
                 let Some(caps) = self.caps.as_ref() else { return Ok(()) };
@@ -392,8 +398,9 @@ impl Segmenter<'_> {
     }
 }
 
-/// Runs a session until `stop` fires, `deadline` passes, the hub goes away or writing fails. Opens a new segment at
-/// the first keyframe after the segment length or after a camera reconnect; every closed segment is indexed.
+/// Runs a session until `stop` fires, `deadline` passes, the hub goes away or writing fails. Closes the open segment
+/// when the camera is lost and opens a new one at the first keyframe after the segment length or after the camera
+/// returns; every closed segment is indexed.
 pub async fn run(
     info: SessionInfo,
     config: RecordingConfig,
