@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test deps test-deps
+.PHONY: run test deps test-deps vm-test
 
 run: deps
 	$(CARGO) build --release
@@ -14,9 +14,14 @@ test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --all-targets --locked
+	bash scripts/vm/test-v4l2.sh
 
 deps:
 	bash scripts/install-deps.sh
 
 test-deps:
 	bash scripts/install-deps.sh --test
+
+# The real-device tests (tests/v4l2.rs) alone, in a qemu VM with vivid, v4l2loopback and udevd (docs/vm-rig.md).
+vm-test: test-deps
+	bash scripts/vm/test-v4l2.sh

@@ -62,17 +62,44 @@ udevadm settle --timeout=60 || echo "vm/guest: udevadm settle timed out; going o
 
 mark "ready; video nodes: $(echo /dev/video*)"
 
+# Processes the command left behind (a child it did not reap, a reader blocked on a loopback device) would hold the
+# console pipe open forever; they are named and killed once the command itself has exited. udevd stays.
+kill_leftovers() {
+  local keep="$1" p pid comm names=()
+  for p in /proc/[0-9]*; do
+    pid="${p#/proc/}"
+    if [ "$pid" = 1 ] || [ "$pid" = "$BASHPID" ] || [ "$pid" = "$keep" ] || [ ! -e "$p/exe" ]; then
+      continue # init, this shell, the console reader, kernel threads (no exe) and zombies
+    fi
+    comm="$(cat "$p/comm" 2>/dev/null)" || continue
+    case "$comm" in systemd-udevd | "(udev-worker)" | "(spawn)") continue ;; esac
+    names+=("${comm}[$pid]")
+    kill -KILL "$pid" 2>/dev/null
+  done
+  if [ ${#names[@]} -gt 0 ]; then
+    echo "vm/guest: the command left ${#names[@]} processes running, killed: ${names[*]}" >/dev/console
+  fi
+}
+
 if [ "${VMRIG_INTERACTIVE:-0}" = 1 ]; then
   bash "$out/job" </dev/console >/dev/console 2>&1
   rc=$?
+  kill_leftovers ""
 elif [ "${VMRIG_TTY:-0}" = 1 ]; then
   bash "$out/job" </dev/null >/dev/console 2>&1
   rc=$?
+  kill_leftovers ""
 else
   # The host's output is not a terminal (CI, a log file): neither is the command's, so it prints no colours or
-  # progress lines, as it would on the host.
-  bash "$out/job" </dev/null 2>&1 | cat >/dev/console
-  rc=${PIPESTATUS[0]}
+  # progress lines, as it would on the host. A FIFO rather than a shell pipe, so that only the command is waited for.
+  mkfifo /run/vmrig-console
+  cat /run/vmrig-console >/dev/console &
+  cat_pid=$!
+  bash "$out/job" </dev/null >/run/vmrig-console 2>&1 &
+  wait $!
+  rc=$?
+  kill_leftovers "$cat_pid"
+  wait "$cat_pid" # everything written has reached the console
 fi
 mark "command exited $rc"
 echo "$rc" >"$out/rc"
