@@ -4,8 +4,9 @@
 #
 #   scripts/vm/test-v4l2.sh [TEST-BINARY ARGS...]     e.g. scripts/vm/test-v4l2.sh hotplug --nocapture
 #
-# The device tests are #[ignore]d on the host (no devices there), so the binary runs here with --include-ignored and
-# one test thread (they share the devices and load/unload drivers). cargo builds on the host; only the prebuilt
+# The device tests are #[ignore]d on the host (no devices there), so the binary runs here with --ignored: only they
+# run in the VM (the file's other tests describe a machine without devices and ran on the host under `cargo test`),
+# on one test thread (they share the devices and load/unload drivers). cargo builds on the host; only the prebuilt
 # binary runs in the guest, whose view of target/ is read-only.
 # VM options through the environment: VM_MEMORY, VM_TIMEOUT, VM_VERBOSE=1 (see run.sh).
 # Cost: the build (nothing when `cargo test` just ran) + about 6 s of boot + the tests under software emulation.
@@ -50,4 +51,4 @@ esac
 # cargo runs test binaries in the package root with CARGO_MANIFEST_DIR set; do the same in the guest.
 echo "vm/test-v4l2: running ${exe#"$root"/} in the VM" >&2
 exec bash "$here/run.sh" -e "CARGO_MANIFEST_DIR=$root" -e "CARGO_PKG_NAME=camhub" -- \
-  "$exe" --include-ignored --test-threads=1 "$@"
+  "$exe" --ignored --test-threads=1 "$@"
