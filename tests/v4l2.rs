@@ -183,6 +183,79 @@ fn feed_loopback() -> Child {
         .expect("gst-launch-1.0 runs")
 }
 
+/// Pre-encoded frames written to the loopback device one by one, as a camera that sends MJPEG or H.264 would deliver
+/// them (GStreamer's v4l2sink cannot negotiate compressed formats with v4l2loopback, so the frames are made by
+/// GStreamer and written here through V4L2's write() I/O).
+struct EncodedFeed {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EncodedFeed {
+    fn start(fourcc: &str) -> EncodedFeed {
+        use std::io::Write;
+        use v4l::video::Output;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let encoder = match fourcc {
+            "MJPG" => "jpegenc",
+            "H264" => {
+                "x264enc tune=zerolatency key-int-max=15 ! \
+                 video/x-h264,stream-format=byte-stream,alignment=au,profile=constrained-baseline"
+            }
+            other => panic!("no encoder for {other}"),
+        };
+        let pipeline = format!(
+            "gst-launch-1.0 -q videotestsrc num-buffers=45 pattern=ball ! \
+             video/x-raw,width=320,height=240,framerate=15/1 ! {encoder} ! multifilesink location={}/f%03d",
+            dir.path().display()
+        );
+        assert!(run("sh", &["-c", &pipeline]), "encoding frames: {pipeline}");
+        let mut names: Vec<PathBuf> =
+            std::fs::read_dir(dir.path()).expect("frames").filter_map(|e| e.ok().map(|e| e.path())).collect();
+        names.sort();
+        let frames: Vec<Vec<u8>> = names.iter().map(|p| std::fs::read(p).expect("frame")).collect();
+        assert!(frames.len() >= 30, "{} frames encoded", frames.len());
+        let mut device = v4l::Device::with_path(LOOPBACK_NODE).expect("open the loopback device for writing");
+        let mut format = v4l::Format::new(320, 240, v4l::FourCC::new(fourcc.as_bytes().try_into().expect("4 bytes")));
+        format.size = frames.iter().map(Vec::len).max().unwrap_or(0) as u32;
+        Output::set_format(&device, &format).expect("set the loopback device's output format");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for frame in &frames {
+                    if device.write_all(frame).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(66));
+                }
+            }
+        });
+        EncodedFeed { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EncodedFeed {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Unloads and loads v4l2loopback (nothing may hold the device open), so its next writer can pick any format.
+fn reload_loopback() {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(LOOPBACK_NODE).exists() && !run("rmmod", &["v4l2loopback"]) {
+        assert!(Instant::now() < deadline, "rmmod v4l2loopback kept failing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let label = format!("card_label={LOOPBACK_LABEL}");
+    assert!(run("modprobe", &["v4l2loopback", "devices=1", "video_nr=10", &label]), "modprobe v4l2loopback");
+    let _ = Command::new("udevadm").args(["settle", "--timeout=10"]).status();
+}
+
 #[tokio::test]
 async fn on_a_machine_without_udev_devices_camhub_serves_network_cameras_as_before() {
     let nodes = nodes();
@@ -421,4 +494,34 @@ async fn a_device_keeps_its_id_across_restarts() {
     hub.restart(extra);
     let client = hub.client("viewer").await;
     assert_eq!(camera_named(&client, "vivid", Duration::from_secs(20)).await, before);
+}
+
+#[tokio::test]
+#[ignore = "needs real V4L2 devices and udevd: run scripts/vm/test-v4l2.sh"]
+async fn an_h264_device_passes_through_and_an_mjpeg_device_is_encoded() {
+    require_devices();
+    for (fourcc, encoding) in [("H264", "passthrough"), ("MJPG", "encoded")] {
+        reload_loopback();
+        let feed = EncodedFeed::start(fourcc);
+        let (dir, hub) = camhub("");
+        let client = hub.client("operator").await;
+        let id = camera_named(&client, LOOPBACK_LABEL, Duration::from_secs(20)).await;
+        let status = wait_connected(&hub, &client, &id).await;
+        assert_eq!(status["mode"]["format"], fourcc, "{status}");
+        assert_eq!(status["mode"]["encoding"], encoding, "{status}");
+        assert_eq!(status["resolution"], "320x240", "{status}");
+        let snap = client.call("take_snapshot", json!({ "device": id })).await.expect("snapshot");
+        let jpeg = dir.path().join("snapshots").join(snap["filename"].as_str().expect("filename"));
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
+            .arg(&jpeg)
+            .output()
+            .expect("ffprobe runs");
+        assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "320,240", "{fourcc} snapshot size");
+        let log = hub.log();
+        drop(client);
+        drop(hub);
+        drop(feed);
+        assert!(!log.contains(" ERROR "), "{fourcc}: errors in the log:\n{log}");
+    }
 }
