@@ -525,3 +525,22 @@ async fn an_h264_device_passes_through_and_an_mjpeg_device_is_encoded() {
         assert!(!log.contains(" ERROR "), "{fourcc}: errors in the log:\n{log}");
     }
 }
+
+#[tokio::test]
+#[ignore = "needs real V4L2 devices and udevd: run scripts/vm/test-v4l2.sh"]
+async fn the_config_picks_a_cameras_name_mode_and_continuous_recording() {
+    require_devices();
+    // A fresh database gives the first device found (vivid, /dev/video0 before /dev/video10) camera0.
+    let config = "[[v4l2.cameras]]\nid = \"camera0\"\nname = \"Desk\"\nformat = \"YUYV\"\nwidth = 320\nheight = 180\n\
+                  fps = 10\nbitrate_kbps = 300\nrecord = \"always\"\n";
+    let (_dir, hub) = camhub(config);
+    let client = hub.client("operator").await;
+    let id = camera_named(&client, "Desk", Duration::from_secs(20)).await;
+    assert_eq!(id, "camera0");
+    let status = wait_connected(&hub, &client, &id).await;
+    assert_eq!(status["mode"]["format"], "YUYV", "{status}");
+    assert_eq!(status["mode"]["resolution"], "320x180", "{status}");
+    assert_eq!(status["mode"]["fps"], 10.0, "{status}");
+    let again = client.call("start_recording", json!({ "device": id })).await.expect_err("already recording");
+    assert_eq!(again["code"], -32020, "record = \"always\" started a recording: {again}");
+}
