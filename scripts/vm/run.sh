@@ -28,8 +28,9 @@
 #   -i, --interactive      connect CMD's stdin to this terminal (e.g. `run.sh -i -- bash`)
 #   -v, --verbose          kernel messages and rig timings on the console (VM_VERBOSE=1)
 #
-# Cost, measured on a 2-core host with no KVM: about 4-5 s from start to the command, 6-8 s for a trivial command
-# end to end; qemu's RSS is 300-600 MB. The first run also runs setup.sh (packages, dkms: 1-3 min).
+# Cost, measured on a 2-core host with no KVM: the command starts 5-7 s after run.sh does, a trivial command takes
+# 6-9 s end to end; qemu's RSS is about 400 MB, up to 800 MB with camhub and GStreamer inside. The first run also
+# runs setup.sh (packages and the DKMS build: about 1 min).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

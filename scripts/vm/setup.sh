@@ -13,7 +13,7 @@
 #      built on the host, so the guest does not rescan every plugin over 9p. Rebuilt only when an input changes.
 #   5. Writes $VM_DIR/env (VM_KERNEL, paths) for run.sh.
 #
-# Cost, measured on a 2-core machine: cold (packages + dkms build) about 2-3 min; warm about 1 s.
+# Cost, measured on a 2-core machine: cold (packages + dkms build) about 1 min; warm 0.2-0.5 s.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,7 +40,7 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  log "installing: ${missing[*]} (about 2 min the first time)"
+  log "installing: ${missing[*]} (about 1 min the first time)"
   $SUDO apt-get update -qq -o DPkg::Lock::Timeout=300
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
@@ -74,7 +74,7 @@ fi
 loopback_ko() { modinfo -k "$K" -F filename v4l2loopback 2>/dev/null || true; }
 if [ -z "$(loopback_ko)" ]; then
   ver="$(dpkg-query -W -f='${Version}' v4l2loopback-dkms | sed 's/^[0-9]*://; s/-[^-]*$//')"
-  log "building v4l2loopback $ver for $K with dkms (about 30 s)"
+  log "building v4l2loopback $ver for $K with dkms (about 25 s)"
   $SUDO dkms install -m v4l2loopback -v "$ver" -k "$K" >/dev/null ||
     die "dkms could not build v4l2loopback $ver for kernel $K (see /var/lib/dkms/v4l2loopback/$ver/build/make.log)"
   [ -n "$(loopback_ko)" ] || die "dkms reported success but modinfo -k $K finds no v4l2loopback"
