@@ -348,16 +348,7 @@ async fn a_vivid_camera_records_snapshots_and_survives_unbind_and_bind() {
     let mode = status["mode"].clone();
     println!("streaming {mode}");
 
-    // A snapshot has the camera's size.
-    let snap = client.call("take_snapshot", json!({ "device": id })).await.expect("snapshot");
-    assert_eq!(snap["status"], "SUCCESS");
-    let jpeg = dir.path().join("snapshots").join(snap["filename"].as_str().expect("filename"));
-    let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
-        .arg(&jpeg)
-        .output()
-        .expect("ffprobe runs");
-    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "640,480", "snapshot size");
+    assert_eq!(snapshot_size(&client, dir.path(), &id).await, "640,480", "a snapshot has the camera's size");
 
     let started = client.call("start_recording", json!({ "device": id })).await.expect("start recording");
     assert_eq!(started["status"], "RECORDING");
@@ -392,6 +383,19 @@ async fn a_vivid_camera_records_snapshots_and_survives_unbind_and_bind() {
         let d = discoverer_duration(&path).unwrap_or_else(|e| panic!("{} does not play: {e}", path.display()));
         assert!(d > 1.0, "{} plays for {d} s", path.display());
     }
+}
+
+/// Takes a snapshot and returns its size as ffprobe reads it from the file (`W,H`).
+async fn snapshot_size(client: &Client, data_dir: &Path, id: &str) -> String {
+    let snap = client.call("take_snapshot", json!({ "device": id })).await.expect("snapshot");
+    assert_eq!(snap["status"], "SUCCESS");
+    let jpeg = data_dir.join("snapshots").join(snap["filename"].as_str().expect("filename"));
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .arg(&jpeg)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&probe.stdout).trim().to_owned()
 }
 
 /// Waits for the `camera_status_update` to `status` that reaches the client after `since`; returns when (Unix s).
@@ -510,14 +514,7 @@ async fn an_h264_device_passes_through_and_an_mjpeg_device_is_encoded() {
         assert_eq!(status["mode"]["format"], fourcc, "{status}");
         assert_eq!(status["mode"]["encoding"], encoding, "{status}");
         assert_eq!(status["resolution"], "320x240", "{status}");
-        let snap = client.call("take_snapshot", json!({ "device": id })).await.expect("snapshot");
-        let jpeg = dir.path().join("snapshots").join(snap["filename"].as_str().expect("filename"));
-        let probe = Command::new("ffprobe")
-            .args(["-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
-            .arg(&jpeg)
-            .output()
-            .expect("ffprobe runs");
-        assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "320,240", "{fourcc} snapshot size");
+        assert_eq!(snapshot_size(&client, dir.path(), &id).await, "320,240", "{fourcc} snapshot size");
         let log = hub.log();
         drop(client);
         drop(hub);
