@@ -82,7 +82,8 @@ kill_leftovers() {
 }
 
 if [ "${VMRIG_INTERACTIVE:-0}" = 1 ]; then
-  bash "$out/job" </dev/console >/dev/console 2>&1
+  # ttyS0 rather than /dev/console so that it can be the controlling terminal: job control and Ctrl-C work.
+  setsid --ctty --wait bash "$out/job" </dev/ttyS0 >/dev/ttyS0 2>&1
   rc=$?
   kill_leftovers ""
 elif [ "${VMRIG_TTY:-0}" = 1 ]; then

@@ -25,7 +25,8 @@
 #   -e, --env NAME[=VALUE] pass one more environment variable (besides PATH, HOME, RUST_*, GST_*, CAMHUB_*, CARGO_*...)
 #   -o, --out DIR          host directory shared read-write with the guest as /run/vmrig (also $VMRIG_OUT in the
 #                          guest), kept after the run for artifacts; default a temporary directory, deleted
-#   -i, --interactive      connect CMD's stdin to this terminal (e.g. `run.sh -i -- bash`)
+#   -i, --interactive      connect CMD's stdin to this terminal (e.g. `run.sh -i -- bash`); Ctrl-C goes to the
+#                          guest, Ctrl-A x quits qemu
 #   -v, --verbose          kernel messages and rig timings on the console (VM_VERBOSE=1)
 #
 # Cost, measured on a 2-core host with no KVM: the command starts 5-7 s after run.sh does, a trivial command takes
@@ -151,10 +152,17 @@ fi
 qemu=(qemu-system-x86_64
   -accel tcg,thread=multi,tb-size=256 -cpu max -smp 1 -m "$memory"
   -nodefaults -display none -no-reboot -net none
-  -serial stdio
   -kernel "$VM_VMLINUX" -initrd "$VM_INITRAMFS" -append "$cmdline"
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
   -virtfs "local,path=$out,mount_tag=vmrig,security_model=none,multidevs=remap")
+
+if [ "$interactive" = 1 ]; then
+  # Ctrl-C goes to the guest; Ctrl-A x quits qemu.
+  # shellcheck disable=SC2054
+  qemu+=(-chardev stdio,id=console,mux=on,signal=off -serial chardev:console)
+else
+  qemu+=(-serial stdio)
+fi
 
 [ "$verbose" = 0 ] || echo "vm/run: kernel $VM_KERNEL, ${memory} RAM, timeout ${timeout_s} s; results share $out" >&2
 start=$SECONDS
@@ -176,7 +184,7 @@ if [ -s "$out/rig-error" ]; then
   rig_fail "the VM could not run the command: $(cat "$out/rig-error")"
 fi
 if [ ! -s "$out/rc" ]; then
-  rig_fail "the VM stopped after ${elapsed} s without running the command (qemu exit $qemu_rc; rerun with --verbose to see the boot)"
+  rig_fail "the VM stopped after ${elapsed} s before the command finished (qemu exit $qemu_rc; rerun with --verbose to see the boot)"
 fi
 rc="$(cat "$out/rc")"
 [ "$verbose" = 0 ] || echo "vm/run: command exited $rc; ${elapsed} s wall for the whole VM" >&2
