@@ -2,7 +2,8 @@
 # Stage 2 of the test VM's boot, run as PID 1 inside the guest (never on the host): the initramfs has mounted the
 # host's / read-only under a tmpfs overlay, tmpfs on /run and /tmp, and the results share on /run/vmrig; this script
 # starts the real systemd-udevd, loads the V4L2 drivers, runs the job that scripts/vm/run.sh wrote, stores its exit
-# code in /run/vmrig/rc and powers off. It takes about 1-2 s of guest time before the job starts.
+# code in /run/vmrig/rc and powers off. It takes about 2.5 s of guest time (udevd, loading the modules) before
+# the job starts.
 # It is bash from the host's filesystem, so it can be edited without rebuilding the initramfs.
 set -uo pipefail # not -e: PID 1 must always reach the power-off below
 
