@@ -69,8 +69,7 @@ fn respond(asset: &Asset, etag: &HeaderValue, request: &HeaderMap) -> Response {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let mut response =
-        if fresh { StatusCode::NOT_MODIFIED.into_response() } else { asset.body.into_response() };
+    let mut response = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { asset.body.into_response() };
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     h.insert(header::ETAG, etag.clone());
@@ -119,6 +118,8 @@ mod tests {
     #[test]
     fn etags_are_distinct_and_quoted() {
         assert_eq!(ETAGS.len(), ASSETS.len() + 1);
+        let distinct: std::collections::HashSet<_> = ETAGS.iter().collect();
+        assert_eq!(distinct.len(), ETAGS.len());
         for e in ETAGS.iter() {
             let s = e.to_str().expect("ascii");
             assert!(s.starts_with('"') && s.ends_with('"'), "{s}");

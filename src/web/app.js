@@ -142,7 +142,9 @@ class CameraTile {
     this.thumb = el.querySelector('button.thumb');
     this.thumbImg = this.thumb.querySelector('img');
     this.error = el.querySelector('.camera-error');
-    el.querySelector('.camera-id').textContent = summary.device;
+    const id = el.querySelector('.camera-id');
+    id.textContent = summary.device;
+    id.hidden = !summary.name || summary.name === summary.device;
     this.video.dataset.sessions = '0';
 
     this.status = null;
@@ -363,7 +365,8 @@ async function refreshRecordings() {
     name.title = file.filename;
     const meta = document.createElement('span');
     meta.className = 'rec-meta';
-    meta.textContent = [file.device, formatDuration(file.duration), formatBytes(file.file_size), formatTime(file.modified_time)]
+    // The name starts with the camera's id, so the line says only what the name does not.
+    meta.textContent = [formatDuration(file.duration), formatBytes(file.file_size), formatTime(file.modified_time)]
       .filter(Boolean)
       .join(' · ');
     const link = document.createElement('a');
