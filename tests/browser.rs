@@ -64,6 +64,7 @@ fn run_browser(hub: &Camhub, token: &str, camera: Arc<Mutex<Option<TestCam>>>, p
         .env("CAMHUB_TOKEN", token)
         .env("CAMERAS", "2")
         .env("SCREENSHOT", &screenshot)
+        .env("FAILURE_SCREENSHOT", Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-failure.png"))
         .env("DOWNLOAD_DIR", downloads)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -110,14 +110,19 @@ function hideBanner() {
 function showLinkState({ state, retryInMs }) {
   const el = $('link-state');
   el.dataset.state = state;
+  $('app-view').dataset.link = state;
+  el.title = '';
   if (state === 'online') {
     $('link-text').textContent = 'Live';
     hideBanner();
   } else if (state === 'connecting') {
     $('link-text').textContent = 'Connecting…';
+  } else if (retryInMs) {
+    $('link-text').textContent = 'Reconnecting…';
+    el.title = `Next attempt in ${Math.ceil(retryInMs / 1000)} s`;
+    if (page.everOnline) showBanner('Lost the connection to camhub; reconnecting. Camera states may be out of date.');
   } else {
-    $('link-text').textContent = retryInMs ? `Reconnecting in ${Math.ceil(retryInMs / 1000)} s` : 'Offline';
-    if (page.everOnline && retryInMs) showBanner('Lost the connection to camhub; reconnecting…');
+    $('link-text').textContent = 'Offline';
   }
 }
 

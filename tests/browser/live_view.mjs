@@ -5,7 +5,7 @@
 // `@result {json}`. Everything else goes to stderr.
 //
 // Environment: CAMHUB_URL (http://127.0.0.1:PORT/), CAMHUB_TOKEN (an operator JWT), CAMERAS (how many),
-// SCREENSHOT (PNG path), DOWNLOAD_DIR, CHROMIUM (default /usr/bin/chromium).
+// SCREENSHOT (PNG path), FAILURE_SCREENSHOT (PNG path), DOWNLOAD_DIR, CHROMIUM (default /usr/bin/chromium).
 
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +22,7 @@ const URL_ = env('CAMHUB_URL');
 const TOKEN = env('CAMHUB_TOKEN');
 const CAMERAS = Number(env('CAMERAS', '2'));
 const SCREENSHOT = env('SCREENSHOT');
+const FAILURE_SCREENSHOT = env('FAILURE_SCREENSHOT');
 const DOWNLOAD_DIR = env('DOWNLOAD_DIR');
 const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
 
@@ -206,7 +207,8 @@ try {
   process.stdout.write(`@result ${JSON.stringify(result)}\n`);
 } catch (e) {
   try {
-    await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, '-failure.png') });
+    await page.screenshot({ path: FAILURE_SCREENSHOT });
+    log('the page at the failure:', FAILURE_SCREENSHOT);
   } catch {}
   log(e.stack || String(e));
   if (problems.length) log('also:', problems.join('; '));
