@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod media;
+pub mod publish;
 pub mod recording;
 pub mod rpc;
 pub mod service;
