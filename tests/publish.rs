@@ -173,6 +173,7 @@ async fn cameras_added_and_removed_at_run_time_are_mounted_and_withdrawn() {
         // A reader in progress is disconnected when its camera goes.
         let watching = reader(&hub.rtsp_url("late"), 60);
         operator.wait_status("late", Duration::from_secs(6), |s| s["metrics"]["readers"] == 1).await.expect("reading");
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let removed = operator.call("remove_external_stream", json!({ "device": "late" })).await;
         assert!(removed.is_ok(), "{removed:?}");
         let (code, head) = describe_until(hub.rtsp_port, "/late", None, 404);

@@ -1,9 +1,9 @@
 //! camhub's RTSP server: gst-rtsp-server on its own GLib main-context thread, every published camera mounted at
 //! `/<id>`. Each mount is a [`CamFactory`]: one shared media per camera whatever the URL a reader used, built for the
 //! first reader (`appsrc ! rtph264pay|rtph265pay`, the hub's avc/hvc1 frames payloaded as they are, parameter sets
-//! before every keyframe) and torn down by gst-rtsp-server when the last reader leaves. No linger: the hub holds the
-//! current GOP, so a media rebuilt for a new first reader starts at once on a keyframe, whereas a lingering one would
-//! make that reader wait for the camera's next keyframe.
+//! before every keyframe) and torn down `LINGER` after the last reader left. The linger is a prepare reference of our
+//! own on the media: without it, a reader that reconnects at once (or a DESCRIBE right after another client's) finds
+//! the shared media half torn down and gets 503 from gst-rtsp-server.
 //!
 //! A tick on the server's thread (every 250 ms, or at once when asked) mounts cameras that appeared, unmounts those
 //! removed or withdrawn (closing their readers), expires idle sessions and counts readers. Optional Basic auth
@@ -42,6 +42,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// How long a verified RTSP credential is trusted before it is checked again (a revoked API key stops working within
 /// this time).
 const CREDENTIAL_CACHE: Duration = Duration::from_secs(30);
+/// How long a media stays up after its last reader left.
+const LINGER: Duration = Duration::from_secs(2);
 /// The role the token of an authenticated reader carries, and the only role the mounts admit.
 const READER_ROLE: &str = "reader";
 
@@ -89,6 +91,7 @@ impl RtspServer {
             media,
             auth: config.require_auth,
             mounted: BTreeSet::new(),
+            held: HashMap::new(),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_loop = main_loop.clone();
@@ -184,6 +187,16 @@ struct Mounts {
     media: tokio::runtime::Handle,
     auth: bool,
     mounted: BTreeSet<CameraId>,
+    /// Per mount: its current media (set by the factory) and our hold on it.
+    held: HashMap<CameraId, Hold>,
+}
+
+/// Our prepare reference on a mount's media, which keeps it up while readers come and go. Taken by the media's
+/// `prepared` handler (at once: a tick would be too late for a client that disconnects within milliseconds), released
+/// by the server thread's tick.
+struct Hold {
+    held: Arc<Mutex<Option<rtsp::RTSPMedia>>>,
+    last_reader: Instant,
 }
 
 impl Mounts {
@@ -207,12 +220,17 @@ impl Mounts {
                 let path = format!("/{id}");
                 let readers = sessions_on(&pool, &path).len();
                 publisher.counters(id).rtsp_readers.store(readers, Ordering::Relaxed);
+                if let Some(hold) = self.held.get_mut(id) {
+                    hold.update(readers);
+                }
             }
         }
     }
 
     fn mount(&mut self, camera: &Arc<Camera>, counters: Arc<Counters>) {
-        let factory = CamFactory::new(camera.clone(), counters, self.media.clone());
+        let current = Arc::new(Mutex::new(None));
+        self.held.insert(camera.id.clone(), Hold { held: current.clone(), last_reader: Instant::now() });
+        let factory = CamFactory::new(camera.clone(), counters, self.media.clone(), current);
         factory.set_shared(true);
         if self.auth {
             factory.add_role_from_structure(
@@ -232,6 +250,9 @@ impl Mounts {
         let path = format!("/{id}");
         self.mounts.remove_factory(&path);
         self.mounted.remove(id);
+        if let Some(mut hold) = self.held.remove(id) {
+            hold.release();
+        }
         let clients = self.server.client_filter(Some(&mut |_, client| {
             let mine = client.session_filter(Some(&mut |_, session| {
                 if has_media(session, &path) { rtsp::RTSPFilterResult::Ref } else { rtsp::RTSPFilterResult::Keep }
@@ -243,6 +264,26 @@ impl Mounts {
             client.close();
         }
         debug!(camera_id = %id, readers_closed = closed, "rtsp mount removed");
+    }
+}
+
+impl Hold {
+    /// Releases the hold once no reader has been there for `LINGER`.
+    fn update(&mut self, readers: usize) {
+        let now = Instant::now();
+        let held = self.held.lock().is_some();
+        if readers > 0 || !held {
+            self.last_reader = now;
+        } else if now.duration_since(self.last_reader) >= LINGER {
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        let media = self.held.lock().take();
+        if let Some(media) = media {
+            let _ = media.unprepare();
+        }
     }
 }
 
@@ -269,6 +310,8 @@ struct MountSettings {
     camera: Arc<Camera>,
     counters: Arc<Counters>,
     media: tokio::runtime::Handle,
+    /// The media our hold is on, if any (see [`Hold`]).
+    current: Arc<Mutex<Option<rtsp::RTSPMedia>>>,
 }
 
 mod factory_imp {
@@ -339,6 +382,19 @@ mod factory_imp {
                 let stop = stop.clone();
                 move |_| stop.cancel()
             });
+            media.connect_prepared({
+                let current = s.current.clone();
+                move |media| {
+                    if current.lock().is_some() || media.prepare(None).is_err() {
+                        return;
+                    }
+                    let old = current.lock().replace(media.clone());
+                    // A hold on an earlier media of this mount (already gone) is released.
+                    if let Some(old) = old {
+                        let _ = old.unprepare();
+                    }
+                }
+            });
             let started = Arc::new(tokio::sync::Notify::new());
             feed::on_need_data(&src, started.clone());
             let id = s.camera.id.clone();
@@ -366,9 +422,14 @@ glib::wrapper! {
 }
 
 impl CamFactory {
-    fn new(camera: Arc<Camera>, counters: Arc<Counters>, media: tokio::runtime::Handle) -> CamFactory {
+    fn new(
+        camera: Arc<Camera>,
+        counters: Arc<Counters>,
+        media: tokio::runtime::Handle,
+        current: Arc<Mutex<Option<rtsp::RTSPMedia>>>,
+    ) -> CamFactory {
         let factory: CamFactory = glib::Object::new();
-        let _ = factory.imp().settings.set(MountSettings { camera, counters, media });
+        let _ = factory.imp().settings.set(MountSettings { camera, counters, media, current });
         factory
     }
 }
