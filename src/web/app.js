@@ -214,11 +214,14 @@ class CameraTile {
     const session = new WhepSession(this.whep, credential(), (state) => this.onPeerState(generation, state));
     this.session = session;
     try {
-      const ms = await session.start(this.video);
+      const times = await session.start(this.video);
       if (generation !== this.generation) return;
       this.retries = 0;
-      const rounded = Math.round(ms);
+      const rounded = Math.round(times.firstFrame);
+      // Read by the browser test (tests/browser/live_view.mjs); milliseconds from the WHEP POST.
       this.video.dataset.firstFrameMs = String(rounded);
+      this.video.dataset.answerMs = String(Math.round(times.answer));
+      this.video.dataset.connectedMs = String(Math.round(times.connected));
       this.video.dataset.sessions = String(Number(this.video.dataset.sessions) + 1);
       this.latencyValue.textContent = `first frame ${rounded} ms`;
       this.latency.hidden = false;

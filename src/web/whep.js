@@ -44,8 +44,9 @@ export class WhepSession {
   }
 
   /**
-   * Starts the session and plays it in `video`. Resolves with the milliseconds from the POST to the first decoded
-   * frame; rejects with a WhepError (HTTP) or an Error (WebRTC, timeout, closed).
+   * Starts the session and plays it in `video`. Resolves with milliseconds from the POST: `answer` (the 201 is in),
+   * `connected` (ICE and DTLS are up), `firstFrame` (the first decoded frame is presented); rejects with a WhepError
+   * (HTTP) or an Error (WebRTC, timeout, closed).
    */
   async start(video) {
     const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });
@@ -65,11 +66,16 @@ export class WhepSession {
     if (this.closed) throw new Error('closed');
 
     const posted = performance.now();
+    const times = { answer: NaN, connected: NaN, firstFrame: NaN };
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'connected' && Number.isNaN(times.connected)) times.connected = performance.now() - posted;
+    });
     const firstFrame = new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('no video frame within 15 s')), FIRST_FRAME_TIMEOUT_MS);
       video.requestVideoFrameCallback(() => {
         clearTimeout(timer);
-        resolve(performance.now() - posted);
+        times.firstFrame = performance.now() - posted;
+        resolve(times);
       });
     });
     firstFrame.catch(() => {});
@@ -82,6 +88,7 @@ export class WhepSession {
       credentials: 'omit',
     });
     const body = await res.text();
+    times.answer = performance.now() - posted;
     if (res.status !== 201) {
       throw new WhepError(`WHEP ${res.status}: ${body.trim().slice(0, 160) || res.statusText}`, res.status);
     }

@@ -88,6 +88,8 @@ const tiles = () =>
         height: v.videoHeight,
         time: v.currentTime,
         firstFrameMs: Number(v.dataset.firstFrameMs ?? NaN),
+        answerMs: Number(v.dataset.answerMs ?? NaN),
+        connectedMs: Number(v.dataset.connectedMs ?? NaN),
         sessions: Number(v.dataset.sessions),
         height_px: el.getBoundingClientRect().height,
       };
@@ -119,7 +121,9 @@ async function assertPlaying(before, label) {
     check(t.width === 320 && t.height === 240, `${label}: ${t.device} decodes 320x240, got ${t.width}x${t.height}`);
     check(t.time - prev.time > 1.0, `${label}: ${t.device} video advanced only ${(t.time - prev.time).toFixed(2)} s in 2 s`);
     result.first_frame_ms.push(t.firstFrameMs);
-    result.sessions.push({ label, device: t.device, first_frame_ms: t.firstFrameMs });
+    result.sessions.push({
+      label, device: t.device, answer_ms: t.answerMs, connected_ms: t.connectedMs, first_frame_ms: t.firstFrameMs,
+    });
   }
   log(label, b.map((t) => `${t.device} ${t.width}x${t.height} first frame ${t.firstFrameMs} ms`).join(', '));
 }
