@@ -1,7 +1,8 @@
 //! The web page in a real browser: Debian's Chromium driven by playwright-core (`tests/browser/live_view.mjs`) against
 //! a real camhub and a real two-camera test camera. Sign-in, live WHEP video, status badges across a camera crash and
-//! return, a snapshot, a recording download, sign-out and a refused credential; the screenshot and the WHEP
-//! POST-to-first-frame times go to `evidence/`. Fails, never skips, when Chromium or Node.js is missing.
+//! return, a snapshot, a recording download, a camera withdrawn from publishing and back, sign-out and a refused
+//! credential; the screenshot and the WHEP POST-to-first-frame times go to `evidence/`. Fails, never skips, when
+//! Chromium or Node.js is missing.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Camhub, TestCam, camera_toml};
+use common::{Camhub, Client, TestCam, camera_toml};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -56,12 +57,19 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Runs the node script, answering its `@cmd` lines with `camera` actions; returns its `@result`.
-fn run_browser(hub: &Camhub, token: &str, camera: Arc<Mutex<Option<TestCam>>>, port: u16, downloads: &Path) -> Value {
+fn run_browser(
+    hub: &Camhub,
+    client: &Client,
+    camera: Arc<Mutex<Option<TestCam>>>,
+    port: u16,
+    downloads: &Path,
+) -> Value {
+    let token = hub.token("operator");
     let screenshot = evidence_dir().join("live-view.png");
     let mut child = Command::new("node")
         .arg(browser_dir().join("live_view.mjs"))
         .env("CAMHUB_URL", format!("http://127.0.0.1:{}/", hub.port))
-        .env("CAMHUB_TOKEN", token)
+        .env("CAMHUB_TOKEN", &token)
         .env("CAMERAS", "2")
         .env("SCREENSHOT", &screenshot)
         .env("FAILURE_SCREENSHOT", Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-failure.png"))
@@ -99,13 +107,22 @@ fn run_browser(hub: &Camhub, token: &str, camera: Arc<Mutex<Option<TestCam>>>, p
                     if let Some(cam) = camera.lock().expect("camera lock").as_mut() {
                         cam.kill();
                     }
-                    "ok"
+                    "ok".to_owned()
                 }
                 "restart-camera" => {
                     *camera.lock().expect("camera lock") = Some(TestCam::start_on(port, 2));
-                    "ok"
+                    "ok".to_owned()
                 }
-                _ => "unknown command",
+                streaming if streaming.starts_with("stop-streaming ") || streaming.starts_with("start-streaming ") => {
+                    let (method, device) = streaming.split_once(' ').expect("method and device");
+                    let method = method.replace('-', "_");
+                    let call = client.call(&method, json!({ "device": device }));
+                    match tokio::runtime::Handle::current().block_on(call) {
+                        Ok(_) => "ok".to_owned(),
+                        Err(e) => format!("{method} failed: {e}"),
+                    }
+                }
+                _ => "unknown command".to_owned(),
             };
             writeln!(stdin, "{reply}").expect("answer node");
         } else if let Some(json) = line.strip_prefix("@result ") {
@@ -187,12 +204,7 @@ async fn the_page_signs_in_plays_every_camera_and_follows_a_camera_crash() {
     std::fs::create_dir_all(evidence_dir()).expect("evidence dir");
     let downloads = tempfile::tempdir().expect("download dir");
     let camera = Arc::new(Mutex::new(Some(cam)));
-    let token = hub.token("operator");
-    let result = {
-        let (camera, downloads) = (camera.clone(), downloads.path().to_path_buf());
-        let hub = &hub;
-        tokio::task::block_in_place(|| run_browser(hub, &token, camera, port, &downloads))
-    };
+    let result = tokio::task::block_in_place(|| run_browser(&hub, &client, camera.clone(), port, downloads.path()));
 
     // The downloaded file is the recording, byte for byte.
     let name = result["download"]["filename"].as_str().expect("download filename");

@@ -82,17 +82,15 @@ async function fetchFile(path) {
 }
 
 /**
- * The camera's WHEP endpoint. The page and WHEP share camhub's listener, so a URL naming another origin (a
- * configured public address) is taken for its path on ours: the credential is sent only where the page came from.
+ * The camera's WHEP endpoint, or null when camhub does not publish it over WebRTC (`streams.webrtc` empty). The page
+ * and WHEP share camhub's listener, so a URL naming another origin (the listen address as camhub sees it) is taken
+ * for its path on ours: the credential is sent only where the page came from.
  */
 function whepUrl(summary) {
   const advertised = summary.streams?.webrtc;
-  if (advertised) {
-    const url = new URL(advertised, window.location.href);
-    if (url.origin === window.location.origin) return url.href;
-    return new URL(url.pathname, window.location.href).href;
-  }
-  return new URL(`/whep/${encodeURIComponent(summary.device)}`, window.location.href).href;
+  if (!advertised) return null;
+  const url = new URL(advertised, window.location.href);
+  return url.origin === window.location.origin ? url.href : new URL(url.pathname, window.location.href).href;
 }
 
 // ---- banner and connection state ----------------------------------------------------------------------------------
@@ -153,6 +151,8 @@ class CameraTile {
     this.video.dataset.sessions = '0';
 
     this.status = null;
+    /** The WHEP endpoint while camhub publishes the camera over WebRTC, else null. */
+    this.whep = null;
     this.session = null;
     /** Bumped whenever the video is started or stopped; a result for an older generation is ignored. */
     this.generation = 0;
@@ -176,17 +176,24 @@ class CameraTile {
     const connected = summary.status === 'CONNECTED';
     this.resolution.textContent = summary.resolution || '–';
     this.fps.textContent = connected && summary.fps > 0 ? `${summary.fps.toFixed(1)} fps` : '– fps';
-    this.whep = whepUrl(summary);
     const canSnapshot = SNAPSHOT_ROLES.has(page.role);
     this.snapButton.disabled = !connected || !canSnapshot || this.snapButton.dataset.busy === 'true';
     this.snapButton.title = canSnapshot ? '' : 'Snapshots need the operator role';
 
-    const was = this.status;
+    // Video runs while the camera is connected and published; it starts again when either comes back.
+    const first = this.status === null;
+    const wasLive = this.status === 'CONNECTED' && this.whep !== null;
+    const previousWhep = this.whep;
+    this.whep = whepUrl(summary);
     this.status = summary.status;
-    if (connected && was !== 'CONNECTED') {
+    const live = connected && this.whep !== null;
+    if (live && (!wasLive || this.whep !== previousWhep)) {
       this.startVideo();
-    } else if (!connected && (was === 'CONNECTED' || was === null)) {
-      this.stopVideo(summary.status === 'ERROR' ? 'Camera error; camhub keeps retrying' : 'Camera disconnected');
+    } else if (!live && (wasLive || first)) {
+      let reason = 'Camera disconnected';
+      if (summary.status === 'ERROR') reason = 'Camera error; camhub keeps retrying';
+      else if (connected) reason = 'Live video is not published for this camera';
+      this.stopVideo(reason);
     }
   }
 
@@ -236,14 +243,16 @@ class CameraTile {
     this.session?.stop();
     this.session = null;
     this.video.srcObject = null;
-    if (this.status !== 'CONNECTED') return;
+    // 404: the camera was withdrawn or removed; the list says which, sooner than its next refresh.
+    if (status === 404) queueCameraRefresh();
+    if (this.status !== 'CONNECTED' || this.whep === null) return;
     const delay = Math.min(VIDEO_RETRY_MAX_MS, VIDEO_RETRY_MIN_MS * 2 ** this.retries);
     this.retries += 1;
     this.setOverlay(`Live video unavailable (${reason}); retrying in ${Math.ceil(delay / 1000)} s`);
     if (status === 401) this.setOverlay(`Live video refused the credential; retrying in ${Math.ceil(delay / 1000)} s`);
     const generation = this.generation;
     this.retryTimer = setTimeout(() => {
-      if (generation === this.generation && this.status === 'CONNECTED') this.startVideo();
+      if (generation === this.generation && this.status === 'CONNECTED' && this.whep !== null) this.startVideo();
     }, delay);
   }
 
@@ -529,7 +538,7 @@ function init() {
   window.addEventListener('pagehide', stopVideos);
   window.addEventListener('pageshow', (ev) => {
     if (!ev.persisted) return;
-    for (const tile of page.tiles.values()) if (tile.status === 'CONNECTED') tile.startVideo();
+    for (const tile of page.tiles.values()) if (tile.status === 'CONNECTED' && tile.whep !== null) tile.startVideo();
   });
   if (credential()) startSession();
   else showSignIn('');

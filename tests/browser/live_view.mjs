@@ -1,8 +1,9 @@
 // Drives Debian's Chromium (never a downloaded browser) through camhub's page, for tests/browser.rs: sign in, live
-// WHEP video, status badges across a camera crash and return, a snapshot, a recording download, sign out, a bad
-// credential. The Rust test owns the processes: this script asks it to kill and restart the test camera with lines
-// `@cmd kill-camera` / `@cmd restart-camera` on stdout and waits for `ok` on stdin; it ends with one line
-// `@result {json}`. Everything else goes to stderr.
+// WHEP video, status badges across a camera crash and return, a snapshot, a recording download, a camera withdrawn
+// from publishing and back, sign out, a bad
+// credential. The Rust test owns the processes: this script asks it to act with lines `@cmd kill-camera`,
+// `@cmd restart-camera`, `@cmd stop-streaming ID`, `@cmd start-streaming ID` on stdout and waits for `ok` on stdin;
+// it ends with one line `@result {json}`. Everything else goes to stderr.
 //
 // Environment: CAMHUB_URL (http://127.0.0.1:PORT/), CAMHUB_TOKEN (an operator JWT), CAMERAS (how many),
 // SCREENSHOT (PNG path), FAILURE_SCREENSHOT (PNG path), DOWNLOAD_DIR, CHROMIUM (default /usr/bin/chromium).
@@ -195,6 +196,20 @@ try {
   await page.reload();
   await page.waitForSelector('#app-view', { state: 'visible', timeout: 10000 });
   await assertPlaying(0, 'after reload');
+
+  // A camera withdrawn from publishing says so (the page sees it within its 5 s list refresh) and the other plays
+  // on; published again, it plays again.
+  const overlayOf = (device) => page.textContent(`article.camera[data-device="${device}"] .overlay-text`);
+  const sessionsOf = async (device) => (await tiles()).find((t) => t.device === device).sessions;
+  const cam1Sessions = await sessionsOf('cam1');
+  await ask('stop-streaming cam1');
+  await waitFor('cam1 shown as not published', async () => /not published/i.test(await overlayOf('cam1')), 15000);
+  check(
+    (await page.getAttribute('article.camera[data-device="cam0"] .video-box', 'data-playing')) === 'true',
+    'cam0 keeps playing while cam1 is withdrawn',
+  );
+  await ask('start-streaming cam1');
+  await waitFor('cam1 playing again', async () => (await sessionsOf('cam1')) > cam1Sessions, 20000);
 
   // Sign out forgets the credential; a bad one is refused visibly.
   await page.click('#sign-out');
