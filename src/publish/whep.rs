@@ -194,14 +194,13 @@ fn choose_h264(sdp: &gst_sdp::SDPMessageRef, profile: Option<u8>) -> Option<Choi
         if !s.get::<&str>("encoding-name").is_ok_and(|e| e.eq_ignore_ascii_case("H264")) {
             continue;
         }
-        if s.get::<&str>("packetization-mode").ok() != Some("1") {
+        // The fmtp parameters as the offer wrote them (the caps rename profile-level-id to a profile name).
+        let fmtp = fmtp_of(media, pt);
+        if fmtp.get("packetization-mode").map(String::as_str) != Some("1") {
             continue;
         }
-        let offered = s
-            .get::<&str>("profile-level-id")
-            .ok()
-            .and_then(|p| p.get(..2))
-            .and_then(|p| u8::from_str_radix(p, 16).ok());
+        let offered =
+            fmtp.get("profile-level-id").and_then(|p| p.get(..2)).and_then(|p| u8::from_str_radix(p, 16).ok());
         let same_profile = profile.is_some() && offered == profile;
         // The payloader writes its own profile-level-id (the camera's); the offer's would make the caps disjoint.
         let mut preferences = gst::Caps::builder("application/x-rtp")
@@ -211,11 +210,17 @@ fn choose_h264(sdp: &gst_sdp::SDPMessageRef, profile: Option<u8>) -> Option<Choi
             .field("payload", pt)
             .field("packetization-mode", "1")
             .build();
-        for field in
-            ["rtcp-fb-nack", "rtcp-fb-nack-pli", "rtcp-fb-ccm-fir", "rtcp-fb-goog-remb", "level-asymmetry-allowed"]
         {
-            if let Ok(v) = s.value(field) {
-                preferences.make_mut().structure_mut(0).expect("one structure").set_value(field, v.clone());
+            let p = preferences.make_mut().structure_mut(0).expect("one structure");
+            for field in
+                ["rtcp-fb-nack", "rtcp-fb-nack-pli", "rtcp-fb-ccm-fir", "rtcp-fb-goog-remb", "rtcp-fb-transport-cc"]
+            {
+                if let Ok(v) = s.value(field) {
+                    p.set_value(field, v.clone());
+                }
+            }
+            if let Some(v) = fmtp.get("level-asymmetry-allowed") {
+                p.set("level-asymmetry-allowed", v.as_str());
             }
         }
         let choice = Choice { mline: mline as u32, pt: pt as u32, preferences };
@@ -226,6 +231,22 @@ fn choose_h264(sdp: &gst_sdp::SDPMessageRef, profile: Option<u8>) -> Option<Choi
         }
     }
     best.map(|(_, c)| c)
+}
+
+/// The `a=fmtp:PT` parameters of a media, keys lowercased.
+fn fmtp_of(media: &gst_sdp::SDPMediaRef, pt: i32) -> HashMap<String, String> {
+    let prefix = format!("{pt} ");
+    (0..media.attributes_len())
+        .filter_map(|i| media.attribute_val_n("fmtp", i))
+        .find_map(|v| v.strip_prefix(&prefix))
+        .map(|params| {
+            params
+                .split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A negotiated session's pipeline and what its task watches.
