@@ -15,7 +15,10 @@ packages=(
 if [ "${1:-}" = "--test" ]; then
   # ffmpeg: ffprobe checks files and is the peer in benchmarks; procps: ps in scripts;
   # plugins-base-apps: gst-discoverer-1.0.
-  packages+=(ffmpeg procps gstreamer1.0-plugins-base-apps)
+  # chromium, nodejs: the page's browser test (tests/browser.rs) drives Debian's Chromium with playwright-core.
+  packages+=(ffmpeg procps gstreamer1.0-plugins-base-apps chromium nodejs)
+  # NodeSource's nodejs carries npm; Debian's nodejs needs its npm package.
+  command -v npm >/dev/null || packages+=(npm)
 fi
 
 missing=()
@@ -29,6 +32,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     -o DPkg::Lock::Timeout=300 "${missing[@]}"
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  # The browser test's node side, exactly as locked (playwright-core only; it never downloads a browser).
+  npm ci --prefix "$(dirname "$0")/../tests/browser" --no-audit --no-fund --loglevel=error
 fi
 
 if ! command -v cargo >/dev/null; then

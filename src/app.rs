@@ -35,6 +35,8 @@ pub struct App {
     pub cameras: CameraManager,
     pub recordings: std::sync::Arc<Recordings>,
     pub snapshots: Snapshots,
+    /// RTSP and WebRTC publishing of every camera.
+    pub publish: std::sync::Arc<crate::publish::Publisher>,
     pub files: Files,
     pub life: Lifecycle,
 }

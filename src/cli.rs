@@ -83,7 +83,7 @@ enum ApikeyAction {
 
 #[derive(Debug, clap::Args)]
 struct TestcamArgs {
-    #[arg(long, default_value = "127.0.0.1:8554")]
+    #[arg(long, default_value = "127.0.0.1:8654")]
     listen: std::net::SocketAddr,
     #[arg(long, default_value_t = 1)]
     cameras: usize,

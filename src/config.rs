@@ -33,6 +33,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     pub recording: RecordingConfig,
     pub snapshots: SnapshotConfig,
+    pub rtsp_server: RtspServerConfig,
+    pub webrtc: WebrtcConfig,
     pub cameras: Vec<CameraConfig>,
     pub v4l2: V4l2Config,
 }
@@ -144,6 +146,64 @@ pub struct SnapshotConfig {
     pub quality: u8,
     /// Scale to this size; `None` keeps the camera's.
     pub size: Option<(u32, u32)>,
+}
+
+/// camhub's own RTSP server, which republishes every camera at `rtsp://PUBLIC_HOST:PORT/<id>`.
+#[derive(Debug, Clone)]
+pub struct RtspServerConfig {
+    pub enabled: bool,
+    /// `IP:PORT` the server binds; loopback by default.
+    pub listen: SocketAddr,
+    /// Host in the published `rtsp://` and WHEP URLs; `None` means the listen address (the RTSP server's for RTSP URLs,
+    /// the HTTP listener's for WHEP URLs).
+    pub public_host: Option<String>,
+    /// Readers must authenticate (RTSP Basic): a configured user, or any user name with a valid API key or JWT as the
+    /// password.
+    pub require_auth: bool,
+    pub users: Vec<RtspUser>,
+}
+
+/// A user of the RTSP server. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct RtspUser {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RtspUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RtspUser {{ user: {:?}, password: \"..\" }}", self.user)
+    }
+}
+
+/// WebRTC playback over WHEP (`POST /whep/<id>` on the HTTP listener).
+#[derive(Clone)]
+pub struct WebrtcConfig {
+    pub enabled: bool,
+    /// STUN and TURN servers as webrtcbin takes them: `stun://host:port`, `turn://user:pass@host:port`,
+    /// `turns://user:pass@host:port`.
+    pub ice_servers: Vec<url::Url>,
+    /// Local addresses offered as host candidates; empty lets libnice use every non-loopback interface.
+    pub candidate_addresses: Vec<std::net::IpAddr>,
+    /// Concurrent WHEP sessions, all cameras together; more get HTTP 503.
+    pub max_sessions: usize,
+    /// How long a session whose ICE connection failed or dropped may take to recover before it is ended.
+    pub disconnect_timeout: Duration,
+}
+
+impl std::fmt::Debug for WebrtcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // TURN URLs carry credentials: only their schemes and hosts are shown.
+        let servers: Vec<String> =
+            self.ice_servers.iter().map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""))).collect();
+        f.debug_struct("WebrtcConfig")
+            .field("enabled", &self.enabled)
+            .field("ice_servers", &servers)
+            .field("candidate_addresses", &self.candidate_addresses)
+            .field("max_sessions", &self.max_sessions)
+            .field("disconnect_timeout", &self.disconnect_timeout)
+            .finish()
+    }
 }
 
 /// When a camera records.
@@ -288,8 +348,61 @@ struct RawConfig {
     monitor: RawMonitor,
     recording: RawRecording,
     snapshots: RawSnapshots,
+    rtsp_server: RawRtspServer,
+    webrtc: RawWebrtc,
     cameras: Vec<RawCamera>,
     v4l2: RawV4l2,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRtspServer {
+    enabled: bool,
+    listen: String,
+    public_host: String,
+    require_auth: bool,
+    users: Vec<RawRtspUser>,
+}
+
+impl Default for RawRtspServer {
+    fn default() -> Self {
+        RawRtspServer {
+            enabled: true,
+            listen: "127.0.0.1:8554".into(),
+            public_host: String::new(),
+            require_auth: false,
+            users: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRtspUser {
+    user: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebrtc {
+    enabled: bool,
+    ice_servers: Vec<String>,
+    candidate_addresses: Vec<String>,
+    max_sessions: usize,
+    disconnect_timeout_ms: u64,
+}
+
+impl Default for RawWebrtc {
+    fn default() -> Self {
+        RawWebrtc {
+            enabled: true,
+            ice_servers: Vec::new(),
+            candidate_addresses: Vec::new(),
+            max_sessions: 32,
+            disconnect_timeout_ms: 5000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -622,6 +735,9 @@ impl RawConfig {
         };
 
         let v4l2 = self.v4l2.validate()?;
+        let rtsp_server = self.rtsp_server.validate(&listen)?;
+        let webrtc = self.webrtc.validate()?;
+
         let mut cameras = Vec::with_capacity(self.cameras.len());
         for (i, c) in self.cameras.into_iter().enumerate() {
             let key = |field: &str| format!("cameras[{i}].{field}");
@@ -658,6 +774,8 @@ impl RawConfig {
                 fragment: Duration::from_millis(r.fragment_ms),
             },
             snapshots: SnapshotConfig { quality: sn.quality, size },
+            rtsp_server,
+            webrtc,
             monitor: MonitorConfig {
                 stall_timeout: Duration::from_millis(m.stall_timeout_ms),
                 reconnect_initial: Duration::from_millis(m.reconnect_initial_ms),
@@ -669,6 +787,84 @@ impl RawConfig {
             },
             cameras,
             v4l2,
+        })
+    }
+}
+
+impl RawRtspServer {
+    fn validate(self, http_listen: &SocketAddr) -> Result<RtspServerConfig, ConfigError> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            ConfigError::new("rtsp_server.listen", format!("{:?} is not an IP:PORT address", self.listen))
+        })?;
+        let public_host = Some(self.public_host.trim().to_owned()).filter(|h| !h.is_empty());
+        if let Some(h) = &public_host
+            && (h.contains(['/', '@', ' ', '?', '#']) || url::Url::parse(&format!("rtsp://{h}/")).is_err())
+        {
+            return Err(ConfigError::new("rtsp_server.public_host", format!("{h:?} is not a host name or address")));
+        }
+        if public_host.is_none() && self.enabled && (listen.ip().is_unspecified() || http_listen.ip().is_unspecified())
+        {
+            return Err(ConfigError::new(
+                "rtsp_server.public_host",
+                "must be set when the RTSP server or the HTTP listener listens on all interfaces (it is the host in published URLs)",
+            ));
+        }
+        let mut users: Vec<RtspUser> = Vec::with_capacity(self.users.len());
+        for (i, u) in self.users.into_iter().enumerate() {
+            if u.user.is_empty() || u.user.contains(':') || u.user.len() > 128 {
+                return Err(ConfigError::new(format!("rtsp_server.users[{i}].user"), "1..128 characters, no ':'"));
+            }
+            if u.password.len() < 8 {
+                return Err(ConfigError::new(format!("rtsp_server.users[{i}].password"), "at least 8 characters"));
+            }
+            if users.iter().any(|o| o.user == u.user) {
+                return Err(ConfigError::new(format!("rtsp_server.users[{i}].user"), "duplicate user"));
+            }
+            users.push(RtspUser { user: u.user, password: u.password });
+        }
+        Ok(RtspServerConfig { enabled: self.enabled, listen, public_host, require_auth: self.require_auth, users })
+    }
+}
+
+impl RawWebrtc {
+    fn validate(self) -> Result<WebrtcConfig, ConfigError> {
+        let mut ice_servers = Vec::with_capacity(self.ice_servers.len());
+        for (i, s) in self.ice_servers.iter().enumerate() {
+            let key = format!("webrtc.ice_servers[{i}]");
+            // Never echo the value: a TURN URL carries a password.
+            let url = url::Url::parse(s).map_err(|_| ConfigError::new(&key, "not a URL"))?;
+            let ok = match url.scheme() {
+                "stun" => url.username().is_empty(),
+                "turn" | "turns" => !url.username().is_empty() && url.password().is_some(),
+                _ => false,
+            };
+            if !ok || url.host_str().is_none_or(str::is_empty) {
+                return Err(ConfigError::new(&key, "must be stun://HOST:PORT or turn[s]://USER:PASS@HOST:PORT"));
+            }
+            ice_servers.push(url);
+        }
+        if ice_servers.iter().filter(|u| u.scheme() == "stun").count() > 1 {
+            return Err(ConfigError::new("webrtc.ice_servers", "at most one STUN server (webrtcbin takes one)"));
+        }
+        let mut candidate_addresses = Vec::with_capacity(self.candidate_addresses.len());
+        for (i, a) in self.candidate_addresses.iter().enumerate() {
+            let ip = a.parse().map_err(|_| {
+                ConfigError::new(format!("webrtc.candidate_addresses[{i}]"), format!("{a:?} is not an IP address"))
+            })?;
+            candidate_addresses.push(ip);
+        }
+        if !(1..=1000).contains(&self.max_sessions) {
+            return Err(ConfigError::new("webrtc.max_sessions", "must be between 1 and 1000"));
+        }
+        if !(500..=60_000).contains(&self.disconnect_timeout_ms) {
+            return Err(ConfigError::new("webrtc.disconnect_timeout_ms", "must be between 500 and 60000"));
+        }
+        Ok(WebrtcConfig {
+            enabled: self.enabled,
+            ice_servers,
+            candidate_addresses,
+            max_sessions: self.max_sessions,
+            disconnect_timeout: Duration::from_millis(self.disconnect_timeout_ms),
         })
     }
 }
@@ -708,6 +904,11 @@ mod tests {
             ("[[v4l2.cameras]]\nid = \"camera0\"\nwidth = 640", "v4l2.cameras[0].width"),
             ("[[v4l2.cameras]]\nid = \"camera0\"\nformat = \"TOOLONG\"", "v4l2.cameras[0].format"),
             ("[[v4l2.cameras]]\nid = \"camera0\"\nbitrate_kbps = 5", "v4l2.cameras[0].bitrate_kbps"),
+            ("[rtsp_server]\nlisten = \"0.0.0.0:8554\"", "rtsp_server.public_host"),
+            ("[rtsp_server]\nusers = [{ user = \"a\", password = \"short\" }]", "rtsp_server.users[0].password"),
+            ("[webrtc]\nice_servers = [\"http://x\"]", "webrtc.ice_servers[0]"),
+            ("[webrtc]\nice_servers = [\"turn://h:3478\"]", "webrtc.ice_servers[0]"),
+            ("[webrtc]\ncandidate_addresses = [\"nope\"]", "webrtc.candidate_addresses[0]"),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text).expect_err(text);
@@ -724,6 +925,8 @@ mod tests {
         assert_eq!(format!("{:?}", example.recording), format!("{:?}", defaults.recording));
         assert_eq!(format!("{:?}", example.storage), format!("{:?}", defaults.storage));
         assert_eq!(format!("{:?}", example.v4l2), format!("{:?}", defaults.v4l2));
+        assert_eq!(format!("{:?}", example.rtsp_server), format!("{:?}", defaults.rtsp_server));
+        assert_eq!(format!("{:?}", example.webrtc), format!("{:?}", defaults.webrtc));
         Config::from_toml(include_str!("../config/demo.toml")).expect("demo is valid");
     }
 
@@ -731,5 +934,18 @@ mod tests {
     fn wrong_type_names_the_key() {
         let e = Config::from_toml("[server]\nmax_connections = \"many\"").expect_err("wrong type");
         assert!(e.to_string().contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let c = Config::from_toml(
+            "[rtsp_server]\nusers = [{ user = \"vlc\", password = \"hunter2hunter2\" }]\n\
+             [webrtc]\nice_servers = [\"turn://u:turnsecret@turn.example:3478\"]",
+        )
+        .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("turnsecret"), "{shown}");
+        let e = Config::from_toml("[webrtc]\nice_servers = [\"turn://u:turnsecret@\"]").expect_err("no host");
+        assert!(!e.to_string().contains("turnsecret"), "{e}");
     }
 }

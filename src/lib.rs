@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod media;
+pub mod publish;
 pub mod recording;
 pub mod rpc;
 pub mod service;

@@ -87,6 +87,7 @@ pub async fn run_with_listener(
         .await?,
     );
     let snapshots = Snapshots::new(files.clone(), config.snapshots.clone(), events.clone());
+    let publish = crate::publish::Publisher::new(&config, auth.clone(), media.handle().clone());
     let grace = config.server.shutdown_grace;
     let configured = config.cameras.clone();
     let app = Arc::new(App {
@@ -97,6 +98,7 @@ pub async fn run_with_listener(
         cameras,
         recordings,
         snapshots,
+        publish,
         files,
         life: Lifecycle::new(),
     });
@@ -105,6 +107,10 @@ pub async fn run_with_listener(
     let log_task = tokio::spawn(log_events(db.clone(), events.subscribe(), log_stop.clone()));
     app.cameras.start(&configured).await.context("starting cameras")?;
     let guard = tokio::spawn(app.recordings.clone().guard());
+    let weak = Arc::downgrade(&app);
+    let cameras: crate::publish::rtsp_server::CameraList =
+        Arc::new(move || weak.upgrade().map(|app| app.cameras.list()).unwrap_or_default());
+    app.publish.start(cameras, tokio::runtime::Handle::current()).context("starting the rtsp server")?;
     for c in configured.iter().filter(|c| c.record == RecordMode::Always) {
         if let Some(camera) = app.cameras.get(&c.id)
             && let Err(e) = app.recordings.start(&camera, None, None, Trigger::Continuous).await
@@ -134,6 +140,8 @@ pub async fn run_with_listener(
     // Let the shutdown notification reach connected clients before their sockets close.
     tokio::time::sleep(Duration::from_millis(50)).await;
     root_cancel.cancel();
+    // Readers and WebRTC peers are disconnected before the cameras they watch stop.
+    app.publish.shutdown().await;
 
     let drained = tokio::time::timeout(grace, async {
         let _ = discovery.await;

@@ -30,8 +30,10 @@ const PERMISSION_DENIED: i64 = errors::PERMISSION_DENIED as i64;
 
 /// Methods that change cameras or files; parts (c) and (d) never call them with valid params: the round trips do
 /// (a throwaway stream added then removed; snapshots and recordings made, listed, downloaded, then deleted).
-const MUTATING: [&str; 7] = [
+const MUTATING: [&str; 9] = [
     "add_external_stream",
+    "start_streaming",
+    "stop_streaming",
     "remove_external_stream",
     "take_snapshot",
     "start_recording",
@@ -687,6 +689,7 @@ async fn spec_holds_against_a_running_server() {
     params_are_checked_as_the_spec_says(&spec, &admin).await;
     read_results_match_the_spec(&spec, &admin).await;
     a_throwaway_stream_is_added_and_removed_as_the_spec_says(&spec, &hub, &cam).await;
+    streaming_round_trip_as_the_spec_says(&spec, &hub).await;
     snapshots_and_recordings_round_trip_as_the_spec_says(&spec, &hub).await;
 }
 
@@ -860,6 +863,29 @@ async fn read_results_match_the_spec(spec: &Spec, admin: &Client) {
             _ => {}
         }
     }
+}
+
+/// (d) for the streaming methods: withdraw cam0 and publish it again, with the documented refusal on the way.
+async fn streaming_round_trip_as_the_spec_says(spec: &Spec, hub: &Camhub) {
+    let operator = hub.client("operator").await;
+    let params = json!({ "device": "cam0" });
+    let stop = spec.method("stop_streaming");
+    let stopped = call_conforming(spec, &operator, stop.name(), params.clone()).await;
+    assert_eq!(stopped["status"], "STOPPED", "{stopped}");
+    let e = call_refused(spec, &operator, stop.name(), params.clone(), errors::INVALID_STATE).await;
+    assert_eq!(e["data"]["state"], "STOPPED", "{e}");
+    let status = call_conforming(spec, &operator, "get_stream_status", params.clone()).await;
+    assert_eq!((&status["status"], &status["start_time"]), (&json!("STOPPED"), &Value::Null), "{status}");
+    let url = call_conforming(spec, &operator, "get_stream_url", params.clone()).await;
+    assert_eq!(url["available"], false, "{url}");
+    let camera = call_conforming(spec, &operator, "get_camera_status", params.clone()).await;
+    assert_eq!(camera["streams"]["rtsp"], "", "a withdrawn camera has no stream URL: {camera}");
+    let started = call_conforming(spec, &operator, "start_streaming", params.clone()).await;
+    assert_eq!(started["status"], "STARTED", "{started}");
+    let again = call_conforming(spec, &operator, "start_streaming", params.clone()).await;
+    assert_eq!(again["start_time"], started["start_time"], "starting a published camera changes nothing");
+    let camera = call_conforming(spec, &operator, "get_camera_status", params).await;
+    assert_eq!(camera["streams"]["rtsp"], hub.rtsp_url("cam0"), "{camera}");
 }
 
 /// (d) for the mutating methods, and the notifications: add a stream (the test camera's second feed), see it announced

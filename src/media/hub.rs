@@ -311,6 +311,11 @@ impl StreamHub {
         Consumer { rx, first_arrival, id, dropped, hub: Arc::downgrade(self) }
     }
 
+    /// The stream's current caps (`None` before the first connection delivered them).
+    pub fn caps(&self) -> Option<gst::Caps> {
+        self.state.lock().caps.clone()
+    }
+
     /// How long ago the last frame arrived (the stall watchdog's question, without computing rates).
     pub fn since_last_frame(&self) -> Option<Duration> {
         self.state.lock().last_frame.map(|t| t.elapsed())

@@ -46,7 +46,7 @@ pub enum TestCamSource {
 impl Default for TestCamSettings {
     fn default() -> Self {
         TestCamSettings {
-            listen: "127.0.0.1:8554".parse().expect("literal address"),
+            listen: "127.0.0.1:8654".parse().expect("literal address"),
             cameras: 1,
             width: 1280,
             height: 720,

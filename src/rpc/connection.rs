@@ -280,7 +280,7 @@ impl Connection {
         }
         // Every authenticated client gets camera and recording status updates without subscribing.
         if let EventKind::CameraStatus { camera, status, .. } = &event.kind {
-            let params = wire::summary_with(camera, *status, &camera.hub.stats());
+            let params = wire::summary_with(camera, *status, &camera.hub.stats(), &self.server.ctx.app.publish);
             out.push(notification("camera_status_update", &params));
         }
         if let Some(params) = super::storage_methods::recording_notification(&event.kind) {

@@ -1,5 +1,5 @@
-//! Plain HTTP endpoints on the RPC listener: health (no auth, for load balancers and systemd checks) and Prometheus
-//! metrics.
+//! Plain HTTP endpoints on the RPC listener: health (no auth, for load balancers and systemd checks), Prometheus
+//! metrics, file downloads and WHEP (WebRTC playback: `POST /whep/{id}` with an SDP offer, `DELETE` on the session).
 
 use std::fmt::Write;
 
@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use serde_json::json;
 
 use tower::ServiceExt;
@@ -25,6 +25,8 @@ pub fn routes() -> Router<Server> {
         .route("/health/cameras", get(cameras))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/whep/{id}", post(whep_offer))
+        .route("/whep/{id}/{session}", delete(whep_end))
 }
 
 async fn system(State(server): State<Server>) -> Json<serde_json::Value> {
@@ -40,7 +42,7 @@ async fn system(State(server): State<Server>) -> Json<serde_json::Value> {
 }
 
 async fn cameras(State(server): State<Server>) -> Json<serde_json::Value> {
-    Json(wire::camera_list(&server.ctx.app.cameras.list()))
+    Json(wire::camera_list(&server.ctx.app.cameras.list(), &server.ctx.app.publish))
 }
 
 /// 200 once start-up is done and until shutdown begins; 503 otherwise.
@@ -75,6 +77,20 @@ async fn metrics(State(server): State<Server>) -> Response {
         for (state, stats, camera) in &cameras {
             let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", camera.id, value(state, stats));
         }
+    }
+    let publish = &ctx.app.publish;
+    let counters: Vec<_> = cameras.iter().map(|(_, _, c)| (&c.id, publish.counters(&c.id))).collect();
+    let _ = writeln!(out, "# TYPE camhub_stream_readers gauge");
+    for (id, c) in &counters {
+        let rtsp = c.rtsp_readers.load(std::sync::atomic::Ordering::Relaxed);
+        let webrtc = c.webrtc_sessions.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "camhub_stream_readers{{camera=\"{id}\",protocol=\"rtsp\"}} {rtsp}");
+        let _ = writeln!(out, "camhub_stream_readers{{camera=\"{id}\",protocol=\"webrtc\"}} {webrtc}");
+    }
+    let _ = writeln!(out, "# TYPE camhub_stream_sent_bytes_total counter");
+    for (id, c) in &counters {
+        let bytes = c.bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "camhub_stream_sent_bytes_total{{camera=\"{id}\"}} {bytes}");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -134,5 +150,79 @@ async fn serve(server: &Server, area: Area, name: &str, req: axum::extract::Requ
     {
         Ok(resp) => resp.map(axum::body::Body::new),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `POST /whep/{id}`: an SDP offer (`application/sdp`) in, `201 Created` with the SDP answer and the session's
+/// `Location` out. 401 without credentials, 404 for an unknown or withdrawn camera, 415 for a body that is not SDP or a
+/// camera WebRTC cannot carry (H.265), 400 for an offer without H.264, 503 when the camera has no video yet or the
+/// session cap is reached.
+async fn whep_offer(
+    State(server): State<Server>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(resp) = authorize(&server, &headers).await {
+        return resp;
+    }
+    let app = &server.ctx.app;
+    if !app.publish.webrtc_enabled() {
+        return (StatusCode::NOT_FOUND, "webrtc is disabled").into_response();
+    }
+    let Some(camera) = app.cameras.get_str(&id) else {
+        return (StatusCode::NOT_FOUND, "no such camera").into_response();
+    };
+    if !app.publish.is_published(&camera.id) {
+        return (StatusCode::NOT_FOUND, "camera is not published (stop_streaming)").into_response();
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/sdp") {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the offer as Content-Type: application/sdp").into_response();
+    }
+    let Ok(offer) = std::str::from_utf8(&body) else {
+        return (StatusCode::BAD_REQUEST, "the offer is not UTF-8").into_response();
+    };
+    let counters = app.publish.counters(&camera.id);
+    match app.publish.whep.offer(&camera, counters, offer).await {
+        Ok(answer) => (
+            StatusCode::CREATED,
+            [
+                (header::CONTENT_TYPE, "application/sdp".to_owned()),
+                (header::LOCATION, format!("/whep/{}/{}", camera.id, answer.session)),
+            ],
+            answer.sdp,
+        )
+            .into_response(),
+        Err(e) => {
+            use crate::error::Error;
+            let code = match &e {
+                Error::InvalidParams { .. } => StatusCode::BAD_REQUEST,
+                Error::CapabilityNotSupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Error::InvalidState { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            tracing::debug!(camera_id = %camera.id, err = %e, "whep offer refused");
+            (code, e.to_string()).into_response()
+        }
+    }
+}
+
+/// `DELETE /whep/{id}/{session}`: ends the session (200), or 404.
+async fn whep_end(
+    State(server): State<Server>,
+    Path((id, session)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(resp) = authorize(&server, &headers).await {
+        return resp;
+    }
+    let Ok(camera) = crate::camera::CameraId::parse(&id) else {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    };
+    if server.ctx.app.publish.whep.end(&camera, &session) {
+        StatusCode::OK.into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such session").into_response()
     }
 }

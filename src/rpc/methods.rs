@@ -52,6 +52,11 @@ pub const ACCESS: &[(&str, Access)] = &[
     ("take_snapshot", AtLeast(Operator)),
     ("start_recording", AtLeast(Operator)),
     ("stop_recording", AtLeast(Operator)),
+    ("start_streaming", AtLeast(Operator)),
+    ("stop_streaming", AtLeast(Operator)),
+    ("get_stream_url", AtLeast(Viewer)),
+    ("get_stream_status", AtLeast(Viewer)),
+    ("get_streams", AtLeast(Viewer)),
     ("get_status", AtLeast(Admin)),
     ("get_metrics", AtLeast(Admin)),
     ("delete_recording", AtLeast(Admin)),
@@ -76,6 +81,10 @@ const FROM_MEMORY: &[&str] = &[
     "unsubscribe_events",
     "get_subscription_stats",
     "get_external_streams",
+    "start_streaming",
+    "get_stream_url",
+    "get_stream_status",
+    "get_streams",
 ];
 
 pub fn answered_from_memory(method: &str) -> bool {
@@ -91,13 +100,11 @@ pub fn module(ctx: Arc<RpcContext>) -> RpcModule<RpcContext> {
     let mut m = RpcModule::from_arc(ctx);
     register(&mut m, "ping", |_, _, _: NoParams| async { Ok("pong") });
     register(&mut m, "authenticate", authenticate);
-    register(
-        &mut m,
-        "get_camera_list",
-        |ctx, _, _: NoParams| async move { Ok(wire::camera_list(&ctx.app.cameras.list())) },
-    );
+    register(&mut m, "get_camera_list", |ctx, _, _: NoParams| async move {
+        Ok(wire::camera_list(&ctx.app.cameras.list(), &ctx.app.publish))
+    });
     register(&mut m, "get_camera_status", |ctx, _, p: DeviceParams| async move {
-        Ok(wire::detail(&*find_camera(&ctx, &p.device)?))
+        Ok(wire::detail(&*find_camera(&ctx, &p.device)?, &ctx.app.publish))
     });
     register(&mut m, "get_camera_capabilities", |ctx, _, p: DeviceParams| async move {
         camera_capabilities(&*find_camera(&ctx, &p.device)?)
@@ -114,6 +121,11 @@ pub fn module(ctx: Arc<RpcContext>) -> RpcModule<RpcContext> {
     register(&mut m, "add_external_stream", add_external_stream);
     register(&mut m, "remove_external_stream", remove_external_stream);
     register(&mut m, "get_external_streams", |ctx, _, _: NoParams| async move { Ok(external_streams(&ctx)) });
+    register(&mut m, "start_streaming", |ctx, _, p: DeviceParams| async move { start_streaming(&ctx, &p.device) });
+    register(&mut m, "stop_streaming", stop_streaming);
+    register(&mut m, "get_stream_url", |ctx, _, p: DeviceParams| async move { stream_url(&ctx, &p.device) });
+    register(&mut m, "get_stream_status", |ctx, _, p: DeviceParams| async move { stream_status(&ctx, &p.device) });
+    register(&mut m, "get_streams", |ctx, _, _: NoParams| async move { Ok(streams(&ctx)) });
     super::storage_methods::register_all(&mut m);
     m
 }
@@ -272,7 +284,7 @@ fn server_info() -> Value {
         "architecture": std::env::consts::ARCH,
         "capabilities": [
             "rtsp_ingest", "camera_monitor", "auto_reconnect", "notifications", "api_keys", "jwt",
-            "recording", "pre_roll", "snapshots", "retention",
+            "recording", "pre_roll", "snapshots", "retention", "rtsp_server", "webrtc_whep",
         ],
         "supported_formats": ["fmp4", "mp4", "mkv"],
         "supported_codecs": ["H264", "H265"],
@@ -322,9 +334,148 @@ fn metrics(ctx: &RpcContext) -> Value {
         },
         "camera_metrics": { "total": total, "connected": connected, "cameras": per_camera },
         "recording_metrics": { "active": app.recordings.active_count() },
-        "stream_metrics": { "active_streams": 0, "total_streams": 0, "total_viewers": 0 },
+        "stream_metrics": stream_metrics(ctx),
         "connection_metrics": { "active_connections": ctx.sessions.len() },
     })
+}
+
+fn stream_metrics(ctx: &RpcContext) -> Value {
+    let publish = &ctx.app.publish;
+    let (mut total, mut active, mut viewers, mut bytes) = (0, 0, 0, 0);
+    for camera in ctx.app.cameras.list() {
+        if !publish.is_published(&camera.id) {
+            continue;
+        }
+        total += 1;
+        active += usize::from(camera.state().status == CameraStatus::Connected);
+        let c = publish.counters(&camera.id);
+        viewers += c.readers();
+        bytes += c.bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    json!({
+        "active_streams": active,
+        "total_streams": total,
+        "total_viewers": viewers,
+        "webrtc_sessions": publish.whep.count(),
+        "bytes_sent": bytes,
+    })
+}
+
+// ---- streaming ----
+//
+// Every camera is published (RTSP and WHEP) from the moment it exists. `stop_streaming` withdraws one: its readers are
+// disconnected and new ones refused until `start_streaming` publishes it again (or camhub restarts).
+
+/// What a stream is called and where it is, shared by the streaming results.
+fn stream_identity(ctx: &RpcContext, camera: &Camera) -> serde_json::Map<String, Value> {
+    let urls = ctx.app.publish.urls(&camera.id);
+    let mut m = serde_json::Map::new();
+    m.insert("device".into(), json!(camera.id));
+    m.insert("stream_name".into(), json!(camera.id));
+    m.insert("stream_url".into(), json!(urls.rtsp));
+    m.insert("webrtc_url".into(), json!(urls.webrtc));
+    m
+}
+
+/// Published, with a connected camera, over at least one protocol.
+fn stream_ready(ctx: &RpcContext, camera: &Camera) -> bool {
+    let publish = &ctx.app.publish;
+    publish.is_published(&camera.id)
+        && camera.state().status == CameraStatus::Connected
+        && (publish.rtsp_enabled() || publish.webrtc_enabled())
+}
+
+fn start_streaming(ctx: &RpcContext, device: &str) -> Result<Value> {
+    let camera = find_camera(ctx, device)?;
+    let since = ctx.app.publish.start_streaming(&camera.id);
+    let mut r = stream_identity(ctx, &camera);
+    r.insert("status".into(), json!("STARTED"));
+    r.insert("start_time".into(), json!(super::storage_methods::iso(since)));
+    Ok(Value::Object(r))
+}
+
+async fn stop_streaming(ctx: Arc<RpcContext>, _: Arc<Session>, p: DeviceParams) -> Result<Value> {
+    let camera = find_camera(&ctx, &p.device)?;
+    let since = ctx.app.publish.stop_streaming(&camera.id).await?;
+    let end = std::time::SystemTime::now();
+    let mut r = stream_identity(&ctx, &camera);
+    r.insert("status".into(), json!("STOPPED"));
+    r.insert("start_time".into(), json!(super::storage_methods::iso(since)));
+    r.insert("end_time".into(), json!(super::storage_methods::iso(end)));
+    let duration = end.duration_since(since).unwrap_or_default().as_secs_f64();
+    r.insert("duration".into(), json!((duration * 1000.0).round() / 1000.0));
+    Ok(Value::Object(r))
+}
+
+fn stream_url(ctx: &RpcContext, device: &str) -> Result<Value> {
+    let camera = find_camera(ctx, device)?;
+    let ready = stream_ready(ctx, &camera);
+    let status = match (ready, camera.state().status) {
+        (true, _) => "READY",
+        (false, CameraStatus::Error) => "ERROR",
+        _ => "NOT_READY",
+    };
+    let mut r = stream_identity(ctx, &camera);
+    r.insert("available".into(), json!(ready));
+    r.insert("active_consumers".into(), json!(ctx.app.publish.counters(&camera.id).readers()));
+    r.insert("stream_status".into(), json!(status));
+    Ok(Value::Object(r))
+}
+
+fn stream_status(ctx: &RpcContext, device: &str) -> Result<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let camera = find_camera(ctx, device)?;
+    let publish = &ctx.app.publish;
+    let c = publish.counters(&camera.id);
+    let stats = camera.hub.stats();
+    let connected = camera.state().status == CameraStatus::Connected;
+    let (status, start_time) = match publish.publication(&camera.id) {
+        crate::publish::Publication::Started { since } => ("STARTED", json!(super::storage_methods::iso(since))),
+        crate::publish::Publication::Stopped { .. } => ("STOPPED", Value::Null),
+    };
+    let mut r = stream_identity(ctx, &camera);
+    r.insert("status".into(), json!(status));
+    r.insert("ready".into(), json!(stream_ready(ctx, &camera)));
+    r.insert(
+        "metrics".into(),
+        json!({
+            "bytes_sent": c.bytes_sent.load(Relaxed),
+            "frames_sent": c.frames_sent.load(Relaxed),
+            "bitrate": if connected { stats.bitrate_bps } else { 0 },
+            "fps": if connected { stats.fps } else { 0.0 },
+            "readers": c.readers(),
+            "rtsp_readers": c.rtsp_readers.load(Relaxed),
+            "webrtc_sessions": c.webrtc_sessions.load(Relaxed),
+        }),
+    );
+    r.insert("start_time".into(), start_time);
+    Ok(Value::Object(r))
+}
+
+fn streams(ctx: &RpcContext) -> Value {
+    let publish = &ctx.app.publish;
+    let list: Vec<Value> = ctx
+        .app
+        .cameras
+        .list()
+        .iter()
+        .map(|camera| {
+            let urls = publish.urls(&camera.id);
+            let c = publish.counters(&camera.id);
+            json!({
+                "name": camera.id,
+                "device": camera.id,
+                "source": camera.source.kind(),
+                "status": if publish.is_published(&camera.id) { "STARTED" } else { "STOPPED" },
+                "ready": stream_ready(ctx, camera),
+                "readers": c.readers(),
+                "bytes_sent": c.bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
+                "rtsp_url": urls.rtsp,
+                "webrtc_url": urls.webrtc,
+            })
+        })
+        .collect();
+    Value::Array(list)
 }
 
 fn validate_topics(topics: &[String], param: &'static str) -> Result<()> {
@@ -410,7 +561,7 @@ async fn add_external_stream(ctx: Arc<RpcContext>, _: Arc<Session>, p: AddExtern
     let url = camera::parse_stream_url(&p.stream_url).map_err(|rule| Error::invalid_param("stream_url", rule))?;
     let id = id_from_name(&p.stream_name)?;
     let camera = ctx.app.cameras.add(id, p.stream_name.trim().to_owned(), url).await?;
-    serde_json::to_value(wire::detail(&camera)).map_err(Error::internal)
+    serde_json::to_value(wire::detail(&camera, &ctx.app.publish)).map_err(Error::internal)
 }
 
 async fn remove_external_stream(ctx: Arc<RpcContext>, _: Arc<Session>, p: RemoveExternalStreamParams) -> Result<Value> {

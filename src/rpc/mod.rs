@@ -9,6 +9,7 @@ pub mod http;
 pub mod methods;
 pub mod session;
 pub mod storage_methods;
+pub mod web;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -87,6 +88,7 @@ impl Server {
         Router::new()
             .route("/ws", axum::routing::get(connection::upgrade))
             .merge(http::routes())
+            .merge(web::routes())
             .with_state(self.clone())
     }
 

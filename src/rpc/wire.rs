@@ -6,12 +6,25 @@ use serde::Serialize;
 use crate::camera::{Camera, CameraStatus};
 use crate::devices::v4l2::{Handling, fps};
 use crate::media::hub::StreamStats;
+use crate::publish::Publisher;
 
+/// Where a camera can be watched. Empty when it is not published (`stop_streaming`) or the protocol is disabled;
+/// `hls` is always empty: camhub does not serve HLS.
 #[derive(Debug, Clone, Serialize)]
 pub struct Streams {
     pub rtsp: String,
     pub webrtc: String,
     pub hls: String,
+}
+
+impl Streams {
+    pub fn of(camera: &Camera, publish: &Publisher) -> Streams {
+        if !publish.is_published(&camera.id) {
+            return Streams { rtsp: String::new(), webrtc: String::new(), hls: String::new() };
+        }
+        let urls = publish.urls(&camera.id);
+        Streams { rtsp: urls.rtsp, webrtc: urls.webrtc, hls: String::new() }
+    }
 }
 
 /// The camera summary of `get_camera_list` and `camera_status_update`.
@@ -27,11 +40,13 @@ pub struct CameraSummary {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CameraMetrics {
-    /// Bytes sent to readers (publishing is not built yet: 0).
+    /// RTP bytes sent to RTSP readers and WebRTC peers (each packet once per reader).
     pub bytes_sent: u64,
     pub bytes_received: u64,
-    /// Consumers of the camera's stream inside camhub (recording, snapshots, publishing).
+    /// Viewers now: RTSP sessions plus WebRTC sessions.
     pub readers: usize,
+    /// Consumers of the camera's stream inside camhub (recording, snapshots, publishing pipelines).
+    pub consumers: usize,
     /// Seconds since the current connection delivered its first frame; 0 when disconnected.
     pub uptime: u64,
     pub frames: u64,
@@ -82,7 +97,7 @@ fn resolution(stats: &StreamStats) -> String {
 }
 
 /// The summary, with `status` as given (a notification reports the status of its event, not of now).
-pub fn summary_with(camera: &Camera, status: CameraStatus, stats: &StreamStats) -> CameraSummary {
+pub fn summary_with(camera: &Camera, status: CameraStatus, stats: &StreamStats, publish: &Publisher) -> CameraSummary {
     let connected = status == CameraStatus::Connected;
     CameraSummary {
         device: camera.id.to_string(),
@@ -90,22 +105,22 @@ pub fn summary_with(camera: &Camera, status: CameraStatus, stats: &StreamStats) 
         name: camera.name.clone(),
         resolution: resolution(stats),
         fps: if connected { stats.fps } else { 0.0 },
-        streams: Streams { rtsp: String::new(), webrtc: String::new(), hls: String::new() },
+        streams: Streams::of(camera, publish),
     }
 }
 
-pub fn summary(camera: &Camera) -> CameraSummary {
-    summary_with(camera, camera.state().status, &camera.hub.stats())
+pub fn summary(camera: &Camera, publish: &Publisher) -> CameraSummary {
+    summary_with(camera, camera.state().status, &camera.hub.stats(), publish)
 }
 
 /// `get_camera_list`'s result (also `/health/cameras`): summaries, total, connected.
-pub fn camera_list(cameras: &[std::sync::Arc<Camera>]) -> serde_json::Value {
-    let cameras: Vec<_> = cameras.iter().map(|c| summary(c)).collect();
+pub fn camera_list(cameras: &[std::sync::Arc<Camera>], publish: &Publisher) -> serde_json::Value {
+    let cameras: Vec<_> = cameras.iter().map(|c| summary(c, publish)).collect();
     let connected = cameras.iter().filter(|c| c.status == CameraStatus::Connected).count();
     serde_json::json!({ "cameras": cameras, "total": cameras.len(), "connected": connected })
 }
 
-pub fn detail(camera: &Camera) -> CameraDetail {
+pub fn detail(camera: &Camera, publish: &Publisher) -> CameraDetail {
     let state = camera.state();
     let stats = camera.hub.stats();
     let capabilities = capabilities(camera, &stats);
@@ -115,18 +130,20 @@ pub fn detail(camera: &Camera) -> CameraDetail {
         encoding: if m.handling == Handling::H264 { "passthrough" } else { "encoded" },
         format: m.format,
     });
+    let counters = publish.counters(&camera.id);
     CameraDetail {
         mode,
         metrics: CameraMetrics {
-            bytes_sent: 0,
+            bytes_sent: counters.bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
             bytes_received: stats.bytes,
-            readers: stats.consumers,
+            readers: counters.readers(),
+            consumers: stats.consumers,
             uptime: state.connected_since.map(|t| t.elapsed().as_secs()).unwrap_or(0),
             frames: stats.frames,
             bitrate: if state.status == CameraStatus::Connected { stats.bitrate_bps } else { 0 },
             reconnects: state.reconnects,
         },
-        summary: summary_with(camera, state.status, &stats),
+        summary: summary_with(camera, state.status, &stats, publish),
         capabilities,
         source_type: camera.source.kind(),
         last_error: state.last_error,

@@ -85,9 +85,12 @@ impl Drop for TestCam {
 /// A camhub service as a child process with its own data dir; stopped on drop.
 pub struct Camhub {
     pub port: u16,
-    /// Extra `[server]` and `[storage]` keys, kept across restarts.
+    /// camhub's own RTSP server (cameras republished at `rtsp://127.0.0.1:RTSP_PORT/<id>`): a free port per launch.
+    pub rtsp_port: u16,
+    /// Extra `[server]`, `[storage]` and `[rtsp_server]` keys, kept across restarts.
     server_keys: String,
     storage_keys: String,
+    rtsp_keys: String,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
@@ -105,8 +108,10 @@ impl Camhub {
         let dir = tmp.path().to_path_buf();
         let mut hub = Camhub {
             port: 0,
+            rtsp_port: 0,
             server_keys: server_keys.to_owned(),
             storage_keys: String::new(),
+            rtsp_keys: String::new(),
             dir,
             _tmp: Some(tmp),
             child: None,
@@ -119,14 +124,39 @@ impl Camhub {
     pub fn start_at(dir: &Path, storage_keys: &str, extra: &str) -> Camhub {
         let mut hub = Camhub {
             port: 0,
+            rtsp_port: 0,
             server_keys: String::new(),
             storage_keys: storage_keys.to_owned(),
+            rtsp_keys: String::new(),
             dir: dir.to_path_buf(),
             _tmp: None,
             child: None,
         };
         hub.launch(extra);
         hub
+    }
+
+    /// Like `start`, with extra keys (one per line) for the `[rtsp_server]` section.
+    pub fn start_with_rtsp_keys(rtsp_keys: &str, extra: &str) -> Camhub {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut hub = Camhub {
+            port: 0,
+            rtsp_port: 0,
+            server_keys: String::new(),
+            storage_keys: String::new(),
+            rtsp_keys: rtsp_keys.to_owned(),
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+        };
+        hub.launch(extra);
+        hub
+    }
+
+    /// camhub's RTSP URL of a camera.
+    pub fn rtsp_url(&self, id: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/{id}", self.rtsp_port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -171,12 +201,16 @@ impl Camhub {
 
     fn launch(&mut self, extra: &str) {
         self.port = free_port();
+        self.rtsp_port = free_port();
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{}\"\n{}\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{}\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:{}\"\n{}\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{}\n\
+             [rtsp_server]\nlisten = \"127.0.0.1:{}\"\n{}\n{extra}\n",
             self.port,
             self.server_keys,
             self.dir.display(),
-            self.storage_keys
+            self.storage_keys,
+            self.rtsp_port,
+            self.rtsp_keys,
         );
         let path = self.dir.join("camhub.toml");
         std::fs::write(&path, config).expect("write config");

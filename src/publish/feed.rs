@@ -1,0 +1,188 @@
+//! One publishing pipeline's feed: a hub consumer pushed into an `appsrc`, frames as they are (no re-encoding). The
+//! feed starts when the pipeline first asks for data (so a new reader gets the current GOP from its keyframe, at
+//! once), keeps the stream's own frame spacing on the pipeline's running time, and ends when told to, when the
+//! pipeline refuses data, when the camera goes away, or when the camera's codec changes (the payloader is fixed).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Codec, Counters};
+use crate::media::hub::{HubItem, Start, StreamHub};
+
+/// Frames a feed may have queued from the hub before it loses some (and resumes at the next keyframe).
+const QUEUE: usize = 128;
+
+/// Why a feed ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedEnd {
+    Stopped,
+    /// The camera was removed (its hub is gone).
+    CameraGone,
+    /// The camera now sends another codec than the pipeline's payloader takes.
+    CodecChanged,
+    /// The pipeline stopped taking data (torn down, or failed).
+    Refused,
+}
+
+/// An `appsrc` for hub frames with `caps`: live, timestamps set by the feed, bounded (oldest dropped if the pipeline
+/// stalls, so a stuck peer cannot grow memory).
+pub fn appsrc(caps: &gst::Caps) -> gst_app::AppSrc {
+    gst_app::AppSrc::builder()
+        .name("src")
+        .caps(caps)
+        .format(gst::Format::Time)
+        .is_live(true)
+        .do_timestamp(false)
+        .stream_type(gst_app::AppStreamType::Stream)
+        .max_bytes(8 * 1024 * 1024)
+        .block(false)
+        .leaky_type(gst_app::AppLeakyType::Downstream)
+        .build()
+}
+
+/// Notifies `started` whenever the pipeline wants data from `src` (the first time: it is running).
+pub fn on_need_data(src: &gst_app::AppSrc, started: Arc<Notify>) {
+    src.set_callbacks(gst_app::AppSrcCallbacks::builder().need_data(move |_, _| started.notify_one()).build());
+}
+
+/// Counts the bytes leaving `pad` (a payloader's src): each buffer `multiplier()` times.
+pub fn count_bytes(
+    pad: &gst::Pad,
+    counters: Arc<Counters>,
+    multiplier: impl Fn(&Counters) -> u64 + Send + Sync + 'static,
+) {
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        let size = match &info.data {
+            Some(gst::PadProbeData::Buffer(b)) => b.size(),
+            Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
+            _ => 0,
+        } as u64;
+        counters.bytes_sent.fetch_add(size * multiplier(&counters), Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Maps hub timestamps (one timeline per camera connection) onto the pipeline's running time: the first frame (and
+/// the first after a gap) at the running time of its push, later ones keeping the stream's spacing, never backwards.
+#[derive(Debug, Default)]
+struct Timestamps {
+    offset: Option<i128>,
+    last: Option<gst::ClockTime>,
+}
+
+impl Timestamps {
+    fn gap(&mut self) {
+        self.offset = None;
+    }
+
+    fn map(&mut self, pts: Option<gst::ClockTime>, arrived: std::time::Instant, now: gst::ClockTime) -> gst::ClockTime {
+        // Without a camera timestamp, arrival time keeps the spacing.
+        let anchor_of = |pts: Option<gst::ClockTime>| match pts {
+            Some(p) => p.nseconds() as i128,
+            None => -(arrived.elapsed().as_nanos() as i128),
+        };
+        let anchor = anchor_of(pts);
+        let offset = *self.offset.get_or_insert(now.nseconds() as i128 - anchor);
+        let mut out = gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64);
+        if let Some(last) = self.last
+            && out <= last
+        {
+            out = last + gst::ClockTime::from_nseconds(1);
+        }
+        self.last = Some(out);
+        out
+    }
+}
+
+/// What a feed needs.
+pub struct Feed {
+    pub appsrc: gst_app::AppSrc,
+    pub hub: std::sync::Weak<StreamHub>,
+    pub codec: Codec,
+    pub counters: Arc<Counters>,
+    /// Notified when the pipeline wants data (the appsrc's need-data).
+    pub started: Arc<Notify>,
+    /// Notified to start over from the latest keyframe (a WebRTC peer just connected).
+    pub restart: Option<Arc<Notify>>,
+    pub stop: CancellationToken,
+}
+
+/// Runs a feed until it ends; sends EOS into the pipeline when the camera goes away.
+pub async fn run(feed: Feed) -> FeedEnd {
+    let Feed { appsrc, hub, codec, counters, started, restart, stop } = feed;
+    tokio::select! {
+        _ = stop.cancelled() => return FeedEnd::Stopped,
+        _ = started.notified() => {}
+    }
+    let subscribe = || hub.upgrade().map(|h| h.subscribe("publish", QUEUE, Start::LatestKeyframe));
+    let Some(mut consumer) = subscribe() else { return FeedEnd::CameraGone };
+    let restart = restart.unwrap_or_default();
+    let mut stamps = Timestamps::default();
+    let end = loop {
+        let item = tokio::select! {
+            _ = stop.cancelled() => break FeedEnd::Stopped,
+            _ = restart.notified() => {
+                let Some(c) = subscribe() else { break FeedEnd::CameraGone };
+                consumer = c;
+                stamps.gap();
+                continue;
+            }
+            item = consumer.rx.recv() => item,
+        };
+        match item {
+            None => break FeedEnd::CameraGone,
+            Some(HubItem::Caps(caps)) => {
+                if Codec::of(&caps) != Some(codec) {
+                    break FeedEnd::CodecChanged;
+                }
+                appsrc.set_caps(Some(&caps));
+            }
+            Some(HubItem::Gap) => stamps.gap(),
+            Some(HubItem::Frame(frame)) => {
+                let now = appsrc.current_running_time().unwrap_or(gst::ClockTime::ZERO);
+                let mut buffer = frame.buffer.copy();
+                {
+                    let b = buffer.make_mut();
+                    let at = stamps.map(frame.buffer.pts(), frame.arrived, now);
+                    b.set_pts(at);
+                    b.set_dts(gst::ClockTime::NONE);
+                    b.set_duration(gst::ClockTime::NONE);
+                }
+                if appsrc.push_buffer(buffer).is_err() {
+                    break FeedEnd::Refused;
+                }
+                counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    if matches!(end, FeedEnd::CameraGone | FeedEnd::CodecChanged) {
+        let _ = appsrc.end_of_stream();
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_keep_spacing_start_at_now_and_never_go_back() {
+        let s = gst::ClockTime::SECOND;
+        let t = std::time::Instant::now();
+        let mut m = Timestamps::default();
+        assert_eq!(m.map(Some(s * 100), t, s * 5), s * 5);
+        assert_eq!(m.map(Some(s * 101), t, s * 5), s * 6);
+        // A new connection with its own timeline: anchored at the running time again, still after the last.
+        m.gap();
+        assert_eq!(m.map(Some(s / 10), t, s * 7), s * 7);
+        m.gap();
+        let back = m.map(Some(s), t, s * 3);
+        assert!(back > s * 7, "{back}");
+    }
+}

@@ -1,0 +1,547 @@
+// camhub's page: sign in, a live grid of cameras (WHEP video, status badges, snapshots) and the recordings. Talks to
+// camhub only: JSON-RPC over the WebSocket at /ws, WHEP and file downloads over HTTP with the credential in a header.
+// The credential lives in sessionStorage (this tab only) and is never put in a URL or logged.
+
+import { AUTH_FAILED, RpcClient, RpcError } from './rpc.js';
+import { WhepError, WhepSession } from './whep.js';
+
+const CREDENTIAL_KEY = 'camhub.credential';
+const CAMERA_REFRESH_MS = 5000;
+const RECORDING_REFRESH_MS = 30000;
+const VIDEO_RETRY_MIN_MS = 1000;
+const VIDEO_RETRY_MAX_MS = 15000;
+/** How long a peer connection may stay `disconnected` before the session is started again. */
+const PEER_GRACE_MS = 4000;
+/** Roles that may call take_snapshot. */
+const SNAPSHOT_ROLES = new Set(['operator', 'admin']);
+
+const $ = (id) => document.getElementById(id);
+
+const page = {
+  rpc: null,
+  role: null,
+  tiles: new Map(),
+  timers: [],
+  refreshQueued: false,
+  everOnline: false,
+};
+
+const credential = () => sessionStorage.getItem(CREDENTIAL_KEY) ?? '';
+
+/** The message to show for a failed call or fetch. */
+function describe(e) {
+  if (e instanceof RpcError) return e.data?.reason || e.data?.hint || e.message;
+  return e?.message || String(e);
+}
+
+// ---- formatting -------------------------------------------------------------------------------------------------
+
+function formatBytes(n) {
+  if (!Number.isFinite(n)) return '–';
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i += 1;
+  }
+  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+}
+
+function formatDuration(s) {
+  if (!Number.isFinite(s)) return '–';
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  const rest = Math.round(s % 60);
+  return m < 60 ? `${m}:${String(rest).padStart(2, '0')}` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+const clockFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+const dateFormat = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+
+/** Today's times as a clock; older ones with their date. */
+function formatTime(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  return d.toDateString() === new Date().toDateString() ? clockFormat.format(d) : dateFormat.format(d);
+}
+
+// ---- authenticated HTTP -------------------------------------------------------------------------------------------
+
+/** GETs a camhub file with the credential in the Authorization header; resolves with a Blob. */
+async function fetchFile(path) {
+  const res = await fetch(path, {
+    headers: { Authorization: `Bearer ${credential()}` },
+    cache: 'no-store',
+    credentials: 'omit',
+  });
+  if (!res.ok) {
+    const text = (await res.text()).trim();
+    throw new Error(`HTTP ${res.status}${text ? `: ${text.slice(0, 160)}` : ''}`);
+  }
+  return res.blob();
+}
+
+/**
+ * The camera's WHEP endpoint, or null when camhub does not publish it over WebRTC (`streams.webrtc` empty). The page
+ * and WHEP share camhub's listener, so a URL naming another origin (the listen address as camhub sees it) is taken
+ * for its path on ours: the credential is sent only where the page came from.
+ */
+function whepUrl(summary) {
+  const advertised = summary.streams?.webrtc;
+  if (!advertised) return null;
+  const url = new URL(advertised, window.location.href);
+  return url.origin === window.location.origin ? url.href : new URL(url.pathname, window.location.href).href;
+}
+
+// ---- banner and connection state ----------------------------------------------------------------------------------
+
+function showBanner(text) {
+  const banner = $('banner');
+  banner.textContent = text;
+  banner.hidden = false;
+}
+
+function hideBanner() {
+  $('banner').hidden = true;
+}
+
+function showLinkState({ state, retryInMs }) {
+  const el = $('link-state');
+  el.dataset.state = state;
+  $('app-view').dataset.link = state;
+  el.title = '';
+  if (state === 'online') {
+    $('link-text').textContent = 'Live';
+    hideBanner();
+  } else if (state === 'connecting') {
+    $('link-text').textContent = 'Connecting…';
+  } else if (retryInMs) {
+    $('link-text').textContent = 'Reconnecting…';
+    el.title = `Next attempt in ${Math.ceil(retryInMs / 1000)} s`;
+    if (page.everOnline) showBanner('Lost the connection to camhub; reconnecting. Camera states may be out of date.');
+  } else {
+    $('link-text').textContent = 'Offline';
+  }
+}
+
+// ---- one camera ---------------------------------------------------------------------------------------------------
+
+class CameraTile {
+  constructor(summary) {
+    const el = $('camera-template').content.firstElementChild.cloneNode(true);
+    this.el = el;
+    this.device = summary.device;
+    el.dataset.device = summary.device;
+    this.name = el.querySelector('.camera-name');
+    this.badge = el.querySelector('.badge');
+    this.box = el.querySelector('.video-box');
+    this.video = el.querySelector('video');
+    this.overlay = el.querySelector('.overlay-text');
+    this.resolution = el.querySelector('.resolution');
+    this.fps = el.querySelector('.fps');
+    this.latency = el.querySelector('.latency');
+    this.latencyValue = el.querySelector('.latency-value');
+    this.snapButton = el.querySelector('button.snapshot');
+    this.thumb = el.querySelector('button.thumb');
+    this.thumbImg = this.thumb.querySelector('img');
+    this.error = el.querySelector('.camera-error');
+    const id = el.querySelector('.camera-id');
+    id.textContent = summary.device;
+    id.hidden = !summary.name || summary.name === summary.device;
+    this.video.dataset.sessions = '0';
+
+    this.status = null;
+    /** The WHEP endpoint while camhub publishes the camera over WebRTC, else null. */
+    this.whep = null;
+    this.session = null;
+    /** Bumped whenever the video is started or stopped; a result for an older generation is ignored. */
+    this.generation = 0;
+    this.retries = 0;
+    this.retryTimer = 0;
+    this.peerTimer = 0;
+    this.errorTimer = 0;
+    this.snapshotUrl = null;
+    this.snapshotName = '';
+
+    this.snapButton.addEventListener('click', () => this.takeSnapshot());
+    this.thumb.addEventListener('click', () => openSnapshot(this.snapshotName, this.snapshotUrl));
+    this.update(summary);
+  }
+
+  update(summary) {
+    this.name.textContent = summary.name || summary.device;
+    this.name.title = summary.name || summary.device;
+    this.badge.textContent = summary.status;
+    this.badge.dataset.status = summary.status;
+    const connected = summary.status === 'CONNECTED';
+    this.resolution.textContent = summary.resolution || '–';
+    this.fps.textContent = connected && summary.fps > 0 ? `${summary.fps.toFixed(1)} fps` : '– fps';
+    const canSnapshot = SNAPSHOT_ROLES.has(page.role);
+    this.snapButton.disabled = !connected || !canSnapshot || this.snapButton.dataset.busy === 'true';
+    this.snapButton.title = canSnapshot ? '' : 'Snapshots need the operator role';
+
+    // Video runs while the camera is connected and published; it starts again when either comes back.
+    const first = this.status === null;
+    const wasLive = this.status === 'CONNECTED' && this.whep !== null;
+    const previousWhep = this.whep;
+    this.whep = whepUrl(summary);
+    this.status = summary.status;
+    const live = connected && this.whep !== null;
+    if (live && (!wasLive || this.whep !== previousWhep)) {
+      this.startVideo();
+    } else if (!live && (wasLive || first)) {
+      let reason = 'Camera disconnected';
+      if (summary.status === 'ERROR') reason = 'Camera error; camhub keeps retrying';
+      else if (connected) reason = 'Live video is not published for this camera';
+      this.stopVideo(reason);
+    }
+  }
+
+  setOverlay(text) {
+    this.overlay.textContent = text;
+    this.box.dataset.playing = 'false';
+  }
+
+  flashError(text) {
+    this.error.textContent = text;
+    this.error.hidden = false;
+    clearTimeout(this.errorTimer);
+    this.errorTimer = setTimeout(() => {
+      this.error.hidden = true;
+    }, 8000);
+  }
+
+  async startVideo() {
+    const generation = ++this.generation;
+    this.session?.stop();
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.peerTimer);
+    this.video.srcObject = null;
+    this.setOverlay('Starting live video…');
+    const session = new WhepSession(this.whep, credential(), (state) => this.onPeerState(generation, state));
+    this.session = session;
+    try {
+      const times = await session.start(this.video);
+      if (generation !== this.generation) return;
+      this.retries = 0;
+      const rounded = Math.round(times.firstFrame);
+      // Read by the browser test (tests/browser/live_view.mjs); milliseconds from the WHEP POST.
+      this.video.dataset.firstFrameMs = String(rounded);
+      this.video.dataset.answerMs = String(Math.round(times.answer));
+      this.video.dataset.connectedMs = String(Math.round(times.connected));
+      this.video.dataset.sessions = String(Number(this.video.dataset.sessions) + 1);
+      this.latencyValue.textContent = `first frame ${rounded} ms`;
+      this.latency.hidden = false;
+      this.box.dataset.playing = 'true';
+    } catch (e) {
+      if (generation !== this.generation) return;
+      this.videoFailed(describe(e), e instanceof WhepError ? e.status : 0);
+    }
+  }
+
+  videoFailed(reason, status) {
+    this.session?.stop();
+    this.session = null;
+    this.video.srcObject = null;
+    // 404: the camera was withdrawn or removed; the list says which, sooner than its next refresh.
+    if (status === 404) queueCameraRefresh();
+    if (this.status !== 'CONNECTED' || this.whep === null) return;
+    const delay = Math.min(VIDEO_RETRY_MAX_MS, VIDEO_RETRY_MIN_MS * 2 ** this.retries);
+    this.retries += 1;
+    this.setOverlay(`Live video unavailable (${reason}); retrying in ${Math.ceil(delay / 1000)} s`);
+    if (status === 401) this.setOverlay(`Live video refused the credential; retrying in ${Math.ceil(delay / 1000)} s`);
+    const generation = this.generation;
+    this.retryTimer = setTimeout(() => {
+      if (generation === this.generation && this.status === 'CONNECTED' && this.whep !== null) this.startVideo();
+    }, delay);
+  }
+
+  onPeerState(generation, state) {
+    if (generation !== this.generation) return;
+    if (state === 'failed') {
+      this.generation += 1;
+      this.videoFailed('the connection failed', 0);
+    } else if (state === 'disconnected') {
+      clearTimeout(this.peerTimer);
+      this.peerTimer = setTimeout(() => {
+        if (generation === this.generation && this.session?.pc?.connectionState !== 'connected') {
+          this.generation += 1;
+          this.videoFailed('the connection dropped', 0);
+        }
+      }, PEER_GRACE_MS);
+    } else if (state === 'connected') {
+      clearTimeout(this.peerTimer);
+    }
+  }
+
+  stopVideo(reason) {
+    this.generation += 1;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.peerTimer);
+    this.session?.stop();
+    this.session = null;
+    this.video.srcObject = null;
+    this.setOverlay(reason);
+  }
+
+  async takeSnapshot() {
+    this.snapButton.dataset.busy = 'true';
+    this.snapButton.disabled = true;
+    this.snapButton.textContent = 'Taking…';
+    try {
+      const result = await page.rpc.call('take_snapshot', { device: this.device });
+      const blob = await fetchFile(result.download_url || result.file_path);
+      if (this.snapshotUrl) URL.revokeObjectURL(this.snapshotUrl);
+      this.snapshotUrl = URL.createObjectURL(blob);
+      this.snapshotName = result.filename;
+      this.thumbImg.src = this.snapshotUrl;
+      this.thumb.hidden = false;
+      this.thumb.title = `Open ${result.filename}`;
+      openSnapshot(result.filename, this.snapshotUrl);
+    } catch (e) {
+      if (!handleAuthError(e)) this.flashError(`Snapshot failed: ${describe(e)}`);
+    } finally {
+      delete this.snapButton.dataset.busy;
+      this.snapButton.textContent = 'Snapshot';
+      this.snapButton.disabled = this.status !== 'CONNECTED' || !SNAPSHOT_ROLES.has(page.role);
+    }
+  }
+
+  remove() {
+    this.stopVideo('Removed');
+    clearTimeout(this.errorTimer);
+    if (this.snapshotUrl) URL.revokeObjectURL(this.snapshotUrl);
+    this.el.remove();
+  }
+}
+
+function openSnapshot(name, url) {
+  if (!url) return;
+  $('snapshot-title').textContent = name;
+  $('snapshot-large').src = url;
+  const dialog = $('snapshot-dialog');
+  if (!dialog.open) dialog.showModal();
+}
+
+// ---- cameras and recordings ---------------------------------------------------------------------------------------
+
+async function refreshCameras() {
+  let list;
+  try {
+    list = await page.rpc.call('get_camera_list');
+  } catch (e) {
+    handleAuthError(e);
+    return;
+  }
+  const grid = $('grid');
+  const seen = new Set();
+  for (const summary of list.cameras) {
+    seen.add(summary.device);
+    let tile = page.tiles.get(summary.device);
+    if (tile) {
+      tile.update(summary);
+    } else {
+      tile = new CameraTile(summary);
+      page.tiles.set(summary.device, tile);
+    }
+    grid.append(tile.el); // keeps the server's order; moving an element in place does not reload its video
+  }
+  for (const [device, tile] of page.tiles) {
+    if (!seen.has(device)) {
+      tile.remove();
+      page.tiles.delete(device);
+    }
+  }
+  $('camera-count').textContent = `${list.connected} of ${list.total} connected`;
+  $('no-cameras').hidden = list.total > 0;
+}
+
+/** Coalesces refreshes asked for by a burst of notifications. */
+function queueCameraRefresh() {
+  if (page.refreshQueued) return;
+  page.refreshQueued = true;
+  setTimeout(() => {
+    page.refreshQueued = false;
+    if (page.rpc?.online) refreshCameras();
+  }, 100);
+}
+
+async function refreshRecordings() {
+  let result;
+  try {
+    result = await page.rpc.call('list_recordings', { limit: 50 });
+  } catch (e) {
+    handleAuthError(e);
+    return;
+  }
+  const items = result.files.map((file) => {
+    const li = document.createElement('li');
+    const name = document.createElement('span');
+    name.className = 'rec-name';
+    name.textContent = file.filename;
+    name.title = file.filename;
+    const meta = document.createElement('span');
+    meta.className = 'rec-meta';
+    // The name starts with the camera's id, so the line says only what the name does not.
+    meta.textContent = [formatDuration(file.duration), formatBytes(file.file_size), formatTime(file.modified_time)]
+      .filter(Boolean)
+      .join(' · ');
+    const link = document.createElement('a');
+    link.className = 'download';
+    link.href = '#';
+    link.textContent = 'Download';
+    link.dataset.filename = file.filename;
+    link.addEventListener('click', (ev) => {
+      ev.preventDefault();
+      download(file, link);
+    });
+    li.append(name, link, meta);
+    return li;
+  });
+  $('recordings').replaceChildren(...items);
+  $('no-recordings').hidden = items.length > 0;
+}
+
+/** Downloads need the credential in a header, so the file is fetched here and saved from a blob URL. */
+async function download(file, link) {
+  if (link.getAttribute('aria-busy') === 'true') return;
+  link.setAttribute('aria-busy', 'true');
+  link.textContent = 'Downloading…';
+  try {
+    const blob = await fetchFile(file.download_url);
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = file.filename;
+    a.hidden = true;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (e) {
+    showBanner(`Download of ${file.filename} failed: ${describe(e)}`);
+  } finally {
+    link.removeAttribute('aria-busy');
+    link.textContent = 'Download';
+  }
+}
+
+function onNotification({ method, params }) {
+  if (method === 'camera_status_update') {
+    const tile = page.tiles.get(params.device);
+    if (tile) {
+      tile.update(params);
+      const tiles = [...page.tiles.values()];
+      const connected = tiles.filter((t) => t.status === 'CONNECTED').length;
+      $('camera-count').textContent = `${connected} of ${tiles.length} connected`;
+    } else {
+      queueCameraRefresh();
+    }
+  } else if (method === 'recording_status_update') {
+    if (params.status !== 'STARTED') refreshRecordings();
+  } else if (method === 'event' && (params.topic === 'camera.added' || params.topic === 'camera.removed')) {
+    queueCameraRefresh();
+  }
+}
+
+// ---- session ------------------------------------------------------------------------------------------------------
+
+/** An expired or revoked credential seen on any call ends the session. Returns whether `e` was that. */
+function handleAuthError(e) {
+  if (e instanceof RpcError && e.code === AUTH_FAILED) {
+    signOut(`Your session ended (${describe(e)}). Sign in again.`);
+    return true;
+  }
+  return false;
+}
+
+function startSession() {
+  const rpc = new RpcClient(`${window.location.protocol === 'https:' ? 'wss' : 'ws'}://${window.location.host}/ws`, credential);
+  page.rpc = rpc;
+  rpc.addEventListener('state', (ev) => showLinkState(ev.detail));
+  rpc.addEventListener('notification', (ev) => onNotification(ev.detail));
+  rpc.addEventListener('auth-failed', (ev) => {
+    signOut(page.everOnline ? `camhub no longer accepts this credential (${describe(ev.detail)}).` : `Sign-in failed: ${describe(ev.detail)}`);
+  });
+  rpc.addEventListener('authenticated', (ev) => {
+    page.everOnline = true;
+    page.role = ev.detail.role;
+    $('role').textContent = ev.detail.role;
+    $('signin-view').hidden = true;
+    $('session').hidden = false;
+    $('app-view').hidden = false;
+    $('signin-button').disabled = false;
+    rpc.call('subscribe_events', { topics: ['camera.added', 'camera.removed'] }).catch(() => {});
+    refreshCameras();
+    refreshRecordings();
+  });
+  rpc.start();
+  page.timers.push(
+    setInterval(() => {
+      if (rpc.online && document.visibilityState === 'visible') refreshCameras();
+    }, CAMERA_REFRESH_MS),
+    setInterval(() => {
+      if (rpc.online && document.visibilityState === 'visible') refreshRecordings();
+    }, RECORDING_REFRESH_MS),
+  );
+}
+
+function stopVideos() {
+  for (const tile of page.tiles.values()) tile.stopVideo('Stopped');
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(CREDENTIAL_KEY);
+  page.rpc?.stop();
+  page.rpc = null;
+  page.timers.forEach(clearInterval);
+  page.timers = [];
+  for (const tile of page.tiles.values()) tile.remove();
+  page.tiles.clear();
+  $('recordings').replaceChildren();
+  page.role = null;
+  page.everOnline = false;
+  hideBanner();
+  showSignIn(message);
+}
+
+function showSignIn(message) {
+  $('app-view').hidden = true;
+  $('session').hidden = true;
+  $('signin-view').hidden = false;
+  $('signin-button').disabled = false;
+  $('signin-button').textContent = 'Sign in';
+  const error = $('signin-error');
+  error.textContent = message || '';
+  error.hidden = !message;
+  $('credential').focus();
+}
+
+function init() {
+  $('signin-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const value = $('credential').value.trim();
+    if (!value) return;
+    sessionStorage.setItem(CREDENTIAL_KEY, value);
+    $('credential').value = '';
+    $('signin-error').hidden = true;
+    $('signin-button').disabled = true;
+    $('signin-button').textContent = 'Signing in…';
+    startSession();
+  });
+  $('sign-out').addEventListener('click', () => signOut(''));
+  $('refresh-recordings').addEventListener('click', () => refreshRecordings());
+  $('snapshot-dialog').addEventListener('close', () => {
+    $('snapshot-large').removeAttribute('src');
+  });
+  // End WHEP sessions when the page goes away (DELETE with keepalive outlives the page).
+  window.addEventListener('pagehide', stopVideos);
+  window.addEventListener('pageshow', (ev) => {
+    if (!ev.persisted) return;
+    for (const tile of page.tiles.values()) if (tile.status === 'CONNECTED' && tile.whep !== null) tile.startVideo();
+  });
+  if (credential()) startSession();
+  else showSignIn('');
+}
+
+init();

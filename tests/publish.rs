@@ -1,0 +1,472 @@
+//! Publishing end to end: the real test camera, real camhub, FFmpeg reading camhub's RTSP server, raw RTSP requests
+//! for status codes, and a real GStreamer webrtcbin peer speaking WHEP to camhub over loopback. Readers, bytes sent,
+//! cameras coming and going, `stop_streaming`/`start_streaming`, RTSP authentication and the WHEP contract.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{Camhub, Client, TestCam, camera_toml};
+use serde_json::{Value, json};
+
+const CONNECT: Duration = Duration::from_secs(30);
+
+async fn connected(client: &Client, hub: &Camhub, device: &str) {
+    let ok = client.wait_status(device, CONNECT, |s| s["status"] == "CONNECTED").await;
+    assert!(ok.is_some(), "{device} did not connect; log:\n{}", hub.log());
+}
+
+/// One raw RTSP DESCRIBE: (status code, response head).
+fn describe(port: u16, path: &str, authorization: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to camhub's rtsp server");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut req = format!("DESCRIBE rtsp://127.0.0.1:{port}{path} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n");
+    if let Some(a) = authorization {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send DESCRIBE");
+    let mut buf = vec![0u8; 8192];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, head)
+}
+
+/// Polls DESCRIBE until it answers `want` (cameras are mounted within a tick, media need the camera's first frame).
+fn describe_until(port: u16, path: &str, auth: Option<&str>, want: u16) -> (u16, String) {
+    let deadline = Instant::now() + CONNECT;
+    loop {
+        let r = describe(port, path, auth);
+        if r.0 == want || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// ffprobe's view of an RTSP URL: (codec, width, height).
+fn probe(url: &str) -> Result<(String, u64, u64), String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-rtsp_transport", "tcp", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=codec_name,width,height", "-of", "json", url])
+        .output()
+        .map_err(|e| format!("ffprobe cannot run: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let s = &v["streams"][0];
+    Ok((
+        s["codec_name"].as_str().unwrap_or("").to_owned(),
+        s["width"].as_u64().unwrap_or(0),
+        s["height"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// An FFmpeg reader copying `seconds` of a stream; its stdout lists one line per packet (framemd5).
+fn reader(url: &str, seconds: u32) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-rtsp_transport", "tcp", "-i", url, "-t", &seconds.to_string()])
+        .args(["-map", "0:v:0", "-c", "copy", "-flush_packets", "1", "-f", "framemd5", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+/// Waits for a reader and returns how many video packets it received.
+fn packets(child: std::process::Child) -> usize {
+    let out = child.wait_with_output().expect("ffmpeg ran");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')).count()
+}
+
+#[tokio::test]
+async fn every_camera_is_served_over_rtsp_and_shared_by_its_readers() {
+    let cam = TestCam::start(2);
+    let hub = Camhub::start(&format!("{}{}", camera_toml("cam0", &cam.url(0)), camera_toml("cam1", &cam.url(1))));
+    let client = hub.client("admin").await;
+    connected(&client, &hub, "cam0").await;
+    connected(&client, &hub, "cam1").await;
+
+    // Every camera, at its own size, H.264 as the camera sent it.
+    for id in ["cam0", "cam1"] {
+        let status = client.call("get_camera_status", json!({ "device": id })).await.expect("status");
+        assert_eq!(status["streams"]["rtsp"], hub.rtsp_url(id), "{status}");
+        assert_eq!(status["streams"]["webrtc"], format!("http://127.0.0.1:{}/whep/{id}", hub.port), "{status}");
+        assert_eq!(status["streams"]["hls"], "", "{status}");
+        let (codec, w, h) = probe(&hub.rtsp_url(id)).unwrap_or_else(|e| panic!("{id}: {e}; log:\n{}", hub.log()));
+        assert_eq!((codec.as_str(), w, h), ("h264", 320, 240), "{id}");
+    }
+    let before = client.call("get_camera_status", json!({ "device": "cam0" })).await.expect("status");
+    assert_eq!(before["metrics"]["readers"], 0, "{before}");
+
+    // Two readers at once: both get frames, the camera counts two readers, bytes sent grow.
+    let a = reader(&hub.rtsp_url("cam0"), 8);
+    let b = reader(&hub.rtsp_url("cam0"), 8);
+    let two = client
+        .wait_status("cam0", Duration::from_secs(6), |s| s["metrics"]["readers"] == 2)
+        .await
+        .unwrap_or_else(|| panic!("readers never showed 2; log:\n{}", hub.log()));
+    let sent = two["metrics"]["bytes_sent"].as_u64().expect("bytes_sent");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = client.call("get_camera_status", json!({ "device": "cam0" })).await.expect("status");
+    assert!(later["metrics"]["bytes_sent"].as_u64().expect("bytes_sent") > sent, "{two} then {later}");
+    let status = client.call("get_stream_status", json!({ "device": "cam0" })).await.expect("stream status");
+    assert_eq!((&status["status"], &status["ready"]), (&json!("STARTED"), &json!(true)), "{status}");
+    assert_eq!(status["metrics"]["rtsp_readers"], 2, "{status}");
+    assert!(status["metrics"]["frames_sent"].as_u64().unwrap_or(0) > 0, "{status}");
+    let streams = client.call("get_streams", json!({})).await.expect("streams");
+    let cam0 = streams.as_array().expect("array").iter().find(|s| s["name"] == "cam0").expect("cam0 listed").clone();
+    assert_eq!((&cam0["readers"], &cam0["ready"]), (&json!(2), &json!(true)), "{streams}");
+    let metrics = client.call("get_metrics", json!({})).await.expect("metrics");
+    assert_eq!(metrics["stream_metrics"]["total_viewers"], 2, "{metrics}");
+    assert_eq!(metrics["stream_metrics"]["total_streams"], 2, "{metrics}");
+    let (code, text) = common::http_get(hub.port, "/metrics").expect("prometheus");
+    assert_eq!(code, 200);
+    assert!(text.contains("camhub_stream_readers{camera=\"cam0\",protocol=\"rtsp\"} 2"), "{text}");
+
+    let (na, nb) = (packets(a), packets(b));
+    // 15 fps for about 8 s; generous bounds for a loaded machine.
+    assert!(na >= 40 && nb >= 40, "packets read: {na} and {nb}; log:\n{}", hub.log());
+    let idle = client.wait_status("cam0", Duration::from_secs(10), |s| s["metrics"]["readers"] == 0).await;
+    assert!(idle.is_some(), "readers did not return to 0 after the readers left");
+    let url = client.call("get_stream_url", json!({ "device": "cam0" })).await.expect("url");
+    assert_eq!((&url["stream_url"], &url["available"]), (&json!(hub.rtsp_url("cam0")), &json!(true)), "{url}");
+    assert_eq!(url["stream_status"], "READY", "{url}");
+
+    assert_eq!(describe(hub.rtsp_port, "/nope", None).0, 404);
+}
+
+#[tokio::test]
+async fn cameras_added_and_removed_at_run_time_are_mounted_and_withdrawn() {
+    let cam = TestCam::start(1);
+    let hub = Camhub::start("");
+    let operator = hub.client("operator").await;
+    assert_eq!(describe(hub.rtsp_port, "/late", None).0, 404);
+    for round in 0..2 {
+        let added = operator
+            .call("add_external_stream", json!({ "stream_url": cam.url(0), "stream_name": "late" }))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(added["streams"]["rtsp"], hub.rtsp_url("late"), "{added}");
+        connected(&operator, &hub, "late").await;
+        let (code, head) = describe_until(hub.rtsp_port, "/late", None, 200);
+        assert_eq!(code, 200, "round {round}: {head}; log:\n{}", hub.log());
+        let (codec, w, h) = probe(&hub.rtsp_url("late")).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!((codec.as_str(), w, h), ("h264", 320, 240));
+
+        // A reader in progress is disconnected when its camera goes.
+        let watching = reader(&hub.rtsp_url("late"), 60);
+        operator.wait_status("late", Duration::from_secs(6), |s| s["metrics"]["readers"] == 1).await.expect("reading");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let removed = operator.call("remove_external_stream", json!({ "device": "late" })).await;
+        assert!(removed.is_ok(), "{removed:?}");
+        let (code, head) = describe_until(hub.rtsp_port, "/late", None, 404);
+        assert_eq!(code, 404, "round {round}: removed camera still served: {head}");
+        let started = Instant::now();
+        let n = tokio::task::spawn_blocking(move || packets(watching)).await.expect("join");
+        assert!(started.elapsed() < Duration::from_secs(20), "the reader was not disconnected");
+        assert!(n > 0, "the reader got nothing before the camera went");
+    }
+}
+
+#[tokio::test]
+async fn stop_streaming_withdraws_a_camera_and_start_streaming_publishes_it_again() {
+    let cam = TestCam::start(1);
+    let hub = Camhub::start(&camera_toml("cam0", &cam.url(0)));
+    let operator = hub.client("operator").await;
+    connected(&operator, &hub, "cam0").await;
+    let (code, _) = describe_until(hub.rtsp_port, "/cam0", None, 200);
+    assert_eq!(code, 200);
+    let watching = reader(&hub.rtsp_url("cam0"), 60);
+    operator.wait_status("cam0", Duration::from_secs(6), |s| s["metrics"]["readers"] == 1).await.expect("reading");
+
+    let stopped = operator.call("stop_streaming", json!({ "device": "cam0" })).await.expect("stop");
+    assert_eq!((&stopped["status"], &stopped["device"]), (&json!("STOPPED"), &json!("cam0")), "{stopped}");
+    assert!(stopped["duration"].as_f64().expect("duration") > 0.0, "{stopped}");
+    let n = tokio::task::spawn_blocking(move || packets(watching)).await.expect("join");
+    assert!(n > 0);
+    let (code, _) = describe_until(hub.rtsp_port, "/cam0", None, 404);
+    assert_eq!(code, 404, "a withdrawn camera is not served");
+    let url = operator.call("get_stream_url", json!({ "device": "cam0" })).await.expect("url");
+    assert_eq!((&url["available"], &url["stream_status"]), (&json!(false), &json!("NOT_READY")), "{url}");
+    let list = operator.call("get_camera_list", json!({})).await.expect("list");
+    assert_eq!(list["cameras"][0]["streams"]["rtsp"], "", "{list}");
+    let again = operator.call("stop_streaming", json!({ "device": "cam0" })).await.expect_err("not streaming");
+    assert_eq!(again["code"], -32020, "{again}");
+    let missing = operator.call("start_streaming", json!({ "device": "nope" })).await.expect_err("no camera");
+    assert_eq!(missing["code"], -32010, "{missing}");
+    let bad = operator.call("start_streaming", json!({ "device": "Not An Id" })).await.expect_err("bad id");
+    assert_eq!((&bad["code"], &bad["data"]["param"]), (&json!(-32602), &json!("device")), "{bad}");
+    let viewer = hub.client("viewer").await;
+    let denied = viewer.call("start_streaming", json!({ "device": "cam0" })).await.expect_err("viewer");
+    assert_eq!(denied["code"], -32002, "{denied}");
+
+    let started = operator.call("start_streaming", json!({ "device": "cam0" })).await.expect("start");
+    assert_eq!((&started["status"], &started["stream_url"]), (&json!("STARTED"), &json!(hub.rtsp_url("cam0"))));
+    let (code, _) = describe_until(hub.rtsp_port, "/cam0", None, 200);
+    assert_eq!(code, 200, "published again");
+    let (codec, ..) = probe(&hub.rtsp_url("cam0")).expect("served again");
+    assert_eq!(codec, "h264");
+}
+
+#[tokio::test]
+async fn rtsp_readers_authenticate_with_a_configured_user_or_an_api_key_and_credentials_stay_out_of_logs() {
+    let cam = TestCam::start(1);
+    let hub = Camhub::start_with_rtsp_keys(
+        "require_auth = true\nusers = [{ user = \"vlc\", password = \"vlc-password-1\" }]",
+        &camera_toml("cam0", &cam.url(0)),
+    );
+    let client = hub.client("viewer").await;
+    connected(&client, &hub, "cam0").await;
+    let out = Command::new(common::BIN)
+        .args(["apikey", "create", "--role", "viewer", "--config"])
+        .arg(hub.dir.join("camhub.toml"))
+        .output()
+        .expect("run camhub apikey create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+
+    let (code, head) = describe(hub.rtsp_port, "/cam0", None);
+    assert_eq!(code, 401, "{head}");
+    assert!(head.contains("WWW-Authenticate: Basic"), "{head}");
+    assert_eq!(describe(hub.rtsp_port, "/cam0", Some(&basic("vlc", "wrong-password"))).0, 401);
+    assert_eq!(describe(hub.rtsp_port, "/cam0", Some(&basic("anyone", "chk_0000"))).0, 401);
+    let (code, head) = describe_until(hub.rtsp_port, "/cam0", Some(&basic("vlc", "vlc-password-1")), 200);
+    assert_eq!(code, 200, "configured user: {head}");
+    assert_eq!(describe(hub.rtsp_port, "/cam0", Some(&basic("anyone", &key))).0, 200, "API key as password");
+    let jwt = hub.token("viewer");
+    assert_eq!(describe(hub.rtsp_port, "/cam0", Some(&basic("me", &jwt))).0, 200, "JWT as password");
+    let url = format!("rtsp://reader:{key}@127.0.0.1:{}/cam0", hub.rtsp_port);
+    let (codec, ..) = probe(&url).unwrap_or_else(|e| panic!("ffprobe with an API key: {e}"));
+    assert_eq!(codec, "h264");
+    assert!(probe(&hub.rtsp_url("cam0")).is_err(), "read without credentials");
+
+    let log = hub.log();
+    for secret in [key.as_str(), "vlc-password-1", "wrong-password", &basic("anyone", &key)[6..]] {
+        assert!(!log.contains(secret), "a credential reached the log");
+    }
+}
+
+// ---- WHEP ----
+
+mod peer {
+    //! A WebRTC receiving peer: webrtcbin with a recvonly H.264 transceiver, offering 127.0.0.1 as its candidate,
+    //! depayloading and decoding what it receives.
+
+    use std::str::FromStr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use gstreamer_app as gst_app;
+    use gstreamer_sdp as gst_sdp;
+    use gstreamer_webrtc as gst_webrtc;
+
+    pub struct Peer {
+        pipeline: gst::Pipeline,
+        webrtc: gst::Element,
+        pub decoded: Arc<AtomicU64>,
+    }
+
+    fn wait(webrtc: &gst::Element, action: &str, arg: &dyn ToValue) -> Option<gst::Structure> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = gst::Promise::with_change_func(move |r| {
+            let _ = tx.send(r.ok().flatten().map(|s| s.to_owned()));
+        });
+        webrtc.emit_by_name_with_values(action, &[arg.to_value(), p.to_value()]);
+        rx.recv_timeout(Duration::from_secs(10)).expect("promise answered")
+    }
+
+    impl Peer {
+        pub fn new() -> Peer {
+            gst::init().expect("gstreamer");
+            let pipeline = gst::Pipeline::new();
+            let webrtc = gst::ElementFactory::make("webrtcbin").build().expect("webrtcbin");
+            webrtc.set_property_from_str("bundle-policy", "max-bundle");
+            pipeline.add(&webrtc).expect("add");
+            let ice = webrtc.property::<gst::Object>("ice-agent");
+            let _ = ice.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+            let caps = gst::Caps::from_str(
+                "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=102,\
+                 packetization-mode=(string)1,profile-level-id=(string)42e01f",
+            )
+            .expect("caps");
+            let _ = webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+                "add-transceiver",
+                &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+            );
+            let decoded = Arc::new(AtomicU64::new(0));
+            let pipe = pipeline.clone();
+            let count = decoded.clone();
+            webrtc.connect_pad_added(move |_, pad| {
+                if pad.direction() != gst::PadDirection::Src {
+                    return;
+                }
+                let bin = gst::parse::bin_from_description(
+                    "rtph264depay ! h264parse ! avdec_h264 ! appsink name=out sync=false",
+                    true,
+                )
+                .expect("decode bin");
+                let sink = bin.by_name("out").and_downcast::<gst_app::AppSink>().expect("appsink");
+                let count = count.clone();
+                sink.set_callbacks(
+                    gst_app::AppSinkCallbacks::builder()
+                        .new_sample(move |s| {
+                            let _ = s.pull_sample();
+                            count.fetch_add(1, Ordering::Relaxed);
+                            Ok(gst::FlowSuccess::Ok)
+                        })
+                        .build(),
+                );
+                pipe.add(&bin).expect("add decode bin");
+                bin.sync_state_with_parent().expect("sync");
+                let sinkpad = bin.static_pad("sink").expect("ghost sink");
+                pad.link(&sinkpad).expect("link");
+            });
+            pipeline.set_state(gst::State::Playing).expect("playing");
+            Peer { pipeline, webrtc, decoded }
+        }
+
+        /// The complete offer (ICE gathered).
+        pub fn offer(&self) -> String {
+            let reply = wait(&self.webrtc, "create-offer", &None::<gst::Structure>).expect("offer");
+            let offer = reply.get::<gst_webrtc::WebRTCSessionDescription>("offer").expect("offer field");
+            let _ = wait(&self.webrtc, "set-local-description", &offer);
+            for _ in 0..100 {
+                if self.webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+                    == gst_webrtc::WebRTCICEGatheringState::Complete
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let local = self.webrtc.property::<gst_webrtc::WebRTCSessionDescription>("local-description");
+            local.sdp().as_text().expect("sdp text")
+        }
+
+        pub fn answer(&self, sdp: &str) {
+            let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).expect("answer parses");
+            let answer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, msg);
+            let _ = wait(&self.webrtc, "set-remote-description", &answer);
+        }
+    }
+
+    impl Drop for Peer {
+        fn drop(&mut self) {
+            let _ = self.pipeline.set_state(gst::State::Null);
+        }
+    }
+}
+
+/// One HTTP request over a real socket: (status, head, body).
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("send");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, head.to_owned(), body.to_owned())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[tokio::test]
+async fn whep_answers_an_offer_and_the_peer_decodes_the_camera() {
+    let cam = TestCam::start(1);
+    let hub = Camhub::start(&format!(
+        "{}\n[webrtc]\ncandidate_addresses = [\"127.0.0.1\"]\n",
+        camera_toml("cam0", &cam.url(0))
+    ));
+    let client = hub.client("admin").await;
+    connected(&client, &hub, "cam0").await;
+    let token = hub.token("viewer");
+    let bearer = format!("Bearer {token}");
+    let sdp_type = ("Content-Type", "application/sdp");
+    let auth = ("Authorization", bearer.as_str());
+
+    let peer = tokio::task::spawn_blocking(peer::Peer::new).await.expect("peer");
+    let offer = peer.offer();
+    assert!(offer.contains("m=video") && offer.contains("H264"), "{offer}");
+
+    // The contract's refusals.
+    let port = hub.port;
+    assert_eq!(http(port, "POST", "/whep/cam0", &[sdp_type], &offer).0, 401, "no credentials");
+    assert_eq!(http(port, "POST", "/whep/cam0", &[sdp_type, ("Authorization", "Bearer nope")], &offer).0, 401);
+    assert_eq!(http(port, "POST", "/whep/nope", &[sdp_type, auth], &offer).0, 404, "unknown camera");
+    assert_eq!(http(port, "POST", "/whep/cam0", &[("Content-Type", "text/plain"), auth], &offer).0, 415);
+    assert_eq!(http(port, "POST", "/whep/cam0", &[sdp_type, auth], "not an offer at all").0, 400);
+    let no_h264 = offer.replace("H264", "H263");
+    assert_eq!(http(port, "POST", "/whep/cam0", &[sdp_type, auth], &no_h264).0, 400, "offer without H.264");
+    assert_eq!(http(port, "DELETE", "/whep/cam0/0123", &[auth], "").0, 404, "unknown session");
+
+    // A real offer: 201, the answer, its Location.
+    let started = Instant::now();
+    let (code, head, answer) = http(port, "POST", "/whep/cam0", &[sdp_type, auth], &offer);
+    assert_eq!(code, 201, "{head}\n{answer}\nlog:\n{}", hub.log());
+    eprintln!("WHEP answer after {:?}", started.elapsed());
+    assert!(header(&head, "content-type").is_some_and(|t| t.starts_with("application/sdp")), "{head}");
+    let location = header(&head, "location").expect("Location header").to_owned();
+    assert!(location.starts_with("/whep/cam0/"), "{location}");
+    assert!(answer.contains("m=video") && answer.contains("H264/90000"), "{answer}");
+    assert!(answer.contains("a=candidate") && answer.contains("127.0.0.1"), "{answer}");
+    assert!(answer.contains("a=sendonly"), "{answer}");
+
+    peer.answer(&answer);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while peer.decoded.load(std::sync::atomic::Ordering::Relaxed) < 15 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let decoded = peer.decoded.load(std::sync::atomic::Ordering::Relaxed);
+    if decoded < 15 {
+        let status = client.call("get_stream_status", json!({ "device": "cam0" })).await;
+        panic!("the WebRTC peer decoded {decoded} frames; {status:?}; log:\n{}", hub.log());
+    }
+    eprintln!("{decoded} frames decoded {:?} after the offer", started.elapsed());
+
+    let status = client.call("get_stream_status", json!({ "device": "cam0" })).await.expect("status");
+    assert_eq!(status["metrics"]["webrtc_sessions"], 1, "{status}");
+    assert!(status["metrics"]["bytes_sent"].as_u64().unwrap_or(0) > 0, "{status}");
+    let metrics = client.call("get_metrics", json!({})).await.expect("metrics");
+    assert_eq!(metrics["stream_metrics"]["webrtc_sessions"], 1, "{metrics}");
+
+    assert_eq!(http(port, "DELETE", &location, &[], "").0, 401, "DELETE needs credentials too");
+    assert_eq!(http(port, "DELETE", &location, &[auth], "").0, 200);
+    let gone = client.wait_status("cam0", Duration::from_secs(10), |s| s["metrics"]["readers"] == 0).await;
+    assert!(gone.is_some(), "the session was not torn down");
+    assert_eq!(http(port, "DELETE", &location, &[auth], "").0, 404, "session gone");
+    drop(peer);
+}
