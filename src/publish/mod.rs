@@ -113,6 +113,9 @@ impl Publisher {
     /// Starts the RTSP server (when enabled). `cameras` lists the cameras that exist now; the server's thread asks it
     /// every tick and mounts and unmounts to match, so a camera added or removed by any path is served or withdrawn.
     pub fn start(self: &Arc<Self>, cameras: rtsp_server::CameraList, api: tokio::runtime::Handle) -> Result<()> {
+        if self.webrtc_enabled() {
+            self.whep.prewarm();
+        }
         // Forgets removed cameras and ends their WebRTC sessions (the RTSP thread withdraws their mounts).
         let weak = Arc::downgrade(self);
         let list = cameras.clone();

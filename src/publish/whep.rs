@@ -33,6 +33,8 @@ use crate::error::{Error, Result};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest the answer waits for ICE gathering; what was gathered by then is sent.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// With host candidates only, how long after the first one the answer waits for the rest (they are gathered together).
+const HOST_CANDIDATES_SETTLE: Duration = Duration::from_millis(10);
 /// The longest a promise of webrtcbin may take.
 const PROMISE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -59,6 +61,19 @@ pub struct Answer {
 impl Whep {
     pub fn new(config: WebrtcConfig, runtime: tokio::runtime::Handle) -> Whep {
         Whep { config, runtime, sessions: Arc::default() }
+    }
+
+    /// Makes the process's DTLS certificate now, off the request path. GStreamer's DTLS elements share one generated
+    /// certificate per process, made when the first of them is created: without this, the first WHEP session of a
+    /// process waited about 200 ms for it.
+    pub fn prewarm(&self) {
+        std::thread::spawn(|| {
+            let made = std::time::Instant::now();
+            match gst::ElementFactory::make("dtlsdec").build() {
+                Ok(_) => debug!(ms = made.elapsed().as_millis() as u64, "DTLS certificate ready"),
+                Err(e) => warn!(err = %e, "cannot make the DTLS certificate ahead of WHEP sessions"),
+            }
+        });
     }
 
     pub fn count(&self) -> usize {
@@ -340,6 +355,16 @@ fn negotiate(
     webrtc.connect_notify(Some("ice-connection-state"), move |w, _| {
         let _ = ice_tx.send(w.property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state"));
     });
+    // Without STUN or TURN servers every candidate is a host candidate, known as soon as the local description is
+    // set; libnice reports the end of gathering about 200 ms later. Such an answer goes out at its first candidate
+    // (plus a moment for the others gathered with it) instead of waiting for that report.
+    let (candidate_tx, candidate_rx) = std::sync::mpsc::channel();
+    if config.ice_servers.is_empty() {
+        webrtc.connect("on-ice-candidate", false, move |_| {
+            let _ = candidate_tx.send(());
+            None
+        });
+    }
     let (gathered_tx, gathered_rx) = std::sync::mpsc::channel();
     webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
         if w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
@@ -370,13 +395,16 @@ fn negotiate(
         .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
         .ok_or_else(|| teardown(fail("webrtcbin made no answer".into())))?;
     promise(&webrtc, "set-local-description", &[&answer]).map_err(teardown)?;
-    if webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-        != gst_webrtc::WebRTCICEGatheringState::Complete
-    {
+    let complete = || {
+        webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+            == gst_webrtc::WebRTCICEGatheringState::Complete
+    };
+    let host_only = config.ice_servers.is_empty() && candidate_rx.recv_timeout(GATHER_TIMEOUT).is_ok();
+    if host_only {
+        std::thread::sleep(HOST_CANDIDATES_SETTLE);
+    } else if !complete() && gathered_rx.recv_timeout(GATHER_TIMEOUT).is_err() {
         // Non-trickle: wait for every candidate (fast on a LAN); after the timeout, answer with what there is.
-        if gathered_rx.recv_timeout(GATHER_TIMEOUT).is_err() {
-            warn!("ICE gathering did not complete in time; answering with the candidates gathered so far");
-        }
+        warn!("ICE gathering did not complete in time; answering with the candidates gathered so far");
     }
     let local = webrtc
         .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
