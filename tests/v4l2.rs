@@ -350,6 +350,21 @@ async fn a_vivid_camera_records_snapshots_and_survives_unbind_and_bind() {
 
     assert_eq!(snapshot_size(&client, dir.path(), &id).await, "640,480", "a snapshot has the camera's size");
 
+    // Published like any camera: FFmpeg reads it from camhub's RTSP server, H.264 at the camera's size.
+    assert_eq!(status["streams"]["rtsp"], hub.rtsp_url(&id), "{status}");
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name,width,height"])
+        .args(["-of", "csv=p=0", "-rw_timeout", "30000000"])
+        .arg(hub.rtsp_url(&id))
+        .output()
+        .expect("ffprobe runs");
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout).trim(),
+        "h264,640,480",
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+
     let started = client.call("start_recording", json!({ "device": id })).await.expect("start recording");
     assert_eq!(started["status"], "RECORDING");
     tokio::time::sleep(Duration::from_secs(8)).await;
