@@ -16,6 +16,7 @@ bash scripts/bench/ingest.sh >/dev/null
 bash scripts/bench/rpc-latency.sh >/dev/null
 bash scripts/bench/recording.sh >/dev/null
 bash scripts/bench/snapshot.sh >/dev/null
+bash scripts/bench/v4l2.sh >/dev/null # local cameras in the VM rig (scripts/vm), then encoding cost on the host
 bash scripts/bench/rtsp-readers.sh >/dev/null
 
 for report in ingest rpc_latency recording snapshot publish; do
