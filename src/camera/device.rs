@@ -83,6 +83,19 @@ impl LocalDevice {
         plugged.map(|p| p.clone()).ok().flatten().expect("the sender outlives the wait")
     }
 
+    /// Waits until the device is plugged in anew (a node other than the one it has now, if any).
+    pub async fn wait_replugged(&self) {
+        let mut rx = self.plugged.subscribe();
+        let now = rx.borrow_and_update().clone();
+        let _ = rx
+            .wait_for(|p| match (p, &now) {
+                (Some(p), Some(now)) => !Arc::ptr_eq(p, now),
+                (Some(_), None) => true,
+                (None, _) => false,
+            })
+            .await;
+    }
+
     /// Waits until `node` is no longer the device's node (unplugged, or replaced by a new plug).
     pub async fn wait_unplugged(&self, node: &Arc<Plugged>) {
         let mut rx = self.plugged.subscribe();

@@ -21,6 +21,9 @@ use crate::events::{EventBus, EventKind};
 use crate::media::ingest::{RtspSettings, build_rtsp_ingest};
 use crate::media::v4l2_ingest::build_v4l2_ingest;
 
+/// The longest wait between attempts of a local device that keeps failing.
+const LOCAL_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Why an attempt ended.
 enum Ended {
     Cancelled,
@@ -56,7 +59,15 @@ impl Backoff {
 
 /// Runs until `cancel` fires.
 pub async fn supervise(camera: Arc<Camera>, monitor: MonitorConfig, events: EventBus, cancel: CancellationToken) {
-    let mut backoff = Backoff::new(monitor.reconnect_initial, monitor.reconnect_max, monitor.reconnect_jitter);
+    // A local device that keeps failing without delivering a frame is retried more slowly: GStreamer 1.22's v4l2src
+    // leaks its element, buffer pool and one descriptor at every teardown, so a fast retry loop would exhaust the
+    // process. A device plugged in again is tried at once whatever the backoff says.
+    let max = match &camera.source {
+        CameraSource::V4l2 { .. } => monitor.reconnect_max.max(LOCAL_RETRY_MAX),
+        CameraSource::Rtsp { .. } => monitor.reconnect_max,
+    };
+    let mut backoff = Backoff::new(monitor.reconnect_initial, max, monitor.reconnect_jitter);
+    let device = camera.source.device().cloned();
     loop {
         match attempt(&camera, &monitor, &events, &cancel).await {
             Ended::Cancelled => break,
@@ -69,8 +80,15 @@ pub async fn supervise(camera: Arc<Camera>, monitor: MonitorConfig, events: Even
             }
         }
         let delay = backoff.next_delay();
+        let plugged_again = async {
+            match &device {
+                Some(device) => device.wait_replugged().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            _ = plugged_again => {}
             _ = cancel.cancelled() => break,
         }
         camera.update_state(|s| s.reconnects += 1);
