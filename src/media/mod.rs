@@ -23,6 +23,22 @@ pub fn missing_elements() -> Vec<&'static str> {
     REQUIRED_ELEMENTS.iter().copied().filter(|name| gst::ElementFactory::find(name).is_none()).collect()
 }
 
+/// Waits for an RTSP server thread (gst-rtsp-server on its own main context) to report the port it bound, or why it
+/// could not bind.
+pub(crate) fn bound_port(
+    ready: &std::sync::mpsc::Receiver<Result<i32, String>>,
+    listen: std::net::SocketAddr,
+) -> Result<u16, crate::error::Error> {
+    use crate::error::Error;
+    match ready.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(Ok(port)) => Ok(port as u16),
+        Ok(Err(e)) => {
+            Err(Error::Dependency { dependency: "rtsp server", detail: format!("cannot listen on {listen}: {e}") })
+        }
+        Err(_) => Err(Error::internal("rtsp server did not start")),
+    }
+}
+
 /// Sleeps until the next multiple of `period` on a process-wide grid. Tasks that pace themselves this way wake in
 /// the same timer turn, so the process wakes `1/period` times a second however many cameras it serves: on a small
 /// box, wake-ups (context switches), not bytes, are what ingest and recording cost.

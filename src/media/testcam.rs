@@ -130,16 +130,7 @@ impl TestCam {
                 drop(guard);
             })
             .map_err(Error::internal)?;
-        let port = match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(port)) => port as u16,
-            Ok(Err(e)) => {
-                return Err(Error::Dependency {
-                    dependency: "rtsp server",
-                    detail: format!("cannot listen on {}: {e}", settings.listen),
-                });
-            }
-            Err(_) => return Err(Error::internal("rtsp server did not start")),
-        };
+        let port = crate::media::bound_port(&ready_rx, settings.listen)?;
         info!(port, cameras = settings.cameras, "test camera serving");
         Ok(TestCam { main_loop, thread: Some(thread), port })
     }

@@ -139,16 +139,7 @@ impl RtspServer {
                 }
             })
             .map_err(Error::internal)?;
-        let port = match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(port)) => port as u16,
-            Ok(Err(e)) => {
-                return Err(Error::Dependency {
-                    dependency: "rtsp server",
-                    detail: format!("cannot listen on {}: {e}", config.listen),
-                });
-            }
-            Err(_) => return Err(Error::internal("rtsp server did not start")),
-        };
+        let port = crate::media::bound_port(&ready_rx, config.listen)?;
         info!(port, address = %config.listen.ip(), auth = config.require_auth, "rtsp server listening");
         Ok(RtspServer { context, main_loop, thread: Some(thread), port })
     }
