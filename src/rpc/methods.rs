@@ -241,8 +241,8 @@ async fn authenticate(ctx: Arc<RpcContext>, session: Arc<Session>, p: Authentica
 
 fn camera_capabilities(camera: &Camera) -> Result<Value> {
     let stats = camera.hub.stats();
-    let caps = wire::capabilities(camera, &stats);
     let modes = wire::modes(camera, &stats);
+    let caps = wire::capabilities(&modes);
     let status = camera.state().status;
     let validation = match (status, stats.frames) {
         (CameraStatus::Connected, _) => "CONFIRMED",

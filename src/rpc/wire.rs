@@ -123,7 +123,7 @@ pub fn camera_list(cameras: &[std::sync::Arc<Camera>], publish: &Publisher) -> s
 pub fn detail(camera: &Camera, publish: &Publisher) -> CameraDetail {
     let state = camera.state();
     let stats = camera.hub.stats();
-    let capabilities = capabilities(camera, &stats);
+    let capabilities = capabilities(&modes(camera, &stats));
     let mode = camera.source.device().and_then(|d| d.in_use()).map(|m| ModeInUse {
         resolution: format!("{}x{}", m.width, m.height),
         fps: round2(fps(m.rate)),
@@ -150,12 +150,11 @@ pub fn detail(camera: &Camera, publish: &Publisher) -> CameraDetail {
     }
 }
 
-/// A network camera's capabilities are what it has been seen to send; a local device's are what it offers.
-pub fn capabilities(camera: &Camera, stats: &StreamStats) -> Capabilities {
-    let modes = modes(camera, stats);
+/// The formats and sizes of a camera's modes (see [`modes`]), in order of first appearance and smallest first.
+pub fn capabilities(modes: &[ModeOption]) -> Capabilities {
     let mut formats: Vec<String> = Vec::new();
     let mut sizes: Vec<(u32, u32)> = Vec::new();
-    for m in &modes {
+    for m in modes {
         if !formats.contains(&m.format) {
             formats.push(m.format.clone());
         }
@@ -168,7 +167,8 @@ pub fn capabilities(camera: &Camera, stats: &StreamStats) -> Capabilities {
     Capabilities { formats, resolutions: sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect() }
 }
 
-/// Every mode the camera offers (a local device) or shows (a network camera: the one it sends).
+/// Every mode the camera offers (a local device: what it offers, known while unplugged too) or shows (a network
+/// camera: the one it has been seen to send).
 pub fn modes(camera: &Camera, stats: &StreamStats) -> Vec<ModeOption> {
     if let Some(device) = camera.source.device() {
         return device
