@@ -39,6 +39,8 @@ pub struct App {
     pub publish: std::sync::Arc<crate::publish::Publisher>,
     pub files: Files,
     pub life: Lifecycle,
+    /// Whether local-device discovery (udev) is following hot-plug; set by `discovery`.
+    pub discovery_active: std::sync::atomic::AtomicBool,
 }
 
 /// When the process started and where it is in its life.

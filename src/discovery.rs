@@ -32,6 +32,7 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
         }
     };
     info!(nodes = present.len(), "V4L2 discovery started");
+    app.discovery_active.store(true, std::sync::atomic::Ordering::Relaxed);
     for node in present {
         added(&app, node).await;
     }
@@ -48,6 +49,7 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
             },
         }
     }
+    app.discovery_active.store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A node appeared: if it is a video capture node, its device becomes (or is again) a camera.

@@ -101,6 +101,7 @@ pub async fn run_with_listener(
         publish,
         files,
         life: Lifecycle::new(),
+        discovery_active: std::sync::atomic::AtomicBool::new(false),
     });
 
     let log_stop = CancellationToken::new();

@@ -273,7 +273,9 @@ fn system_status(ctx: &RpcContext) -> Value {
         }
         _ => ("partial", format!("{} of {} cameras connected", available.len(), cameras.len())),
     };
-    json!({ "status": status, "message": message, "available_cameras": available, "discovery_active": false })
+    json!({ "status": status, "message": message, "available_cameras": available,
+        "discovery_active": ctx.app.discovery_active.load(std::sync::atomic::Ordering::Relaxed),
+    })
 }
 
 fn server_info() -> Value {
@@ -284,7 +286,8 @@ fn server_info() -> Value {
         "architecture": std::env::consts::ARCH,
         "capabilities": [
             "rtsp_ingest", "camera_monitor", "auto_reconnect", "notifications", "api_keys", "jwt",
-            "recording", "pre_roll", "snapshots", "retention", "rtsp_server", "webrtc_whep",
+            "recording", "pre_roll", "snapshots", "retention", "rtsp_server", "webrtc_whep", "v4l2_cameras",
+            "usb_hotplug",
         ],
         "supported_formats": ["fmp4", "mp4", "mkv"],
         "supported_codecs": ["H264", "H265"],
