@@ -303,6 +303,8 @@ async fn discovery_lists_exactly_the_capture_devices_with_their_modes() {
     ids.sort();
     let want: Vec<String> = (0..ids.len()).map(|n| format!("camera{n}")).collect();
     assert_eq!(ids, want, "V4L2 cameras are camera0, camera1, ...");
+    let system = client.call("get_system_status", json!({})).await.expect("system status");
+    assert_eq!(system["discovery_active"], true, "{system}");
     let body = serde_json::to_string(&cameras).expect("json");
     assert!(!body.contains("/dev/"), "device paths never appear in responses: {body}");
 
