@@ -19,7 +19,7 @@ use super::{Camera, CameraSource, CameraStatus};
 use crate::config::{MonitorConfig, RtspClient};
 use crate::events::{EventBus, EventKind};
 use crate::media::ingest::{RtspSettings, build_rtsp_ingest};
-use crate::media::v4l2_ingest::build_v4l2_ingest;
+use crate::media::v4l2_ingest::{Capture, V4l2Ingest, build_v4l2_ingest};
 
 /// The longest wait between attempts of a local device that keeps failing.
 const LOCAL_RETRY_MAX: Duration = Duration::from_secs(30);
@@ -59,9 +59,10 @@ impl Backoff {
 
 /// Runs until `cancel` fires.
 pub async fn supervise(camera: Arc<Camera>, monitor: MonitorConfig, events: EventBus, cancel: CancellationToken) {
-    // A local device that keeps failing without delivering a frame is retried more slowly: GStreamer 1.22's v4l2src
-    // leaks its element, buffer pool and one descriptor at every teardown, so a fast retry loop would exhaust the
-    // process. A device plugged in again is tried at once whatever the backoff says.
+    // A local device that keeps failing without delivering a frame is retried more slowly: a failure that outlasts a
+    // few retries (a driver in a bad state, a device another process holds) will not clear in a second, and each
+    // attempt opens the device and sets its mode. A device plugged in again is tried at once whatever the backoff
+    // says.
     let max = match &camera.source {
         CameraSource::V4l2 { .. } => monitor.reconnect_max.max(LOCAL_RETRY_MAX),
         CameraSource::Rtsp { .. } => monitor.reconnect_max,
@@ -116,7 +117,7 @@ async fn attempt(
                 let settings = RtspSettings { latency: monitor.rtsp_latency, tcp: true };
                 match build_rtsp_ingest(url, &settings, camera.hub.clone()) {
                     Ok(pipeline) => {
-                        run_pipeline(camera, monitor, events, cancel, pipeline, std::future::pending()).await
+                        run_pipeline(camera, monitor, events, cancel, pipeline, None, std::future::pending()).await
                     }
                     Err(e) => Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error },
                 }
@@ -174,12 +175,12 @@ async fn attempt_device(
     info!(format = mode.format, width = mode.width, height = mode.height, rate = ?mode.rate, "streaming device");
     device.set_in_use(Some(mode.clone()));
     let ended = match build_v4l2_ingest(&plugged.node, &mode, &device.settings.encoder, camera.hub.clone()) {
-        Ok(pipeline) => {
+        Ok(V4l2Ingest { pipeline, capture }) => {
             let unplugged = async {
                 device.wait_unplugged(&plugged).await;
                 ("device unplugged".to_owned(), CameraStatus::Disconnected)
             };
-            run_pipeline(camera, monitor, events, cancel, pipeline, unplugged).await
+            run_pipeline(camera, monitor, events, cancel, pipeline, Some(capture), unplugged).await
         }
         Err(e) => Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error },
     };
@@ -187,13 +188,15 @@ async fn attempt_device(
     ended
 }
 
-/// Runs an ingest pipeline until its bus reports the end, `also` ends it, or the watch does; then tears it down.
+/// Runs an ingest pipeline until its bus reports the end, `also` ends it, or the watch does; then tears it down with
+/// the capture that feeds it, if any (a local device's).
 async fn run_pipeline(
     camera: &Arc<Camera>,
     monitor: &MonitorConfig,
     events: &EventBus,
     cancel: &CancellationToken,
     pipeline: gst::Pipeline,
+    capture: Option<Capture>,
     also: impl std::future::Future<Output = (String, CameraStatus)>,
 ) -> Ended {
     let ended = match (pipeline.bus(), pipeline.set_state(gst::State::Playing)) {
@@ -215,7 +218,7 @@ async fn run_pipeline(
             Ended::Failed { connected: false, reason: "pipeline has no bus".into(), status: CameraStatus::Error }
         }
     };
-    teardown(pipeline).await;
+    teardown(pipeline, capture).await;
     ended
 }
 
@@ -288,9 +291,16 @@ async fn watch(
     }
 }
 
-/// Stops a pipeline off the async runtime: `set_state(Null)` joins streaming threads and may block.
-async fn teardown(pipeline: gst::Pipeline) {
-    match tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await {
+/// Stops a pipeline off the async runtime: stopping a capture joins its thread (which closes the device), and
+/// `set_state(Null)` joins streaming threads; both may block.
+async fn teardown(pipeline: gst::Pipeline, capture: Option<Capture>) {
+    let stop = move || {
+        if let Some(capture) = capture {
+            capture.stop();
+        }
+        pipeline.set_state(gst::State::Null)
+    };
+    match tokio::task::spawn_blocking(stop).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(err = %e, "pipeline teardown failed"),
         Err(e) => warn!(err = %e, "pipeline teardown panicked"),

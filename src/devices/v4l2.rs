@@ -127,6 +127,18 @@ fn fourcc_text(repr: &[u8; 4]) -> String {
     if repr[3] & 0x80 != 0 { format!("{text}-BE") } else { text.trim_end().to_owned() }
 }
 
+/// The FourCC code of a format as [`fourcc_text`] writes it (`YUYV`, `Y10`); `None` for big-endian variants and
+/// anything longer than four characters.
+pub fn fourcc_code(text: &str) -> Option<[u8; 4]> {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes.len() > 4 || !text.is_ascii() {
+        return None;
+    }
+    let mut code = [b' '; 4];
+    code[..bytes.len()].copy_from_slice(bytes);
+    Some(code)
+}
+
 /// Standard sizes tried when a device offers a range instead of a list.
 const STANDARD_SIZES: &[(u32, u32)] = &[
     (160, 120),
@@ -312,5 +324,8 @@ mod tests {
         assert_eq!(rates(&interval), vec![(30, 1), (25, 1), (20, 1), (15, 1), (10, 1)]);
         assert_eq!(fourcc_text(b"Y10 "), "Y10");
         assert_eq!(fourcc_text(&[b'Y', b'1', b'6', b' ' | 0x80]), "Y16 -BE");
+        assert_eq!(fourcc_code("Y10"), Some(*b"Y10 "));
+        assert_eq!(fourcc_code("MJPG").map(|c| fourcc_text(&c)).as_deref(), Some("MJPG"));
+        assert_eq!(fourcc_code("Y16 -BE"), None);
     }
 }
