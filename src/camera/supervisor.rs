@@ -154,6 +154,10 @@ async fn attempt_device(
         Err(e) => return Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error },
     };
     device.remember(&probe);
+    if probe.multiplanar_only {
+        let reason = "the device captures only through the multi-planar V4L2 interface, not supported yet".to_owned();
+        return Ended::Failed { connected: false, reason, status: CameraStatus::Error };
+    }
     if probe.modes.is_empty() {
         let reason = "the device offers no format (nothing is feeding it)".to_owned();
         return Ended::Failed { connected: false, reason, status: CameraStatus::Disconnected };

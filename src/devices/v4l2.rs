@@ -18,6 +18,9 @@ pub struct Probe {
     pub driver: String,
     /// The physical location as the driver names it (`usb-0000:00:14.0-1`, `platform:vivid-000`).
     pub bus: String,
+    /// The node captures only through the multi-planar interface (SoC cameras), which camhub's capture does not
+    /// speak yet; its modes are then empty.
+    pub multiplanar_only: bool,
     pub modes: Vec<Mode>,
 }
 
@@ -113,7 +116,8 @@ pub fn probe(path: &Path) -> io::Result<Option<Probe>> {
             }
         }
     }
-    Ok(Some(Probe { card: caps.card, driver: caps.driver, bus: caps.bus, modes }))
+    let multiplanar_only = !caps.capabilities.contains(Flags::VIDEO_CAPTURE);
+    Ok(Some(Probe { card: caps.card, driver: caps.driver, bus: caps.bus, multiplanar_only, modes }))
 }
 
 /// A FourCC as text, the way v4l2-ctl writes it: seven-bit characters, trailing spaces trimmed (`Y10 ` is `Y10`),
