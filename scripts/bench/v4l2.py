@@ -752,9 +752,10 @@ def report(evidence, host_json, guest_json, commit, version, build_s, script_s):
             f"- A plain GStreamer pipeline (`v4l2src ! caps ! fakesink` from Python gi, {chk['gstreamer']}, no "
             f"camhub) had {chk['playing']} open while playing and "
             + (f"**still {left} after NULL and release** (pipeline refcount {chk['pipeline_refcount_at_release']} "
-               "when released): one descriptor per v4l2src instance outlives the pipeline in GStreamer itself, "
-               "so camhub's leak is most likely that one (camhub builds a new v4l2src at every attempt, so presumably "
-               "every reconnect leaks one too, unplugged or not; only unplugs were measured here)."
+               "when released): one descriptor per v4l2src instance outlives the pipeline in GStreamer itself. "
+               + ("That is why camhub captures with the `v4l` crate instead of v4l2src (it leaked one descriptor, "
+                  "and the element, at every attempt before)." if not deleted else
+                  "camhub's leak is most likely that one (a new v4l2src at every attempt).")
                if left else "none after NULL and release: the descriptor camhub keeps is not GStreamer's."))
     elif chk:
         lines.append(f"- The plain GStreamer descriptor check failed: {chk.get('error')}.")
@@ -764,8 +765,8 @@ def report(evidence, host_json, guest_json, commit, version, build_s, script_s):
     lines.append(
         "- What ended the stream at an unplug (`camera.status_change` reason): "
         + ", ".join(f"\"{k}\" {v} of {len(cyc)}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-        + ". \"Could not read from resource.\" is v4l2src's error when the driver unregisters the node under it, "
-        "which can come before udevd's remove event; \"device unplugged\" is discovery acting on that event.")
+        + ". \"cannot read from the device\" is the capture thread's error when the driver unregisters the node under "
+        "it, which can come before udevd's remove event; \"device unplugged\" is discovery acting on that event.")
     lines += [""]
     write_markdown(os.path.join(evidence, "v4l2.md"), lines)
 
