@@ -256,25 +256,36 @@ fn reload_loopback() {
     let _ = Command::new("udevadm").args(["settle", "--timeout=10"]).status();
 }
 
+/// The host's case (CI has no udevd and no device): camhub starts, lists no local camera and serves network cameras
+/// as before. On a machine that does have capture devices (a developer's laptop) the same test expects exactly one
+/// local camera per physical capture device next to the network camera, so it checks something real either way.
 #[tokio::test]
 async fn on_a_machine_without_udev_devices_camhub_serves_network_cameras_as_before() {
     let nodes = nodes();
-    assert!(
-        !nodes.iter().any(Node::is_video_capture),
-        "this test describes a machine without V4L2 devices (the VM rig runs only the ignored device tests): {nodes:?}"
-    );
+    let devices: BTreeSet<(String, String)> =
+        nodes.iter().filter(|n| n.is_video_capture()).map(|n| (n.bus.clone(), n.card.clone())).collect();
     let cam = TestCam::start(1);
     let hub = Camhub::start(&camera_toml("net", &cam.url(0)));
     let client = hub.client("viewer").await;
     client.wait_status("net", Duration::from_secs(20), |s| s["status"] == "CONNECTED").await.expect("net connects");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let local = loop {
+        let local = v4l2_cameras(&client).await;
+        if local.len() >= devices.len() || Instant::now() > deadline {
+            break local;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(local.len(), devices.len(), "one local camera per capture device ({devices:?}): {local:?}");
     let list = client.call("get_camera_list", json!({})).await.expect("list");
     let ids: Vec<&str> =
         list["cameras"].as_array().expect("cameras").iter().filter_map(|c| c["device"].as_str()).collect();
-    assert_eq!(ids, ["net"], "only the network camera");
-    assert!(v4l2_cameras(&client).await.is_empty());
+    assert!(ids.contains(&"net") && ids.len() == devices.len() + 1, "the network camera and the local ones: {ids:?}");
     let log = hub.log();
     assert!(log.contains("V4L2 discovery"), "discovery reports itself once:\n{log}");
-    assert!(!log.contains("ERROR"), "no errors on a machine without devices:\n{log}");
+    if devices.is_empty() {
+        assert!(!log.contains("ERROR"), "no errors on a machine without devices:\n{log}");
+    }
 }
 
 #[tokio::test]

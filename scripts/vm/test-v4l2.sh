@@ -5,7 +5,7 @@
 #   scripts/vm/test-v4l2.sh [TEST-BINARY ARGS...]     e.g. scripts/vm/test-v4l2.sh hotplug --nocapture
 #
 # The device tests are #[ignore]d on the host (no devices there), so the binary runs here with --ignored: only they
-# run in the VM (the file's other tests describe a machine without devices and ran on the host under `cargo test`),
+# run in the VM (the file's host test already ran under `cargo test`; it also passes here, expecting these devices),
 # on one test thread (they share the devices and load/unload drivers). cargo builds on the host; only the prebuilt
 # binary runs in the guest, whose view of target/ is read-only.
 # VM options through the environment: VM_MEMORY, VM_TIMEOUT, VM_VERBOSE=1 (see run.sh).
