@@ -124,13 +124,7 @@ async fn a_token_that_expires_stops_working() {
 #[tokio::test]
 async fn api_keys_from_the_cli_authenticate_with_their_role() {
     let hub = Camhub::start("");
-    let out = std::process::Command::new(common::BIN)
-        .args(["apikey", "create", "--role", "operator", "--config"])
-        .arg(hub.dir.join("camhub.toml"))
-        .output()
-        .expect("run apikey create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+    let key = hub.api_key("operator");
     assert!(key.starts_with("chk_"), "{key}");
     let c = Client::connect(&hub.ws_url()).await;
     let r = c.call("authenticate", json!({ "auth_token": key })).await.expect("api key");

@@ -234,13 +234,7 @@ async fn rtsp_readers_authenticate_with_a_configured_user_or_an_api_key_and_cred
     );
     let client = hub.client("viewer").await;
     connected(&client, &hub, "cam0").await;
-    let out = Command::new(common::BIN)
-        .args(["apikey", "create", "--role", "viewer", "--config"])
-        .arg(hub.dir.join("camhub.toml"))
-        .output()
-        .expect("run camhub apikey create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+    let key = hub.api_key("viewer");
 
     let (code, head) = describe(hub.rtsp_port, "/cam0", None);
     assert_eq!(code, 401, "{head}");

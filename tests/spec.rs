@@ -1175,13 +1175,7 @@ async fn snapshots_and_recordings_round_trip_as_the_spec_says(spec: &Spec, hub: 
     );
 
     // Downloaded as x-files says.
-    let out = std::process::Command::new(common::BIN)
-        .args(["apikey", "create", "--role", "viewer", "--config"])
-        .arg(hub.dir.join("camhub.toml"))
-        .output()
-        .expect("run camhub apikey create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+    let key = hub.api_key("viewer");
     download_as_the_spec_says(spec, hub, &key, "snapshots", &snapshots["files"][0], "image/jpeg");
     download_as_the_spec_says(spec, hub, &key, "recordings", &all["files"][0], "video/x-matroska");
     download_as_the_spec_says(spec, hub, &key, "recordings", &all["files"][1], "video/mp4");

@@ -75,12 +75,7 @@ async fn downloads_need_credentials_and_honour_range() {
     assert_eq!(body, file[..100]);
     assert!(head.to_ascii_lowercase().contains(&format!("content-range: bytes 0-99/{}", file.len())), "{head}");
 
-    let key = std::process::Command::new(common::BIN)
-        .args(["apikey", "create", "--role", "viewer", "--config"])
-        .arg(hub.dir.join("camhub.toml"))
-        .output()
-        .expect("apikey");
-    let key = String::from_utf8(key.stdout).expect("utf8").trim().to_owned();
+    let key = hub.api_key("viewer");
     let (code, _, body) = http_request(hub.port, &url, &[("X-API-Key", &key)]).expect("http");
     assert_eq!((code, body.len()), (200, file.len()));
 

@@ -267,6 +267,17 @@ impl Camhub {
         token(role, 3600)
     }
 
+    /// A new API key with `role`, made by the real `camhub apikey create` on this instance's config.
+    pub fn api_key(&self, role: &str) -> String {
+        let out = Command::new(BIN)
+            .args(["apikey", "create", "--role", role, "--config"])
+            .arg(self.dir.join("camhub.toml"))
+            .output()
+            .expect("run camhub apikey create");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    }
+
     pub async fn client(&self, role: &str) -> Client {
         let client = Client::connect(&self.ws_url()).await;
         let r = client.call("authenticate", json!({ "auth_token": self.token(role) })).await;
