@@ -62,7 +62,7 @@ async fn added(app: &Arc<App>, node: Node) {
         Err(e) => return warn!(node = %node.devnode.display(), err = %e, "V4L2 probe failed"),
     };
     let key = identity(&node, &probe);
-    let plugged = Plugged { node: node.devnode.clone(), syspath: node.syspath.clone(), probe };
+    let plugged = Plugged::new(node.devnode.clone(), node.syspath.clone(), probe);
     if let Some(camera) = app.cameras.find_device(&key) {
         let device = camera.source.device().expect("found by its device");
         match device.plugged() {

@@ -28,6 +28,20 @@ pub struct Plugged {
     pub node: PathBuf,
     pub syspath: PathBuf,
     pub probe: Probe,
+    /// Set until the first attempt on this node takes `probe` as it is (discovery probed it a moment ago); later
+    /// attempts probe again.
+    unused: std::sync::atomic::AtomicBool,
+}
+
+impl Plugged {
+    pub fn new(node: PathBuf, syspath: PathBuf, probe: Probe) -> Plugged {
+        Plugged { node, syspath, probe, unused: std::sync::atomic::AtomicBool::new(true) }
+    }
+
+    /// The probe made when the node was plugged, the first time it is asked for; `None` afterwards.
+    pub fn take_fresh_probe(&self) -> Option<&Probe> {
+        self.unused.swap(false, std::sync::atomic::Ordering::Relaxed).then_some(&self.probe)
+    }
 }
 
 #[derive(Debug)]

@@ -141,17 +141,24 @@ async fn attempt_device(
         p = device.wait_plugged() => p,
         _ = cancel.cancelled() => return Ended::Cancelled,
     };
-    // Probed again at every attempt: a device's modes can change while it is plugged in (a loopback device has
-    // none until something writes to it).
-    let node = plugged.node.clone();
-    let probe = match tokio::task::spawn_blocking(move || crate::devices::v4l2::probe(&node)).await {
-        Ok(Ok(Some(probe))) => probe,
-        Ok(Ok(None)) => plugged.probe.clone(),
-        Ok(Err(e)) => {
-            let reason = format!("cannot open the device: {e}");
-            return Ended::Failed { connected: false, reason, status: CameraStatus::Disconnected };
+    // The first attempt on a node uses discovery's probe of it; later ones probe again: a device's modes can change
+    // while it is plugged in (a loopback device has none until something writes to it).
+    let probe = match plugged.take_fresh_probe() {
+        Some(probe) => probe.clone(),
+        None => {
+            let node = plugged.node.clone();
+            match tokio::task::spawn_blocking(move || crate::devices::v4l2::probe(&node)).await {
+                Ok(Ok(Some(probe))) => probe,
+                Ok(Ok(None)) => plugged.probe.clone(),
+                Ok(Err(e)) => {
+                    let reason = format!("cannot open the device: {e}");
+                    return Ended::Failed { connected: false, reason, status: CameraStatus::Disconnected };
+                }
+                Err(e) => {
+                    return Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error };
+                }
+            }
         }
-        Err(e) => return Ended::Failed { connected: false, reason: e.to_string(), status: CameraStatus::Error },
     };
     device.remember(&probe);
     if probe.multiplanar_only {
