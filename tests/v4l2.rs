@@ -517,15 +517,24 @@ async fn a_loopback_device_fed_by_gstreamer_is_a_camera_that_survives_rmmod_and_
 #[ignore = "needs real V4L2 devices and udevd: run scripts/vm/test-v4l2.sh"]
 async fn a_device_keeps_its_id_across_restarts() {
     require_devices();
+    // The first life sees only the loopback device (vivid unbound), so it becomes camera0. In the second life both
+    // are present and vivid is enumerated first: only the stored identity keeps the loopback device camera0.
+    sysfs_write("/sys/bus/platform/drivers/vivid/unbind", "vivid.0");
+    let _ = Command::new("udevadm").args(["settle", "--timeout=10"]).status();
     let dir = tempfile::tempdir().expect("temp dir");
     let extra = V4L2_CONFIG;
     let mut hub = Camhub::start_at(dir.path(), "min_free_mb = 16", extra);
     let client = hub.client("viewer").await;
-    let before = camera_named(&client, "vivid", Duration::from_secs(20)).await;
+    let loopback = camera_named(&client, LOOPBACK_LABEL, Duration::from_secs(20)).await;
+    assert_eq!(loopback, "camera0", "the only device of a fresh database");
     drop(client);
-    hub.restart(extra);
+    hub.stop();
+    sysfs_write("/sys/bus/platform/drivers/vivid/bind", "vivid.0");
+    let _ = Command::new("udevadm").args(["settle", "--timeout=10"]).status();
+    hub.start_again(extra);
     let client = hub.client("viewer").await;
-    assert_eq!(camera_named(&client, "vivid", Duration::from_secs(20)).await, before);
+    assert_eq!(camera_named(&client, LOOPBACK_LABEL, Duration::from_secs(20)).await, loopback, "same id after restart");
+    assert_eq!(camera_named(&client, "vivid", Duration::from_secs(20)).await, "camera1", "the next free id");
 }
 
 #[tokio::test]
