@@ -650,14 +650,14 @@ def report(evidence, host_json, guest_json, commit, version, build_s, script_s):
         row("udevd's event (capture node)", plug["udev_event_capture_node"]),
         row("camhub log `device plugged back in` (camera visible: discovery probed the node, matched its "
             "identity)", plug["camhub_log_device_plugged_back_in"]),
-        row("camhub log `streaming device` (supervisor probed again, mode chosen, pipeline starts)",
+        row("camhub log `streaming device` (mode chosen from discovery's probe, pipeline starts)",
             plug["camhub_log_streaming_device"]),
         row("camhub log `connected` (first encoded frame in the hub)", plug["camhub_log_connected"]),
         row("**CONNECTED notification at the client**", plug["notification"]),
         "",
         f"Of the median {f1(plug['notification']['median'])} ms, the kernel's uevent to udevd's event (udev rules, "
         f"under emulation) is {f1(udev_part)} ms, and udevd's event to the notification (camhub: discovery's probe, "
-        f"the supervisor's probe, pipeline start, first encoded frame) {f1(camhub_part)} ms (medians of the "
+        f"pipeline start, first encoded frame) {f1(camhub_part)} ms (medians of the "
         "per-cycle differences). udevadm is one more listener of udevd's broadcast; camhub may receive it first.",
         "",
         "A local camera stays listed (DISCONNECTED) while unplugged, so \"visible\" here is the moment camhub has "
