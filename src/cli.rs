@@ -228,7 +228,11 @@ async fn shutdown_signal() {
     tokio::spawn(async move {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         eprintln!("camhub: second signal, exiting now");
-        std::process::exit(130);
+        // `_exit`, not `exit`: C libraries' exit handlers (OpenSSL's cleanup among them) must not run while other
+        // threads still use them. With `exit`, a second signal during start-up, while the WHEP DTLS certificate was
+        // being made, ended in SIGSEGV instead of 130. Files are safe either way: nothing is buffered in-process.
+        // SAFETY: `_exit` ends the process at once and touches no Rust state.
+        unsafe { libc::_exit(130) }
     });
 }
 
