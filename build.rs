@@ -1,4 +1,5 @@
-//! Build script: stamps the build date into the binary for `get_server_info` (reproducible with SOURCE_DATE_EPOCH).
+//! Build script: stamps the build date (reproducible with SOURCE_DATE_EPOCH) and the compiler's version into the
+//! binary for `get_server_info`.
 
 fn main() {
     let secs = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
@@ -16,5 +17,15 @@ fn main() {
     let year = yoe + era * 400 + i64::from(month <= 2);
     println!("cargo:rustc-env=CAMHUB_BUILD_DATE={year:04}-{month:02}-{day:02}");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "rustc (unknown version)".into());
+    println!("cargo:rustc-env=CAMHUB_RUSTC_VERSION={version}");
     println!("cargo:rerun-if-changed=migrations");
 }

@@ -1,20 +1,23 @@
-//! The application: what camhub is once started (config, database, auth, event bus, cameras) and the questions any
-//! transport can ask of it. Transports (`rpc`, `http`) hold an `Arc<App>`; the app knows nothing about them.
+//! The application: what camhub is once started, as parts a transport asks for by name (cameras, recordings,
+//! snapshots, streams) and the questions about the whole (authenticate, health, status, process figures). Each part's
+//! methods are its use cases; a transport parses a request, checks the caller's role, calls one use case and renders
+//! its answer. Transports hold an `Arc<App>`; the app knows nothing about them, and its database and files are
+//! reached only through its parts.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Instant;
 
-use crate::auth::Authenticator;
+use parking_lot::Mutex;
+
+use crate::auth::{Authenticator, Principal};
 use crate::camera::{CameraManager, CameraStatus};
 use crate::config::Config;
-use crate::events::EventBus;
+use crate::error::{Dependency, Error, Result};
+use crate::events::{Event, EventBus};
+use crate::publish::Publisher;
 use crate::recording::Recordings;
 use crate::snapshot::Snapshots;
-use crate::storage::Db;
-use crate::storage::files::Files;
-
-pub const NAME: &str = "camhub";
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,41 +28,28 @@ pub enum Phase {
     Stopping = 2,
 }
 
-/// The started service. Built field by field in `service`; `life` tracks the process's phase.
+/// The parts the service starts with; `service` builds them in order.
 #[derive(Debug)]
-pub struct App {
+pub struct Parts {
     pub config: Config,
-    pub db: Db,
     pub auth: Authenticator,
     pub events: EventBus,
     pub cameras: CameraManager,
-    pub recordings: std::sync::Arc<Recordings>,
+    pub recordings: Arc<Recordings>,
     pub snapshots: Snapshots,
-    /// RTSP and WebRTC publishing of every camera.
-    pub publish: std::sync::Arc<crate::publish::Publisher>,
-    pub files: Files,
-    pub life: Lifecycle,
-    /// Whether local-device discovery (udev) is following hot-plug; set by `discovery`.
-    pub discovery_active: std::sync::atomic::AtomicBool,
+    pub streams: Arc<Publisher>,
 }
 
-/// When the process started and where it is in its life.
+/// The started service.
 #[derive(Debug)]
-pub struct Lifecycle {
+pub struct App {
+    parts: Parts,
     started: Instant,
     phase: AtomicU8,
-}
-
-impl Lifecycle {
-    pub fn new() -> Lifecycle {
-        Lifecycle { started: Instant::now(), phase: AtomicU8::new(Phase::Starting as u8) }
-    }
-}
-
-impl Default for Lifecycle {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Whether local-device discovery (udev) is following hot-plug; set by `discovery`.
+    discovery_active: AtomicBool,
+    /// Sampled on demand for process figures; behind a lock because refreshing it mutates it.
+    system: Mutex<Option<sysinfo::System>>,
 }
 
 /// Overall health, derived from the cameras and the phase.
@@ -80,9 +70,61 @@ impl Health {
     }
 }
 
+/// Process figures for `get_metrics` and `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct ProcessMetrics {
+    pub cpu_percent: f32,
+    pub rss_bytes: u64,
+    /// The process's resident memory as a share of the machine's, in percent.
+    pub memory_percent: f64,
+    pub threads: usize,
+    pub disk_usage_percent: f64,
+}
+
 impl App {
+    pub fn new(parts: Parts) -> App {
+        App {
+            parts,
+            started: Instant::now(),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            discovery_active: AtomicBool::new(false),
+            system: Mutex::new(sysinfo::System::new().ok()),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.parts.config
+    }
+
+    pub fn cameras(&self) -> &CameraManager {
+        &self.parts.cameras
+    }
+
+    pub fn recordings(&self) -> &Arc<Recordings> {
+        &self.parts.recordings
+    }
+
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.parts.snapshots
+    }
+
+    /// Publishing (RTSP and WebRTC) of every camera.
+    pub fn streams(&self) -> &Arc<Publisher> {
+        &self.parts.streams
+    }
+
+    /// Every event from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
+        self.parts.events.subscribe()
+    }
+
+    /// Verifies a JWT or an API key.
+    pub async fn authenticate(&self, credential: &str) -> Result<Principal> {
+        self.parts.auth.verify(credential).await
+    }
+
     pub fn phase(&self) -> Phase {
-        match self.life.phase.load(Ordering::Acquire) {
+        match self.phase.load(Ordering::Acquire) {
             0 => Phase::Starting,
             1 => Phase::Running,
             _ => Phase::Stopping,
@@ -90,12 +132,20 @@ impl App {
     }
 
     pub fn set_phase(&self, phase: Phase) {
-        self.life.phase.store(phase as u8, Ordering::Release);
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    pub fn discovery_active(&self) -> bool {
+        self.discovery_active.load(Ordering::Relaxed)
+    }
+
+    pub fn set_discovery_active(&self, active: bool) {
+        self.discovery_active.store(active, Ordering::Relaxed);
     }
 
     /// (connected, total) cameras.
     pub fn camera_counts(&self) -> (usize, usize) {
-        let cameras = self.cameras.list();
+        let cameras = self.cameras().list();
         let connected = cameras.iter().filter(|c| c.state().status == CameraStatus::Connected).count();
         (connected, cameras.len())
     }
@@ -113,6 +163,39 @@ impl App {
     }
 
     pub fn uptime_secs(&self) -> u64 {
-        self.life.started.elapsed().as_secs()
+        self.started.elapsed().as_secs()
+    }
+
+    /// CPU, memory, threads and disk of this process, read from the kernel off the async runtime.
+    pub async fn process_metrics(self: &Arc<Self>) -> Result<ProcessMetrics> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || app.sample_process())
+            .await
+            .map_err(|e| Error::dependency(Dependency::Storage, e))
+    }
+
+    fn sample_process(&self) -> ProcessMetrics {
+        let pid = sysinfo::Pid::from_u32(std::process::id());
+        let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
+        let disk_usage_percent = crate::storage::disk_usage(&self.config().storage.root)
+            .map(|(total, available)| if total == 0 { 0.0 } else { 100.0 * (total - available) as f64 / total as f64 })
+            .unwrap_or(0.0);
+        let mut sys = self.system.lock();
+        let Some(sys) = sys.as_mut() else {
+            return ProcessMetrics { threads, disk_usage_percent, ..Default::default() };
+        };
+        sys.refresh_memory();
+        sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[pid]), true);
+        let total = sys.total_memory();
+        match sys.process(pid) {
+            Some(p) => ProcessMetrics {
+                cpu_percent: p.cpu_usage(),
+                rss_bytes: p.memory(),
+                memory_percent: if total == 0 { 0.0 } else { 100.0 * p.memory() as f64 / total as f64 },
+                threads,
+                disk_usage_percent,
+            },
+            None => ProcessMetrics { threads, disk_usage_percent, ..Default::default() },
+        }
     }
 }

@@ -10,47 +10,13 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::base::Role;
+use crate::base::time::unix_now;
 use crate::error::{Error, Result};
 use crate::storage::Db;
 
-/// Roles, ordered: each can do everything the ones below it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn permissions(self) -> &'static [&'static str] {
-        match self {
-            Role::Viewer => &["view"],
-            Role::Operator => &["view", "control"],
-            Role::Admin => &["view", "control", "admin"],
-        }
-    }
-}
-
-/// The claims of our tokens, as the contract names them.
-#[derive(Debug, Serialize, Deserialize)]
+/// The claims of the tokens camhub issues, as the contract names them.
+#[derive(Debug, Serialize)]
 pub struct Claims {
     pub user_id: String,
     pub role: String,
@@ -58,19 +24,36 @@ pub struct Claims {
     pub exp: u64,
 }
 
+/// The claims of a token to verify. `iat` and `exp` are RFC 7519 NumericDates: JSON numbers of seconds, which may
+/// have a fraction (clients that mint tokens with Python's `time.time()` send `1796132913.25`). `exp` is optional
+/// here only so that its absence gets its own message.
+#[derive(Debug, Deserialize)]
+struct PresentedClaims {
+    user_id: String,
+    role: String,
+    #[allow(dead_code, reason = "required by the contract; its value is not checked")]
+    iat: f64,
+    exp: Option<f64>,
+}
+
 /// Who a verified credential belongs to.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: String,
     pub role: Role,
-    /// Unix seconds after which the credential is no longer valid; `None` for API keys (valid until revoked).
-    pub expires_at: Option<u64>,
+    /// When the credential stops being valid; `None` for API keys (valid until revoked).
+    pub expires_at: Option<SystemTime>,
 }
 
 impl Principal {
     pub fn is_expired(&self) -> bool {
-        self.expires_at.is_some_and(|exp| unix_now() >= exp)
+        self.expires_at.is_some_and(|exp| SystemTime::now() >= exp)
     }
+}
+
+/// The token of an `Authorization` header value (`Bearer <token>`), if it is one.
+pub fn bearer(header_value: &str) -> Option<&str> {
+    header_value.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty())
 }
 
 /// Verifies tokens and API keys. Cheap to clone.
@@ -93,10 +76,12 @@ const API_KEY_PREFIX: &str = "chk_";
 
 impl Authenticator {
     pub fn new(secret: &[u8], db: Db) -> Authenticator {
+        // The algorithm is pinned here. `exp` is checked in `verify_jwt`, not by jsonwebtoken, which reads only
+        // integer NumericDates and would refuse a valid `exp` with a fraction as missing.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
         Authenticator {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -129,7 +114,7 @@ impl Authenticator {
 
     fn verify_jwt(&self, token: &str) -> Result<Principal> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<PresentedClaims>(token, &self.decoding, &self.validation).map_err(|e| {
             Error::Unauthenticated(
                 match e.kind() {
                     ErrorKind::ExpiredSignature => "token expired",
@@ -141,9 +126,19 @@ impl Authenticator {
                 .into(),
             )
         })?;
+        let claims = data.claims;
+        let exp = claims.exp.ok_or_else(|| Error::Unauthenticated("token lacks a required claim".into()))?;
+        let expires_at = (exp.is_finite() && exp > 0.0)
+            .then(|| UNIX_EPOCH.checked_add(Duration::from_secs_f64(exp.min(1e15))))
+            .flatten()
+            .ok_or_else(|| Error::Unauthenticated("malformed token".into()))?;
+        // No leeway: a token is valid until its `exp`, not a moment longer.
+        if SystemTime::now() >= expires_at {
+            return Err(Error::Unauthenticated("token expired".into()));
+        }
         let role =
-            Role::parse(&data.claims.role).ok_or_else(|| Error::Unauthenticated("token has an unknown role".into()))?;
-        Ok(Principal { user_id: data.claims.user_id, role, expires_at: Some(data.claims.exp) })
+            Role::parse(&claims.role).ok_or_else(|| Error::Unauthenticated("token has an unknown role".into()))?;
+        Ok(Principal { user_id: claims.user_id, role, expires_at: Some(expires_at) })
     }
 
     /// Creates an API key for `role`; the key is returned once and only its hash is stored.
@@ -158,10 +153,6 @@ impl Authenticator {
 
 fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The configured secret, or the one kept in the data dir (created, mode 0600, on first use).
@@ -238,9 +229,27 @@ mod tests {
         assert!(a.verify("chk_0000").await.is_err());
     }
 
-    #[test]
-    fn roles_are_ordered() {
-        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
-        assert_eq!(Role::Admin.permissions(), ["view", "control", "admin"]);
+    /// RFC 7519 NumericDates may have a fraction: Python clients mint `iat`/`exp` with `time.time()`.
+    #[tokio::test]
+    async fn numeric_dates_with_a_fraction_verify() {
+        let (a, _d) = auth().await;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs_f64();
+        for (iat, exp) in
+            [(format!("{now}"), format!("{}", now + 600.25)), ("1.0".into(), format!("{:.1}", now + 60.0))]
+        {
+            let claims = serde_json::json!({ "user_id": "py", "role": "viewer", "iat": iat.parse::<f64>().expect("number"),
+                "exp": exp.parse::<f64>().expect("number") });
+            let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).expect("encode");
+            let p = a.verify(&token).await.unwrap_or_else(|e| panic!("iat {iat} exp {exp}: {e}"));
+            assert_eq!(p.role, Role::Viewer);
+        }
+        let expired = serde_json::json!({ "user_id": "py", "role": "viewer", "iat": now - 10.5, "exp": now - 0.5 });
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &expired, &a.encoding).expect("encode");
+        let e = a.verify(&token).await.expect_err("expired");
+        assert!(e.to_string().contains("expired"), "{e}");
+        let no_exp = serde_json::json!({ "user_id": "py", "role": "viewer", "iat": now });
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &no_exp, &a.encoding).expect("encode");
+        let e = a.verify(&token).await.expect_err("no exp");
+        assert!(e.to_string().contains("required claim"), "{e}");
     }
 }

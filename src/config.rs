@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::camera::CameraId;
+use crate::base::CameraId;
 
 /// A configuration problem: the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ pub struct StorageConfig {
 }
 
 /// What to keep. `None` limits are off.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RetentionConfig {
     pub policy_type: RetentionKind,
     pub max_age_days: Option<f64>,
@@ -84,7 +84,7 @@ pub struct RetentionConfig {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RetentionKind {
     Age,
@@ -93,7 +93,7 @@ pub enum RetentionKind {
 }
 
 /// Container of recordings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordingFormat {
     /// Fragmented MP4: a crash loses at most one fragment.
@@ -104,6 +104,8 @@ pub enum RecordingFormat {
 }
 
 impl RecordingFormat {
+    pub const ALL: [RecordingFormat; 3] = [RecordingFormat::Fmp4, RecordingFormat::Mp4, RecordingFormat::Mkv];
+
     pub fn parse(s: &str) -> Option<RecordingFormat> {
         match s {
             "fmp4" => Some(RecordingFormat::Fmp4),
@@ -745,7 +747,7 @@ impl RawConfig {
             if cameras.iter().any(|other: &CameraConfig| other.id == id) {
                 return Err(ConfigError::new(key("id"), format!("duplicate camera id {id:?}")));
             }
-            let url = crate::camera::parse_stream_url(&c.url).map_err(|rule| ConfigError::new(key("url"), rule))?;
+            let url = crate::base::url::parse_stream_url(&c.url).map_err(|rule| ConfigError::new(key("url"), rule))?;
             let record = record_mode(&key("record"), c.record.as_deref())?;
             cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, url, record });
         }

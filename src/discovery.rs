@@ -3,24 +3,22 @@
 //! unplug, replug and restarts. Unplugging leaves the camera listed (DISCONNECTED, same id) until it returns.
 //! On a machine without udevd or devices, discovery finds nothing and says so once; it never stops the service.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::app::App;
-use crate::camera::device::{DeviceSettings, LocalDevice, Plugged};
-use crate::camera::{CameraId, Origin};
+use crate::base::CameraId;
+use crate::camera::device::{DeviceSettings, Plugged};
 use crate::config::{RecordMode, V4l2Config};
 use crate::devices::udev::{self, Event, Node};
 use crate::devices::v4l2::{self, Probe};
 use crate::recording::Trigger;
-use crate::storage::db::CameraRow;
 
 /// Follows udev until `cancel` fires.
 pub async fn run(app: Arc<App>, cancel: CancellationToken) {
-    if !app.config.v4l2.enabled {
+    if !app.config().v4l2.enabled {
         info!("V4L2 discovery disabled by config");
         return;
     }
@@ -32,7 +30,7 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
         }
     };
     info!(nodes = present.len(), "V4L2 discovery started");
-    app.discovery_active.store(true, std::sync::atomic::Ordering::Relaxed);
+    app.set_discovery_active(true);
     for node in present {
         added(&app, node).await;
     }
@@ -49,7 +47,7 @@ pub async fn run(app: Arc<App>, cancel: CancellationToken) {
             },
         }
     }
-    app.discovery_active.store(false, std::sync::atomic::Ordering::Relaxed);
+    app.set_discovery_active(false);
 }
 
 /// A node appeared: if it is a video capture node, its device becomes (or is again) a camera.
@@ -63,7 +61,7 @@ async fn added(app: &Arc<App>, node: Node) {
     };
     let key = identity(&node, &probe);
     let plugged = Plugged::new(node.devnode.clone(), node.syspath.clone(), probe);
-    if let Some(camera) = app.cameras.find_device(&key) {
+    if let Some(camera) = app.cameras().find_device(&key) {
         let device = camera.source.device().expect("found by its device");
         match device.plugged() {
             // A device with several capture nodes is one camera: the first node found serves it.
@@ -83,38 +81,22 @@ async fn added(app: &Arc<App>, node: Node) {
     }
 }
 
-/// A device seen for the first time in this run: its stored id (or the next free `cameraN`), then its supervisor.
+/// A device seen for the first time in this run becomes a camera (the registry gives it its stored id or the next
+/// free `cameraN`), and records continuously if its config says so.
 async fn new_camera(app: &Arc<App>, key: String, plugged: Plugged) -> crate::error::Result<()> {
-    let rows = app.db.cameras().await?;
-    let stored = rows.iter().find(|r| r.device_key.as_deref() == Some(key.as_str()));
-    let id = match stored.and_then(|r| CameraId::parse(&r.id).ok()) {
-        Some(id) if app.cameras.get(&id).is_none() => id,
-        other => {
-            if let Some(taken) = other {
-                warn!(camera_id = %taken, "the device's stored id is now used by another camera; it gets a new one");
-                app.db.delete_camera(taken.as_str()).await?;
-            }
-            next_free_id(app, &rows)
-        }
-    };
-    let config = app.config.v4l2.cameras.iter().find(|c| c.id == id);
-    let name = config.and_then(|c| c.name.clone()).unwrap_or_else(|| plugged.probe.card.clone());
-    let device = Arc::new(LocalDevice::new(key.clone(), settings(&app.config.v4l2, &id)));
-    app.db
-        .upsert_camera(&CameraRow {
-            id: id.to_string(),
-            kind: "v4l2".into(),
-            origin: Origin::Discovered.as_str().into(),
-            name: name.clone(),
-            url: None,
-            device_key: Some(key),
+    let v4l2 = &app.config().v4l2;
+    let camera = app
+        .cameras()
+        .add_device(key, plugged, |id, plugged| {
+            let config = v4l2.cameras.iter().find(|c| &c.id == id);
+            let name = config.and_then(|c| c.name.clone()).unwrap_or_else(|| plugged.probe.card.clone());
+            (name, settings(v4l2, id))
         })
         .await?;
-    device.plug(plugged);
-    let camera = app.cameras.add_discovered(id, name, device)?;
     info!(camera_id = %camera.id, "local camera found");
+    let config = v4l2.cameras.iter().find(|c| c.id == camera.id);
     if config.is_some_and(|c| c.record == RecordMode::Always)
-        && let Err(e) = app.recordings.start(&camera, None, None, Trigger::Continuous).await
+        && let Err(e) = app.recordings().start(&camera, None, None, Trigger::Continuous).await
     {
         warn!(camera_id = %camera.id, err = %e, "cannot start continuous recording");
     }
@@ -123,7 +105,7 @@ async fn new_camera(app: &Arc<App>, key: String, plugged: Plugged) -> crate::err
 
 /// A node went away: the camera it served is unplugged (and goes DISCONNECTED), keeping its id.
 fn removed(app: &App, syspath: &std::path::Path) {
-    for camera in app.cameras.list() {
+    for camera in app.cameras().list() {
         if let Some(device) = camera.source.device()
             && device.unplug(syspath)
         {
@@ -146,18 +128,6 @@ fn identity(node: &Node, probe: &Probe) -> String {
             probe.card
         ),
     }
-}
-
-/// The lowest `cameraN` no stored, configured or running camera uses.
-fn next_free_id(app: &App, rows: &[CameraRow]) -> CameraId {
-    let mut used: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
-    used.extend(app.cameras.list().iter().map(|c| c.id.to_string()));
-    used.extend(app.config.cameras.iter().map(|c| c.id.to_string()));
-    (0..)
-        .map(|n| format!("camera{n}"))
-        .find(|id| !used.contains(id))
-        .and_then(|id| CameraId::parse(&id).ok())
-        .expect("cameraN is a valid id")
 }
 
 fn settings(config: &V4l2Config, id: &CameraId) -> DeviceSettings {

@@ -1,7 +1,11 @@
-//! The application's one error type: every failure a caller can see, by kind. Transport codes are assigned in
-//! `rpc::errors` and nowhere else; this module knows nothing about JSON-RPC.
+//! The application's one error type: every failure a caller can see, by kind, with the states, resources and
+//! dependencies it names as enums whose wire strings never change. Transport codes (JSON-RPC and HTTP) are assigned in
+//! `rpc::errors` and nowhere else; this module knows nothing about transports.
 
 use std::borrow::Cow;
+use std::fmt;
+
+use crate::base::Role;
 
 /// What went wrong, in terms a client can act on.
 #[derive(Debug, thiserror::Error)]
@@ -15,16 +19,16 @@ pub enum Error {
     Unauthenticated(Cow<'static, str>),
 
     /// The caller is authenticated but its role is too low.
-    #[error("permission denied: requires {required}, have {have}")]
-    PermissionDenied { required: &'static str, have: &'static str },
+    #[error("permission denied: requires {}, have {}", required.as_str(), have.as_str())]
+    PermissionDenied { required: Role, have: Role },
 
     /// A camera, file or key that does not exist.
     #[error("{resource} not found: {id}")]
-    NotFound { resource: &'static str, id: String },
+    NotFound { resource: Resource, id: String },
 
     /// The request does not fit the resource's current state.
-    #[error("invalid state {state}, allowed: {}", allowed.join(", "))]
-    InvalidState { state: String, allowed: Vec<&'static str> },
+    #[error("invalid state {state}, allowed: {}", allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))]
+    InvalidState { state: State, allowed: &'static [State] },
 
     /// A feature camhub does not offer.
     #[error("unsupported: {0}")]
@@ -34,9 +38,9 @@ pub enum Error {
     #[error("rate limited, retry after {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
 
-    /// A media pipeline, device or other dependency failed.
+    /// A media pipeline, device or other dependency failed; `detail` says how (no credentials, no paths of clients).
     #[error("{dependency} failed: {detail}")]
-    Dependency { dependency: &'static str, detail: String },
+    Dependency { dependency: Dependency, detail: String },
 
     /// The disk cannot hold what was asked.
     #[error("insufficient storage: {available} bytes available, {required} required")]
@@ -53,22 +57,132 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Defines an enum of wire names: each variant and the string clients see for it, forever.
+macro_rules! wire_names {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_names! {
+    /// A state a request can find a camera, recording, stream or file in (-32020 `data.state`, `allowed_states`).
+    State {
+        Connected = "CONNECTED",
+        Disconnected = "DISCONNECTED",
+        Error = "ERROR",
+        Recording = "RECORDING",
+        NotRecording = "NOT_RECORDING",
+        /// Published (RTSP and WebRTC), or withdrawn by `stop_streaming`.
+        Started = "STARTED",
+        Stopped = "STOPPED",
+        /// No camera with that id or URL exists yet (what adding one needs).
+        Absent = "ABSENT",
+        CameraExists = "CAMERA_EXISTS",
+        StreamExists = "STREAM_EXISTS",
+        CameraLimit = "CAMERA_LIMIT",
+        /// Declared in the config file, found on the machine, or added through the API.
+        Configured = "CONFIGURED",
+        Discovered = "DISCOVERED",
+        AddedAtRunTime = "ADDED_AT_RUN_TIME",
+        FileExists = "FILE_EXISTS",
+        NewFileName = "NEW_FILE_NAME",
+        SessionLimit = "SESSION_LIMIT",
+        /// The camera has not delivered video since camhub started.
+        NoVideoYet = "NO_VIDEO_YET",
+    }
+}
+
+wire_names! {
+    /// What failed (-32050 `data.dependency`).
+    Dependency {
+        Database = "database",
+        Storage = "storage",
+        Gstreamer = "gstreamer",
+        MediaPipeline = "media pipeline",
+        RecordingPipeline = "recording pipeline",
+        SnapshotPipeline = "snapshot pipeline",
+        Demuxer = "demuxer",
+        Webrtc = "webrtc",
+        RtspServer = "rtsp server",
+        Camera = "camera",
+    }
+}
+
+wire_names! {
+    /// What was not found (-32010 `data.resource`).
+    Resource {
+        Camera = "camera",
+        Recording = "recording",
+        Snapshot = "snapshot",
+        Stream = "stream",
+    }
+}
+
 impl Error {
     pub fn invalid_param(param: impl Into<Cow<'static, str>>, rule: impl Into<Cow<'static, str>>) -> Self {
         Error::InvalidParams { param: param.into(), rule: rule.into() }
     }
 
-    pub fn camera_not_found(id: &str) -> Self {
-        Error::NotFound { resource: "camera", id: id.to_owned() }
+    pub fn not_found(resource: Resource, id: impl Into<String>) -> Self {
+        Error::NotFound { resource, id: id.into() }
     }
 
-    pub fn internal(e: impl std::fmt::Display) -> Self {
+    pub fn camera_not_found(id: &str) -> Self {
+        Error::not_found(Resource::Camera, id)
+    }
+
+    pub fn invalid_state(state: State, allowed: &'static [State]) -> Self {
+        Error::InvalidState { state, allowed }
+    }
+
+    pub fn dependency(dependency: Dependency, detail: impl fmt::Display) -> Self {
+        Error::Dependency { dependency, detail: detail.to_string() }
+    }
+
+    pub fn internal(e: impl fmt::Display) -> Self {
         Error::Internal(e.to_string())
     }
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Error::Dependency { dependency: "database", detail: e.to_string() }
+        Error::dependency(Dependency::Database, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_are_distinct() {
+        for all in [
+            State::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            Dependency::ALL.iter().map(|s| s.as_str()).collect(),
+            Resource::ALL.iter().map(|s| s.as_str()).collect(),
+        ] {
+            let distinct: std::collections::BTreeSet<_> = all.iter().collect();
+            assert_eq!(distinct.len(), all.len(), "{all:?}");
+        }
     }
 }

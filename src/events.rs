@@ -1,5 +1,6 @@
 //! The in-process event bus: every change worth telling a client about (camera status, cameras added and removed,
-//! start-up and shutdown) is published here once and fanned out to WebSocket connections and the event log.
+//! recordings, snapshots, storage, start-up and shutdown) is published here once, naming cameras by id, and fanned
+//! out to WebSocket connections, publishing and the event log, which render it as they need.
 //! Subscribers that fall behind lose the oldest events and learn how many (tokio `broadcast` semantics); a slow
 //! subscriber never slows the publisher.
 
@@ -8,7 +9,7 @@ use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
-use crate::camera::{Camera, CameraId, CameraStatus};
+use crate::base::{CameraId, CameraStatus};
 
 /// Event topics clients can subscribe to, as the contract names them.
 pub const TOPICS: &[&str] = &[
@@ -30,18 +31,22 @@ pub const TOPICS: &[&str] = &[
 
 #[derive(Debug, Clone)]
 pub enum EventKind {
-    /// A camera's status changed.
+    /// A camera's status changed. Events name cameras by id; whoever renders one looks up what else it shows.
     CameraStatus {
-        camera: Arc<Camera>,
+        camera: CameraId,
+        name: String,
         status: CameraStatus,
         previous: CameraStatus,
         reason: Option<String>,
     },
     CameraAdded {
-        camera: Arc<Camera>,
+        camera: CameraId,
+        name: String,
+        /// `rtsp`, `v4l2`.
+        source: &'static str,
     },
     CameraRemoved {
-        id: CameraId,
+        camera: CameraId,
     },
     RecordingStarted {
         camera: CameraId,
@@ -109,43 +114,14 @@ impl Event {
     /// The camera the event concerns, if any (for device filters).
     pub fn device(&self) -> Option<&CameraId> {
         match &self.kind {
-            EventKind::CameraStatus { camera, .. } | EventKind::CameraAdded { camera } => Some(&camera.id),
-            EventKind::CameraRemoved { id } => Some(id),
-            EventKind::RecordingStarted { camera, .. }
+            EventKind::CameraStatus { camera, .. }
+            | EventKind::CameraAdded { camera, .. }
+            | EventKind::CameraRemoved { camera }
+            | EventKind::RecordingStarted { camera, .. }
             | EventKind::RecordingStopped { camera, .. }
             | EventKind::RecordingFailed { camera, .. }
             | EventKind::SnapshotTaken { camera, .. } => Some(camera),
             EventKind::StorageLowSpace { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => None,
-        }
-    }
-
-    /// A neutral description for the event log: topic-independent facts, no credentials.
-    pub fn details(&self) -> serde_json::Value {
-        match &self.kind {
-            EventKind::CameraStatus { status, previous, reason, .. } => serde_json::json!({
-                "status": status.as_str(), "previous": previous.as_str(), "reason": reason,
-            }),
-            EventKind::CameraAdded { camera } => {
-                serde_json::json!({ "name": camera.name, "kind": camera.source.kind() })
-            }
-            EventKind::RecordingStarted { session, filename, format, .. } => {
-                serde_json::json!({ "session": session, "filename": filename, "format": format })
-            }
-            EventKind::RecordingStopped { session, filename, duration_s, file_size, .. } => serde_json::json!({
-                "session": session, "filename": filename, "duration": duration_s, "file_size": file_size,
-            }),
-            EventKind::RecordingFailed { session, filename, duration_s, reason, .. } => serde_json::json!({
-                "session": session, "filename": filename, "duration": duration_s, "reason": reason,
-            }),
-            EventKind::SnapshotTaken { filename, file_size, .. } => {
-                serde_json::json!({ "filename": filename, "file_size": file_size })
-            }
-            EventKind::StorageLowSpace { available, floor, freed } => {
-                serde_json::json!({ "available": available, "floor": floor, "freed": freed })
-            }
-            EventKind::CameraRemoved { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => {
-                serde_json::json!({})
-            }
         }
     }
 }

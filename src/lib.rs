@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod base;
 pub mod camera;
 pub mod cli;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod devices;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod http;
 pub mod media;
 pub mod publish;
 pub mod recording;

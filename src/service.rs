@@ -1,6 +1,8 @@
 //! Start-up and shutdown of the whole service, in order: config already validated, then GStreamer, data dir,
 //! database, auth, cameras, listener, READY to systemd; on shutdown STOPPING, cameras and connections drained within
-//! the grace time, database closed. `run` takes its shutdown signal as a future so tests and the CLI inject it.
+//! the grace time, database closed. `run` takes its shutdown signal as a future so tests and the CLI inject it. The
+//! composition root: it builds the application's parts and hands the app to the transport, so it sits with the
+//! transport in the layers.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,14 +13,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::app::{App, Lifecycle, Phase};
+use crate::app::{App, Parts, Phase};
 use crate::auth::{Authenticator, load_or_create_secret};
+use crate::base::time::{millis, now_ms};
 use crate::camera::CameraManager;
 use crate::config::{Config, RecordMode};
 use crate::events::{EventBus, EventKind};
 use crate::media::runtime::MediaRuntime;
 use crate::recording::{self, Recordings, Trigger};
-use crate::rpc;
 use crate::snapshot::Snapshots;
 use crate::storage::Db;
 use crate::storage::files::Files;
@@ -87,34 +89,26 @@ pub async fn run_with_listener(
         .await?,
     );
     let snapshots = Snapshots::new(files.clone(), config.snapshots.clone(), events.clone());
-    let publish = crate::publish::Publisher::new(&config, auth.clone(), media.handle().clone());
+    let streams = crate::publish::Publisher::new(&config, auth.clone(), media.handle().clone());
     let grace = config.server.shutdown_grace;
     let configured = config.cameras.clone();
-    let app = Arc::new(App {
-        config,
-        db: db.clone(),
-        auth,
-        events: events.clone(),
-        cameras,
-        recordings,
-        snapshots,
-        publish,
-        files,
-        life: Lifecycle::new(),
-        discovery_active: std::sync::atomic::AtomicBool::new(false),
-    });
+    let publish_events = events.subscribe();
+    let app =
+        Arc::new(App::new(Parts { config, auth, events: events.clone(), cameras, recordings, snapshots, streams }));
 
     let log_stop = CancellationToken::new();
     let log_task = tokio::spawn(log_events(db.clone(), events.subscribe(), log_stop.clone()));
-    app.cameras.start(&configured).await.context("starting cameras")?;
-    let guard = tokio::spawn(app.recordings.clone().guard());
+    app.cameras().start(&configured).await.context("starting cameras")?;
+    let guard = tokio::spawn(app.recordings().clone().guard());
     let weak = Arc::downgrade(&app);
     let cameras: crate::publish::rtsp_server::CameraList =
-        Arc::new(move || weak.upgrade().map(|app| app.cameras.list()).unwrap_or_default());
-    app.publish.start(cameras, tokio::runtime::Handle::current()).context("starting the rtsp server")?;
+        Arc::new(move || weak.upgrade().map(|app| app.cameras().list()).unwrap_or_default());
+    app.streams()
+        .start(cameras, publish_events, tokio::runtime::Handle::current())
+        .context("starting the rtsp server")?;
     for c in configured.iter().filter(|c| c.record == RecordMode::Always) {
-        if let Some(camera) = app.cameras.get(&c.id)
-            && let Err(e) = app.recordings.start(&camera, None, None, Trigger::Continuous).await
+        if let Some(camera) = app.cameras().get(&c.id)
+            && let Err(e) = app.recordings().start(&camera, None, None, Trigger::Continuous).await
         {
             warn!(camera_id = %c.id, err = %e, "cannot start continuous recording");
         }
@@ -123,9 +117,9 @@ pub async fn run_with_listener(
     // Local devices are found after the configured cameras, so a configured id is never given to a device.
     let discovery = tokio::spawn(crate::discovery::run(app.clone(), root_cancel.child_token()));
 
-    let server = rpc::Server::new(app.clone(), root_cancel.child_token());
+    let server = crate::http::Server::new(app.clone(), root_cancel.child_token());
     let addr = listener.local_addr()?;
-    info!(%addr, ws = %format!("ws://{addr}/ws"), cameras = app.cameras.list().len(), "camhub listening");
+    info!(%addr, ws = %format!("ws://{addr}/ws"), cameras = app.cameras().list().len(), "camhub listening");
     let serve = tokio::spawn(server.serve(listener));
 
     app.set_phase(Phase::Running);
@@ -142,12 +136,12 @@ pub async fn run_with_listener(
     tokio::time::sleep(Duration::from_millis(50)).await;
     root_cancel.cancel();
     // Readers and WebRTC peers are disconnected before the cameras they watch stop.
-    app.publish.shutdown().await;
+    app.streams().shutdown().await;
 
     let drained = tokio::time::timeout(grace, async {
         let _ = discovery.await;
-        app.recordings.wait_stopped().await;
-        app.cameras.wait_stopped().await;
+        app.recordings().wait_stopped().await;
+        app.cameras().wait_stopped().await;
         if let Err(e) = serve.await {
             warn!(err = %e, "server task failed");
         }
@@ -202,7 +196,7 @@ async fn log_events(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
             _ = prune.tick() => {
-                let before = crate::storage::db::now_ms() - EVENT_RETENTION.as_millis() as i64;
+                let before = now_ms() - EVENT_RETENTION.as_millis() as i64;
                 if let Err(e) = db.prune_events(before).await {
                     warn!(err = %e, "cannot prune event log");
                 }
@@ -218,10 +212,10 @@ async fn log_events(
 }
 
 async fn write_event(db: &Db, event: &crate::events::Event) {
-    let at = event.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let topic = event.topics().first().copied().unwrap_or("unknown");
     let device = event.device().map(|d| d.to_string());
-    if let Err(e) = db.insert_event(at, topic, device.as_deref(), &event.details().to_string()).await {
+    let details = serde_json::to_string(&crate::rpc::notify::event_data(event)).unwrap_or_default();
+    if let Err(e) = db.insert_event(millis(event.at), topic, device.as_deref(), &details).await {
         warn!(err = %e, "cannot log event");
     }
 }

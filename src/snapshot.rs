@@ -13,7 +13,7 @@ use gstreamer_app as gst_app;
 
 use crate::camera::Camera;
 use crate::config::SnapshotConfig;
-use crate::error::{Error, Result};
+use crate::error::{Dependency, Error, Resource, Result, State};
 use crate::events::{EventBus, EventKind};
 use crate::media::hub::{HubItem, Start};
 use crate::storage::files::{Area, Files, sync_file_and_dir, validate_name};
@@ -66,11 +66,11 @@ impl Snapshots {
                 validate_name("filename", &name)?;
                 name
             }
-            None => format!("{}_{}.jpg", camera.id, crate::recording::recorder::stamp(taken_at)),
+            None => format!("{}_{}.jpg", camera.id, crate::base::time::file_stamp(taken_at)),
         };
         let path = self.files.path(Area::Snapshots, "filename", &filename)?;
         if path.exists() {
-            return Err(Error::InvalidState { state: format!("{filename} exists"), allowed: vec!["a new file name"] });
+            return Err(Error::invalid_state(State::FileExists, &[State::NewFileName]));
         }
         camera.require_connected()?;
         let (caps, frames, frame_arrived) = fresh_gop(camera, requested).await?;
@@ -94,7 +94,7 @@ impl Snapshots {
         })
         .await
         .map_err(Error::internal)?
-        .map_err(|e| Error::Dependency { dependency: "storage", detail: format!("writing snapshot: {e}") })?;
+        .map_err(|e| Error::dependency(Dependency::Storage, format!("writing snapshot: {e}")))?;
         self.events.publish(EventKind::SnapshotTaken {
             camera: camera.id.clone(),
             filename: filename.clone(),
@@ -114,6 +114,84 @@ impl Snapshots {
     }
 }
 
+/// A snapshot file, as listed.
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    pub filename: String,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+impl Snapshots {
+    /// Snapshot files, newest first, and how many there are: the directory is the index (a snapshot is one whole
+    /// file or none). Read off the async runtime.
+    pub async fn list(&self, limit: usize, offset: usize) -> Result<(Vec<SnapshotFile>, usize)> {
+        let dir = self.files.dir(Area::Snapshots);
+        let mut entries = blocking(move || {
+            let entries = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| {
+                            let filename = e.file_name().into_string().ok()?;
+                            let meta = e.metadata().ok()?;
+                            (meta.is_file() && validate_name("filename", &filename).is_ok()).then(|| SnapshotFile {
+                                filename,
+                                size: meta.len(),
+                                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            Ok(entries)
+        })
+        .await?;
+        entries.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| b.filename.cmp(&a.filename)));
+        let total = entries.len();
+        Ok((entries.into_iter().skip(offset).take(limit).collect(), total))
+    }
+
+    /// One snapshot file by name.
+    pub async fn info(&self, filename: &str) -> Result<SnapshotFile> {
+        let path = self.files.path(Area::Snapshots, "filename", filename)?;
+        let name = filename.to_owned();
+        blocking(move || {
+            let meta = std::fs::metadata(&path)
+                .ok()
+                .filter(|m| m.is_file())
+                .ok_or_else(|| Error::not_found(Resource::Snapshot, name.clone()))?;
+            Ok(SnapshotFile {
+                filename: name,
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            })
+        })
+        .await
+    }
+
+    /// Deletes one snapshot file, then syncs its directory.
+    pub async fn delete(&self, filename: &str) -> Result<()> {
+        let path = self.files.path(Area::Snapshots, "filename", filename)?;
+        let name = filename.to_owned();
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::not_found(Resource::Snapshot, name)),
+            Err(e) => Err(Error::dependency(Dependency::Storage, format!("deleting: {e}"))),
+        })
+        .await
+    }
+}
+
+/// Runs file work on the blocking pool.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::dependency(Dependency::Storage, e))?
+}
+
 /// The caps and the frames from the current GOP's keyframe up to the first frame that arrived after `after`.
 async fn fresh_gop(camera: &Camera, after: Instant) -> Result<(gst::Caps, Vec<gst::Buffer>, Instant)> {
     let mut consumer = camera.hub.subscribe("snapshot", 512, Start::LatestKeyframe);
@@ -123,8 +201,8 @@ async fn fresh_gop(camera: &Camera, after: Instant) -> Result<(gst::Caps, Vec<gs
     loop {
         let item = tokio::time::timeout_at(deadline, consumer.rx.recv())
             .await
-            .map_err(|_| Error::Dependency { dependency: "camera", detail: "no frame within 3 s".into() })?
-            .ok_or_else(|| Error::Dependency { dependency: "camera", detail: "camera removed".into() })?;
+            .map_err(|_| Error::dependency(Dependency::Camera, "no frame within 3 s"))?
+            .ok_or_else(|| Error::dependency(Dependency::Camera, "camera removed"))?;
         match item {
             HubItem::Caps(c) => caps = Some(c),
             HubItem::Gap => frames.clear(),
@@ -150,11 +228,8 @@ struct Jpeg {
 
 /// Decodes `frames` (a keyframe first) and encodes only the last one as JPEG.
 fn decode_to_jpeg(caps: &gst::Caps, frames: Vec<gst::Buffer>, quality: u8, size: Option<(u32, u32)>) -> Result<Jpeg> {
-    let fail = |detail: String| Error::Dependency { dependency: "snapshot pipeline", detail };
-    let decoder = match caps.structure(0).map(|s| s.name().as_str()) {
-        Some("video/x-h265") => "avdec_h265",
-        _ => "avdec_h264",
-    };
+    let fail = |detail: String| Error::dependency(Dependency::SnapshotPipeline, detail);
+    let decoder = crate::media::codec_of(caps).unwrap_or(crate::base::Codec::H264).decoder();
     let scale = match size {
         Some((w, h)) => format!(" ! videoscale ! video/x-raw,width={w},height={h}"),
         None => String::new(),

@@ -136,7 +136,10 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     let port = common::free_port();
     let config = write(
         dir.path(),
-        &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nroot = \"{}\"\n", dir.path().display()),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nroot = \"{}\"\n[rtsp_server]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().display()
+        ),
     );
     // systemd names the watched process in WATCHDOG_PID: `exec` from a shell keeps `$$` as camhub's pid.
     let mut child = Command::new("sh")

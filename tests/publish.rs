@@ -127,7 +127,7 @@ async fn every_camera_is_served_over_rtsp_and_shared_by_its_readers() {
     let later = client.call("get_camera_status", json!({ "device": "cam0" })).await.expect("status");
     assert!(later["metrics"]["bytes_sent"].as_u64().expect("bytes_sent") > sent, "{two} then {later}");
     let status = client.call("get_stream_status", json!({ "device": "cam0" })).await.expect("stream status");
-    assert_eq!((&status["status"], &status["ready"]), (&json!("STARTED"), &json!(true)), "{status}");
+    assert_eq!((&status["status"], &status["ready"]), (&json!("ACTIVE"), &json!(true)), "{status}");
     assert_eq!(status["metrics"]["rtsp_readers"], 2, "{status}");
     assert!(status["metrics"]["frames_sent"].as_u64().unwrap_or(0) > 0, "{status}");
     let streams = client.call("get_streams", json!({})).await.expect("streams");

@@ -1,8 +1,10 @@
-//! The camera registry: which cameras exist, where they came from, and one supervisor task per camera. Cameras added
-//! at run time are persisted before they start, so they come back after a restart; configured cameras are re-read
-//! from the config at every start.
+//! The camera registry and the only owner of the `cameras` table: which cameras exist, where they came from, and one
+//! supervisor task per camera. Every change (a camera added through the API, removed, or found on the machine) is
+//! checked, persisted and registered as one step under one lock, so two concurrent adds of one name cannot both
+//! pass the check. Cameras added at run time are persisted before they start, so they come back after a restart;
+//! configured cameras are re-read from the config at every start; a local device keeps its id by its identity.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -10,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::device::LocalDevice;
-use super::{Camera, CameraId, CameraSource, Origin};
+use super::device::{DeviceSettings, LocalDevice, Plugged};
+use super::{Camera, CameraId, CameraSource, CameraStatus, Origin};
+use crate::base::url::{parse_stream_url, redact_url};
 use crate::config::MonitorConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, State};
 use crate::events::{EventBus, EventKind};
 use crate::storage::Db;
 use crate::storage::db::CameraRow;
@@ -32,6 +35,9 @@ struct Entry {
 pub struct CameraManager {
     /// Short reads and writes only; supervisors never take it.
     cameras: RwLock<BTreeMap<CameraId, Entry>>,
+    /// Held across each change's check, database write and registration (an async lock: the write awaits), so
+    /// changes happen one at a time and a check stays true until its change is made.
+    changes: tokio::sync::Mutex<()>,
     db: Db,
     events: EventBus,
     monitor: MonitorConfig,
@@ -56,6 +62,7 @@ impl CameraManager {
     ) -> CameraManager {
         CameraManager {
             cameras: RwLock::new(BTreeMap::new()),
+            changes: tokio::sync::Mutex::new(()),
             db,
             events,
             monitor,
@@ -68,6 +75,7 @@ impl CameraManager {
 
     /// Starts the configured cameras, then those added at run time in an earlier life.
     pub async fn start(&self, configured: &[crate::config::CameraConfig]) -> Result<()> {
+        let _change = self.changes.lock().await;
         for c in configured {
             let source = CameraSource::Rtsp { url: c.url.clone() };
             self.db.upsert_camera(&row(&c.id, &c.name, &source, Origin::Config)).await?;
@@ -77,8 +85,7 @@ impl CameraManager {
             if r.origin != Origin::Api.as_str() {
                 continue;
             }
-            let (Ok(id), Some(Ok(url))) = (CameraId::parse(&r.id), r.url.as_deref().map(super::parse_stream_url))
-            else {
+            let (Ok(id), Some(Ok(url))) = (CameraId::parse(&r.id), r.url.as_deref().map(parse_stream_url)) else {
                 warn!(camera_id = r.id, "skipping unreadable stored camera");
                 continue;
             };
@@ -91,47 +98,34 @@ impl CameraManager {
         Ok(())
     }
 
-    /// Adds a network camera at run time: persisted first, then started.
+    /// Adds a network camera at run time: checked, persisted, then started, as one step.
     pub async fn add(&self, id: CameraId, name: String, url: url::Url) -> Result<Arc<Camera>> {
+        let _change = self.changes.lock().await;
         if self.get(&id).is_some() {
-            return Err(Error::InvalidState { state: format!("camera {id} exists"), allowed: vec!["absent"] });
+            return Err(Error::invalid_state(State::CameraExists, &[State::Absent]));
         }
         if let Some(existing) = self.find_by_url(&url) {
-            return Err(Error::InvalidState {
-                state: format!("stream already added as {}", existing.id),
-                allowed: vec!["absent"],
-            });
+            info!(camera_id = %existing.id, "stream already added");
+            return Err(Error::invalid_state(State::StreamExists, &[State::Absent]));
         }
         if self.cameras.read().len() >= MAX_CAMERAS {
-            return Err(Error::InvalidState {
-                state: format!("{MAX_CAMERAS} cameras"),
-                allowed: vec!["fewer cameras"],
-            });
+            return Err(Error::invalid_state(State::CameraLimit, &[]));
         }
         let source = CameraSource::Rtsp { url };
         self.db.upsert_camera(&row(&id, &name, &source, Origin::Api)).await?;
         let camera = self.insert(Camera::new(id, name, source, Origin::Api))?;
-        self.events.publish(EventKind::CameraAdded { camera: camera.clone() });
+        self.announce(&camera);
         Ok(camera)
     }
 
     /// Removes a camera added at run time: stopped, forgotten, and unpersisted.
-    pub async fn remove(&self, id: &CameraId) -> Result<()> {
+    pub async fn remove(&self, id: &CameraId) -> Result<Arc<Camera>> {
+        let _change = self.changes.lock().await;
         let camera = self.get(id).ok_or_else(|| Error::camera_not_found(id.as_str()))?;
         match camera.origin {
             Origin::Api => {}
-            Origin::Config => {
-                return Err(Error::InvalidState {
-                    state: "configured camera (remove it from the config file)".into(),
-                    allowed: vec!["added at run time"],
-                });
-            }
-            Origin::Discovered => {
-                return Err(Error::InvalidState {
-                    state: "local device (unplug it)".into(),
-                    allowed: vec!["added at run time"],
-                });
-            }
+            Origin::Config => return Err(Error::invalid_state(State::Configured, &[State::AddedAtRunTime])),
+            Origin::Discovered => return Err(Error::invalid_state(State::Discovered, &[State::AddedAtRunTime])),
         }
         self.db.delete_camera(id.as_str()).await?;
         let removed = self.cameras.write().remove(id);
@@ -140,22 +134,67 @@ impl CameraManager {
             // Clients that do not subscribe to topics still learn the camera is gone.
             let previous = entry.camera.state().status;
             self.events.publish(EventKind::CameraStatus {
-                camera: entry.camera,
-                status: super::CameraStatus::Disconnected,
+                camera: id.clone(),
+                name: entry.camera.name.clone(),
+                status: CameraStatus::Disconnected,
                 previous,
                 reason: Some("camera removed".into()),
             });
         }
         info!(camera_id = %id, "camera removed");
-        self.events.publish(EventKind::CameraRemoved { id: id.clone() });
-        Ok(())
+        self.events.publish(EventKind::CameraRemoved { camera: id.clone() });
+        Ok(camera)
     }
 
-    /// Adds a camera found on the machine (its row, with the device's identity, is already stored).
-    pub fn add_discovered(&self, id: CameraId, name: String, device: Arc<LocalDevice>) -> Result<Arc<Camera>> {
-        let camera = self.insert(Camera::new(id, name, CameraSource::V4l2 { device }, Origin::Discovered))?;
-        self.events.publish(EventKind::CameraAdded { camera: camera.clone() });
+    /// Adds a local device seen for the first time in this run, plugged in at `plugged`: its stored id (by its
+    /// physical identity `key`) or the next free `cameraN`, persisted, then started. `describe` gives the camera's
+    /// name and settings once its id is known.
+    pub async fn add_device(
+        &self,
+        key: String,
+        plugged: Plugged,
+        describe: impl FnOnce(&CameraId, &Plugged) -> (String, DeviceSettings),
+    ) -> Result<Arc<Camera>> {
+        let _change = self.changes.lock().await;
+        let rows = self.db.cameras().await?;
+        let stored = rows.iter().find(|r| r.device_key.as_deref() == Some(key.as_str()));
+        let id = match stored.and_then(|r| CameraId::parse(&r.id).ok()) {
+            Some(id) if self.get(&id).is_none() => id,
+            other => {
+                if let Some(taken) = other {
+                    warn!(camera_id = %taken, "the device's stored id is now used by another camera; it gets a new one");
+                    self.db.delete_camera(taken.as_str()).await?;
+                }
+                self.next_free_id(&rows)
+            }
+        };
+        let (name, settings) = describe(&id, &plugged);
+        let device = Arc::new(LocalDevice::new(key, settings));
+        let source = CameraSource::V4l2 { device: device.clone() };
+        self.db.upsert_camera(&row(&id, &name, &source, Origin::Discovered)).await?;
+        device.plug(plugged);
+        let camera = self.insert(Camera::new(id, name, source, Origin::Discovered))?;
+        self.announce(&camera);
         Ok(camera)
+    }
+
+    fn announce(&self, camera: &Camera) {
+        self.events.publish(EventKind::CameraAdded {
+            camera: camera.id.clone(),
+            name: camera.name.clone(),
+            source: camera.source.kind(),
+        });
+    }
+
+    /// The lowest `cameraN` no stored or registered camera uses (configured cameras are registered first).
+    fn next_free_id(&self, rows: &[CameraRow]) -> CameraId {
+        let mut used: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+        used.extend(self.cameras.read().keys().map(|id| id.to_string()));
+        (0..)
+            .map(|n| format!("camera{n}"))
+            .find(|id| !used.contains(id))
+            .and_then(|id| CameraId::parse(&id).ok())
+            .expect("cameraN is a valid id")
     }
 
     /// The local camera whose device has this physical identity.
@@ -174,7 +213,7 @@ impl CameraManager {
 
     /// The camera whose source is this URL (credentials ignored).
     pub fn find_by_url(&self, url: &url::Url) -> Option<Arc<Camera>> {
-        let wanted = super::redact_url(url);
+        let wanted = redact_url(url);
         self.cameras.read().values().map(|e| e.camera.clone()).find(|c| c.public_url() == wanted)
     }
 
@@ -196,10 +235,7 @@ impl CameraManager {
         {
             let mut cameras = self.cameras.write();
             if cameras.contains_key(&camera.id) {
-                return Err(Error::InvalidState {
-                    state: format!("camera {} exists", camera.id),
-                    allowed: vec!["absent"],
-                });
+                return Err(Error::invalid_state(State::CameraExists, &[State::Absent]));
             }
             cameras.insert(camera.id.clone(), Entry { camera: camera.clone(), cancel: cancel.clone() });
         }

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::device::LocalDevice;
 use super::{Camera, CameraSource, CameraStatus};
+use crate::base::FailureKind;
 use crate::config::{MonitorConfig, RtspClient};
 use crate::events::{EventBus, EventKind};
 use crate::media::ingest::{RtspSettings, build_rtsp_ingest};
@@ -109,7 +110,7 @@ async fn attempt(
             RtspClient::Retina => {
                 let ingest = async {
                     let f = crate::media::rtsp_client::run(url, &camera.hub, monitor.connect_timeout).await;
-                    (f.reason, f.status)
+                    (f.reason, status_of(f.kind))
                 };
                 watch(camera, monitor, events, cancel, ingest).await
             }
@@ -239,13 +240,14 @@ async fn first_fatal(mut messages: gst::bus::BusStream) -> (String, CameraStatus
         match message.view() {
             gst::MessageView::Error(e) => {
                 let err = e.error();
-                let status =
-                    if err.matches(gst::ResourceError::NotAuthorized) || err.matches(gst::StreamError::CodecNotFound) {
-                        CameraStatus::Error
-                    } else {
-                        CameraStatus::Disconnected
-                    };
-                return (err.message().to_owned(), status);
+                let kind = if err.matches(gst::ResourceError::NotAuthorized) {
+                    FailureKind::Refused
+                } else if err.matches(gst::StreamError::CodecNotFound) {
+                    FailureKind::Unsupported
+                } else {
+                    FailureKind::Retry
+                };
+                return (err.message().to_owned(), status_of(kind));
             }
             gst::MessageView::Eos(_) => return ("end of stream".into(), CameraStatus::Disconnected),
             gst::MessageView::Warning(w) => debug!(warning = %w.error(), "pipeline warning"),
@@ -302,6 +304,14 @@ async fn watch(
     }
 }
 
+/// The status a source's failure puts its camera in: retrying soon may help a lost one, not a refused or unsupported one.
+fn status_of(kind: FailureKind) -> CameraStatus {
+    match kind {
+        FailureKind::Retry => CameraStatus::Disconnected,
+        FailureKind::Refused | FailureKind::Unsupported => CameraStatus::Error,
+    }
+}
+
 /// Stops a pipeline off the async runtime: stopping a capture joins its thread (which closes the device), and
 /// `set_state(Null)` joins streaming threads; both may block.
 async fn teardown(pipeline: gst::Pipeline, capture: Option<Capture>) {
@@ -336,7 +346,13 @@ fn set_status(camera: &Arc<Camera>, events: &EventBus, status: CameraStatus, rea
             CameraStatus::Connected => info!("status CONNECTED"),
             other => warn!(status = other.as_str(), reason = reason.as_deref().unwrap_or(""), "camera lost"),
         }
-        events.publish(EventKind::CameraStatus { camera: camera.clone(), status, previous, reason });
+        events.publish(EventKind::CameraStatus {
+            camera: camera.id.clone(),
+            name: camera.name.clone(),
+            status,
+            previous,
+            reason,
+        });
     }
 }
 

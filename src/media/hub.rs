@@ -20,7 +20,7 @@ use gstreamer as gst;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-use crate::camera::CameraId;
+use crate::base::{CameraId, Codec};
 
 /// How far back the hub keeps frames, at most; beyond it history restarts at the next keyframe.
 const MAX_HISTORY_FRAMES: usize = 3000;
@@ -68,7 +68,7 @@ pub struct StreamStats {
     pub bitrate_bps: u64,
     pub width: u32,
     pub height: u32,
-    pub codec: Option<String>,
+    pub codec: Option<Codec>,
     pub consumers: usize,
 }
 
@@ -86,7 +86,7 @@ struct HubState {
     caps: Option<gst::Caps>,
     width: u32,
     height: u32,
-    codec: Option<String>,
+    codec: Option<Codec>,
     history: VecDeque<Frame>,
     history_bytes: usize,
     /// How much history to keep behind the latest keyframe (pre-roll); zero keeps only the current GOP.
@@ -199,14 +199,7 @@ impl StreamHub {
         if let Some(s) = caps.structure(0) {
             st.width = s.get::<i32>("width").map(|w| w.max(0) as u32).unwrap_or(0);
             st.height = s.get::<i32>("height").map(|h| h.max(0) as u32).unwrap_or(0);
-            st.codec = Some(
-                match s.name().as_str() {
-                    "video/x-h264" => "H264",
-                    "video/x-h265" => "H265",
-                    other => other,
-                }
-                .to_owned(),
-            );
+            st.codec = Codec::from_media_type(s.name().as_str());
         }
         st.caps = Some(caps.clone());
         st.consumers.retain_mut(|slot| slot.offer(HubItem::Caps(caps.clone())));
@@ -332,7 +325,7 @@ impl StreamHub {
             bitrate_bps,
             width: st.width,
             height: st.height,
-            codec: st.codec.clone(),
+            codec: st.codec,
             consumers: st.consumers.len(),
         }
     }
@@ -427,7 +420,7 @@ mod tests {
         hub.push(frame(false, 5));
         assert_eq!(tag(c.rx.try_recv().expect("live frame")), (false, 5));
         let s = hub.stats();
-        assert_eq!((s.width, s.height, s.codec.as_deref()), (640, 480, Some("H264")));
+        assert_eq!((s.width, s.height, s.codec), (640, 480, Some(Codec::H264)));
     }
 
     #[test]

@@ -11,7 +11,10 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use crate::error::{Error, Result};
+use super::{make, pipeline_error};
+use crate::base::Codec;
+use crate::base::url::{credentials, redact_url};
+use crate::error::Result;
 use crate::media::hub::StreamHub;
 
 /// How to pull from an RTSP camera.
@@ -26,10 +29,10 @@ pub struct RtspSettings {
 /// `location`, so GStreamer's own messages cannot leak them.
 pub fn build_rtsp_ingest(url: &url::Url, settings: &RtspSettings, hub: Arc<StreamHub>) -> Result<gst::Pipeline> {
     let pipeline = gst::Pipeline::with_name(&format!("ingest-{}", hub.camera_id()));
-    let location = crate::camera::redact_url(url);
+    let location = redact_url(url);
     let src = make("rtspsrc")?;
     src.set_property("location", &location);
-    if let Some((user, password)) = crate::camera::credentials(url) {
+    if let Some((user, password)) = credentials(url) {
         src.set_property("user-id", user.as_str());
         src.set_property("user-pw", password.as_str());
     }
@@ -91,22 +94,23 @@ pub(crate) fn hub_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
 fn link_depayloader(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Element) -> Result<(), String> {
     let caps = pad.current_caps().ok_or("rtp pad without caps")?;
     let s = caps.structure(0).ok_or("empty rtp caps")?;
-    let encoding = s.get::<&str>("encoding-name").unwrap_or("unknown").to_ascii_uppercase();
-    let (depay, parse, media_type, format) = match encoding.as_str() {
-        "H264" => ("rtph264depay", "h264parse", "video/x-h264", "avc"),
-        "H265" => ("rtph265depay", "h265parse", "video/x-h265", "hvc1"),
-        other => return Err(format!("unsupported video codec {other}: camhub ingests H.264 and H.265")),
+    let encoding = s.get::<&str>("encoding-name").unwrap_or("unknown");
+    let Some(codec) = Codec::from_encoding_name(encoding) else {
+        return Err(format!("unsupported video codec {encoding}: camhub ingests H.264 and H.265"));
     };
     if sink.static_pad("sink").is_some_and(|p| p.is_linked()) {
         return Err("camera offers more than one video stream; using the first".into());
     }
-    let depay = make(depay).map_err(|e| e.to_string())?;
-    let parse = make(parse).map_err(|e| e.to_string())?;
+    let depay = make(codec.depayloader()).map_err(|e| e.to_string())?;
+    let parse = make(codec.parser()).map_err(|e| e.to_string())?;
     parse.set_property("config-interval", -1i32);
     let filter = make("capsfilter").map_err(|e| e.to_string())?;
     filter.set_property(
         "caps",
-        gst::Caps::builder(media_type).field("stream-format", format).field("alignment", "au").build(),
+        gst::Caps::builder(codec.media_type())
+            .field("stream-format", codec.stream_format())
+            .field("alignment", "au")
+            .build(),
     );
     let chain = [&depay, &parse, &filter];
     pipeline.add_many(chain).map_err(|e| e.to_string())?;
@@ -117,15 +121,4 @@ fn link_depayloader(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Elemen
     let depay_sink = depay.static_pad("sink").ok_or("depayloader without sink pad")?;
     pad.link(&depay_sink).map_err(|e| format!("linking rtp pad: {e:?}"))?;
     Ok(())
-}
-
-pub(crate) fn make(factory: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(factory).build().map_err(|_| Error::Dependency {
-        dependency: "gstreamer",
-        detail: format!("element {factory} is missing (install the GStreamer plugin that provides it)"),
-    })
-}
-
-pub(crate) fn pipeline_error(e: impl std::fmt::Display) -> Error {
-    Error::Dependency { dependency: "media pipeline", detail: e.to_string() }
 }

@@ -10,9 +10,31 @@ pub mod v4l2_ingest;
 
 use gstreamer as gst;
 
+use crate::error::{Dependency, Error, Result};
+
 /// Initialises GStreamer once; later calls are cheap.
-pub fn init() -> Result<(), crate::error::Error> {
-    gst::init().map_err(|e| crate::error::Error::Dependency { dependency: "gstreamer", detail: e.to_string() })
+pub fn init() -> Result<()> {
+    gst::init().map_err(|e| Error::dependency(Dependency::Gstreamer, e))
+}
+
+/// An element of `factory`, or a failure naming the plugin that is missing.
+pub fn make(factory: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(factory).build().map_err(|_| {
+        Error::dependency(
+            Dependency::Gstreamer,
+            format!("element {factory} is missing (install the GStreamer plugin that provides it)"),
+        )
+    })
+}
+
+/// The codec of hub caps, if camhub carries it.
+pub fn codec_of(caps: &gst::Caps) -> Option<crate::base::Codec> {
+    crate::base::Codec::from_media_type(caps.structure(0)?.name().as_str())
+}
+
+/// A pipeline that could not be built or changed state.
+pub fn pipeline_error(e: impl std::fmt::Display) -> Error {
+    Error::dependency(Dependency::MediaPipeline, e)
 }
 
 /// Elements camhub cannot run without; checked at start so a missing plugin is one clear line, not a camera error.
@@ -28,13 +50,10 @@ pub fn missing_elements() -> Vec<&'static str> {
 pub(crate) fn bound_port(
     ready: &std::sync::mpsc::Receiver<Result<i32, String>>,
     listen: std::net::SocketAddr,
-) -> Result<u16, crate::error::Error> {
-    use crate::error::Error;
+) -> Result<u16> {
     match ready.recv_timeout(std::time::Duration::from_secs(10)) {
         Ok(Ok(port)) => Ok(port as u16),
-        Ok(Err(e)) => {
-            Err(Error::Dependency { dependency: "rtsp server", detail: format!("cannot listen on {listen}: {e}") })
-        }
+        Ok(Err(e)) => Err(Error::dependency(Dependency::RtspServer, format!("cannot listen on {listen}: {e}"))),
         Err(_) => Err(Error::internal("rtsp server did not start")),
     }
 }

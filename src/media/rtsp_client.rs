@@ -10,30 +10,15 @@ use gstreamer as gst;
 use retina::client::{Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport};
 use retina::codec::{CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoParameters};
 
-use crate::camera::CameraStatus;
+use crate::base::url::{credentials, strip_credentials};
+use crate::base::{Codec, Failure};
 use crate::media::hub::StreamHub;
 
-/// Why a connection ended: a reason safe to show (no credentials) and the status it implies.
-#[derive(Debug)]
-pub struct Failure {
-    pub reason: String,
-    pub status: CameraStatus,
-}
-
-impl Failure {
-    fn from_retina(e: retina::Error) -> Failure {
-        let reason = e.to_string();
-        // A refusal of our credentials is not fixed by retrying soon; the camera is in error.
-        let status = if reason.contains("401") || reason.contains("403") {
-            CameraStatus::Error
-        } else {
-            CameraStatus::Disconnected
-        };
-        Failure { reason, status }
-    }
-
-    fn disconnected(reason: impl Into<String>) -> Failure {
-        Failure { reason: reason.into(), status: CameraStatus::Disconnected }
+/// A failure of the RTSP session: a refusal of our credentials (401, 403) is not fixed by retrying soon.
+fn from_retina(e: retina::Error) -> Failure {
+    match e.status_code() {
+        Some(401 | 403) => Failure::refused(e.to_string()),
+        _ => Failure::retry(e.to_string()),
     }
 }
 
@@ -50,32 +35,30 @@ const FRAME_FORMAT: FrameFormat = FrameFormat {
 
 /// Connects to `url` and feeds `hub` until the connection fails or the stream ends. Returns why it ended.
 pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> Failure {
-    let clean = crate::camera::strip_credentials(url);
-    let creds = crate::camera::credentials(url).map(|(username, password)| Credentials { username, password });
-    let options = SessionOptions::default().creds(creds).user_agent(format!("camhub/{}", crate::app::VERSION));
+    let clean = strip_credentials(url);
+    let creds = credentials(url).map(|(username, password)| Credentials { username, password });
+    let options =
+        SessionOptions::default().creds(creds).user_agent(format!("{}/{}", crate::base::NAME, crate::base::VERSION));
 
     let connect = async {
-        let mut session = Session::describe(clean, options).await.map_err(Failure::from_retina)?;
+        let mut session = Session::describe(clean, options).await.map_err(from_retina)?;
         let index = session
             .streams()
             .iter()
-            .position(|s| s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265"))
-            .ok_or_else(|| Failure {
-                reason: "the camera offers no H.264 or H.265 video stream".into(),
-                status: CameraStatus::Error,
-            })?;
+            .position(|s| s.media() == "video" && Codec::from_encoding_name(s.encoding_name()).is_some())
+            .ok_or_else(|| Failure::unsupported("the camera offers no H.264 or H.265 video stream"))?;
         let setup = SetupOptions::default()
             .transport(Transport::Tcp(TcpTransportOptions::default()))
             .frame_format(FRAME_FORMAT);
-        session.setup(index, setup).await.map_err(Failure::from_retina)?;
-        let playing = session.play(PlayOptions::default()).await.map_err(Failure::from_retina)?;
-        let demuxed = playing.demuxed().map_err(Failure::from_retina)?;
+        session.setup(index, setup).await.map_err(from_retina)?;
+        let playing = session.play(PlayOptions::default()).await.map_err(from_retina)?;
+        let demuxed = playing.demuxed().map_err(from_retina)?;
         Ok::<_, Failure>((demuxed, index))
     };
     let (mut demuxed, index) = match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok(d)) => d,
         Ok(Err(f)) => return f,
-        Err(_) => return Failure::disconnected(format!("no answer within {} ms", connect_timeout.as_millis())),
+        Err(_) => return Failure::retry(format!("no answer within {} ms", connect_timeout.as_millis())),
     };
 
     let mut have_caps = false;
@@ -87,8 +70,8 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
                 crate::media::pace(PACE).await;
                 continue;
             }
-            Some(None) => return Failure::disconnected("end of stream"),
-            Some(Some(Err(e))) => return Failure::from_retina(e),
+            Some(None) => return Failure::retry("end of stream"),
+            Some(Some(Err(e))) => return from_retina(e),
             Some(Some(Ok(item))) => item,
         };
         let CodecItem::VideoFrame(frame) = item else { continue };
@@ -121,10 +104,11 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
 
 /// The caps of a stream, as the GStreamer parsers would describe it.
 fn caps(encoding: &str, params: &VideoParameters) -> gst::Caps {
-    let (media_type, format) = if encoding == "h265" { ("video/x-h265", "hvc1") } else { ("video/x-h264", "avc") };
+    // The stream was chosen for its codec, so the name is known.
+    let codec = Codec::from_encoding_name(encoding).unwrap_or(Codec::H264);
     let (width, height) = params.pixel_dimensions();
-    let mut builder = gst::Caps::builder(media_type)
-        .field("stream-format", format)
+    let mut builder = gst::Caps::builder(codec.media_type())
+        .field("stream-format", codec.stream_format())
         .field("alignment", "au")
         .field("codec_data", gst::Buffer::from_slice(params.extra_data().to_vec()))
         .field("width", width as i32)

@@ -15,7 +15,7 @@ use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 use tracing::{debug, info};
 
-use crate::error::{Error, Result};
+use crate::error::{Dependency, Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct TestCamSettings {
@@ -219,7 +219,7 @@ fn load_clip(path: &std::path::Path) -> Result<Clip> {
 }
 
 fn collect_clip(launch: &str) -> Result<Clip> {
-    let fail = |detail: String| Error::Dependency { dependency: "test camera clip", detail };
+    let fail = |detail: String| Error::dependency(Dependency::MediaPipeline, format!("test camera clip: {detail}"));
     let pipeline = gst::parse::launch(launch).map_err(|e| fail(e.to_string()))?;
     let bin = pipeline.clone().downcast::<gst::Bin>().map_err(|_| fail("not a bin".into()))?;
     let sink = bin

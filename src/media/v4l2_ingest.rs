@@ -23,7 +23,8 @@ use tracing::{debug, info};
 use v4l::io::traits::CaptureStream;
 use v4l::video::Capture as _;
 
-use super::ingest::{hub_sink, make, pipeline_error};
+use super::ingest::hub_sink;
+use super::{make, pipeline_error};
 use crate::config::EncoderConfig;
 use crate::devices::v4l2::{Chosen, Handling};
 use crate::error::Result;

@@ -12,7 +12,9 @@ use gstreamer_app as gst_app;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Codec, Counters};
+use super::Counters;
+use crate::base::Codec;
+use crate::media::codec_of;
 use crate::media::hub::{HubItem, Start, StreamHub};
 
 /// Frames a feed may have queued from the hub before it loses some (and resumes at the next keyframe).
@@ -138,7 +140,7 @@ pub async fn run(feed: Feed) -> FeedEnd {
         match item {
             None => break FeedEnd::CameraGone,
             Some(HubItem::Caps(caps)) => {
-                if Codec::of(&caps) != Some(codec) {
+                if codec_of(&caps) != Some(codec) {
                     break FeedEnd::CodecChanged;
                 }
                 appsrc.set_caps(Some(&caps));

@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
+use tokio::sync::broadcast;
 
 use crate::auth::Authenticator;
-use crate::camera::CameraId;
+use crate::base::CameraId;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, State};
+use crate::events::{Event, EventKind};
 
 /// What one camera's publishing has done; shared by the RTSP thread, WHEP sessions and the API.
 #[derive(Debug, Default)]
@@ -110,25 +112,38 @@ impl Publisher {
         })
     }
 
-    /// Starts the RTSP server (when enabled). `cameras` lists the cameras that exist now; the server's thread asks it
-    /// every tick and mounts and unmounts to match, so a camera added or removed by any path is served or withdrawn.
-    pub fn start(self: &Arc<Self>, cameras: rtsp_server::CameraList, api: tokio::runtime::Handle) -> Result<()> {
+    /// Starts the RTSP server (when enabled). `cameras` lists the cameras that exist now; `events` says when that
+    /// changes: a camera added is mounted, a camera removed is unmounted, its WebRTC sessions ended and its counters
+    /// forgotten, at once. A subscriber that fell behind reconciles with the whole list.
+    pub fn start(
+        self: &Arc<Self>,
+        cameras: rtsp_server::CameraList,
+        mut events: broadcast::Receiver<Arc<Event>>,
+        api: tokio::runtime::Handle,
+    ) -> Result<()> {
         if self.webrtc_enabled() {
             self.whep.prewarm();
         }
-        // Forgets removed cameras and ends their WebRTC sessions (the RTSP thread withdraws their mounts).
         let weak = Arc::downgrade(self);
         let list = cameras.clone();
         let stop = self.stop.clone();
         self.runtime.spawn(async move {
             loop {
-                tokio::select! {
+                let changed = tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = crate::media::pace(std::time::Duration::from_millis(500)) => {}
+                    event = events.recv() => match event {
+                        Ok(event) => matches!(event.kind, EventKind::CameraAdded { .. } | EventKind::CameraRemoved { .. }),
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                };
+                if !changed {
+                    continue;
                 }
                 let Some(publisher) = weak.upgrade() else { return };
                 let ids: Vec<CameraId> = list().iter().map(|c| c.id.clone()).collect();
                 publisher.retain(|id| ids.contains(id));
+                publisher.reconcile_now();
                 publisher.whep.end_missing(|id| ids.contains(id)).await;
             }
         });
@@ -227,7 +242,7 @@ impl Publisher {
                     since
                 }
                 Publication::Stopped { .. } => {
-                    return Err(Error::InvalidState { state: "STOPPED".into(), allowed: vec!["STARTED"] });
+                    return Err(Error::invalid_state(State::Stopped, &[State::Started]));
                 }
             }
         };
@@ -252,29 +267,5 @@ impl Publisher {
 impl Entry {
     fn new() -> Entry {
         Entry { counters: Arc::default(), publication: Publication::Started { since: SystemTime::now() } }
-    }
-}
-
-/// The codec of hub caps, if camhub can publish it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    H264,
-    H265,
-}
-
-impl Codec {
-    pub fn of(caps: &gstreamer::Caps) -> Option<Codec> {
-        match caps.structure(0)?.name().as_str() {
-            "video/x-h264" => Some(Codec::H264),
-            "video/x-h265" => Some(Codec::H265),
-            _ => None,
-        }
-    }
-
-    pub fn payloader(self) -> &'static str {
-        match self {
-            Codec::H264 => "rtph264pay",
-            Codec::H265 => "rtph265pay",
-        }
     }
 }

@@ -5,8 +5,10 @@
 //! own on the media: without it, a reader that reconnects at once (or a DESCRIBE right after another client's) finds
 //! the shared media half torn down and gets 503 from gst-rtsp-server.
 //!
-//! A tick on the server's thread (every 250 ms, or at once when asked) mounts cameras that appeared, unmounts those
-//! removed or withdrawn (closing their readers), expires idle sessions and counts readers. Optional Basic auth
+//! Mounts follow the cameras: the publisher asks the server's thread to reconcile whenever a camera is added,
+//! removed, withdrawn or published again (from the event bus and the streaming methods), and the thread then mounts
+//! cameras that appeared and unmounts those removed or withdrawn (closing their readers). A tick on the thread
+//! (every 250 ms) expires idle sessions and counts readers. Optional Basic auth
 //! ([`CamAuth`]): a configured user, or any user name with a valid API key or JWT as the password; credentials are
 //! never logged.
 
@@ -31,11 +33,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::feed::{self, Feed};
-use super::{Codec, Counters, Publisher};
+use super::{Counters, Publisher};
 use crate::auth::Authenticator;
-use crate::camera::{Camera, CameraId};
+use crate::base::CameraId;
+use crate::camera::Camera;
 use crate::config::{RtspServerConfig, RtspUser};
 use crate::error::{Error, Result};
+use crate::media::codec_of;
 
 /// How often the server's thread reconciles mounts, expires sessions and counts readers.
 const TICK: Duration = Duration::from_millis(250);
@@ -102,6 +106,7 @@ impl RtspServer {
                 let run = || -> std::result::Result<(), String> {
                     let source = server.attach(Some(&thread_context)).map_err(|e| e.to_string())?;
                     let _ = ready_tx.send(Ok(server.bound_port()));
+                    state.reconcile();
                     state.tick();
                     let state = std::rc::Rc::new(RefCell::new(state));
                     let ticking = state.clone();
@@ -115,7 +120,13 @@ impl RtspServer {
                         }
                     });
                     tick.attach(Some(&thread_context));
-                    RECONCILE.with(|r| *r.borrow_mut() = Some(Box::new(move || state.borrow_mut().tick())));
+                    RECONCILE.with(|r| {
+                        *r.borrow_mut() = Some(Box::new(move || {
+                            let mut state = state.borrow_mut();
+                            state.reconcile();
+                            state.tick();
+                        }))
+                    });
                     thread_loop.run();
                     tick.destroy();
                     source.remove();
@@ -191,7 +202,8 @@ struct Hold {
 }
 
 impl Mounts {
-    fn tick(&mut self) {
+    /// Mounts the published cameras that are not, and unmounts the mounts of cameras removed or withdrawn.
+    fn reconcile(&mut self) {
         let Some(publisher) = self.publisher.upgrade() else { return };
         let cameras = (self.cameras)();
         let wanted: HashMap<&CameraId, &Arc<Camera>> =
@@ -205,6 +217,11 @@ impl Mounts {
                 self.mount(camera, publisher.counters(id));
             }
         }
+    }
+
+    /// Expires idle sessions, counts each mount's readers, and releases holds whose linger ran out.
+    fn tick(&mut self) {
+        let Some(publisher) = self.publisher.upgrade() else { return };
         if let Some(pool) = self.server.session_pool() {
             pool.cleanup();
             for id in &self.mounted {
@@ -332,7 +349,7 @@ mod factory_imp {
         fn create_element(&self, _url: &gst_rtsp::RTSPUrl) -> Option<gst::Element> {
             let s = self.settings.get()?;
             let caps = s.camera.hub.caps()?;
-            let codec = Codec::of(&caps)?;
+            let codec = codec_of(&caps)?;
             let build = || -> std::result::Result<gst::Element, glib::BoolError> {
                 let bin = gst::Bin::new();
                 let src = feed::appsrc(&caps);
@@ -364,7 +381,7 @@ mod factory_imp {
             else {
                 return;
             };
-            let Some(codec) = src.caps().as_ref().and_then(Codec::of) else { return };
+            let Some(codec) = src.caps().as_ref().and_then(codec_of) else { return };
             if let Some(pad) = pay.static_pad("src") {
                 feed::count_bytes(&pad, s.counters.clone(), |c| c.rtsp_readers.load(Ordering::Relaxed) as u64);
             }
@@ -479,7 +496,7 @@ impl AuthSettings {
                 Ok(Ok(principal)) => {
                     let mut ttl = CREDENTIAL_CACHE;
                     if let Some(exp) = principal.expires_at {
-                        ttl = ttl.min(Duration::from_secs(exp.saturating_sub(crate::auth::unix_now())));
+                        ttl = ttl.min(exp.duration_since(std::time::SystemTime::now()).unwrap_or_default());
                     }
                     Some(Instant::now() + ttl)
                 }

@@ -23,11 +23,15 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::Counters;
 use super::feed::{self, Feed};
-use super::{Codec, Counters};
-use crate::camera::{Camera, CameraId};
+use crate::base::CameraId;
+use crate::base::Codec;
+use crate::camera::Camera;
 use crate::config::WebrtcConfig;
-use crate::error::{Error, Result};
+use crate::error::{Dependency, Error, Result, State};
+use crate::media::codec_of;
+use crate::media::make;
 
 /// A peer that has not connected by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,18 +87,12 @@ impl Whep {
     /// Answers a WHEP offer for `camera` and starts the session.
     pub async fn offer(&self, camera: &Arc<Camera>, counters: Arc<Counters>, offer: &str) -> Result<Answer> {
         if self.count() >= self.config.max_sessions {
-            return Err(Error::InvalidState {
-                state: format!("{} WebRTC sessions", self.config.max_sessions),
-                allowed: vec!["fewer sessions"],
-            });
+            return Err(Error::invalid_state(State::SessionLimit, &[]));
         }
         let sdp = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
             .map_err(|_| Error::invalid_param("body", "not an SDP offer"))?;
-        let caps = camera.hub.caps().ok_or_else(|| Error::InvalidState {
-            state: "camera has not delivered video yet".into(),
-            allowed: vec!["CONNECTED"],
-        })?;
-        match Codec::of(&caps) {
+        let caps = camera.hub.caps().ok_or_else(|| Error::invalid_state(State::NoVideoYet, &[State::Connected]))?;
+        match codec_of(&caps) {
             Some(Codec::H264) => {}
             Some(Codec::H265) => {
                 return Err(Error::CapabilityNotSupported(
@@ -275,12 +273,6 @@ struct Negotiated {
     answer: String,
 }
 
-fn make(factory: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|_| Error::Dependency { dependency: "gstreamer", detail: format!("element {factory} is missing") })
-}
-
 /// Runs one of webrtcbin's promise actions and waits for its reply.
 fn promise(webrtc: &gst::Element, action: &str, args: &[&dyn ToValue]) -> Result<Option<gst::Structure>> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -295,12 +287,12 @@ fn promise(webrtc: &gst::Element, action: &str, args: &[&dyn ToValue]) -> Result
             if let Some(s) = &reply
                 && let Ok(e) = s.get::<glib_value::Error>("error")
             {
-                return Err(Error::Dependency { dependency: "webrtc", detail: format!("{action}: {e}") });
+                return Err(Error::dependency(Dependency::Webrtc, format!("{action}: {e}")));
             }
             Ok(reply)
         }
-        Ok(Err(e)) => Err(Error::Dependency { dependency: "webrtc", detail: format!("{action}: {e}") }),
-        Err(_) => Err(Error::Dependency { dependency: "webrtc", detail: format!("{action} timed out") }),
+        Ok(Err(e)) => Err(Error::dependency(Dependency::Webrtc, format!("{action}: {e}"))),
+        Err(_) => Err(Error::dependency(Dependency::Webrtc, format!("{action} timed out"))),
     }
 }
 
@@ -315,7 +307,7 @@ fn negotiate(
     offer: gst_sdp::SDPMessage,
     choice: Choice,
 ) -> Result<Negotiated> {
-    let fail = |detail: String| Error::Dependency { dependency: "webrtc", detail };
+    let fail = |detail: String| Error::dependency(Dependency::Webrtc, detail);
     let pipeline = gst::Pipeline::with_name("whep");
     let appsrc = feed::appsrc(caps);
     let started = Arc::new(Notify::new());

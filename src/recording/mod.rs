@@ -3,8 +3,11 @@
 //! Also the storage guard: the retention policy and the free-space floor, which stops recordings cleanly (with an
 //! ERROR notification and playable files) when space cannot be freed. Start-up recovery lives in `recovery`.
 
+pub mod index;
+pub mod naming;
 pub mod recorder;
 pub mod recovery;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,18 +17,21 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::base::time::millis;
 use crate::camera::{Camera, CameraId};
 use crate::config::{RecordingConfig, RecordingFormat, RetentionConfig, StorageConfig};
-use crate::error::{Error, Result};
+use crate::error::{Dependency, Error, Result, State};
 use crate::events::{EventBus, EventKind};
 use crate::media::hub::Start;
 use crate::storage::Db;
 use crate::storage::db::SessionRow;
+use crate::storage::disk_usage;
 use crate::storage::files::{Area, Files};
-use crate::storage::retention::{self, Cleanup};
+pub use index::Segment;
 pub use recorder::{Ending, SessionInfo};
+use retention::Cleanup;
 
 /// Frames a recording may fall behind before it drops (and resynchronises at a keyframe).
 const QUEUE_FRAMES: usize = 1024;
@@ -47,10 +53,26 @@ impl Trigger {
     }
 }
 
+/// The storage recordings live on, as `get_storage_info` reports it.
+#[derive(Debug, Clone)]
+pub struct StorageInfo {
+    pub total: u64,
+    pub available: u64,
+    pub recordings: u64,
+    pub snapshots: u64,
+    /// The free-space floor recordings keep.
+    pub floor: u64,
+    pub policy: RetentionConfig,
+    /// Recordings in progress.
+    pub active: usize,
+}
+
 /// A finished session, as `stop_recording` reports it.
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub info: SessionInfo,
+    /// The first segment file of the session (its name as indexed).
+    pub first_filename: String,
     pub ending: Ending,
     pub ended_at: SystemTime,
     pub duration: Duration,
@@ -138,10 +160,8 @@ impl Recordings {
         trigger: Trigger,
     ) -> Result<SessionInfo> {
         if let Some(active) = self.active(&camera.id) {
-            return Err(Error::InvalidState {
-                state: format!("recording ({})", active.first_filename),
-                allowed: vec!["not recording"],
-            });
+            debug!(filename = active.first_filename, "already recording");
+            return Err(Error::invalid_state(State::Recording, &[State::NotRecording]));
         }
         if trigger == Trigger::Api {
             camera.require_connected()?;
@@ -159,14 +179,14 @@ impl Recordings {
             started_at,
             first_filename: String::new(),
         };
-        info.first_filename = recorder::segment_name(&info, 0);
+        info.first_filename = info.segment_name(0);
         let stop = self.shutdown.child_token();
         let (done_tx, done_rx) = watch::channel(None);
         let failure = Arc::new(Mutex::new(None));
         {
             let mut active = self.active.lock();
             if active.contains_key(&camera.id) {
-                return Err(Error::InvalidState { state: "recording".into(), allowed: vec!["not recording"] });
+                return Err(Error::invalid_state(State::Recording, &[State::NotRecording]));
             }
             let entry = Active { info: info.clone(), stop: stop.clone(), failure: failure.clone(), done: done_rx };
             active.insert(camera.id.clone(), entry);
@@ -175,8 +195,8 @@ impl Recordings {
             id: info.id.clone(),
             camera: info.camera.to_string(),
             format: format.as_str().into(),
-            requested_at: recorder::millis(requested_at),
-            started_at: recorder::millis(started_at),
+            requested_at: millis(requested_at),
+            started_at: millis(started_at),
             trigger: trigger.as_str().into(),
         };
         if let Err(e) = self.db.insert_session(&row).await {
@@ -226,15 +246,13 @@ impl Recordings {
     pub async fn stop(&self, camera: &CameraId) -> Result<Summary> {
         let (stop, mut done) = {
             let active = self.active.lock();
-            let a = active
-                .get(camera)
-                .ok_or_else(|| Error::InvalidState { state: "not recording".into(), allowed: vec!["recording"] })?;
+            let a = active.get(camera).ok_or_else(|| Error::invalid_state(State::NotRecording, &[State::Recording]))?;
             (a.stop.clone(), a.done.clone())
         };
         stop.cancel();
         let summary = tokio::time::timeout(Duration::from_secs(30), done.wait_for(Option::is_some))
             .await
-            .map_err(|_| Error::Dependency { dependency: "recording pipeline", detail: "did not finalise".into() })?
+            .map_err(|_| Error::dependency(Dependency::RecordingPipeline, "did not finalise"))?
             .map_err(|_| Error::internal("recording task vanished"))?
             .clone();
         summary.ok_or_else(|| Error::internal("recording ended without a summary"))
@@ -259,7 +277,7 @@ impl Recordings {
             Ending::Stopped => ("stopped", None),
             Ending::Failed(r) => ("error", Some(r.as_str())),
         };
-        if let Err(e) = self.db.finish_session(&info.id, recorder::millis(ended_at), state, reason).await {
+        if let Err(e) = self.db.finish_session(&info.id, millis(ended_at), state, reason).await {
             warn!(err = %e, "cannot close session in the index");
         }
         let camera = info.camera.clone();
@@ -286,7 +304,9 @@ impl Recordings {
                 });
             }
         }
-        Summary { info, ending, ended_at, duration, file_size, segments: segments.len() }
+        let first_filename =
+            segments.first().map(|s| s.filename.clone()).unwrap_or_else(|| info.first_filename.clone());
+        Summary { info, first_filename, ending, ended_at, duration, file_size, segments: segments.len() }
     }
 
     /// Refuses to start when the floor cannot be kept.
@@ -299,6 +319,53 @@ impl Recordings {
             });
         }
         Ok(())
+    }
+
+    /// Recording files, newest first, and how many there are.
+    pub async fn list(&self, limit: i64, offset: i64) -> Result<(Vec<Segment>, u64)> {
+        index::list(&self.db, limit, offset).await
+    }
+
+    /// One recording file by name.
+    pub async fn info(&self, filename: &str) -> Result<Segment> {
+        index::get(&self.db, &self.files, filename).await
+    }
+
+    /// Deletes one recording file (row, file, directory synced).
+    pub async fn delete(&self, filename: &str) -> Result<()> {
+        index::delete(&self.db, &self.files, filename).await.map(drop)
+    }
+
+    /// Whether an indexed (complete, synced) recording has this name: only those are served.
+    pub async fn is_indexed(&self, filename: &str) -> bool {
+        matches!(self.db.segment(filename).await, Ok(Some(_)))
+    }
+
+    /// The disk the data dir is on, what each area holds, the floor and the policy; measured off the runtime.
+    pub async fn storage(&self) -> Result<StorageInfo> {
+        let files = self.files.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let (total, available) = disk_usage(files.root())?;
+            Ok::<_, std::io::Error>((
+                total,
+                available,
+                files.area_size(Area::Recordings),
+                files.area_size(Area::Snapshots),
+            ))
+        })
+        .await
+        .map_err(|e| Error::dependency(Dependency::Storage, e))?
+        .map_err(|e| Error::dependency(Dependency::Storage, e))?;
+        let (total, available, recordings, snapshots) = measured;
+        Ok(StorageInfo {
+            total,
+            available,
+            recordings,
+            snapshots,
+            floor: self.storage.min_free_bytes,
+            policy: self.policy(),
+            active: self.active_count(),
+        })
     }
 
     pub fn policy(&self) -> RetentionConfig {
@@ -344,7 +411,7 @@ impl Recordings {
                 _ = self.shutdown.cancelled() => break,
             }
             let policy_due = last_policy_pass.elapsed() >= self.storage.retention_interval;
-            let low = crate::storage::disk_usage(self.files.root())
+            let low = disk_usage(self.files.root())
                 .map(|(_, available)| available < self.storage.min_free_bytes)
                 .unwrap_or(false);
             let defend_floor = low && self.active_count() > 0;

@@ -13,9 +13,12 @@ use gstreamer_app as gst_app;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::base::CameraId;
+use crate::base::time::millis;
 use crate::config::{RecordingConfig, RecordingFormat};
-use crate::error::{Error, Result};
+use crate::error::{Dependency, Error, Result};
 use crate::media::hub::{Consumer, HubItem};
+use crate::media::make;
 use crate::storage::Db;
 use crate::storage::db::SegmentRow;
 use crate::storage::files::sync_file_and_dir;
@@ -24,7 +27,7 @@ use crate::storage::files::sync_file_and_dir;
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
     pub id: String,
-    pub camera: crate::camera::CameraId,
+    pub camera: CameraId,
     pub format: RecordingFormat,
     pub requested_at: SystemTime,
     /// Wall time of the first recorded frame (before `requested_at` by the pre-roll).
@@ -41,60 +44,16 @@ pub enum Ending {
     Failed(String),
 }
 
-/// Characters of the session id in segment names: enough to tell apart sessions of one camera that start on the
-/// same frame (a recording started within the pre-roll of the previous one reaches back to the same first frame).
-const SESSION_TAG: usize = 8;
-
-/// The file name of segment `seq` of a session: `CAMERA_START_SESSION_SEQ.EXT`, with START the first frame's UTC
-/// time and SESSION the start of the session id.
-pub fn segment_name(info: &SessionInfo, seq: u32) -> String {
-    let tag: String = info.id.chars().take(SESSION_TAG).collect();
-    format!("{}_{}_{tag}_{seq:04}.{}", info.camera, stamp(info.started_at), info.format.extension())
-}
-
-/// `2026-11-22T00-25-00.123Z`: RFC 3339 with `-` for `:` so names are portable.
-pub fn stamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string().replace(':', "-")
-}
-
-/// What a segment name says: camera, session start, session tag, sequence number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentName {
-    pub camera: String,
-    pub started_at: SystemTime,
-    pub session_tag: String,
-    pub seq: u32,
-}
-
-/// Reads a segment name back (the camera id may itself contain `_`, so fields are taken from the right).
-pub fn parse_segment_name(name: &str) -> Option<SegmentName> {
-    let stem = name.rsplit_once('.')?.0;
-    let (rest, seq) = stem.rsplit_once('_')?;
-    let (rest, session_tag) = rest.rsplit_once('_')?;
-    let (camera, stamp) = rest.rsplit_once('_')?;
-    let (date, time) = stamp.split_once('T')?;
-    let started_at = humantime::parse_rfc3339(&format!("{date}T{}", time.replace('-', ":"))).ok()?;
-    Some(SegmentName {
-        camera: camera.to_owned(),
-        started_at,
-        session_tag: session_tag.to_owned(),
-        seq: seq.parse().ok()?,
-    })
-}
-
-pub fn millis(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+impl SessionInfo {
+    /// The file name of the session's segment `seq`.
+    pub fn segment_name(&self, seq: u32) -> String {
+        super::naming::segment_name(&self.camera, self.started_at, &self.id, self.format, seq)
+    }
 }
 
 /// How often queued frames go to the muxer together (and its errors are checked). With 500 ms fMP4 fragments a
 /// crash loses at most this plus a fragment.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
-
-fn make(factory: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|_| Error::Dependency { dependency: "gstreamer", detail: format!("element {factory} is missing") })
-}
 
 /// One segment file being written: `appsrc ! muxer ! filesink`. Each segment is its own small pipeline, so a
 /// segment is finalised (EOS through the muxer) while the next one is already being written, and frames go to the
@@ -124,8 +83,8 @@ impl SegmentWriter {
         caps: &gst::Caps,
         start: gst::ClockTime,
     ) -> Result<SegmentWriter> {
-        let fail = |detail: String| Error::Dependency { dependency: "recording pipeline", detail };
-        let path = dir.join(segment_name(info, seq));
+        let fail = |detail: String| Error::dependency(Dependency::RecordingPipeline, detail);
+        let path = dir.join(info.segment_name(seq));
         if path.exists() {
             // Never overwrite a recording.
             return Err(fail(format!("{} exists", path.display())));
@@ -223,7 +182,7 @@ impl SegmentWriter {
         self.appsrc
             .push_buffer_list(list)
             .map(|_| ())
-            .map_err(|e| Error::Dependency { dependency: "recording pipeline", detail: format!("refused data: {e:?}") })
+            .map_err(|e| Error::dependency(Dependency::RecordingPipeline, format!("refused data: {e:?}")))
     }
 
     /// The first error the pipeline posted, if any (non-blocking).
@@ -259,7 +218,7 @@ impl SegmentWriter {
         if let Err(e) = flushed.map_err(|e| e.to_string()).and(finalised) {
             warn!(err = e, file = %self.path.display(), "segment not finalised; recovering it");
             super::recovery::recover_file(db, &self.path).await?;
-            return Err(Error::Dependency { dependency: "recording pipeline", detail: e });
+            return Err(Error::dependency(Dependency::RecordingPipeline, e));
         }
         let duration = self.elapsed() + self.last_interval;
         let filename = self
@@ -275,7 +234,7 @@ impl SegmentWriter {
         })
         .await
         .map_err(Error::internal)?
-        .map_err(|e| Error::Dependency { dependency: "storage", detail: format!("syncing {filename}: {e}") })?;
+        .map_err(|e| Error::dependency(Dependency::Storage, format!("syncing {filename}: {e}")))?;
         let started_at = millis(info.started_at) + self.start.mseconds() as i64;
         let row = SegmentRow {
             session_id: info.id.clone(),
@@ -503,28 +462,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_306_757_123);
-        let info = SessionInfo {
-            id: "0123456789abcdef".into(),
-            camera: crate::camera::CameraId::parse("front_door").expect("valid id"),
-            format: RecordingFormat::Fmp4,
-            requested_at: t,
-            started_at: t,
-            first_filename: String::new(),
-        };
-        let name = segment_name(&info, 3);
-        assert_eq!(name, "front_door_2026-11-22T00-19-17.123Z_01234567_0003.mp4");
-        assert!(crate::storage::files::validate_name("f", &name).is_ok());
-        let parsed = parse_segment_name(&name).expect("parses");
-        assert_eq!(
-            parsed,
-            SegmentName { camera: "front_door".into(), started_at: t, session_tag: "01234567".into(), seq: 3 }
-        );
-        assert_eq!(parse_segment_name("garbage.mp4"), None);
-    }
 
     #[test]
     fn the_timeline_starts_at_zero_and_keeps_gaps() {

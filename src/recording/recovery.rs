@@ -12,8 +12,9 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tracing::{info, warn};
 
-use super::recorder::{millis, parse_segment_name};
-use crate::error::{Error, Result};
+use super::naming::parse_segment_name;
+use crate::base::time::millis;
+use crate::error::{Dependency, Error, Result};
 use crate::storage::Db;
 use crate::storage::db::{SegmentRow, SessionRow};
 use crate::storage::files::{Area, Files, sync_file_and_dir};
@@ -149,7 +150,7 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
 }
 
 fn storage_error(path: &Path, e: std::io::Error) -> Error {
-    Error::Dependency { dependency: "storage", detail: format!("{}: {e}", path.display()) }
+    Error::dependency(Dependency::Storage, format!("{}: {e}", path.display()))
 }
 
 /// Top-level ISO BMFF boxes: (type, start, end).
@@ -225,7 +226,7 @@ pub fn trim_fragmented_mp4(path: &Path) -> std::io::Result<bool> {
 
 /// Duration of a recording, measured by demuxing it whole (robust where headers were never finalised).
 pub fn probe_duration(path: &Path) -> Result<Duration> {
-    let fail = |detail: String| Error::Dependency { dependency: "demuxer", detail };
+    let fail = |detail: String| Error::dependency(Dependency::Demuxer, detail);
     let location = path.to_string_lossy().replace('\\', "\\\\").replace('"', "\\\"");
     let pipeline =
         gst::parse::launch(&format!("filesrc location=\"{location}\" ! parsebin ! appsink name=out sync=false"))

@@ -12,52 +12,50 @@ use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use jsonrpsee::types::{ErrorObjectOwned, Id, Params};
-use jsonrpsee::{ConnectionId, Extensions, MethodCallback, MethodResponse};
-use serde::Deserialize;
+use jsonrpsee::types::{ErrorObjectOwned, Id};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::methods::{Access, access};
+use super::methods::{self, Access, Answer, Method};
 use super::session::Session;
-use super::{Server, errors, wire};
+use super::{Rpc, errors, notify};
 use crate::error::Error;
-use crate::events::{Event, EventKind};
 
 /// Requests one connection may have in flight; more wait (back-pressure on the socket).
 const MAX_IN_FLIGHT: usize = 32;
 /// The hard frame limit, above the configurable one, past which the socket itself is closed.
 const HARD_FRAME_LIMIT: usize = 16 * 1024 * 1024;
-/// Largest response a method may produce.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How much of an over-long frame is read to find the request's id, so the error can name it.
+const ID_SCAN_BYTES: usize = 64 * 1024;
 
 /// `GET /ws`: checks the connection limit and an optional Bearer token, then upgrades.
 pub async fn upgrade(
-    State(server): State<Server>,
+    State(rpc): State<Arc<Rpc>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Ok(slot) = server.connection_slots.clone().try_acquire_owned() else {
+    let Ok(slot) = rpc.connection_slots.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     let mut principal = None;
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
-        match server.ctx.app.auth.verify(token).await {
-            Ok(p) => principal = Some(p),
+        let token = value.to_str().ok().and_then(crate::auth::bearer).unwrap_or_default().to_owned();
+        match rpc.app.authenticate(&token).await {
+            Ok(p) => principal = Some((p, token)),
             Err(e) => return (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
         }
     }
     ws.max_message_size(HARD_FRAME_LIMIT).max_frame_size(HARD_FRAME_LIMIT).on_upgrade(move |socket| async move {
-        let session = server.ctx.sessions.open();
-        if let Some(p) = principal {
-            session.set_principal(p);
+        let session = rpc.sessions.open();
+        if let Some((p, token)) = principal {
+            session.set_principal(p, &token);
         }
         let span = info_span!("ws", conn_id = session.conn_id, %peer);
-        Connection::new(server.clone(), session.clone()).run(socket).instrument(span).await;
-        server.ctx.sessions.close(session.conn_id);
+        Connection::new(rpc.clone(), session.clone()).run(socket).instrument(span).await;
+        rpc.sessions.close(session.conn_id);
         drop(slot);
     })
 }
@@ -91,7 +89,7 @@ impl RateLimiter {
 }
 
 struct Connection {
-    server: Server,
+    rpc: Arc<Rpc>,
     session: Arc<Session>,
     limiter: RateLimiter,
     /// Bounds requests in flight; each spawned request holds a permit until its response is queued.
@@ -121,12 +119,12 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Id<'de>>, D:
 }
 
 impl Connection {
-    fn new(server: Server, session: Arc<Session>) -> Connection {
-        let cfg = &server.ctx.app.config.server;
+    fn new(rpc: Arc<Rpc>, session: Arc<Session>) -> Connection {
+        let cfg = &rpc.app.config().server;
         let limiter = RateLimiter::new(cfg.rate_limit_per_sec, cfg.rate_limit_burst);
         let (responses_tx, responses_rx) = mpsc::channel(MAX_IN_FLIGHT * 2);
         Connection {
-            server,
+            rpc,
             session,
             limiter,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
@@ -137,8 +135,8 @@ impl Connection {
 
     async fn run(mut self, mut socket: WebSocket) {
         debug!("connection open");
-        let mut events = self.server.ctx.app.events.subscribe();
-        let shutdown = self.server.shutdown.clone();
+        let mut events = self.rpc.app.subscribe();
+        let shutdown = self.rpc.shutdown.clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -155,7 +153,7 @@ impl Connection {
                 }
                 event = events.recv() => match event {
                     Ok(event) => {
-                        for text in self.render(&event) {
+                        for text in notify::render(&self.rpc, &self.session, &event) {
                             if socket.send(Message::Text(text.into())).await.is_err() {
                                 return;
                             }
@@ -198,10 +196,11 @@ impl Connection {
     /// Handles one request frame. Returns the response when it was answered in place; otherwise the response (if
     /// any) arrives later through the response queue.
     async fn on_text(&mut self, text: &str) -> Option<String> {
-        let max = self.server.ctx.app.config.server.max_message_bytes;
+        let max = self.rpc.app.config().server.max_message_bytes;
         if text.len() > max {
+            // The frame is not parsed, but a client waits on its id: answer with it when the frame's start names it.
             return Some(error_json(
-                Id::Null,
+                leading_id(text).unwrap_or(Id::Null),
                 errors::protocol(
                     errors::INVALID_REQUEST,
                     format!("message of {} bytes exceeds the {max} byte limit", text.len()),
@@ -242,23 +241,23 @@ impl Connection {
             return id.is_some().then(|| error_json(reply_id, e.into()));
         }
         let params = envelope.params.map(|p| p.get().to_owned());
-        if super::methods::answered_from_memory(&method) {
+        if methods::info(&method).is_some_and(|m| m.answer == Answer::InPlace) {
             // Cheap enough to answer in place: no task, no queue, one write.
-            let response = dispatch(&self.server, &self.session, &method, params.as_deref(), reply_id).await;
+            let response = dispatch(&self.rpc, &self.session, &method, params.as_deref(), reply_id).await;
             return id.is_some().then_some(response);
         }
         let permit = match self.in_flight.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => return None,
         };
-        let server = self.server.clone();
+        let rpc = self.rpc.clone();
         let session = self.session.clone();
         let tx = self.responses_tx.clone();
         let span = info_span!("rpc", method = method.as_str());
         tokio::spawn(
             async move {
                 let started = Instant::now();
-                let response = dispatch(&server, &session, &method, params.as_deref(), reply_id).await;
+                let response = dispatch(&rpc, &session, &method, params.as_deref(), reply_id).await;
                 debug!(elapsed_us = started.elapsed().as_micros() as u64, "handled");
                 // A notification (no id) gets no response.
                 if id.is_some() {
@@ -270,84 +269,208 @@ impl Connection {
         );
         None
     }
-
-    /// The notifications this client should get for `event`: the status update every client gets, and the topic
-    /// event if it subscribed.
-    fn render(&self, event: &Event) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.session.principal().is_none() {
-            return out;
-        }
-        // Every authenticated client gets camera and recording status updates without subscribing.
-        if let EventKind::CameraStatus { camera, status, .. } = &event.kind {
-            let params = wire::summary_with(camera, *status, &camera.hub.stats(), &self.server.ctx.app.publish);
-            out.push(notification("camera_status_update", &params));
-        }
-        if let Some(params) = super::storage_methods::recording_notification(&event.kind) {
-            out.push(notification("recording_status_update", &params));
-        }
-        let subs = self.session.subscriptions.lock();
-        let Some(topic) = event.topics().iter().find(|t| subs.topics.contains(**t)) else { return out };
-        if let (Some(wanted), Some(device)) = (&subs.device, event.device())
-            && wanted != device.as_str()
-        {
-            return out;
-        }
-        let at = event.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        out.push(notification(
-            "event",
-            &serde_json::json!({ "topic": topic, "device": event.device(), "timestamp": at, "data": event.details() }),
-        ));
-        out
-    }
 }
 
-/// Checks access, then runs the method.
+/// Authenticates by a request's own `auth_token` when it has one, checks access, then runs the method.
 async fn dispatch(
-    server: &Server,
+    rpc: &Arc<Rpc>,
     session: &Arc<Session>,
     method: &str,
     params: Option<&str>,
     id: Id<'static>,
 ) -> String {
-    let Some((name, callback)) = server.methods.method_with_name(method) else {
+    let Some(info) = methods::info(method) else {
         return error_json(id, errors::protocol(errors::METHOD_NOT_FOUND, format!("no method {method:?}")));
     };
-    match access(name) {
-        Some(Access::Public) => {}
-        Some(Access::AtLeast(role)) => {
-            if let Err(e) = session.authorize(role) {
-                return error_json(id, e.into());
+    // Clients of the Python edition send `auth_token` inside every request's params. It authenticates an
+    // unauthenticated connection as `authenticate` would, and must be valid on an authenticated one; it is never
+    // logged, and the method never sees it. `authenticate` takes it as its own parameter.
+    let stripped;
+    let mut params = params;
+    if method != methods::Authenticate::NAME
+        && let Some(raw) = params
+        && raw.contains("\"auth_token\"")
+        && let Some((rest, token)) = take_auth_token(raw)
+    {
+        if let Err(e) = authenticate_request(rpc, session, &token).await {
+            return error_json(id, e.into());
+        }
+        stripped = rest;
+        params = Some(&stripped);
+    }
+    if let Access::AtLeast(role) = info.access
+        && let Err(e) = session.authorize(role)
+    {
+        return error_json(id, e.into());
+    }
+    match methods::call(rpc, session, method, params).await {
+        Some(Ok(result)) => success_json(id, &result),
+        Some(Err(e)) => error_json(id, e.into()),
+        None => error_json(id, errors::protocol(errors::METHOD_NOT_FOUND, format!("no method {method:?}"))),
+    }
+}
+
+/// The params without `auth_token`, and its value, when they are an object holding it as a string.
+fn take_auth_token(raw: &str) -> Option<(String, String)> {
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).ok()?;
+    match object.remove("auth_token")? {
+        serde_json::Value::String(token) => Some((serde_json::Value::Object(object).to_string(), token)),
+        // Not a string: left in place, so the method refuses it as it refuses any parameter it does not take.
+        _ => None,
+    }
+}
+
+/// Checks a token a request carries: the connection's own is accepted at once; any other is verified and, valid,
+/// becomes the connection's.
+async fn authenticate_request(rpc: &Rpc, session: &Session, token: &str) -> crate::error::Result<()> {
+    if session.holds(token) {
+        return Ok(());
+    }
+    let principal = methods::system::verify(rpc, token).await?;
+    session.set_principal(principal, token);
+    Ok(())
+}
+
+/// The `id` of a request from the start of its frame, without parsing the rest: the value of a top-level `"id"`
+/// key met before `ID_SCAN_BYTES`, skipping other keys' values.
+fn leading_id(text: &str) -> Option<Id<'static>> {
+    let bytes = &text.as_bytes()[..text.len().min(ID_SCAN_BYTES)];
+    let mut i = skip_ws(bytes, 0);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(bytes, i);
+        let key_start = i;
+        i = skip_string(bytes, i)?;
+        let key = &bytes[key_start..i];
+        i = skip_ws(bytes, i);
+        if bytes.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(bytes, i + 1);
+        let value_start = i;
+        i = skip_value(bytes, i)?;
+        if key == b"\"id\"" {
+            let value = std::str::from_utf8(&bytes[value_start..i]).ok()?;
+            return serde_json::from_str::<Id<'_>>(value).ok().map(Id::into_owned);
+        }
+        i = skip_ws(bytes, i);
+        match bytes.get(i) {
+            Some(b',') => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+        i += 1;
+    }
+    i
+}
+
+/// The index after the JSON string starting at `i`.
+fn skip_string(bytes: &[u8], mut i: usize) -> Option<usize> {
+    if bytes.get(i) != Some(&b'"') {
+        return None;
+    }
+    i += 1;
+    loop {
+        match bytes.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// The index after the JSON value starting at `i` (strings, and nesting counted; scalars up to a delimiter).
+fn skip_value(bytes: &[u8], mut i: usize) -> Option<usize> {
+    match bytes.get(i)? {
+        b'"' => skip_string(bytes, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            loop {
+                match bytes.get(i)? {
+                    b'"' => {
+                        i = skip_string(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
             }
         }
-        None => return error_json(id, errors::protocol(errors::METHOD_NOT_FOUND, format!("no method {method:?}"))),
+        _ => {
+            while bytes.get(i).is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace()) {
+                i += 1;
+            }
+            Some(i)
+        }
     }
-    let mut extensions = Extensions::new();
-    extensions.insert(session.clone());
-    let params = Params::new(params).into_owned();
-    let conn = ConnectionId(session.conn_id as usize);
-    let response = match callback {
-        MethodCallback::Async(cb) => cb(id, params, conn, MAX_RESPONSE_BYTES, extensions).await,
-        MethodCallback::Sync(cb) => cb(id, params, MAX_RESPONSE_BYTES, extensions),
-        MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => MethodResponse::error(
-            id,
-            errors::protocol(errors::METHOD_NOT_FOUND, "subscriptions are made with subscribe_events"),
-        ),
-    };
-    response.into_json().get().to_owned()
+}
+
+/// A success response around an already serialised result.
+fn success_json(id: Id<'_>, result: &str) -> String {
+    #[derive(Serialize)]
+    struct Success<'a> {
+        jsonrpc: &'static str,
+        id: Id<'a>,
+        result: &'a RawValue,
+    }
+    match serde_json::from_str::<&RawValue>(result) {
+        Ok(result) => serde_json::to_string(&Success { jsonrpc: "2.0", id, result })
+            .unwrap_or_else(|e| error_json(Id::Null, Error::internal(e).into())),
+        Err(e) => error_json(id, Error::internal(e).into()),
+    }
 }
 
 fn error_json(id: Id<'_>, error: ErrorObjectOwned) -> String {
-    MethodResponse::error(id, error).into_json().get().to_owned()
-}
-
-fn notification(method: &str, params: &impl serde::Serialize) -> String {
-    serde_json::json!({ "jsonrpc": "2.0", "method": method, "params": params }).to_string()
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        jsonrpc: &'static str,
+        id: Id<'a>,
+        error: ErrorObjectOwned,
+    }
+    serde_json::to_string(&Failure { jsonrpc: "2.0", id, error })
+        .expect("an error object of plain data always serializes")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_over_long_frame_is_answered_with_its_id() {
+        let big = "x".repeat(100);
+        assert_eq!(
+            leading_id(&format!(r#"{{"jsonrpc":"2.0","id":7,"method":"ping","params":{{"a":"{big}"}}}}"#)),
+            Some(Id::Number(7))
+        );
+        let id =
+            leading_id(&format!(r#"{{ "params": {{"a": ["{big}", {{"b": "}}"}}]}}, "id" : "abc", "method": "x" }}"#));
+        assert_eq!(id, Some(Id::Str("abc".into())));
+        assert_eq!(leading_id(&format!(r#"{{"method":"x","params":"{big}"}}"#)), None);
+        assert_eq!(leading_id("not json"), None);
+        assert_eq!(leading_id(r#"{"a":"\"id\":3"}"#), None);
+    }
+
+    #[test]
+    fn an_auth_token_is_taken_out_of_params() {
+        let (rest, token) = take_auth_token(r#"{"device":"cam0","auth_token":"t0k"}"#).expect("has a token");
+        assert_eq!((rest.as_str(), token.as_str()), (r#"{"device":"cam0"}"#, "t0k"));
+        assert!(take_auth_token(r#"{"auth_token":5}"#).is_none());
+        assert!(take_auth_token(r#"[1]"#).is_none());
+    }
 
     #[test]
     fn the_bucket_refills_at_its_rate() {

@@ -1,5 +1,7 @@
-//! The one place application errors become JSON-RPC error objects: codes and `data` fields per the contract.
+//! The one place application errors become what a transport sends: JSON-RPC error objects (codes and `data` fields
+//! per the contract) and, side by side, HTTP statuses for the plain HTTP endpoints (downloads, WHEP).
 
+use axum::http::StatusCode;
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::json;
 
@@ -31,19 +33,24 @@ impl From<Error> for ErrorObjectOwned {
             Error::Unauthenticated(reason) => {
                 (UNAUTHENTICATED, "Authentication failed or required", json!({ "reason": reason }))
             }
-            Error::PermissionDenied { required, have } => {
-                (PERMISSION_DENIED, "Permission denied", json!({ "required_role": required, "have_role": have }))
+            Error::PermissionDenied { required, have } => (
+                PERMISSION_DENIED,
+                "Permission denied",
+                json!({ "required_role": required.as_str(), "have_role": have.as_str() }),
+            ),
+            Error::NotFound { resource, id } => {
+                (NOT_FOUND, "Not found", json!({ "resource": resource.as_str(), "id": id }))
             }
-            Error::NotFound { resource, id } => (NOT_FOUND, "Not found", json!({ "resource": resource, "id": id })),
             Error::InvalidState { state, allowed } => {
-                (INVALID_STATE, "Invalid state", json!({ "state": state, "allowed_states": allowed }))
+                let allowed: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+                (INVALID_STATE, "Invalid state", json!({ "state": state.as_str(), "allowed_states": allowed }))
             }
             Error::Unsupported(feature) => (UNSUPPORTED, "Unsupported", json!({ "feature": feature })),
             Error::RateLimited { retry_after_ms } => {
                 (RATE_LIMITED, "Rate limited", json!({ "retry_after_ms": retry_after_ms }))
             }
             Error::Dependency { dependency, detail } => {
-                (DEPENDENCY_FAILED, "Dependency failed", json!({ "dependency": dependency, "detail": detail }))
+                (DEPENDENCY_FAILED, "Dependency failed", json!({ "dependency": dependency.as_str(), "detail": detail }))
             }
             Error::InsufficientStorage { available, required } => {
                 (INSUFFICIENT_STORAGE, "Insufficient storage", json!({ "available": available, "required": required }))
@@ -58,6 +65,23 @@ impl From<Error> for ErrorObjectOwned {
             }
         };
         ErrorObjectOwned::owned(code, message, Some(data))
+    }
+}
+
+/// The HTTP status of an error, for endpoints that answer in plain HTTP.
+pub fn http_status(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidParams { .. } => StatusCode::BAD_REQUEST,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        // A state that may change (a camera not delivering yet, a session cap): try again later.
+        Error::InvalidState { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        Error::CapabilityNotSupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::Dependency { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
+use crate::base::Role;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default, Clone)]
@@ -21,8 +23,10 @@ pub struct Subscriptions {
 pub struct Session {
     pub conn_id: u64,
     pub session_id: String,
-    /// Set by `authenticate` or the upgrade's Bearer header; read on every request.
-    principal: Mutex<Option<Principal>>,
+    /// Set by `authenticate`, an `auth_token` in a request, or the upgrade's Bearer header; read on every request.
+    /// With it, a digest of the credential it came from, so a client that sends the same token in every request's
+    /// params is not verified again each time (an API key costs a database lookup).
+    principal: Mutex<Option<(Principal, [u8; 32])>>,
     /// Opt-in topics; camera and recording status updates need none.
     pub subscriptions: Mutex<Subscriptions>,
     /// Notifications this client lost because it read too slowly.
@@ -42,24 +46,28 @@ impl Session {
         }
     }
 
-    pub fn set_principal(&self, principal: Principal) {
-        *self.principal.lock() = Some(principal);
+    /// Authenticates the connection as `principal`, verified from `credential`.
+    pub fn set_principal(&self, principal: Principal, credential: &str) {
+        *self.principal.lock() = Some((principal, digest(credential)));
     }
 
     /// The principal, if authenticated and not expired.
     pub fn principal(&self) -> Option<Principal> {
-        self.principal.lock().clone().filter(|p| !p.is_expired())
+        self.principal.lock().as_ref().map(|(p, _)| p.clone()).filter(|p| !p.is_expired())
+    }
+
+    /// Whether `credential` is the one the connection is authenticated with, still valid.
+    pub fn holds(&self, credential: &str) -> bool {
+        self.principal.lock().as_ref().is_some_and(|(p, d)| !p.is_expired() && *d == digest(credential))
     }
 
     /// Checks that the connection may call a method needing `required`.
     pub fn authorize(&self, required: Role) -> Result<Principal> {
-        let principal = self.principal.lock().clone();
+        let principal = self.principal.lock().as_ref().map(|(p, _)| p.clone());
         match principal {
             None => Err(Error::Unauthenticated("authentication required: call authenticate first".into())),
             Some(p) if p.is_expired() => Err(Error::Unauthenticated("token expired".into())),
-            Some(p) if p.role < required => {
-                Err(Error::PermissionDenied { required: required.as_str(), have: p.role.as_str() })
-            }
+            Some(p) if p.role < required => Err(Error::PermissionDenied { required, have: p.role }),
             Some(p) => Ok(p),
         }
     }
@@ -67,6 +75,10 @@ impl Session {
     pub fn count_dropped(&self, n: u64) {
         self.dropped_notifications.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+fn digest(credential: &str) -> [u8; 32] {
+    Sha256::digest(credential.as_bytes()).into()
 }
 
 /// Live connections, by id.

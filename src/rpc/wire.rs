@@ -1,16 +1,19 @@
-//! Wire types: the JSON shapes of results and notifications, per the contract. Built from application state here so
-//! the application never shapes JSON; nothing here carries a credential or a device path.
+//! Wire types several methods and notifications share: a camera's summary (`get_camera_list`,
+//! `camera_status_update`), its detail (`get_camera_status`), streams, modes and capabilities, built from application
+//! state here so the application never shapes JSON. Nothing here carries a credential or a device path.
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use crate::camera::{Camera, CameraStatus};
+use crate::base::CameraStatus;
+use crate::camera::Camera;
 use crate::devices::v4l2::{Handling, fps};
 use crate::media::hub::StreamStats;
 use crate::publish::Publisher;
 
 /// Where a camera can be watched. Empty when it is not published (`stop_streaming`) or the protocol is disabled;
 /// `hls` is always empty: camhub does not serve HLS.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Streams {
     pub rtsp: String,
     pub webrtc: String,
@@ -20,7 +23,7 @@ pub struct Streams {
 impl Streams {
     pub fn of(camera: &Camera, publish: &Publisher) -> Streams {
         if !publish.is_published(&camera.id) {
-            return Streams { rtsp: String::new(), webrtc: String::new(), hls: String::new() };
+            return Streams::default();
         }
         let urls = publish.urls(&camera.id);
         Streams { rtsp: urls.rtsp, webrtc: urls.webrtc, hls: String::new() }
@@ -28,17 +31,18 @@ impl Streams {
 }
 
 /// The camera summary of `get_camera_list` and `camera_status_update`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CameraSummary {
     pub device: String,
     pub status: CameraStatus,
     pub name: String,
     pub resolution: String,
-    pub fps: f64,
+    /// Frames per second, rounded: the contract's clients read an integer.
+    pub fps: u32,
     pub streams: Streams,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CameraMetrics {
     /// RTP bytes sent to RTSP readers and WebRTC peers (each packet once per reader).
     pub bytes_sent: u64,
@@ -54,33 +58,42 @@ pub struct CameraMetrics {
     pub reconnects: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Capabilities {
     pub formats: Vec<String>,
     pub resolutions: Vec<String>,
 }
 
-/// One pixel format at one size, with its frame rates (`get_camera_capabilities.modes`).
-#[derive(Debug, Clone, Serialize)]
+/// One pixel format at one size, with its frame rates (`get_camera_capabilities.modes`), exact to 0.01.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ModeOption {
     pub format: String,
     pub resolution: String,
     pub fps: Vec<f64>,
 }
 
+/// How a local device's frames reach the hub.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The device sends H.264, carried as it is.
+    Passthrough,
+    /// camhub encodes the device's raw or MJPEG frames.
+    Encoded,
+}
+
 /// What a local device is streaming (`get_camera_status.mode`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ModeInUse {
     /// The device's pixel format (V4L2 FourCC).
     pub format: String,
     pub resolution: String,
     pub fps: f64,
-    /// `passthrough` when the device sends H.264, `encoded` when camhub encodes it.
-    pub encoding: &'static str,
+    pub encoding: Encoding,
 }
 
 /// `get_camera_status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CameraDetail {
     #[serde(flatten)]
     pub summary: CameraSummary,
@@ -88,7 +101,8 @@ pub struct CameraDetail {
     pub capabilities: Capabilities,
     /// A local device's mode in use; `null` for network cameras and devices not streaming.
     pub mode: Option<ModeInUse>,
-    pub source_type: &'static str,
+    /// `rtsp` or `v4l2`.
+    pub source_type: String,
     pub last_error: Option<String>,
 }
 
@@ -104,20 +118,13 @@ pub fn summary_with(camera: &Camera, status: CameraStatus, stats: &StreamStats, 
         status,
         name: camera.name.clone(),
         resolution: resolution(stats),
-        fps: if connected { stats.fps } else { 0.0 },
+        fps: if connected { stats.fps.round() as u32 } else { 0 },
         streams: Streams::of(camera, publish),
     }
 }
 
 pub fn summary(camera: &Camera, publish: &Publisher) -> CameraSummary {
     summary_with(camera, camera.state().status, &camera.hub.stats(), publish)
-}
-
-/// `get_camera_list`'s result (also `/health/cameras`): summaries, total, connected.
-pub fn camera_list(cameras: &[std::sync::Arc<Camera>], publish: &Publisher) -> serde_json::Value {
-    let cameras: Vec<_> = cameras.iter().map(|c| summary(c, publish)).collect();
-    let connected = cameras.iter().filter(|c| c.status == CameraStatus::Connected).count();
-    serde_json::json!({ "cameras": cameras, "total": cameras.len(), "connected": connected })
 }
 
 pub fn detail(camera: &Camera, publish: &Publisher) -> CameraDetail {
@@ -127,7 +134,7 @@ pub fn detail(camera: &Camera, publish: &Publisher) -> CameraDetail {
     let mode = camera.source.device().and_then(|d| d.in_use()).map(|m| ModeInUse {
         resolution: format!("{}x{}", m.width, m.height),
         fps: round2(fps(m.rate)),
-        encoding: if m.handling == Handling::H264 { "passthrough" } else { "encoded" },
+        encoding: if m.handling == Handling::H264 { Encoding::Passthrough } else { Encoding::Encoded },
         format: m.format,
     });
     let counters = publish.counters(&camera.id);
@@ -145,7 +152,7 @@ pub fn detail(camera: &Camera, publish: &Publisher) -> CameraDetail {
         },
         summary: summary_with(camera, state.status, &stats, publish),
         capabilities,
-        source_type: camera.source.kind(),
+        source_type: camera.source.kind().to_owned(),
         last_error: state.last_error,
     }
 }
@@ -183,9 +190,9 @@ pub fn modes(camera: &Camera, stats: &StreamStats) -> Vec<ModeOption> {
             })
             .collect();
     }
-    match (&stats.codec, resolution(stats)) {
+    match (stats.codec, resolution(stats)) {
         (Some(codec), res) if !res.is_empty() => vec![ModeOption {
-            format: codec.clone(),
+            format: codec.as_str().to_owned(),
             resolution: res,
             fps: if stats.fps > 0.0 { vec![stats.fps.round()] } else { vec![] },
         }],

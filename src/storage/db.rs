@@ -3,13 +3,14 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::auth::Role;
-use crate::error::{Error, Result};
+use crate::base::Role;
+use crate::base::time::now_ms;
+use crate::error::{Dependency, Error, Result};
 
 /// A handle on the database; cloning shares the pool.
 #[derive(Debug, Clone)]
@@ -29,10 +30,6 @@ pub struct CameraRow {
     pub device_key: Option<String>,
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 impl Db {
     /// Opens (creating if needed) `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Db> {
@@ -50,7 +47,7 @@ impl Db {
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|e| Error::Dependency { dependency: "database", detail: format!("migration: {e}") })?;
+            .map_err(|e| Error::dependency(Dependency::Database, format!("migration: {e}")))?;
         Ok(Db { pool })
     }
 

@@ -21,9 +21,21 @@ impl Area {
     }
 }
 
+/// Characters escaped in download URLs: everything but RFC 3986's unreserved ones.
+const URL_ESCAPED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// The path, on camhub's HTTP listener, where a file of `area` is downloaded.
+pub fn download_url(area: Area, name: &str) -> String {
+    format!("/files/{}/{}", area.dir_name(), percent_encoding::utf8_percent_encode(name, URL_ESCAPED))
+}
+
 /// The rule, as clients see it in -32602 errors.
-pub const NAME_RULE: &str =
-    r"a plain file name: 1-255 bytes, no '/', '\', '..', NUL or control characters, not starting with '.'";
+pub const NAME_RULE: &str = r#"a plain file name: 1-255 bytes, none of / \ < > : " | ? *, no '..', NUL or control characters, not starting with '.'"#;
+
+/// Characters no client-given name may hold: separators, and what Windows and URL schemes (`javascript:`) give a
+/// meaning to, so a name is safe wherever it ends up (a download URL, a web page, a copy on another machine).
+const FORBIDDEN: &[char] = &['/', '\\', '<', '>', ':', '"', '|', '?', '*'];
 
 /// Checks that `name` is a plain file name.
 pub fn validate_name(param: &'static str, name: &str) -> Result<()> {
@@ -31,7 +43,7 @@ pub fn validate_name(param: &'static str, name: &str) -> Result<()> {
         && name.len() <= 255
         && !name.starts_with('.')
         && !name.contains("..")
-        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+        && !name.chars().any(|c| FORBIDDEN.contains(&c) || c.is_control());
     if ok { Ok(()) } else { Err(Error::invalid_param(param, NAME_RULE)) }
 }
 
@@ -93,9 +105,28 @@ mod tests {
 
     #[test]
     fn names_are_never_paths() {
-        for bad in
-            ["", ".", "..", "../x", "a/b", "/etc/passwd", "a\\b", ".hidden", "a\0b", "x..y", "a\nb", &"x".repeat(256)]
-        {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/etc/passwd",
+            "a\\b",
+            ".hidden",
+            "a\0b",
+            "x..y",
+            "a\nb",
+            &"x".repeat(256),
+            "javascript:alert(1)",
+            "a<b",
+            "a>b",
+            "a\"b",
+            "a|b",
+            "a?b",
+            "a*b",
+            "a\u{7f}b",
+        ] {
             assert!(validate_name("filename", bad).is_err(), "{bad:?}");
         }
         for good in ["cam0_2026-11-22T00-00-00Z.jpg", "my snapshot.jpg", "a", "x.y.z"] {

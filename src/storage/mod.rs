@@ -3,7 +3,6 @@
 
 pub mod db;
 pub mod files;
-pub mod retention;
 
 pub use db::Db;
 

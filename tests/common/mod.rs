@@ -394,6 +394,15 @@ impl Client {
         }
     }
 
+    /// Calls the method `M` of the API's declaration with typed params, and reads its typed result: the types are the
+    /// server's own, so a result that does not decode into them is a failure of the test.
+    pub async fn call_typed<M: camhub::rpc::methods::Method>(&self, params: &M::Params) -> Result<M::Result, Value> {
+        let params = serde_json::to_value(params).expect("params serialize");
+        let result = self.call(M::NAME, params).await?;
+        Ok(serde_json::from_value(result.clone())
+            .unwrap_or_else(|e| panic!("{} answered {result}, which is not its result type: {e}", M::NAME)))
+    }
+
     /// Sends a raw text frame.
     pub fn send_raw(&self, text: &str) {
         self.out.send(Message::Text(text.to_owned().into())).expect("socket open");

@@ -1,15 +1,17 @@
 //! What to keep: the retention policy (age, total size, or manual) and the free-space floor, applied by deleting the
-//! oldest recording segments first (index row, then file). The floor is defended only when deleting recordings can
-//! reach it. Knows rows and files, not recordings in progress.
+//! oldest recording segments first (through `index::delete`, the one way a recording is deleted). The floor is
+//! defended only when deleting recordings can reach it. Knows segments, not recordings in progress.
 
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::info;
 
-use super::Db;
-use super::files::{Area, Files};
+use super::index;
+use crate::base::time::now_ms;
 use crate::config::{RetentionConfig, RetentionKind};
-use crate::error::Result;
+use crate::error::{Dependency, Error, Result};
+use crate::storage::files::Files;
+use crate::storage::{Db, disk_usage};
 
 /// What an enforcement pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,17 +27,13 @@ pub struct Cleanup {
 
 const BATCH: i64 = 64;
 
-/// Deletes one segment: row first (so nothing lists a file that is going), then the file.
+/// Deletes one segment. One a concurrent delete already took frees nothing; a file that cannot be removed (its row
+/// is gone, so it is no longer listed) is logged and the pass goes on.
 async fn delete(db: &Db, files: &Files, filename: &str) -> Result<u64> {
-    let path = files.path(Area::Recordings, "filename", filename)?;
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    db.delete_segment(filename).await?;
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warn!(err = %e, filename, "cannot delete recording file"),
+    match index::delete(db, files, filename).await {
+        Err(Error::NotFound { .. }) | Err(Error::Dependency { dependency: Dependency::Storage, .. }) => Ok(0),
+        other => other,
     }
-    Ok(size)
 }
 
 /// Applies `policy` (unless disabled or manual), then defends `floor` bytes of free space.
@@ -45,7 +43,7 @@ pub async fn enforce(db: &Db, files: &Files, policy: &RetentionConfig, floor: u6
         match policy.policy_type {
             RetentionKind::Age => {
                 if let Some(days) = policy.max_age_days {
-                    let cutoff = super::db::now_ms() - Duration::from_secs_f64(days * 86_400.0).as_millis() as i64;
+                    let cutoff = now_ms() - Duration::from_secs_f64(days * 86_400.0).as_millis() as i64;
                     'age: loop {
                         let batch = db.oldest_segments(BATCH).await?;
                         let old: Vec<_> = batch.iter().filter(|s| s.ended_at < cutoff).collect();
@@ -76,7 +74,7 @@ pub async fn enforce(db: &Db, files: &Files, policy: &RetentionConfig, floor: u6
             RetentionKind::Manual => {}
         }
     }
-    let available = || super::disk_usage(files.root()).map(|(_, a)| a).unwrap_or(u64::MAX);
+    let available = || disk_usage(files.root()).map(|(_, a)| a).unwrap_or(u64::MAX);
     done.available = available();
     done.was_low = done.available < floor;
     // When deleting every recording would still not reach the floor, deleting any of them only destroys footage.

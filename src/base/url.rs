@@ -1,0 +1,59 @@
+//! Stream URLs: what an acceptable camera URL is, and how its credentials are kept out of sight. A URL with
+//! credentials never leaves the process: logs, errors and responses show it redacted, and clients get the user and
+//! password as separate values.
+
+/// Checks that `s` is an `rtsp://` or `rtsps://` URL with a host.
+pub fn parse_stream_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "rtsp" | "rtsps") {
+        return Err(format!("scheme must be rtsp or rtsps, not {:?}", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host".into());
+    }
+    Ok(url)
+}
+
+/// The URL without its user and password.
+pub fn strip_credentials(url: &url::Url) -> url::Url {
+    let mut clean = url.clone();
+    // Both setters only fail for URLs that cannot have credentials, which then have none to strip.
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean
+}
+
+/// The URL as logs, errors and responses may show it: no credentials.
+pub fn redact_url(url: &url::Url) -> String {
+    strip_credentials(url).to_string()
+}
+
+/// The user and password of a URL as typed (they arrive percent-encoded), if it has a user.
+pub fn credentials(url: &url::Url) -> Option<(String, String)> {
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    (!url.username().is_empty()).then(|| (decode(url.username()), url.password().map(decode).unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_strips_credentials() {
+        let url = parse_stream_url("rtsp://user:s3cret@cam.local:554/stream?x=1").expect("valid url");
+        let shown = redact_url(&url);
+        assert!(!shown.contains("s3cret") && !shown.contains("user"), "{shown}");
+        assert_eq!(shown, "rtsp://cam.local:554/stream?x=1");
+        let typed = parse_stream_url("rtsp://al%40ice:p%3Ass@h/x").expect("valid url");
+        assert_eq!(credentials(&typed), Some(("al@ice".into(), "p:ss".into())));
+        assert_eq!(credentials(&url::Url::parse("rtsp://h/x").expect("valid url")), None);
+    }
+
+    #[test]
+    fn stream_urls_are_checked() {
+        assert!(parse_stream_url("http://x/y").is_err());
+        assert!(parse_stream_url("rtsp:///y").is_err());
+        assert!(parse_stream_url("not a url").is_err());
+        assert!(parse_stream_url("rtsps://cam/y").is_ok());
+    }
+}

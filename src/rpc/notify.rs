@@ -1,0 +1,181 @@
+//! Notifications: what a client is sent for an event. Every authenticated client gets `camera_status_update` and
+//! `recording_status_update`; a client that subscribed to an event's topic also gets `event {topic, device,
+//! timestamp, data}`. Events name cameras by id; the camera's other fields are looked up here, at render time.
+//! `data` is also what the event log stores.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Rpc;
+use super::session::Session;
+use super::wire::{CameraSummary, Streams};
+use crate::base::time::unix_secs_f64;
+use crate::base::{CameraId, CameraStatus};
+use crate::events::{Event, EventKind};
+
+/// `recording_status_update`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RecordingUpdate {
+    pub device: String,
+    /// `STARTED`, `STOPPED` or `ERROR`.
+    pub status: String,
+    pub filename: String,
+    /// Seconds recorded.
+    pub duration: f64,
+    pub session_id: String,
+    /// `STARTED` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub format: Option<String>,
+    /// `STOPPED` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub file_size: Option<u64>,
+    /// `ERROR` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub reason: Option<String>,
+}
+
+/// `event`: a topic the client subscribed to.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TopicEvent {
+    pub topic: String,
+    pub device: Option<String>,
+    /// Seconds since the epoch, with a fraction.
+    pub timestamp: f64,
+    pub data: EventData,
+}
+
+/// What an event says beyond its topic and camera: neutral facts, no credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EventData {
+    CameraStatus { status: CameraStatus, previous: CameraStatus, reason: Option<String> },
+    CameraAdded { name: String, kind: String },
+    RecordingStarted { session: String, filename: String, format: String },
+    RecordingStopped { session: String, filename: String, duration: f64, file_size: u64 },
+    RecordingFailed { session: String, filename: String, duration: f64, reason: String },
+    SnapshotTaken { filename: String, file_size: u64 },
+    StorageLowSpace { available: u64, floor: u64, freed: u64 },
+    None {},
+}
+
+/// The `data` of an event.
+pub fn event_data(event: &Event) -> EventData {
+    match &event.kind {
+        EventKind::CameraStatus { status, previous, reason, .. } => {
+            EventData::CameraStatus { status: *status, previous: *previous, reason: reason.clone() }
+        }
+        EventKind::CameraAdded { name, source, .. } => {
+            EventData::CameraAdded { name: name.clone(), kind: (*source).to_owned() }
+        }
+        EventKind::RecordingStarted { session, filename, format, .. } => EventData::RecordingStarted {
+            session: session.clone(),
+            filename: filename.clone(),
+            format: (*format).to_owned(),
+        },
+        EventKind::RecordingStopped { session, filename, duration_s, file_size, .. } => EventData::RecordingStopped {
+            session: session.clone(),
+            filename: filename.clone(),
+            duration: *duration_s,
+            file_size: *file_size,
+        },
+        EventKind::RecordingFailed { session, filename, duration_s, reason, .. } => EventData::RecordingFailed {
+            session: session.clone(),
+            filename: filename.clone(),
+            duration: *duration_s,
+            reason: reason.clone(),
+        },
+        EventKind::SnapshotTaken { filename, file_size, .. } => {
+            EventData::SnapshotTaken { filename: filename.clone(), file_size: *file_size }
+        }
+        EventKind::StorageLowSpace { available, floor, freed } => {
+            EventData::StorageLowSpace { available: *available, floor: *floor, freed: *freed }
+        }
+        EventKind::CameraRemoved { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => EventData::None {},
+    }
+}
+
+/// The notifications `session` should get for `event`, as JSON-RPC frames.
+pub fn render(rpc: &Rpc, session: &Session, event: &Event) -> Vec<String> {
+    let mut out = Vec::new();
+    if session.principal().is_none() {
+        return out;
+    }
+    if let EventKind::CameraStatus { camera, name, status, .. } = &event.kind {
+        out.push(frame("camera_status_update", &camera_update(rpc, camera, name, *status)));
+    }
+    if let Some(update) = recording_update(&event.kind) {
+        out.push(frame("recording_status_update", &update));
+    }
+    let subs = session.subscriptions.lock();
+    let Some(topic) = event.topics().iter().find(|t| subs.topics.contains(**t)) else { return out };
+    if let (Some(wanted), Some(device)) = (&subs.device, event.device())
+        && wanted != device.as_str()
+    {
+        return out;
+    }
+    let note = TopicEvent {
+        topic: (*topic).to_owned(),
+        device: event.device().map(CameraId::to_string),
+        timestamp: unix_secs_f64(event.at),
+        data: event_data(event),
+    };
+    out.push(frame("event", &note));
+    out
+}
+
+/// A camera's summary with the status of its event (not of now). A camera removed since has no resolution or
+/// streams left to show.
+fn camera_update(rpc: &Rpc, id: &CameraId, name: &str, status: CameraStatus) -> CameraSummary {
+    match rpc.app.cameras().get(id) {
+        Some(camera) => super::wire::summary_with(&camera, status, &camera.hub.stats(), rpc.app.streams()),
+        None => CameraSummary {
+            device: id.to_string(),
+            status,
+            name: name.to_owned(),
+            resolution: String::new(),
+            fps: 0,
+            streams: Streams::default(),
+        },
+    }
+}
+
+/// The `recording_status_update` of a recording event.
+fn recording_update(kind: &EventKind) -> Option<RecordingUpdate> {
+    let base = |camera: &CameraId, status: &str, filename: &str, duration: f64, session: &str| RecordingUpdate {
+        device: camera.to_string(),
+        status: status.to_owned(),
+        filename: filename.to_owned(),
+        duration,
+        session_id: session.to_owned(),
+        format: None,
+        file_size: None,
+        reason: None,
+    };
+    Some(match kind {
+        EventKind::RecordingStarted { camera, session, filename, format } => {
+            RecordingUpdate { format: Some((*format).to_owned()), ..base(camera, "STARTED", filename, 0.0, session) }
+        }
+        EventKind::RecordingStopped { camera, session, filename, duration_s, file_size } => {
+            RecordingUpdate { file_size: Some(*file_size), ..base(camera, "STOPPED", filename, *duration_s, session) }
+        }
+        EventKind::RecordingFailed { camera, session, filename, duration_s, reason } => {
+            RecordingUpdate { reason: Some(reason.clone()), ..base(camera, "ERROR", filename, *duration_s, session) }
+        }
+        _ => return None,
+    })
+}
+
+/// A JSON-RPC notification frame.
+pub fn frame(method: &str, params: &impl Serialize) -> String {
+    #[derive(Serialize)]
+    struct Notification<'a, P> {
+        jsonrpc: &'static str,
+        method: &'a str,
+        params: &'a P,
+    }
+    serde_json::to_string(&Notification { jsonrpc: "2.0", method, params })
+        .expect("notifications are plain data, which always serialize")
+}
