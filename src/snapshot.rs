@@ -69,7 +69,8 @@ impl Snapshots {
             None => format!("{}_{}.jpg", camera.id, crate::base::time::file_stamp(taken_at)),
         };
         let path = self.files.path(Area::Snapshots, "filename", &filename)?;
-        if path.exists() {
+        let taken = path.clone();
+        if blocking(move || Ok(taken.exists())).await? {
             return Err(Error::invalid_state(State::FileExists, &[State::NewFileName]));
         }
         camera.require_connected()?;

@@ -277,3 +277,45 @@ async fn the_test_camera_loops_an_mp4_file() {
     assert_eq!(status["resolution"], "352x288");
     assert!((status["fps"].as_f64().expect("fps") - 15.0).abs() < 2.0, "{status}");
 }
+
+/// A camera that refuses our credentials is in ERROR, not merely disconnected: retrying soon will not fix it. The
+/// refusing camera is camhub's own RTSP server with authentication required, read back without credentials (401), and
+/// then with a wrong password (401 again); the supervisor learns it from the RTSP status code, not from message text.
+#[tokio::test]
+async fn a_camera_that_refuses_our_credentials_is_in_error() {
+    let cam = TestCam::start(1);
+    let hub = Camhub::start_with_rtsp_keys(
+        "require_auth = true\nusers = [{ user = \"reader\", password = \"reader-password-1\" }]",
+        &camera_toml("cam0", &cam.url(0)),
+    );
+    let operator = hub.client("operator").await;
+    operator
+        .wait_status("cam0", Duration::from_secs(30), |s| s["status"] == "CONNECTED")
+        .await
+        .unwrap_or_else(|| panic!("cam0 never connected; log:\n{}", hub.log()));
+    let port = hub.rtsp_port;
+    for (name, url) in [
+        ("No Credentials", format!("rtsp://127.0.0.1:{port}/cam0")),
+        ("Wrong Password", format!("rtsp://reader:not-the-password@127.0.0.1:{port}/cam0")),
+    ] {
+        let added = operator.call("add_external_stream", json!({ "stream_url": url, "stream_name": name })).await;
+        let device = added.unwrap_or_else(|e| panic!("{name}: {e}"))["device"].as_str().expect("id").to_owned();
+        let status = operator
+            .wait_status(&device, Duration::from_secs(30), |s| s["status"] == "ERROR")
+            .await
+            .unwrap_or_else(|| panic!("{device} never went to ERROR; log:\n{}", hub.log()));
+        let detail = operator.call("get_camera_status", json!({ "device": device })).await.expect("status");
+        assert!(detail["last_error"].as_str().is_some_and(|e| e.contains("401")), "{status} / {detail}");
+        assert!(!detail.to_string().contains("not-the-password"), "{detail}");
+        // The same stream (its URL without credentials) can be added once: removed before the next try.
+        operator.call("remove_external_stream", json!({ "device": device })).await.expect("remove");
+    }
+    // The right credentials connect the same stream.
+    let url = format!("rtsp://reader:reader-password-1@127.0.0.1:{port}/cam0");
+    let added = operator.call("add_external_stream", json!({ "stream_url": url, "stream_name": "Good" })).await;
+    assert!(added.is_ok(), "{added:?}");
+    operator
+        .wait_status("good", Duration::from_secs(30), |s| s["status"] == "CONNECTED")
+        .await
+        .unwrap_or_else(|| panic!("with credentials it never connected; log:\n{}", hub.log()));
+}

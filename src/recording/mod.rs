@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::base::time::millis;
+use crate::base::time::{from_millis, millis};
 use crate::camera::{Camera, CameraId};
 use crate::config::{RecordingConfig, RecordingFormat, RetentionConfig, StorageConfig};
 use crate::error::{Dependency, Error, Result, State};
@@ -271,7 +271,7 @@ impl Recordings {
         let file_size = segments.iter().map(|s| s.size_bytes.max(0) as u64).sum();
         let ended_at = segments
             .last()
-            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_millis(s.ended_at.max(0) as u64))
+            .map(|s| from_millis(s.ended_at))
             .unwrap_or_else(SystemTime::now);
         let (state, reason) = match &ending {
             Ending::Stopped => ("stopped", None),
@@ -411,8 +411,11 @@ impl Recordings {
                 _ = self.shutdown.cancelled() => break,
             }
             let policy_due = last_policy_pass.elapsed() >= self.storage.retention_interval;
-            let low = disk_usage(self.files.root())
-                .map(|(_, available)| available < self.storage.min_free_bytes)
+            // statvfs can block on a sick disk: asked on the blocking pool.
+            let root = self.files.root().to_path_buf();
+            let floor = self.storage.min_free_bytes;
+            let low = tokio::task::spawn_blocking(move || disk_usage(&root).is_ok_and(|(_, available)| available < floor))
+                .await
                 .unwrap_or(false);
             let defend_floor = low && self.active_count() > 0;
             if !policy_due && !defend_floor {
