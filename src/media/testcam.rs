@@ -97,7 +97,7 @@ impl TestCam {
                 None => factory.set_launch(&live_launch(&settings, i)),
                 Some(clip) => {
                     factory.set_launch(&format!(
-                        "( appsrc name=src is-live=true format=time do-timestamp=true ! {} ! {} name=pay0 pt=96 config-interval=-1 )",
+                        "( appsrc name=src is-live=true format=time do-timestamp=true ! {} ! {} name=pay0 pt=96 config-interval=0 )",
                         clip.parser, clip.payloader
                     ));
                     let clip = clip.clone();
@@ -177,9 +177,13 @@ fn encoder(settings: &TestCamSettings) -> String {
     )
 }
 
+/// The payloader inserts no parameter sets of its own (`config-interval=0`), here and for clips: x264 writes them
+/// before every keyframe (a clip's come from `h264parse config-interval=-1`), and rtph264pay's "-1" would repeat them
+/// before each IDR slice (x264's sliced threads make two or more per keyframe), which FFmpeg reads as two frames with
+/// one timestamp ("non monotonically increasing dts").
 fn live_launch(settings: &TestCamSettings, index: usize) -> String {
     format!(
-        "( {} ! {} ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+        "( {} ! {} ! rtph264pay name=pay0 pt=96 config-interval=0 )",
         raw_source(settings, index, true),
         encoder(settings)
     )
