@@ -257,6 +257,98 @@ async fn rtsp_readers_authenticate_with_a_configured_user_or_an_api_key_and_cred
     }
 }
 
+/// FFmpeg copying about `seconds` of an RTSP stream into an MP4 file, as people record a camera: its stderr.
+fn copy_to_mp4(url: &str, seconds: u32, file: &std::path::Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-rtsp_transport", "tcp", "-timeout", "10000000", "-i", url])
+        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", "mp4", "-y"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffmpeg");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// The video frames ffprobe decodes from a file.
+fn decoded_frames(file: &std::path::Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// FFmpeg's complaints about decode timestamps that repeat or go back ("non monotonically increasing dts" from the
+/// muxer, "Non-monotonous DTS" from ffmpeg itself), less one about the first frame that is FFmpeg's own: its parser
+/// matches frames to their packets by byte position, which RTP packets lack, so the first frame it reads has no
+/// timestamps ("Timestamps are unset in a packet"); when that frame is a keyframe it is kept, stamped 0 like the next
+/// one ("previous: 0, current: 0"). A reader whose stream starts at a keyframe gets that from any RTSP server.
+fn dts_complaints(stderr: &str) -> Vec<&str> {
+    let mut first_frame_unstamped = stderr.contains("Timestamps are unset in a packet");
+    stderr
+        .lines()
+        .filter(|l| {
+            let lower = l.to_ascii_lowercase();
+            if !(lower.contains("non monotonically increasing dts") || lower.contains("non-monotonous dts")) {
+                return false;
+            }
+            let about_the_first_frame = l.contains("previous: 0, current: 0;") || l.ends_with(": 0 >= 0");
+            if first_frame_unstamped && about_the_first_frame {
+                first_frame_unstamped = false;
+                return false;
+            }
+            true
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ffmpeg_copies_the_test_camera_and_its_republish_without_dts_complaints() {
+    let cam = TestCam::start(1);
+    let hub = Camhub::start(&camera_toml("cam0", &cam.url(0)));
+    let client = hub.client("viewer").await;
+    connected(&client, &hub, "cam0").await;
+    let (code, head) = describe_until(hub.rtsp_port, "/cam0", None, 200);
+    assert_eq!(code, 200, "{head}; log:\n{}", hub.log());
+
+    // The test camera and the republish are copied for 6 s each (six one-second GOPs: the parameter sets before each
+    // keyframe are what the payloaders got wrong). Two seconds in, another reader joins the test camera: its PLAY
+    // must leave the camera's clock alone, or the frames of the readers already there (the first copy, and camhub,
+    // so the republish) go back in time.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = |url: String, seconds: u32, name: &str| {
+        let file = dir.path().join(name);
+        let out = file.clone();
+        (tokio::task::spawn_blocking(move || copy_to_mp4(&url, seconds, &out)), file)
+    };
+    let (direct, direct_file) = copy(cam.url(0), 6, "test-camera.mp4");
+    let (republish, republish_file) = copy(hub.rtsp_url("cam0"), 6, "republish.mp4");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (joining, joining_file) = copy(cam.url(0), 2, "joining.mp4");
+
+    // 15 fps; generous lower bounds for a loaded machine. Every copy is judged before failing, to show which broke.
+    let mut failures = Vec::new();
+    for (what, task, file, least) in [
+        ("test camera", direct, direct_file, 40),
+        ("republish", republish, republish_file, 40),
+        ("test camera, joining", joining, joining_file, 10),
+    ] {
+        let stderr = task.await.expect("join");
+        let complaints = dts_complaints(&stderr);
+        let frames = decoded_frames(&file);
+        if !complaints.is_empty() || frames < least {
+            let shown = &complaints[..complaints.len().min(4)];
+            failures.push(format!(
+                "{what}: {} DTS complaints, {frames} decodable frames (want {least}); first ones: {shown:#?}",
+                complaints.len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}\nlog:\n{}", failures.join("\n"), hub.log());
+}
+
 // ---- WHEP ----
 
 mod peer {

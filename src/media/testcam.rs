@@ -94,10 +94,13 @@ impl TestCam {
             let factory = rtsp::RTSPMediaFactory::new();
             factory.set_shared(true);
             match &clip {
-                None => factory.set_launch(&live_launch(&settings, i)),
+                None => {
+                    factory.set_launch(&live_launch(&settings, i));
+                    factory.connect_media_configure(|_, media| refuse_seeking(media));
+                }
                 Some(clip) => {
                     factory.set_launch(&format!(
-                        "( appsrc name=src is-live=true format=time do-timestamp=true ! {} ! {} name=pay0 pt=96 config-interval=-1 )",
+                        "( appsrc name=src is-live=true format=time do-timestamp=true ! {} ! {} name=pay0 pt=96 config-interval=0 )",
                         clip.parser, clip.payloader
                     ));
                     let clip = clip.clone();
@@ -177,12 +180,46 @@ fn encoder(settings: &TestCamSettings) -> String {
     )
 }
 
+/// The payloader inserts no parameter sets of its own (`config-interval=0`), here and for clips: x264 writes them
+/// before every keyframe (a clip's come from `h264parse config-interval=-1`), and rtph264pay's "-1" would repeat them
+/// before each IDR slice (x264's sliced threads make two or more per keyframe), which FFmpeg reads as two frames with
+/// one timestamp ("non monotonically increasing dts").
 fn live_launch(settings: &TestCamSettings, index: usize) -> String {
     format!(
-        "( {} ! {} ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+        "( {} ! {} ! rtph264pay name=pay0 pt=96 config-interval=0 )",
         raw_source(settings, index, true),
         encoder(settings)
     )
+}
+
+/// Makes a live camera's media answer that it cannot seek. gst-rtsp-server seeks a seekable media to the Range of each
+/// PLAY (FFmpeg always sends `npt=0.000-`), and the live pipeline is shared: every new reader restarted the timestamps
+/// of all readers already watching, so theirs went back in time, which a real camera's never do. A clip's `appsrc` is
+/// not seekable anyway.
+fn refuse_seeking(media: &rtsp::RTSPMedia) {
+    let Some(pad) = media
+        .element()
+        .downcast::<gst::Bin>()
+        .ok()
+        .and_then(|bin| bin.by_name("pay0"))
+        .and_then(|pay| pay.static_pad("src"))
+    else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::QUERY_UPSTREAM, |_, info| {
+        if let Some(query) = info.query_mut()
+            && let gst::QueryViewMut::Seeking(q) = query.view_mut()
+        {
+            let format = q.format();
+            q.set(
+                false,
+                gst::GenericFormattedValue::none_for_format(format),
+                gst::GenericFormattedValue::none_for_format(format),
+            );
+            return gst::PadProbeReturn::Handled;
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Encoded access units held in memory and looped.

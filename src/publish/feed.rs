@@ -70,12 +70,18 @@ pub fn count_bytes(
     });
 }
 
+/// How far a camera timestamp may fall behind the last one before it counts as the camera's clock going back, not as a
+/// frame sent out of presentation order.
+const CLOCK_WENT_BACK: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+
 /// Maps hub timestamps (one timeline per camera connection) onto the pipeline's running time: the first frame (and
 /// the first after a gap) at the running time of its push, later ones keeping the stream's spacing, never backwards.
 #[derive(Debug, Default)]
 struct Timestamps {
     offset: Option<i128>,
     last: Option<gst::ClockTime>,
+    /// The last spacing between two frames, which a timeline started anew continues with.
+    step: Option<gst::ClockTime>,
 }
 
 impl Timestamps {
@@ -92,10 +98,21 @@ impl Timestamps {
         let anchor = anchor_of(pts);
         let offset = *self.offset.get_or_insert(now.nseconds() as i128 - anchor);
         let mut out = gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64);
-        if let Some(last) = self.last
-            && out <= last
-        {
-            out = last + gst::ClockTime::from_nseconds(1);
+        if let Some(last) = self.last {
+            if out + CLOCK_WENT_BACK < last {
+                // The camera restarted its clock within one connection (an RTSP server that seeks its shared pipeline
+                // for each new reader does; the test camera did). Keeping the offset would stamp every frame 1 ns after
+                // the last until its clock caught up: one RTP timestamp for seconds of frames, which players refuse.
+                // A new timeline one frame after the last keeps the spacing.
+                let target = last + self.step.unwrap_or(gst::ClockTime::MSECOND);
+                self.offset = Some(target.nseconds() as i128 - anchor);
+                out = target;
+            } else if out <= last {
+                out = last + gst::ClockTime::from_nseconds(1);
+            } else {
+                // Capped: the step after a stall is no frame spacing.
+                self.step = Some((out - last).min(gst::ClockTime::SECOND));
+            }
         }
         self.last = Some(out);
         out
@@ -186,5 +203,22 @@ mod tests {
         m.gap();
         let back = m.map(Some(s), t, s * 3);
         assert!(back > s * 7, "{back}");
+    }
+
+    #[test]
+    fn a_camera_clock_that_goes_back_continues_one_frame_after_the_last() {
+        let (s, frame) = (gst::ClockTime::SECOND, gst::ClockTime::from_mseconds(66));
+        let t = std::time::Instant::now();
+        let mut m = Timestamps::default();
+        for i in 0..10 {
+            assert_eq!(m.map(Some(s * 100 + frame * i), t, s * 5), s * 5 + frame * i);
+        }
+        // Back to 0 on the same connection: a new timeline, each frame its own time, not 1 ns apart.
+        let restarted = m.map(Some(gst::ClockTime::ZERO), t, s * 5);
+        assert_eq!(restarted, s * 5 + frame * 10);
+        assert_eq!(m.map(Some(frame), t, s * 5), restarted + frame);
+        // A frame a little older than the last (sent out of presentation order) does not restart the timeline.
+        let _ = m.map(Some(frame / 2), t, s * 5);
+        assert_eq!(m.map(Some(frame * 3), t, s * 5), restarted + frame * 3);
     }
 }

@@ -1,9 +1,9 @@
 //! camhub's RTSP server: gst-rtsp-server on its own GLib main-context thread, every published camera mounted at
 //! `/<id>`. Each mount is a [`CamFactory`]: one shared media per camera whatever the URL a reader used, built for the
-//! first reader (`appsrc ! rtph264pay|rtph265pay`, the hub's avc/hvc1 frames payloaded as they are, parameter sets
-//! before every keyframe) and torn down `LINGER` after the last reader left. The linger is a prepare reference of our
-//! own on the media: without it, a reader that reconnects at once (or a DESCRIBE right after another client's) finds
-//! the shared media half torn down and gets 503 from gst-rtsp-server.
+//! first reader (`appsrc ! rtph264pay|rtph265pay`, the hub's avc/hvc1 frames payloaded as they are, with the parameter
+//! sets the hub has before every keyframe) and torn down `LINGER` after the last reader left. The linger is a prepare
+//! reference of our own on the media: without it, a reader that reconnects at once (or a DESCRIBE right after another
+//! client's) finds the shared media half torn down and gets 503 from gst-rtsp-server.
 //!
 //! Mounts follow the cameras: the publisher asks the server's thread to reconcile whenever a camera is added,
 //! removed, withdrawn or published again (from the event bus and the streaming methods), and the thread then mounts
@@ -356,7 +356,11 @@ mod factory_imp {
                 let pay = gst::ElementFactory::make(codec.payloader())
                     .name("pay0")
                     .property("pt", 96u32)
-                    .property("config-interval", -1i32)
+                    // No parameter sets from the payloader: the hub's keyframes begin with theirs already (every
+                    // ingest puts them there). rtph264pay's "-1" (GStreamer 1.22) sends them again before each IDR
+                    // *slice*, which splits a keyframe of several slices into two access units with one timestamp
+                    // for FFmpeg ("non monotonically increasing dts").
+                    .property("config-interval", 0i32)
                     .build()?;
                 bin.add_many([src.upcast_ref(), &pay])?;
                 src.link(&pay)?;
