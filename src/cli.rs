@@ -212,9 +212,22 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    let colour = wants_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Colour only for a person at a terminal: a log file or the journal would keep the escape codes as text. `NO_COLOR`
+/// with any non-empty value turns it off (no-color.org); an empty one does not count.
+fn wants_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
@@ -343,5 +356,19 @@ async fn check(config: Config, repair: bool) -> ExitCode {
             if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_at_a_terminal_without_no_color() {
+        assert!(wants_colour(true, None));
+        assert!(wants_colour(true, Some("".into())), "an empty NO_COLOR does not count");
+        assert!(!wants_colour(true, Some("1".into())));
+        assert!(!wants_colour(true, Some("false".into())), "any non-empty value disables colour");
+        assert!(!wants_colour(false, None));
     }
 }

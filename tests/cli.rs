@@ -168,3 +168,38 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     let status = child.wait().expect("exit");
     assert_eq!(status.code(), Some(0));
 }
+
+/// Logs to a file or the journal are plain text: no ANSI colour codes when stderr is not a terminal, even with
+/// `NO_COLOR` unset (the terminal case is the unit test beside `init_logging`).
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (port, rtsp_port) = (common::free_port(), common::free_port());
+    let config = write(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[rtsp_server]\nlisten = \"127.0.0.1:{rtsp_port}\"\n\
+             [storage]\nroot = \"{}\"\n",
+            dir.path().display()
+        ),
+    );
+    let child = Command::new(common::BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn camhub run");
+    let started = Instant::now();
+    while common::http_get(port, "/health/ready").is_none_or(|(code, _)| code != 200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "camhub did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    common::send_signal(child.id(), 15);
+    let out = child.wait_with_output().expect("camhub exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("camhub listening"), "no log line to judge: {stderr}");
+    assert!(!stderr.contains("\x1b["), "colour codes in a piped log: {stderr:?}");
+}
