@@ -285,7 +285,26 @@ async fn demo(data: PathBuf) -> ExitCode {
         Err(e) => return fail(format!("embedded demo config: {e}")),
     };
     config.storage.root = data;
+    // Every port is claimed or checked before anything is started or printed: a newcomer whose port is taken gets one
+    // line naming it, not a banner of URLs and a token that lead nowhere.
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => return cannot_listen(config.server.listen, "HTTP/WebSocket", &e),
+    };
+    // The RTSP server binds inside gst-rtsp-server, late in start-up: this probe holds its port until just before.
+    let rtsp_probe = if config.rtsp_server.enabled {
+        match std::net::TcpListener::bind(config.rtsp_server.listen) {
+            Ok(probe) => Some(probe),
+            Err(e) => return cannot_listen(config.rtsp_server.listen, "RTSP server", &e),
+        }
+    } else {
+        None
+    };
     let settings = TestCamSettings { cameras: 2, width: 1280, height: 720, fps: 30, ..TestCamSettings::default() };
+    // gst-rtsp-server's own error for a taken port does not say so; a probe does.
+    if let Err(e) = std::net::TcpListener::bind(settings.listen) {
+        return cannot_listen(settings.listen, "test camera", &e);
+    }
     let cam = match tokio::task::spawn_blocking(move || TestCam::start(settings)).await {
         Ok(Ok(cam)) => cam,
         Ok(Err(e)) => return fail(format!("test camera: {e}")),
@@ -318,9 +337,20 @@ async fn demo(data: PathBuf) -> ExitCode {
     println!("                       python3 scripts/rpc.py --url ws://{listen}/ws --token $TOKEN list_recordings");
     println!("  health             : curl http://{listen}/health/cameras");
     println!();
-    let result = crate::service::run(config, shutdown_signal()).await;
+    drop(rtsp_probe);
+    let result = crate::service::run_with_listener(config, listener, shutdown_signal()).await;
     drop(cam);
     finish(result)
+}
+
+/// One line for a port that cannot be had, naming the port and what it is for; exit 1.
+fn cannot_listen(addr: std::net::SocketAddr, what: &str, e: &std::io::Error) -> ExitCode {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        eprintln!("camhub: port {} ({what}) is taken: {e}", addr.port());
+    } else {
+        eprintln!("camhub: cannot listen on {addr} ({what}): {e}");
+    }
+    ExitCode::FAILURE
 }
 
 /// `camhub check`: prints every mismatch between recordings on disk and the index; exit 1 if any remain.

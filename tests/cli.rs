@@ -203,3 +203,58 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(stderr.contains("camhub listening"), "no log line to judge: {stderr}");
     assert!(!stderr.contains("\x1b["), "colour codes in a piped log: {stderr:?}");
 }
+
+/// `camhub demo` with one of its ports taken: one line naming the port on stderr and a quick non-zero exit, before any
+/// URL or token is printed and before anything is started. The ports are the demo's own (8002, 8554, 8654); for the
+/// later checks the earlier ports move to free ones through the environment (`CAMHUB_SERVER__LISTEN`, ...), so each
+/// case meets exactly the port it takes. A port that something else on this machine holds already is the same scenario.
+#[test]
+fn demo_with_a_taken_port_names_it_and_prints_nothing_to_try() {
+    let cases = [
+        ("HTTP/WebSocket", 8002, None, None),
+        ("RTSP server", 8554, Some(common::free_port()), None),
+        ("test camera", 8654, Some(common::free_port()), Some(common::free_port())),
+    ];
+    for (what, taken, http, rtsp) in cases {
+        let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).ok();
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data = tmp.path().join("demo");
+        let mut command = Command::new(common::BIN);
+        command.args(["demo", "--data"]).arg(&data);
+        command.env_remove("CAMHUB_SERVER__LISTEN").env_remove("CAMHUB_RTSP_SERVER__LISTEN");
+        if let Some(port) = http {
+            command.env("CAMHUB_SERVER__LISTEN", format!("127.0.0.1:{port}"));
+        }
+        if let Some(port) = rtsp {
+            command.env("CAMHUB_RTSP_SERVER__LISTEN", format!("127.0.0.1:{port}"));
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn camhub demo");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "demo with port {taken} ({what}) taken still runs after 10 s; stdout:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = child.wait_with_output().expect("output");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!status.success(), "{what}: {status:?}");
+        assert!(stderr.contains(&format!("camhub: port {taken} ({what}) is taken")), "{what}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: {stderr}");
+        assert!(!stdout.contains("ws://") && !stdout.contains("token"), "{what}: printed what to try: {stdout}");
+        assert!(stdout.trim().is_empty(), "{what}: {stdout}");
+        assert!(!data.exists(), "{what}: the demo created its data dir before finding the port taken");
+    }
+}
