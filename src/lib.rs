@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod camera;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod devices;
 pub mod discovery;
