@@ -133,10 +133,15 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
     socket.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let port = common::free_port();
+    let (port, rtsp_port) = (common::free_port(), common::free_port());
+    // The RTSP server's port too: its default, 8554, may be held by a demo running on the same machine.
     let config = write(
         dir.path(),
-        &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nroot = \"{}\"\n", dir.path().display()),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[rtsp_server]\nlisten = \"127.0.0.1:{rtsp_port}\"\n\
+             [storage]\nroot = \"{}\"\n",
+            dir.path().display()
+        ),
     );
     // systemd names the watched process in WATCHDOG_PID: `exec` from a shell keeps `$$` as camhub's pid.
     let mut child = Command::new("sh")
