@@ -1,19 +1,26 @@
-//! The command line: `run`, `demo`, `testcam`, `check-config`, `token`, `apikey create`. Parses arguments, loads and
-//! validates config (a bad one exits 64 with one line), installs logging and signal handling, then calls the
-//! library. No service logic lives here.
+//! The command line: `run`, `demo`, `testcam`, `check-config`, `token`, `apikey create`, and the built-in API client
+//! `call` and `events`. Parses arguments, loads and validates config (a bad one exits 64 with one line), installs
+//! logging and signal handling, then calls the library. No service logic lives here.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
 
 use crate::auth::Role;
+use crate::client::{Client, ClientError};
 use crate::config::{Config, ConfigError};
 use crate::media::testcam::{TestCam, TestCamSettings, TestCamSource};
 
 /// EX_USAGE from sysexits.h: the configuration or the command line is wrong.
 const EXIT_USAGE: u8 = 64;
+/// `call` and `events`: the server answered with a JSON-RPC error.
+const EXIT_RPC_ERROR: u8 = 1;
+/// `call` and `events`: no connection, or it was lost.
+const EXIT_CONNECTION: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(name = "camhub", version, about = "Cameras in, one WebSocket JSON-RPC API out")]
@@ -66,6 +73,60 @@ enum Command {
         #[command(subcommand)]
         action: ApikeyAction,
     },
+    /// Call one API method and print its result as JSON (exit 1 with the error object on stderr if the server refuses,
+    /// 2 if it cannot be reached).
+    Call {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The method, e.g. get_camera_list.
+        method: String,
+        /// Parameters as key=value; a value that parses as JSON is JSON (duration=10, topics='["camera.connected"]'),
+        /// anything else a string (device=cam0).
+        params: Vec<String>,
+    },
+    /// Print notifications, one JSON line each, until Ctrl-C: the `event`s of the topics given (camera.status_change,
+    /// recording.start, ...), or camera_status_update and recording_status_update when none is given.
+    Events {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Stop after this many notifications.
+        #[arg(long)]
+        count: Option<u64>,
+        topics: Vec<String>,
+    },
+}
+
+/// How `call` and `events` reach the service.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// The config whose server.listen gives the default URL.
+    #[arg(long, env = "CAMHUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// WebSocket URL [default: ws://<server.listen>/ws].
+    #[arg(long)]
+    url: Option<String>,
+    /// A JWT or an API key, sent with `authenticate` first (not for `ping`).
+    #[arg(long, env = "CAMHUB_TOKEN", hide_env_values = true)]
+    token: Option<Secret>,
+}
+
+/// A credential given on the command line or in the environment. Its `Debug` form hides it, so neither a log line nor
+/// a panic message can carry it.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +230,8 @@ async fn dispatch(command: Command) -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
+        Command::Call { client, method, params } => call(client, &method, &params).await,
+        Command::Events { client, count, topics } => events(client, count, topics).await,
         Command::Apikey { action: ApikeyAction::Create { config, role, name } } => {
             let config = match load(config.as_deref()) {
                 Ok(c) => c,
@@ -212,9 +275,22 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    let colour = wants_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Colour only for a person at a terminal: a log file or the journal would keep the escape codes as text. `NO_COLOR`
+/// with any non-empty value turns it off (no-color.org); an empty one does not count.
+fn wants_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
@@ -272,7 +348,26 @@ async fn demo(data: PathBuf) -> ExitCode {
         Err(e) => return fail(format!("embedded demo config: {e}")),
     };
     config.storage.root = data;
+    // Every port is claimed or checked before anything is started or printed: a newcomer whose port is taken gets one
+    // line naming it, not a banner of URLs and a token that lead nowhere.
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => return cannot_listen(config.server.listen, "HTTP/WebSocket", &e),
+    };
+    // The RTSP server binds inside gst-rtsp-server, late in start-up: this probe holds its port until just before.
+    let rtsp_probe = if config.rtsp_server.enabled {
+        match std::net::TcpListener::bind(config.rtsp_server.listen) {
+            Ok(probe) => Some(probe),
+            Err(e) => return cannot_listen(config.rtsp_server.listen, "RTSP server", &e),
+        }
+    } else {
+        None
+    };
     let settings = TestCamSettings { cameras: 2, width: 1280, height: 720, fps: 30, ..TestCamSettings::default() };
+    // gst-rtsp-server's own error for a taken port does not say so; a probe does.
+    if let Err(e) = std::net::TcpListener::bind(settings.listen) {
+        return cannot_listen(settings.listen, "test camera", &e);
+    }
     let cam = match tokio::task::spawn_blocking(move || TestCam::start(settings)).await {
         Ok(Ok(cam)) => cam,
         Ok(Err(e)) => return fail(format!("test camera: {e}")),
@@ -297,17 +392,140 @@ async fn demo(data: PathBuf) -> ExitCode {
         "  recordings         : cam0 records continuously into {}/recordings (1 min segments)",
         config.storage.root.display()
     );
-    println!("  try                : TOKEN=<the token above>");
-    println!("                       python3 scripts/rpc.py --url ws://{listen}/ws --token $TOKEN get_camera_list");
-    println!(
-        "                       python3 scripts/rpc.py --url ws://{listen}/ws --token $TOKEN take_snapshot device=cam1"
-    );
-    println!("                       python3 scripts/rpc.py --url ws://{listen}/ws --token $TOKEN list_recordings");
+    // The binary as the user started it (`./target/release/camhub` under `make run`), so the lines paste as they are.
+    let exe = std::env::args().next().unwrap_or_else(|| "camhub".into());
+    println!("  try                : export CAMHUB_TOKEN=<the token above>");
+    println!("                       {exe} call --url ws://{listen}/ws get_camera_list");
+    println!("                       {exe} call --url ws://{listen}/ws take_snapshot device=cam1");
+    println!("                       {exe} call --url ws://{listen}/ws list_recordings");
+    println!("                       {exe} events --url ws://{listen}/ws camera.status_change   # until Ctrl-C");
     println!("  health             : curl http://{listen}/health/cameras");
     println!();
-    let result = crate::service::run(config, shutdown_signal()).await;
+    drop(rtsp_probe);
+    let result = crate::service::run_with_listener(config, listener, shutdown_signal()).await;
     drop(cam);
     finish(result)
+}
+
+/// One line for a port that cannot be had, naming the port and what it is for; exit 1.
+fn cannot_listen(addr: std::net::SocketAddr, what: &str, e: &std::io::Error) -> ExitCode {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        eprintln!("camhub: port {} ({what}) is taken: {e}", addr.port());
+    } else {
+        eprintln!("camhub: cannot listen on {addr} ({what}): {e}");
+    }
+    ExitCode::FAILURE
+}
+
+/// `camhub call`: one method, its result as pretty JSON on stdout.
+async fn call(args: ClientArgs, method: &str, params: &[String]) -> ExitCode {
+    let params = match crate::client::parse_params(params) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("camhub: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // `ping` is public, and a stale token must not stop someone from checking that the service is up.
+    let token = if method == "ping" { None } else { args.token.clone() };
+    let mut client = match connect(&args, token.as_ref()).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(method, params).await {
+        Ok(result) => {
+            println!("{}", pretty(&result));
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_failure(e),
+    }
+}
+
+/// `camhub events`: notifications as JSON lines until a signal or `--count`.
+async fn events(args: ClientArgs, count: Option<u64>, topics: Vec<String>) -> ExitCode {
+    if args.token.is_none() {
+        eprintln!(
+            "camhub: events needs a token (--token or CAMHUB_TOKEN): only authenticated clients get notifications"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let mut client = match connect(&args, args.token.as_ref()).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if !topics.is_empty()
+        && let Err(e) = client.call("subscribe_events", json!({ "topics": topics })).await
+    {
+        return client_failure(e);
+    }
+    // Every authenticated client gets the status updates; with topics named, only their events are what was asked for.
+    let wanted = |method: &str| {
+        if topics.is_empty() {
+            method == "camera_status_update" || method == "recording_status_update"
+        } else {
+            method == "event"
+        }
+    };
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut printed = 0;
+    while count.is_none_or(|n| printed < n) {
+        tokio::select! {
+            () = &mut stop => break,
+            next = client.next_notification() => match next {
+                Ok(notification) => {
+                    if wanted(notification["method"].as_str().unwrap_or_default()) {
+                        // One line each (stdout is line-buffered), so a script sees it as soon as it arrives.
+                        println!("{notification}");
+                        printed += 1;
+                    }
+                }
+                Err(e) => return client_failure(e),
+            },
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Connects to the URL given, or to the config's listener, and authenticates with `token` if there is one.
+async fn connect(args: &ClientArgs, token: Option<&Secret>) -> Result<Client, ExitCode> {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => default_url(load(args.config.as_deref())?.server.listen),
+    };
+    let mut client = Client::connect(&url).await.map_err(client_failure)?;
+    if let Some(Secret(token)) = token {
+        client.authenticate(token).await.map_err(client_failure)?;
+    }
+    Ok(client)
+}
+
+/// `ws://LISTEN/ws`, with a wildcard listen address (all interfaces) reached over loopback.
+fn default_url(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("ws://{}/ws", SocketAddr::new(ip, listen.port()))
+}
+
+/// The server's error object on stderr (exit 1), or one line for a connection that failed (exit 2).
+fn client_failure(e: ClientError) -> ExitCode {
+    match e {
+        ClientError::Rpc(error) => {
+            eprintln!("{}", pretty(&error));
+            ExitCode::from(EXIT_RPC_ERROR)
+        }
+        ClientError::Connection(why) => {
+            eprintln!("camhub: {why}");
+            ExitCode::from(EXIT_CONNECTION)
+        }
+    }
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
 /// `camhub check`: prints every mismatch between recordings on disk and the index; exit 1 if any remain.
@@ -343,5 +561,34 @@ async fn check(config: Config, repair: bool) -> ExitCode {
             if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_at_a_terminal_without_no_color() {
+        assert!(wants_colour(true, None));
+        assert!(wants_colour(true, Some("".into())), "an empty NO_COLOR does not count");
+        assert!(!wants_colour(true, Some("1".into())));
+        assert!(!wants_colour(true, Some("false".into())), "any non-empty value disables colour");
+        assert!(!wants_colour(false, None));
+    }
+
+    #[test]
+    fn the_default_url_reaches_a_wildcard_listener_over_loopback() {
+        let url = |addr: &str| default_url(addr.parse().expect("literal address"));
+        assert_eq!(url("127.0.0.1:8002"), "ws://127.0.0.1:8002/ws");
+        assert_eq!(url("0.0.0.0:9000"), "ws://127.0.0.1:9000/ws");
+        assert_eq!(url("[::]:8002"), "ws://[::1]:8002/ws");
+        assert_eq!(url("192.0.2.7:8002"), "ws://192.0.2.7:8002/ws");
+    }
+
+    #[test]
+    fn a_token_does_not_show_in_debug_output() {
+        let cli = Cli::try_parse_from(["camhub", "call", "--token", "s3cret-token", "ping"]).expect("parses");
+        assert!(!format!("{cli:?}").contains("s3cret-token"));
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod base;
 pub mod camera;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod devices;
 pub mod discovery;

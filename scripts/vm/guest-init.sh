@@ -1,10 +1,10 @@
 #!/bin/bash
 # Stage 2 of the test VM's boot, run as PID 1 inside the guest (never on the host): the initramfs has mounted the
 # host's / read-only under a tmpfs overlay, tmpfs on /run and /tmp, and the results share on /run/vmrig; this script
-# starts the real systemd-udevd, loads the V4L2 drivers, runs the job that scripts/vm/run.sh wrote, stores its exit
-# code in /run/vmrig/rc and powers off. It takes about 2.5 s of guest time (udevd, loading the modules) before
-# the job starts.
-# It is bash from the host's filesystem, so it can be edited without rebuilding the initramfs.
+# mounts the host directories under /tmp or /run that run.sh shared, starts the real systemd-udevd, loads the V4L2
+# drivers, runs the job that scripts/vm/run.sh wrote, stores its exit code in /run/vmrig/rc and powers off. It takes
+# about 2.5 s of guest time (udevd, loading the modules) before the job starts.
+# run.sh copies it into the results share for each run, so it can be edited without rebuilding the initramfs.
 set -uo pipefail # not -e: PID 1 must always reach the power-off below
 
 out=/run/vmrig
@@ -25,7 +25,9 @@ fail() {
 }
 
 # Options written by run.sh: VMRIG_VIVID (0/1), VMRIG_VIVID_ARGS, VMRIG_LOOPBACK (0/1), VMRIG_LOOPBACK_ARGS,
-# VMRIG_VERBOSE (0/1), VMRIG_INTERACTIVE (0/1), VMRIG_TTY (0/1: the host's stdout is a terminal), VMRIG_SHM_SIZE.
+# VMRIG_VERBOSE (0/1), VMRIG_INTERACTIVE (0/1), VMRIG_TTY (0/1: the host's stdout is a terminal), VMRIG_SHM_SIZE,
+# VMRIG_SHARES (host directories under /tmp or /run, shared as vmrig-share0, vmrig-share1, ... in that order).
+VMRIG_SHARES=()
 # shellcheck source=/dev/null
 . "$out/config" || fail "cannot read $out/config"
 
@@ -38,6 +40,24 @@ ln -sf /proc/self/fd/0 /dev/stdin
 ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 busybox hostname vmrig
+
+# The host's directories under /tmp and /run that the command needs (a checkout or target dir there) are hidden by
+# this guest's own tmpfs; each comes back at its host path, like /: read-only underneath, a tmpfs on top whose writes
+# are thrown away.
+if [ "${#VMRIG_SHARES[@]}" -gt 0 ]; then
+  layers=/run/vmrig-shares
+  mkdir -p "$layers"
+  mount -t tmpfs -o mode=0755,size=256m vmrig-shares "$layers" || fail "tmpfs for the shared directories"
+  for i in "${!VMRIG_SHARES[@]}"; do
+    dir="${VMRIG_SHARES[$i]}"
+    mkdir -p "$layers/$i/lower" "$layers/$i/upper" "$layers/$i/work" "$dir" || fail "cannot make $dir in the guest"
+    mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro,cache=loose "vmrig-share$i" "$layers/$i/lower" ||
+      fail "cannot mount the host's $dir over 9p"
+    mount -t overlay -o "lowerdir=$layers/$i/lower,upperdir=$layers/$i/upper,workdir=$layers/$i/work" \
+      "vmrig-share$i" "$dir" || fail "cannot mount the overlay on $dir"
+    mark "host's $dir mounted"
+  done
+fi
 busybox ip link set lo up || fail "cannot bring up lo"
 # The serial console is a tty: without this every \n reaches the host as \r\n.
 stty -F /dev/console -onlcr 2>/dev/null || true

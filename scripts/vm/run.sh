@@ -8,7 +8,9 @@
 # friends) and v4l2loopback (/dev/video10), with systemd-udevd running, so device discovery, hot-plug (rmmod/modprobe,
 # unbind/bind) and capture are the real thing. The host's whole / is visible read-only at the same paths (a tmpfs
 # overlay on top makes it writable, changes are thrown away), so host-built binaries run unchanged in the same working
-# directory. The guest has its own tmpfs /tmp and /run: the host's /tmp is NOT visible in the guest.
+# directory. The guest has its own tmpfs /tmp and /run; the directories it needs from the host's /tmp or /run (the
+# working directory, the repository, CARGO_TARGET_DIR, the rig's files, and --share) are shared into it one by one,
+# at the same paths and the same way as /.
 #
 # Output of CMD streams live to this terminal (the guest's serial console). Exit status: CMD's own, or
 #   124  the VM did not finish within the timeout (qemu was killed)
@@ -23,6 +25,8 @@
 #       --loopback-args ARGS  module arguments for v4l2loopback
 #                          (VM_LOOPBACK_ARGS, default "devices=1 video_nr=10 card_label=camhub-loopback")
 #   -e, --env NAME[=VALUE] pass one more environment variable (besides PATH, HOME, RUST_*, GST_*, CAMHUB_*, CARGO_*...)
+#   -s, --share DIR        one more host directory the command needs, should it lie under /tmp or /run (anywhere
+#                          else it is visible anyway)
 #   -o, --out DIR          host directory shared read-write with the guest as /run/vmrig (also $VMRIG_OUT in the
 #                          guest), kept after the run for artifacts; default a temporary directory, deleted
 #   -i, --interactive      connect CMD's stdin to this terminal (e.g. `run.sh -i -- bash`); Ctrl-C goes to the
@@ -48,6 +52,7 @@ out=""
 interactive=0
 verbose="${VM_VERBOSE:-0}"
 extra_env=()
+asked_shares=()
 
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -71,6 +76,10 @@ while [ $# -gt 0 ]; do
     --vivid-args) vivid_args="$2" && shift 2 ;;
     --loopback-args) loopback_args="$2" && shift 2 ;;
     -e | --env) extra_env+=("$2") && shift 2 ;;
+    -s | --share)
+      [ -d "$2" ] || rig_usage "--share $2 is not a directory"
+      asked_shares+=("$2") && shift 2
+      ;;
     -o | --out) out="$2" && shift 2 ;;
     -i | --interactive) interactive=1 && shift ;;
     -v | --verbose) verbose=1 && shift ;;
@@ -88,18 +97,26 @@ bash "$here/setup.sh" || rig_fail "setup.sh failed: the VM cannot be built on th
 for f in "$VM_VMLINUX" "$VM_INITRAMFS" "$VM_GST_REGISTRY"; do
   [ -s "$f" ] || rig_fail "$f is missing after setup"
 done
-case "$here" in
-  *[[:space:]]*) rig_fail "the repository path '$here' has white space; the kernel command line cannot carry it" ;;
-esac
-
-case "$PWD/" in
-  /tmp/* | /run/*) echo "vm/run: warning: $PWD is the guest's own (empty) /tmp or /run, not the host's" >&2 ;;
-esac
+# Directories the guest must see at their host paths. Everything outside /tmp and /run comes with the host's /; those
+# two are the guest's own tmpfs, which would hide a checkout or a target dir there (`make test` in a clone under /tmp),
+# so each such directory gets a share of its own, mounted in place by guest-init.sh. One inside another needs none.
+wanted=("$PWD" "$root" "$vm_dir" ${CARGO_TARGET_DIR:+"$CARGO_TARGET_DIR"} "${asked_shares[@]}")
+shares=()
+while IFS= read -r dir; do
+  case "$dir/" in /tmp/* | /run/*) ;; *) continue ;; esac
+  for shared in "${shares[@]}"; do
+    case "$dir/" in "$shared"/*) continue 2 ;; esac
+  done
+  shares+=("$dir")
+done < <(
+  # Absolute and existing (a CARGO_TARGET_DIR not built yet is nothing to share); sorted, so a parent comes first.
+  for d in "${wanted[@]}"; do (cd "$d" 2>/dev/null && pwd) || true; done | LC_ALL=C sort -u
+)
 
 if [ -n "$out" ]; then
   mkdir -p "$out"
   out="$(cd "$out" && pwd)"
-  rm -f "$out/rc" "$out/rig-error" "$out/job" "$out/config"
+  rm -f "$out/rc" "$out/rig-error" "$out/job" "$out/config" "$out/guest-init.sh"
 else
   out="$(mktemp -d "${TMPDIR:-/tmp}/vmrig.XXXXXX")"
   trap 'rm -rf "$out"' EXIT
@@ -111,7 +128,13 @@ fi
   printf 'VMRIG_LOOPBACK=%q\nVMRIG_LOOPBACK_ARGS=%q\n' "$loopback" "$loopback_args"
   printf 'VMRIG_VERBOSE=%q\nVMRIG_INTERACTIVE=%q\n' "$verbose" "$interactive"
   if [ -t 1 ]; then echo VMRIG_TTY=1; else echo VMRIG_TTY=0; fi
+  printf 'VMRIG_SHARES=('
+  for dir in "${shares[@]}"; do printf ' %q' "$dir"; done
+  printf ' )\n'
 } >"$out/config"
+# Stage 2 boots from the results share rather than from the repository, which may itself be one of the shares that
+# only stage 2 mounts. A copy per run, so editing guest-init.sh still needs no rebuild.
+cp "$here/guest-init.sh" "$out/guest-init.sh"
 
 # The job: same working directory and a sane subset of this environment, then CMD.
 passed=(PATH HOME USER LOGNAME LANG LC_ALL LC_CTYPE TERM TZ CI NO_COLOR
@@ -134,14 +157,13 @@ while IFS= read -r name; do passed+=("$name"); done < <(compgen -e | grep -E '^(
   done
   # The registry built on the host (setup.sh): without it the first GStreamer call rescans every plugin over 9p.
   printf 'export GST_REGISTRY=%q GST_REGISTRY_UPDATE=no VMRIG_OUT=/run/vmrig\n' "$VM_GST_REGISTRY"
-  printf 'cd %q || { echo "vm/run: %q is not visible in the guest (its /tmp and /run are its own)" >&2; exit 125; }\n' \
-    "$PWD" "$PWD"
+  printf 'cd %q || { echo "vm/run: %q is not visible in the guest" >&2; exit 125; }\n' "$PWD" "$PWD"
   printf 'exec'
   printf ' %q' "$@"
   printf '\n'
 } >"$out/job"
 
-cmdline="console=ttyS0 panic=-1 oops=panic mitigations=off vmrig.init=$here/guest-init.sh"
+cmdline="console=ttyS0 panic=-1 oops=panic mitigations=off vmrig.init=/run/vmrig/guest-init.sh"
 if [ "$verbose" = 1 ]; then
   cmdline="$cmdline loglevel=7"
 else
@@ -154,7 +176,11 @@ qemu=(qemu-system-x86_64
   -nodefaults -display none -no-reboot -net none
   -kernel "$VM_VMLINUX" -initrd "$VM_INITRAMFS" -append "$cmdline"
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
-  -virtfs "local,path=$out,mount_tag=vmrig,security_model=none,multidevs=remap")
+  -virtfs "local,path=${out//,/,,},mount_tag=vmrig,security_model=none,multidevs=remap")
+for i in "${!shares[@]}"; do
+  # qemu's option syntax escapes a comma in a value by doubling it.
+  qemu+=(-virtfs "local,path=${shares[$i]//,/,,},mount_tag=vmrig-share$i,security_model=none,readonly=on,multidevs=remap")
+done
 
 if [ "$interactive" = 1 ]; then
   # Ctrl-C goes to the guest; Ctrl-A x quits qemu.
@@ -165,6 +191,7 @@ else
 fi
 
 [ "$verbose" = 0 ] || echo "vm/run: kernel $VM_KERNEL, ${memory} RAM, timeout ${timeout_s} s; results share $out" >&2
+[ "$verbose" = 0 ] || [ ${#shares[@]} = 0 ] || echo "vm/run: shared from the host's /tmp or /run: ${shares[*]}" >&2
 start=$SECONDS
 set +e
 if [ "$interactive" = 1 ]; then

@@ -129,7 +129,11 @@ impl RtspServer {
                     });
                     thread_loop.run();
                     tick.destroy();
-                    source.remove();
+                    // The listening source lives in this thread's context: `SourceId::remove` would look for it in
+                    // the global default context, not find it, and panic (seen at every shutdown).
+                    if let Some(source) = thread_context.find_source_by_id(&source) {
+                        source.destroy();
+                    }
                     // Readers are told the server is going.
                     let clients = server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Ref));
                     for client in clients {
