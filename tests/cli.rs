@@ -6,6 +6,18 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// A config for a service with no camera, its data in `dir`, listening on a free port (returned); its RTSP server on
+/// a free port too: the default, 8554, may be held by a demo running on the same machine.
+fn service_config(dir: &std::path::Path) -> (std::path::PathBuf, u16) {
+    let (port, rtsp_port) = (common::free_port(), common::free_port());
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[rtsp_server]\nlisten = \"127.0.0.1:{rtsp_port}\"\n\
+         [storage]\nroot = \"{}\"\n",
+        dir.display()
+    );
+    (write(dir, &text), port)
+}
+
 fn write(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("c.toml");
     std::fs::write(&path, text).expect("write config");
@@ -133,16 +145,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
     socket.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let (port, rtsp_port) = (common::free_port(), common::free_port());
-    // The RTSP server's port too: its default, 8554, may be held by a demo running on the same machine.
-    let config = write(
-        dir.path(),
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[rtsp_server]\nlisten = \"127.0.0.1:{rtsp_port}\"\n\
-             [storage]\nroot = \"{}\"\n",
-            dir.path().display()
-        ),
-    );
+    let (config, port) = service_config(dir.path());
     // systemd names the watched process in WATCHDOG_PID: `exec` from a shell keeps `$$` as camhub's pid.
     let mut child = Command::new("sh")
         .arg("-c")
@@ -179,15 +182,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
 #[test]
 fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (port, rtsp_port) = (common::free_port(), common::free_port());
-    let config = write(
-        dir.path(),
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[rtsp_server]\nlisten = \"127.0.0.1:{rtsp_port}\"\n\
-             [storage]\nroot = \"{}\"\n",
-            dir.path().display()
-        ),
-    );
+    let (config, port) = service_config(dir.path());
     let child = Command::new(common::BIN)
         .args(["run", "--config"])
         .arg(&config)

@@ -269,10 +269,7 @@ impl Recordings {
         let segments = self.db.segments_of_session(&info.id).await.unwrap_or_default();
         let duration = Duration::from_millis(segments.iter().map(|s| s.duration_ms.max(0) as u64).sum());
         let file_size = segments.iter().map(|s| s.size_bytes.max(0) as u64).sum();
-        let ended_at = segments
-            .last()
-            .map(|s| from_millis(s.ended_at))
-            .unwrap_or_else(SystemTime::now);
+        let ended_at = segments.last().map(|s| from_millis(s.ended_at)).unwrap_or_else(SystemTime::now);
         let (state, reason) = match &ending {
             Ending::Stopped => ("stopped", None),
             Ending::Failed(r) => ("error", Some(r.as_str())),
@@ -414,9 +411,10 @@ impl Recordings {
             // statvfs can block on a sick disk: asked on the blocking pool.
             let root = self.files.root().to_path_buf();
             let floor = self.storage.min_free_bytes;
-            let low = tokio::task::spawn_blocking(move || disk_usage(&root).is_ok_and(|(_, available)| available < floor))
-                .await
-                .unwrap_or(false);
+            let low =
+                tokio::task::spawn_blocking(move || disk_usage(&root).is_ok_and(|(_, available)| available < floor))
+                    .await
+                    .unwrap_or(false);
             let defend_floor = low && self.active_count() > 0;
             if !policy_due && !defend_floor {
                 continue;

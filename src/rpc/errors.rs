@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use jsonrpsee::types::ErrorObjectOwned;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::error::Error;
 
@@ -22,46 +22,66 @@ pub const UNSUPPORTED: i32 = -32030;
 pub const RATE_LIMITED: i32 = -32040;
 pub const DEPENDENCY_FAILED: i32 = -32050;
 
+/// The `data` of each error object, as the spec's catalog (`components.errors`) describes it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Param { param: &'a str, rule: &'a str, hint: String },
+    Reason { reason: &'a str },
+    Roles { required_role: &'static str, have_role: &'static str },
+    NotFound { resource: &'static str, id: &'a str },
+    State { state: &'static str, allowed_states: Vec<&'static str> },
+    Feature { feature: &'a str },
+    RetryAfter { retry_after_ms: u64 },
+    Dependency { dependency: &'static str, detail: &'a str },
+    Storage { available: u64, required: u64 },
+    Capability { capability: &'a str },
+    Hint { hint: &'a str },
+}
+
 impl From<Error> for ErrorObjectOwned {
     fn from(e: Error) -> Self {
         let (code, message, data) = match &e {
             Error::InvalidParams { param, rule } => (
                 INVALID_PARAMS,
                 "Invalid params",
-                json!({ "param": param, "rule": rule, "hint": format!("check parameter {param}: {rule}") }),
+                Data::Param { param, rule, hint: format!("check parameter {param}: {rule}") },
             ),
             Error::Unauthenticated(reason) => {
-                (UNAUTHENTICATED, "Authentication failed or required", json!({ "reason": reason }))
+                (UNAUTHENTICATED, "Authentication failed or required", Data::Reason { reason })
             }
             Error::PermissionDenied { required, have } => (
                 PERMISSION_DENIED,
                 "Permission denied",
-                json!({ "required_role": required.as_str(), "have_role": have.as_str() }),
+                Data::Roles { required_role: required.as_str(), have_role: have.as_str() },
             ),
             Error::NotFound { resource, id } => {
-                (NOT_FOUND, "Not found", json!({ "resource": resource.as_str(), "id": id }))
+                (NOT_FOUND, "Not found", Data::NotFound { resource: resource.as_str(), id })
             }
-            Error::InvalidState { state, allowed } => {
-                let allowed: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
-                (INVALID_STATE, "Invalid state", json!({ "state": state.as_str(), "allowed_states": allowed }))
-            }
-            Error::Unsupported(feature) => (UNSUPPORTED, "Unsupported", json!({ "feature": feature })),
+            Error::InvalidState { state, allowed } => (
+                INVALID_STATE,
+                "Invalid state",
+                Data::State { state: state.as_str(), allowed_states: allowed.iter().map(|s| s.as_str()).collect() },
+            ),
+            Error::Unsupported(feature) => (UNSUPPORTED, "Unsupported", Data::Feature { feature }),
             Error::RateLimited { retry_after_ms } => {
-                (RATE_LIMITED, "Rate limited", json!({ "retry_after_ms": retry_after_ms }))
+                (RATE_LIMITED, "Rate limited", Data::RetryAfter { retry_after_ms: *retry_after_ms })
             }
             Error::Dependency { dependency, detail } => {
-                (DEPENDENCY_FAILED, "Dependency failed", json!({ "dependency": dependency.as_str(), "detail": detail }))
+                (DEPENDENCY_FAILED, "Dependency failed", Data::Dependency { dependency: dependency.as_str(), detail })
             }
-            Error::InsufficientStorage { available, required } => {
-                (INSUFFICIENT_STORAGE, "Insufficient storage", json!({ "available": available, "required": required }))
-            }
+            Error::InsufficientStorage { available, required } => (
+                INSUFFICIENT_STORAGE,
+                "Insufficient storage",
+                Data::Storage { available: *available, required: *required },
+            ),
             Error::CapabilityNotSupported(capability) => {
-                (CAPABILITY_NOT_SUPPORTED, "Capability not supported", json!({ "capability": capability }))
+                (CAPABILITY_NOT_SUPPORTED, "Capability not supported", Data::Capability { capability })
             }
             Error::Internal(detail) => {
                 // The detail may name internals; it is logged, the client gets a hint only.
                 tracing::error!(detail, "internal error");
-                (INTERNAL, "Internal error", json!({ "hint": "see the server log" }))
+                (INTERNAL, "Internal error", Data::Hint { hint: "see the server log" })
             }
         };
         ErrorObjectOwned::owned(code, message, Some(data))
@@ -93,7 +113,7 @@ pub fn protocol(code: i32, hint: impl Into<String>) -> ErrorObjectOwned {
         METHOD_NOT_FOUND => "Method not found",
         _ => "Error",
     };
-    ErrorObjectOwned::owned(code, message, Some(json!({ "hint": hint.into() })))
+    ErrorObjectOwned::owned(code, message, Some(Data::Hint { hint: &hint.into() }))
 }
 
 /// Maps a serde failure on a method's params to -32602 naming the parameter and the rule it broke.
