@@ -419,19 +419,16 @@ fn skip_value(bytes: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
-/// A success response around an already serialised result.
+/// A success response around an already serialised result (written by `serde_json`, so valid JSON as it is).
 fn success_json(id: Id<'_>, result: &str) -> String {
-    #[derive(Serialize)]
-    struct Success<'a> {
-        jsonrpc: &'static str,
-        id: Id<'a>,
-        result: &'a RawValue,
-    }
-    match serde_json::from_str::<&RawValue>(result) {
-        Ok(result) => serde_json::to_string(&Success { jsonrpc: "2.0", id, result })
-            .unwrap_or_else(|e| error_json(Id::Null, Error::internal(e).into())),
-        Err(e) => error_json(id, Error::internal(e).into()),
-    }
+    let id = serde_json::to_string(&id).expect("an id is a number, a string or null");
+    let mut out = String::with_capacity(result.len() + id.len() + 36);
+    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    out.push_str(&id);
+    out.push_str(r#","result":"#);
+    out.push_str(result);
+    out.push('}');
+    out
 }
 
 fn error_json(id: Id<'_>, error: ErrorObjectOwned) -> String {
@@ -462,6 +459,16 @@ mod tests {
         assert_eq!(leading_id(&format!(r#"{{"method":"x","params":"{big}"}}"#)), None);
         assert_eq!(leading_id("not json"), None);
         assert_eq!(leading_id(r#"{"a":"\"id\":3"}"#), None);
+    }
+
+    #[test]
+    fn a_success_response_carries_the_id_and_the_result_as_they_are() {
+        for (id, text) in [(Id::Number(3), "3"), (Id::Str("a\"b".into()), r#""a\"b""#), (Id::Null, "null")] {
+            let v: serde_json::Value = serde_json::from_str(&success_json(id, r#"{"x":[1,2]}"#)).expect("json");
+            assert_eq!(v["jsonrpc"], "2.0");
+            assert_eq!(v["id"], serde_json::from_str::<serde_json::Value>(text).expect("id"));
+            assert_eq!(v["result"]["x"][1], 2);
+        }
     }
 
     #[test]

@@ -175,7 +175,7 @@ class CameraTile {
     this.badge.dataset.status = summary.status;
     const connected = summary.status === 'CONNECTED';
     this.resolution.textContent = summary.resolution || '–';
-    this.fps.textContent = connected && summary.fps > 0 ? `${summary.fps.toFixed(1)} fps` : '– fps';
+    this.fps.textContent = connected && summary.fps > 0 ? `${summary.fps} fps` : '– fps';
     const canSnapshot = SNAPSHOT_ROLES.has(page.role);
     this.snapButton.disabled = !connected || !canSnapshot || this.snapButton.dataset.busy === 'true';
     this.snapButton.title = canSnapshot ? '' : 'Snapshots need the operator role';
