@@ -1,6 +1,7 @@
 //! The media engine: GStreamer pipelines and the per-camera stream hub. Media knows frames, caps and pipelines; it
 //! does not know cameras' lifecycle (that is `camera::supervisor`) or anything about clients.
 
+pub mod clock;
 pub mod hub;
 pub mod ingest;
 pub mod rtsp_client;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Counters;
 use crate::base::Codec;
+use crate::media::clock::Forward;
 use crate::media::codec_of;
 use crate::media::hub::{HubItem, Start, StreamHub};
 
@@ -70,18 +71,13 @@ pub fn count_bytes(
     });
 }
 
-/// How far a camera timestamp may fall behind the last one before it counts as the camera's clock going back, not as a
-/// frame sent out of presentation order.
-const CLOCK_WENT_BACK: gst::ClockTime = gst::ClockTime::from_mseconds(500);
-
 /// Maps hub timestamps (one timeline per camera connection) onto the pipeline's running time: the first frame (and
-/// the first after a gap) at the running time of its push, later ones keeping the stream's spacing, never backwards.
+/// the first after a gap) at the running time of its push, later ones keeping the stream's spacing, never backwards
+/// (`media::clock`).
 #[derive(Debug, Default)]
 struct Timestamps {
     offset: Option<i128>,
-    last: Option<gst::ClockTime>,
-    /// The last spacing between two frames, which a timeline started anew continues with.
-    step: Option<gst::ClockTime>,
+    forward: Forward,
 }
 
 impl Timestamps {
@@ -91,30 +87,15 @@ impl Timestamps {
 
     fn map(&mut self, pts: Option<gst::ClockTime>, arrived: std::time::Instant, now: gst::ClockTime) -> gst::ClockTime {
         // Without a camera timestamp, arrival time keeps the spacing.
-        let anchor_of = |pts: Option<gst::ClockTime>| match pts {
+        let anchor = match pts {
             Some(p) => p.nseconds() as i128,
             None => -(arrived.elapsed().as_nanos() as i128),
         };
-        let anchor = anchor_of(pts);
         let offset = *self.offset.get_or_insert(now.nseconds() as i128 - anchor);
-        let mut out = gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64);
-        if let Some(last) = self.last {
-            if out + CLOCK_WENT_BACK < last {
-                // The camera restarted its clock within one connection (an RTSP server that seeks its shared pipeline
-                // for each new reader does; the test camera did). Keeping the offset would stamp every frame 1 ns after
-                // the last until its clock caught up: one RTP timestamp for seconds of frames, which players refuse.
-                // A new timeline one frame after the last keeps the spacing.
-                let target = last + self.step.unwrap_or(gst::ClockTime::MSECOND);
-                self.offset = Some(target.nseconds() as i128 - anchor);
-                out = target;
-            } else if out <= last {
-                out = last + gst::ClockTime::from_nseconds(1);
-            } else {
-                // Capped: the step after a stall is no frame spacing.
-                self.step = Some((out - last).min(gst::ClockTime::SECOND));
-            }
+        let (out, shift) = self.forward.next(gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64));
+        if let Some(shift) = shift {
+            self.offset = Some(offset + shift);
         }
-        self.last = Some(out);
         out
     }
 }

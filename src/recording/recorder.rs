@@ -17,6 +17,7 @@ use crate::base::CameraId;
 use crate::base::time::millis;
 use crate::config::{RecordingConfig, RecordingFormat};
 use crate::error::{Dependency, Error, Result};
+use crate::media::clock::Forward;
 use crate::media::hub::{Consumer, HubItem};
 use crate::media::make;
 use crate::storage::Db;
@@ -259,7 +260,11 @@ impl SegmentWriter {
 struct Timeline {
     /// Added to a frame's timestamp; `None` until the first frame of a connection.
     offset: Option<i128>,
-    last_out: Option<(gst::ClockTime, Instant)>,
+    /// The last output and when its frame arrived (a reconnect resumes after it by the wall-clock gap).
+    last_arrival: Option<Instant>,
+    /// Never backwards: a muxer refuses non-monotonic DTS, and a camera clock that jumps back within one connection
+    /// must not collapse the frames after it onto one instant (`media::clock`).
+    forward: Forward,
 }
 
 impl Timeline {
@@ -270,22 +275,21 @@ impl Timeline {
     /// The session timestamps (pts, dts) of a frame.
     fn map(&mut self, pts: Option<gst::ClockTime>, dts: Option<gst::ClockTime>, arrived: Instant) -> gst::ClockTime {
         let anchor = dts.or(pts).map(|t| t.nseconds() as i128).unwrap_or(0);
+        let (last, last_arrival) = (self.forward.last(), self.last_arrival);
         let offset = *self.offset.get_or_insert_with(|| {
-            let target = match self.last_out {
-                None => 0,
-                Some((last, at)) => {
+            let target = match (last, last_arrival) {
+                (Some(last), Some(at)) => {
                     last.nseconds() as i128 + arrived.saturating_duration_since(at).as_nanos().max(1) as i128
                 }
+                _ => 0,
             };
             target - anchor
         });
-        let out = gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64);
-        let out = match self.last_out {
-            // Never go backwards: a muxer refuses non-monotonic DTS.
-            Some((last, _)) if out <= last => last + gst::ClockTime::from_nseconds(1),
-            _ => out,
-        };
-        self.last_out = Some((out, arrived));
+        let (out, shift) = self.forward.next(gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64));
+        if let Some(shift) = shift {
+            self.offset = Some(offset + shift);
+        }
+        self.last_arrival = Some(arrived);
         out
     }
 }
@@ -475,5 +479,14 @@ mod tests {
         let after = t.map(Some(s / 2), None, start + Duration::from_secs(4));
         assert_eq!(after, s * 4);
         assert_eq!(t.map(Some(s / 2 + s), None, start + Duration::from_secs(5)), s * 5);
+        // The camera's clock jumps back within the connection: the frames after it keep their spacing.
+        let frame = gst::ClockTime::from_mseconds(40);
+        let mut t = Timeline::default();
+        for i in 0..20 {
+            assert_eq!(t.map(Some(s * 100 + frame * i), None, start), frame * i);
+        }
+        let back = t.map(Some(gst::ClockTime::ZERO), None, start);
+        assert_eq!(back, frame * 20);
+        assert_eq!(t.map(Some(frame), None, start), frame * 21);
     }
 }
