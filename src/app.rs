@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use crate::auth::{Authenticator, Principal};
 use crate::camera::{CameraManager, CameraStatus};
 use crate::config::Config;
-use crate::error::{Dependency, Error, Result};
+use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
 use crate::publish::Publisher;
 use crate::recording::Recordings;
@@ -169,9 +169,7 @@ impl App {
     /// CPU, memory, threads and disk of this process, read from the kernel off the async runtime.
     pub async fn process_metrics(self: &Arc<Self>) -> Result<ProcessMetrics> {
         let app = self.clone();
-        tokio::task::spawn_blocking(move || app.sample_process())
-            .await
-            .map_err(|e| Error::dependency(Dependency::Storage, e))
+        tokio::task::spawn_blocking(move || app.sample_process()).await.map_err(Error::internal)
     }
 
     fn sample_process(&self) -> ProcessMetrics {

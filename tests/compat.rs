@@ -9,8 +9,7 @@ mod common;
 use std::time::Duration;
 
 use camhub::rpc::methods::{
-    Authenticate, GetCameraList, GetCameraStatus, GetMetrics, GetServerInfo, GetStatus, GetStreamStatus, Method,
-    NoParams,
+    Authenticate, GetCameraList, GetCameraStatus, GetMetrics, GetServerInfo, GetStatus, GetStreamStatus, NoParams,
 };
 use camhub::rpc::methods::{DeviceParams, system};
 use common::{Camhub, Client, SECRET, TestCam, camera_toml};
@@ -194,10 +193,4 @@ async fn file_names_with_characters_unsafe_elsewhere_are_refused() {
     }
     let e = operator.call("get_snapshot_info", json!({ "filename": "javascript:alert(1)" })).await.expect_err("bad");
     assert_eq!(code(&e), -32602, "{e}");
-}
-
-/// `authenticate` as the table declares it (the typed client knows every method by its type).
-#[test]
-fn the_typed_client_knows_the_methods_by_name() {
-    assert_eq!(Authenticate::NAME, "authenticate");
 }

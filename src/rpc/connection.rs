@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::methods::{self, Access, Answer, Method};
+use super::methods::{self, Access, Answer, Method, MethodInfo};
 use super::session::Session;
 use super::{Rpc, errors, notify};
 use crate::error::Error;
@@ -240,10 +240,14 @@ impl Connection {
             // A notification gets no response, not even this one.
             return id.is_some().then(|| error_json(reply_id, e.into()));
         }
+        let Some(info) = methods::info(&method) else {
+            let e = errors::protocol(errors::METHOD_NOT_FOUND, format!("no method {method:?}"));
+            return id.is_some().then(|| error_json(reply_id, e));
+        };
         let params = envelope.params.map(|p| p.get().to_owned());
-        if methods::info(&method).is_some_and(|m| m.answer == Answer::InPlace) {
+        if info.answer == Answer::InPlace {
             // Cheap enough to answer in place: no task, no queue, one write.
-            let response = dispatch(&self.rpc, &self.session, &method, params.as_deref(), reply_id).await;
+            let response = dispatch(&self.rpc, &self.session, info, params.as_deref(), reply_id).await;
             return id.is_some().then_some(response);
         }
         let permit = match self.in_flight.clone().acquire_owned().await {
@@ -253,11 +257,11 @@ impl Connection {
         let rpc = self.rpc.clone();
         let session = self.session.clone();
         let tx = self.responses_tx.clone();
-        let span = info_span!("rpc", method = method.as_str());
+        let span = info_span!("rpc", method = info.name);
         tokio::spawn(
             async move {
                 let started = Instant::now();
-                let response = dispatch(&rpc, &session, &method, params.as_deref(), reply_id).await;
+                let response = dispatch(&rpc, &session, info, params.as_deref(), reply_id).await;
                 debug!(elapsed_us = started.elapsed().as_micros() as u64, "handled");
                 // A notification (no id) gets no response.
                 if id.is_some() {
@@ -275,13 +279,11 @@ impl Connection {
 async fn dispatch(
     rpc: &Arc<Rpc>,
     session: &Arc<Session>,
-    method: &str,
+    info: &'static MethodInfo,
     params: Option<&str>,
     id: Id<'static>,
 ) -> String {
-    let Some(info) = methods::info(method) else {
-        return error_json(id, errors::protocol(errors::METHOD_NOT_FOUND, format!("no method {method:?}")));
-    };
+    let method = info.name;
     // Clients of the Python edition send `auth_token` inside every request's params. It authenticates an
     // unauthenticated connection as `authenticate` would, and must be valid on an authenticated one; it is never
     // logged, and the method never sees it. `authenticate` takes it as its own parameter.
