@@ -16,7 +16,7 @@ use crate::config::SnapshotConfig;
 use crate::error::{Dependency, Error, Resource, Result, State};
 use crate::events::{EventBus, EventKind};
 use crate::media::hub::{HubItem, Start};
-use crate::storage::files::{Area, Files, sync_file_and_dir, validate_name};
+use crate::storage::files::{Area, Files, blocking, sync_file_and_dir, sync_parent, validate_name};
 
 /// How long to wait for the next frame before giving up.
 const FRAME_WAIT: Duration = Duration::from_secs(3);
@@ -176,9 +176,8 @@ impl Snapshots {
         let name = filename.to_owned();
         blocking(move || match std::fs::remove_file(&path) {
             Ok(()) => {
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-                }
+                // The snapshot is gone either way; a failed sync only risks it reappearing after a power cut.
+                let _ = sync_parent(&path);
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::not_found(Resource::Snapshot, name)),
@@ -186,11 +185,6 @@ impl Snapshots {
         })
         .await
     }
-}
-
-/// Runs file work on the blocking pool.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| Error::dependency(Dependency::Storage, e))?
 }
 
 /// The caps and the frames from the current GOP's keyframe up to the first frame that arrived after `after`.

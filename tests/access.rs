@@ -21,12 +21,7 @@ fn now() -> i64 {
 }
 
 fn signed(claims: Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign")
+    common::sign(&claims, secret)
 }
 
 /// Params that pass validation for each method, so an auth failure is the only possible refusal.

@@ -21,13 +21,7 @@ fn now_f64() -> f64 {
 
 /// A JWT as the Python clients mint it: `iat` and `exp` from `time.time()`.
 fn python_token(role: &str, iat: Value, exp: Value) -> String {
-    let claims = json!({ "user_id": "py-client", "role": role, "iat": iat, "exp": exp });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
+    common::sign(&json!({ "user_id": "py-client", "role": role, "iat": iat, "exp": exp }), SECRET)
 }
 
 fn code(e: &Value) -> i64 {

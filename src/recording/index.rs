@@ -12,7 +12,7 @@ use crate::base::time::from_millis;
 use crate::error::{Dependency, Error, Resource, Result};
 use crate::storage::Db;
 use crate::storage::db::SegmentRow;
-use crate::storage::files::{Area, Files};
+use crate::storage::files::{Area, Files, blocking, sync_parent};
 
 /// One recording file: a complete, synced segment of a session.
 #[derive(Debug, Clone)]
@@ -66,9 +66,7 @@ pub async fn delete(db: &Db, files: &Files, filename: &str) -> Result<u64> {
         return Err(Error::not_found(Resource::Recording, filename));
     }
     let name = filename.to_owned();
-    tokio::task::spawn_blocking(move || remove_and_sync(path, &name))
-        .await
-        .map_err(|e| Error::dependency(Dependency::Storage, e))?
+    blocking(move || remove_and_sync(path, &name)).await
 }
 
 fn remove_and_sync(path: PathBuf, filename: &str) -> Result<u64> {
@@ -82,9 +80,7 @@ fn remove_and_sync(path: PathBuf, filename: &str) -> Result<u64> {
             return Err(Error::dependency(Dependency::Storage, format!("deleting: {e}")));
         }
     }
-    if let Some(dir) = path.parent()
-        && let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all())
-    {
+    if let Err(e) = sync_parent(&path) {
         warn!(err = %e, "cannot sync the recordings directory");
     }
     Ok(size)

@@ -28,7 +28,7 @@ use crate::media::hub::Start;
 use crate::storage::Db;
 use crate::storage::db::SessionRow;
 use crate::storage::disk_usage;
-use crate::storage::files::{Area, Files};
+use crate::storage::files::{Area, Files, blocking};
 pub use index::Segment;
 pub use recorder::{Ending, SessionInfo};
 use retention::Cleanup;
@@ -341,18 +341,11 @@ impl Recordings {
     /// The disk the data dir is on, what each area holds, the floor and the policy; measured off the runtime.
     pub async fn storage(&self) -> Result<StorageInfo> {
         let files = self.files.clone();
-        let measured = tokio::task::spawn_blocking(move || {
-            let (total, available) = disk_usage(files.root())?;
-            Ok::<_, std::io::Error>((
-                total,
-                available,
-                files.area_size(Area::Recordings),
-                files.area_size(Area::Snapshots),
-            ))
+        let measured = blocking(move || {
+            let (total, available) = disk_usage(files.root()).map_err(|e| Error::dependency(Dependency::Storage, e))?;
+            Ok((total, available, files.area_size(Area::Recordings), files.area_size(Area::Snapshots)))
         })
-        .await
-        .map_err(|e| Error::dependency(Dependency::Storage, e))?
-        .map_err(|e| Error::dependency(Dependency::Storage, e))?;
+        .await?;
         let (total, available, recordings, snapshots) = measured;
         Ok(StorageInfo {
             total,

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Dependency, Error, Result};
 
 /// A file area under the data dir.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,10 +93,20 @@ impl Files {
 /// fsyncs a file and then its directory, so both its content and its name survive a power cut.
 pub fn sync_file_and_dir(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+    sync_parent(path)
+}
+
+/// fsyncs the directory holding `path`, so a name created or removed there survives a power cut.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Runs file work on the blocking pool, off the async runtimes; a task that could not run is a storage failure.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::dependency(Dependency::Storage, e))?
 }
 
 #[cfg(test)]

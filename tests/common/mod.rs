@@ -300,11 +300,15 @@ pub fn send_signal(pid: u32, signal: i32) {
 /// A JWT signed with the test secret.
 pub fn token(role: &str, ttl_secs: i64) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
-    let claims = json!({ "user_id": "test", "role": role, "iat": now, "exp": now + ttl_secs });
+    sign(&json!({ "user_id": "test", "role": role, "iat": now, "exp": now + ttl_secs }), SECRET)
+}
+
+/// `claims` as an HS256 JWT signed with `secret`.
+pub fn sign(claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("sign token")
 }
