@@ -293,23 +293,29 @@ fn wants_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) 
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
-async fn shutdown_signal() {
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once. The handlers are installed when this is
+/// called, not when the future is first polled: a signal during start-up (before the service awaits its shutdown)
+/// is then held for it instead of killing the process with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the service can only be killed; run until then.
-        return std::future::pending().await;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tokio::spawn(async move {
+    let handlers = signal(SignalKind::terminate()).and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+    async move {
+        let Ok((mut term, mut int)) = handlers else {
+            // Without signal handlers the service can only be killed; run until then.
+            return std::future::pending().await;
+        };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        eprintln!("camhub: second signal, exiting now");
-        // `_exit`, not `exit`: C libraries' exit handlers (OpenSSL's cleanup among them) must not run while other
-        // threads still use them. With `exit`, a second signal during start-up, while the WHEP DTLS certificate was
-        // being made, ended in SIGSEGV instead of 130. Files are safe either way: nothing is buffered in-process.
-        // SAFETY: `_exit` ends the process at once and touches no Rust state.
-        unsafe { libc::_exit(130) }
-    });
+        tokio::spawn(async move {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            eprintln!("camhub: second signal, exiting now");
+            // `_exit`, not `exit`: C libraries' exit handlers (OpenSSL's cleanup among them) must not run while other
+            // threads still use them. With `exit`, a second signal during start-up, while the WHEP DTLS certificate
+            // was being made, ended in SIGSEGV instead of 130. Files are safe either way: nothing is buffered
+            // in-process.
+            // SAFETY: `_exit` ends the process at once and touches no Rust state.
+            unsafe { libc::_exit(130) }
+        });
+    }
 }
 
 async fn testcam(args: TestcamArgs) -> ExitCode {

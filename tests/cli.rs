@@ -152,7 +152,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
         .arg(format!("WATCHDOG_PID=$$ exec {} run --config {}", common::BIN, config.display()))
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "400000")
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).expect("log file"))
         .spawn()
         .expect("spawn camhub");
     let mut buf = [0u8; 256];
@@ -174,7 +174,34 @@ fn systemd_hears_ready_watchdog_and_stopping() {
         }
     }
     let status = child.wait().expect("exit");
-    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{status:?}; log:\n{log}");
+}
+
+/// A SIGTERM while camhub is still starting (its port bound, GStreamer, the database and the cameras not yet up) is
+/// held until start-up ends and then stops it in order: the signal handlers are installed before start-up, not when
+/// the service first waits for its shutdown (then the default action killed it, status "signal 15").
+#[test]
+fn a_signal_during_start_up_stops_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, port) = service_config(dir.path());
+    let mut child = Command::new(common::BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(dir.path().join("log")).expect("log file"))
+        .spawn()
+        .expect("spawn camhub run");
+    // The listening port is bound first of all, before anything slow.
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "camhub did not bind its port");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    common::send_signal(child.id(), 15);
+    let status = child.wait().expect("exit");
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{status:?}; log:\n{log}");
+    assert!(log.contains("stopped"), "{log}");
 }
 
 /// Logs to a file or the journal are plain text: no ANSI colour codes when stderr is not a terminal, even with

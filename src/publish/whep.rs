@@ -48,6 +48,8 @@ pub struct Whep {
     runtime: tokio::runtime::Handle,
     /// Live sessions by id; shared with each session's task, which unregisters itself. Short critical sections only.
     sessions: Arc<Mutex<HashMap<String, SessionHandle>>>,
+    /// The thread making the DTLS certificate ahead of the first session; joined on shutdown.
+    prewarm: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 struct SessionHandle {
@@ -64,20 +66,21 @@ pub struct Answer {
 
 impl Whep {
     pub fn new(config: WebrtcConfig, runtime: tokio::runtime::Handle) -> Whep {
-        Whep { config, runtime, sessions: Arc::default() }
+        Whep { config, runtime, sessions: Arc::default(), prewarm: Mutex::new(None) }
     }
 
     /// Makes the process's DTLS certificate now, off the request path. GStreamer's DTLS elements share one generated
     /// certificate per process, made when the first of them is created: without this, the first WHEP session of a
-    /// process waited about 200 ms for it.
+    /// process waited about 200 ms for it. `shutdown` waits for it: OpenSSL's exit handlers must not run under it
+    /// (a stop within a second of start-up ended in SIGSEGV in `RAND_priv_bytes_ex`).
     pub fn prewarm(&self) {
-        std::thread::spawn(|| {
+        *self.prewarm.lock() = Some(std::thread::spawn(|| {
             let made = std::time::Instant::now();
             match gst::ElementFactory::make("dtlsdec").build() {
                 Ok(_) => debug!(ms = made.elapsed().as_millis() as u64, "DTLS certificate ready"),
                 Err(e) => warn!(err = %e, "cannot make the DTLS certificate ahead of WHEP sessions"),
             }
-        });
+        }));
     }
 
     pub fn count(&self) -> usize {
@@ -160,6 +163,9 @@ impl Whep {
     /// Ends every session and waits until they are torn down (bounded).
     pub async fn shutdown(&self) {
         self.end_where(|_| true).await;
+        if let Some(thread) = self.prewarm.lock().take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     async fn end_where(&self, which: impl Fn(&CameraId) -> bool) {
