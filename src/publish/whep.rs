@@ -163,7 +163,8 @@ impl Whep {
     /// Ends every session and waits until they are torn down (bounded).
     pub async fn shutdown(&self) {
         self.end_where(|_| true).await;
-        if let Some(thread) = self.prewarm.lock().take() {
+        let prewarm = self.prewarm.lock().take();
+        if let Some(thread) = prewarm {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
