@@ -191,9 +191,11 @@ fn a_signal_during_start_up_stops_in_order() {
         .stderr(std::fs::File::create(dir.path().join("log")).expect("log file"))
         .spawn()
         .expect("spawn camhub run");
-    // The listening port is bound first of all, before anything slow.
+    // The listening port is bound first of all, before anything slow. Its LISTEN entry in /proc/net/tcp says so; a
+    // connect would not (connecting in a loop to a port in the ephemeral range can connect the socket to itself).
+    let listening = format!(":{port:04X} 00000000:0000 0A");
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp").contains(&listening) {
         assert!(started.elapsed() < Duration::from_secs(30), "camhub did not bind its port");
         std::thread::sleep(Duration::from_millis(2));
     }
