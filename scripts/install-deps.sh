@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package camhub needs to build, run and test (idempotent; root or sudo), then checks that a
-# Rust toolchain new enough for our dependencies is present.
+# Installs every Debian package camhub needs to build, run and test (idempotent; root or sudo), checks that a
+# Rust toolchain new enough for our dependencies is present, then installs ONNX Runtime, the detection models and the
+# test photos under assets/ (scripts/install-models.sh; cached, so a second run only verifies them).
 #   scripts/install-deps.sh          build and run
 #   scripts/install-deps.sh --test   also what the tests and benchmarks use
 set -euo pipefail
@@ -43,3 +44,6 @@ if ! command -v cargo >/dev/null; then
   echo "camhub needs Rust >= 1.94 (cargo on PATH); install it with rustup and rerun" >&2
   exit 1
 fi
+
+# Both modes: camhub's detection needs ONNX Runtime and its models; the tests and benchmarks also use the photos.
+bash "$(dirname "$0")/install-models.sh"
