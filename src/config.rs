@@ -37,6 +37,8 @@ pub struct Config {
     pub webrtc: WebrtcConfig,
     pub cameras: Vec<CameraConfig>,
     pub v4l2: V4l2Config,
+    /// `None` when no `[inference]` section is given: detection is off.
+    pub inference: Option<InferenceConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +217,8 @@ pub enum RecordMode {
     OnDemand,
     /// From start-up, continuously.
     Always,
+    /// While detection sees an object of the chosen labels, with pre- and post-capture.
+    Events,
 }
 
 /// How cameras are watched and reconnected.
@@ -250,6 +254,99 @@ pub struct CameraConfig {
     pub name: String,
     pub url: url::Url,
     pub record: RecordMode,
+    pub detect: Option<DetectConfig>,
+}
+
+/// Object detection: the ONNX Runtime library, where inference runs, and the models cameras may use.
+#[derive(Debug, Clone)]
+pub struct InferenceConfig {
+    /// ONNX Runtime's shared library (`libonnxruntime.so`), loaded at start.
+    pub runtime: PathBuf,
+    pub provider: Provider,
+    /// Inference threads; each runs one frame at a time with one intra-op thread (faster than two on 2 vCPUs).
+    pub threads: usize,
+    /// Frames waiting for inference; a frame arriving when it is full is dropped and counted.
+    pub queue: usize,
+    pub models: Vec<ModelConfig>,
+}
+
+/// Where ONNX Runtime runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+    TensorRt,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+            Provider::TensorRt => "tensorrt",
+        }
+    }
+}
+
+/// A detection model file and how to read it.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: ModelKind,
+    /// Class names by class index.
+    pub labels: Vec<String>,
+    /// Boxes scoring less are ignored.
+    pub min_score: f32,
+    /// An object is confirmed when the median of its recent scores reaches this.
+    pub threshold: f32,
+    /// The value range the model expects its RGB input in.
+    pub input: InputRange,
+}
+
+/// The output layouts camhub decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// `[1, N, 6]`: x1, y1, x2, y2, score, class (CenterNet, SSD and NMS-included exports).
+    Boxes,
+    /// YOLO v8/v11: `[1, 4+C, N]`.
+    YoloV8,
+    /// YOLO v5/v7: `[1, N, 5+C]`.
+    YoloV5,
+    /// MediaPipe BlazeFace (front, 128x128).
+    BlazeFace,
+}
+
+/// What one input channel value means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputRange {
+    /// 0..255 (TF exports such as CenterNet).
+    Byte,
+    /// 0..1 (YOLO exports).
+    Unit,
+    /// -1..1 (MediaPipe).
+    Signed,
+}
+
+/// A camera's detection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectConfig {
+    pub model: String,
+    /// Whether it runs from start-up (`set_detection` turns it on and off at run time).
+    pub enabled: bool,
+    /// Frames per second given to the model while something moves.
+    pub fps: f64,
+    /// Labels reported; empty means all of the model's.
+    pub labels: Vec<String>,
+    /// Override the model's `min_score` and `threshold`.
+    pub min_score: Option<f32>,
+    pub threshold: Option<f32>,
+    /// An object unseen for this long has ended.
+    pub end_after: Duration,
+    /// With `record = "events"`: the labels that start a recording (empty: every reported label).
+    pub record_labels: Vec<String>,
+    /// With `record = "events"`: how long recording goes on after the last object ended.
+    pub post_capture: Duration,
 }
 
 /// Local V4L2 (USB) cameras, found through udev.
@@ -354,6 +451,63 @@ struct RawConfig {
     webrtc: RawWebrtc,
     cameras: Vec<RawCamera>,
     v4l2: RawV4l2,
+    inference: Option<RawInference>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawInference {
+    runtime: PathBuf,
+    provider: String,
+    threads: usize,
+    queue: usize,
+    models: Vec<RawModel>,
+}
+
+impl Default for RawInference {
+    fn default() -> Self {
+        RawInference {
+            runtime: "assets/onnxruntime/libonnxruntime.so".into(),
+            provider: "cpu".into(),
+            threads: 1,
+            queue: 4,
+            models: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    path: PathBuf,
+    kind: String,
+    labels: Option<RawLabels>,
+    min_score: Option<f32>,
+    threshold: Option<f32>,
+    input_range: Option<String>,
+}
+
+/// A model's labels: a list, or the name of a built-in list (`"coco80"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawLabels {
+    List(Vec<String>),
+    Named(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDetect {
+    model: String,
+    enabled: Option<bool>,
+    fps: Option<f64>,
+    labels: Option<Vec<String>>,
+    min_score: Option<f32>,
+    threshold: Option<f32>,
+    end_after_s: Option<f64>,
+    record_labels: Option<Vec<String>>,
+    post_capture_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -525,6 +679,7 @@ struct RawCamera {
     name: Option<String>,
     url: String,
     record: Option<String>,
+    detect: Option<RawDetect>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -575,7 +730,8 @@ fn record_mode(key: &str, value: Option<&str>) -> Result<RecordMode, ConfigError
     match value {
         None | Some("on_demand") => Ok(RecordMode::OnDemand),
         Some("always") => Ok(RecordMode::Always),
-        Some(other) => Err(ConfigError::new(key, format!("{other:?} is not \"always\" or \"on_demand\""))),
+        Some("events") => Ok(RecordMode::Events),
+        Some(other) => Err(ConfigError::new(key, format!("{other:?} is not \"always\", \"events\" or \"on_demand\""))),
     }
 }
 
@@ -740,6 +896,7 @@ impl RawConfig {
         let rtsp_server = self.rtsp_server.validate(&listen)?;
         let webrtc = self.webrtc.validate()?;
 
+        let inference = self.inference.map(RawInference::validate).transpose()?;
         let mut cameras = Vec::with_capacity(self.cameras.len());
         for (i, c) in self.cameras.into_iter().enumerate() {
             let key = |field: &str| format!("cameras[{i}].{field}");
@@ -749,7 +906,14 @@ impl RawConfig {
             }
             let url = crate::base::url::parse_stream_url(&c.url).map_err(|rule| ConfigError::new(key("url"), rule))?;
             let record = record_mode(&key("record"), c.record.as_deref())?;
-            cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, url, record });
+            let detect = match c.detect {
+                Some(d) => Some(d.validate(&key("detect."), inference.as_ref())?),
+                None => None,
+            };
+            if record == RecordMode::Events && detect.is_none() {
+                return Err(ConfigError::new(key("record"), "\"events\" needs a detect table on the camera"));
+            }
+            cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, url, record, detect });
         }
 
         Ok(Config {
@@ -789,6 +953,227 @@ impl RawConfig {
             },
             cameras,
             v4l2,
+            inference,
+        })
+    }
+}
+
+/// The 80 COCO class names, by 0-based class index (the order of COCO-trained detectors' outputs).
+pub const COCO80: [&str; 80] = [
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+];
+
+impl RawInference {
+    fn validate(self) -> Result<InferenceConfig, ConfigError> {
+        if self.runtime.as_os_str().is_empty() {
+            return Err(ConfigError::new("inference.runtime", "must name ONNX Runtime's shared library"));
+        }
+        let provider = match self.provider.as_str() {
+            "cpu" => Provider::Cpu,
+            "cuda" => Provider::Cuda,
+            "tensorrt" => Provider::TensorRt,
+            other => {
+                return Err(ConfigError::new(
+                    "inference.provider",
+                    format!("{other:?} is not \"cpu\", \"cuda\" or \"tensorrt\""),
+                ));
+            }
+        };
+        if !(1..=16).contains(&self.threads) {
+            return Err(ConfigError::new("inference.threads", "must be between 1 and 16"));
+        }
+        if !(1..=256).contains(&self.queue) {
+            return Err(ConfigError::new("inference.queue", "must be between 1 and 256"));
+        }
+        let mut models: Vec<ModelConfig> = Vec::with_capacity(self.models.len());
+        for (i, m) in self.models.into_iter().enumerate() {
+            let key = |field: &str| format!("inference.models[{i}].{field}");
+            if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(ConfigError::new(key("name"), "letters, digits, '-' and '_' only"));
+            }
+            if models.iter().any(|other| other.name == m.name) {
+                return Err(ConfigError::new(key("name"), format!("duplicate model name {:?}", m.name)));
+            }
+            if m.path.as_os_str().is_empty() {
+                return Err(ConfigError::new(key("path"), "must name an .onnx file"));
+            }
+            let (kind, min_score, threshold, input) = match m.kind.as_str() {
+                // Thresholds measured on real photos (evidence/inference.md): CenterNet scores obvious objects
+                // 0.55-0.8, so Frigate's 0.7 median would miss many; BlazeFace scores a clear face above 0.9 and a
+                // face-free photo 0.33.
+                "boxes" => (ModelKind::Boxes, 0.4, 0.5, InputRange::Byte),
+                "yolov8" => (ModelKind::YoloV8, 0.4, 0.6, InputRange::Unit),
+                "yolov5" => (ModelKind::YoloV5, 0.4, 0.6, InputRange::Unit),
+                "blazeface" => (ModelKind::BlazeFace, 0.6, 0.75, InputRange::Signed),
+                other => {
+                    return Err(ConfigError::new(
+                        key("kind"),
+                        format!("{other:?} is not \"boxes\", \"yolov8\", \"yolov5\" or \"blazeface\""),
+                    ));
+                }
+            };
+            let labels = match m.labels {
+                Some(RawLabels::List(list)) if !list.is_empty() => list,
+                Some(RawLabels::Named(name)) if name == "coco80" => COCO80.iter().map(|l| l.to_string()).collect(),
+                None if kind == ModelKind::BlazeFace => vec!["face".to_owned()],
+                None => COCO80.iter().map(|l| l.to_string()).collect(),
+                _ => return Err(ConfigError::new(key("labels"), "a list of class names, or \"coco80\"")),
+            };
+            let min_score = m.min_score.unwrap_or(min_score);
+            let threshold = m.threshold.unwrap_or(threshold);
+            score(&key("min_score"), min_score)?;
+            score(&key("threshold"), threshold)?;
+            let input = match m.input_range.as_deref() {
+                None => input,
+                Some("0..255") => InputRange::Byte,
+                Some("0..1") => InputRange::Unit,
+                Some("-1..1") => InputRange::Signed,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        key("input_range"),
+                        format!("{other:?} is not \"0..255\", \"0..1\" or \"-1..1\""),
+                    ));
+                }
+            };
+            models.push(ModelConfig { name: m.name, path: m.path, kind, labels, min_score, threshold, input });
+        }
+        Ok(InferenceConfig { runtime: self.runtime, provider, threads: self.threads, queue: self.queue, models })
+    }
+}
+
+fn score(key: &str, value: f32) -> Result<(), ConfigError> {
+    if value.is_nan() || !(0.0..=1.0).contains(&value) {
+        return Err(ConfigError::new(key, "must be between 0 and 1"));
+    }
+    Ok(())
+}
+
+impl RawDetect {
+    /// `key` is the table's key with a trailing dot (`cameras[0].detect.`).
+    fn validate(self, key: &str, inference: Option<&InferenceConfig>) -> Result<DetectConfig, ConfigError> {
+        let k = |field: &str| format!("{key}{field}");
+        let Some(inference) = inference else {
+            return Err(ConfigError::new(k("model"), "detection needs an [inference] section with models"));
+        };
+        let model = inference.models.iter().find(|m| m.name == self.model).ok_or_else(|| {
+            ConfigError::new(k("model"), format!("no model named {:?} in inference.models", self.model))
+        })?;
+        let fps = self.fps.unwrap_or(5.0);
+        if fps.is_nan() || !(0.1..=30.0).contains(&fps) {
+            return Err(ConfigError::new(k("fps"), "must be between 0.1 and 30"));
+        }
+        let known = |field: &str, labels: &[String]| -> Result<(), ConfigError> {
+            match labels.iter().find(|l| !model.labels.contains(l)) {
+                Some(l) => Err(ConfigError::new(k(field), format!("{l:?} is not a label of model {:?}", model.name))),
+                None => Ok(()),
+            }
+        };
+        let labels = self.labels.unwrap_or_default();
+        known("labels", &labels)?;
+        let record_labels = self.record_labels.unwrap_or_default();
+        known("record_labels", &record_labels)?;
+        if let Some(v) = self.min_score {
+            score(&k("min_score"), v)?;
+        }
+        if let Some(v) = self.threshold {
+            score(&k("threshold"), v)?;
+        }
+        let seconds = |field: &str, value: Option<f64>, default: f64| -> Result<Duration, ConfigError> {
+            let v = value.unwrap_or(default);
+            if v.is_nan() || !(0.5..=600.0).contains(&v) {
+                return Err(ConfigError::new(k(field), "must be between 0.5 and 600 seconds"));
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        Ok(DetectConfig {
+            model: self.model,
+            enabled: self.enabled.unwrap_or(true),
+            fps,
+            labels,
+            min_score: self.min_score,
+            threshold: self.threshold,
+            end_after: seconds("end_after_s", self.end_after_s, 3.0)?,
+            record_labels,
+            post_capture: seconds("post_capture_s", self.post_capture_s, 5.0)?,
         })
     }
 }

@@ -125,6 +125,8 @@ wire_names! {
         Webrtc = "webrtc",
         RtspServer = "rtsp server",
         Camera = "camera",
+        /// ONNX Runtime or a detection model.
+        Inference = "inference",
     }
 }
 
@@ -135,6 +137,8 @@ wire_names! {
         Recording = "recording",
         Snapshot = "snapshot",
         Stream = "stream",
+        /// A detection event.
+        Event = "event",
     }
 }
 

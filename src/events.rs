@@ -1,5 +1,5 @@
 //! The in-process event bus: every change worth telling a client about (camera status, cameras added and removed,
-//! recordings, snapshots, storage, start-up and shutdown) is published here once, naming cameras by id, and fanned
+//! recordings, snapshots, detections, storage, start-up and shutdown) is published here once, naming cameras by id, and fanned
 //! out to WebSocket connections, publishing and the event log, which render it as they need.
 //! Subscribers that fall behind lose the oldest events and learn how many (tokio `broadcast` semantics); a slow
 //! subscriber never slows the publisher.
@@ -80,6 +80,32 @@ pub enum EventKind {
     },
     SystemStartup,
     SystemShutdown,
+    /// A tracked object appeared, changed or left (topic `detection`).
+    Detection {
+        camera: CameraId,
+        note: Arc<DetectionNote>,
+    },
+}
+
+/// A detection event as detection reports it: one tracked object's `new`, `update` or `end`.
+#[derive(Debug, Clone)]
+pub struct DetectionNote {
+    /// The event's id (one per tracked object, kept from `new` to `end`).
+    pub id: i64,
+    /// `new`, `update` or `end`.
+    pub phase: &'static str,
+    pub track: u64,
+    pub label: String,
+    pub score: f32,
+    pub top_score: f32,
+    /// x1, y1, x2, y2 as fractions of the frame.
+    pub rect: [f32; 4],
+    /// When the frame it describes arrived from the camera.
+    pub frame_time: SystemTime,
+    /// The file name of the event's best picture (in the events area).
+    pub snapshot: Option<String>,
+    /// The first file of the recording it started or joined.
+    pub recording: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +134,7 @@ impl Event {
             EventKind::StorageLowSpace { .. } => &["storage.low_space"],
             EventKind::SystemStartup => &["system.startup"],
             EventKind::SystemShutdown => &["system.shutdown"],
+            EventKind::Detection { .. } => &["detection"],
         }
     }
 
@@ -120,7 +147,8 @@ impl Event {
             | EventKind::RecordingStarted { camera, .. }
             | EventKind::RecordingStopped { camera, .. }
             | EventKind::RecordingFailed { camera, .. }
-            | EventKind::SnapshotTaken { camera, .. } => Some(camera),
+            | EventKind::SnapshotTaken { camera, .. }
+            | EventKind::Detection { camera, .. } => Some(camera),
             EventKind::StorageLowSpace { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => None,
         }
     }

@@ -1,4 +1,5 @@
-//! File downloads: `GET /files/recordings/{name}` and `/files/snapshots/{name}`, with Bearer or X-API-Key and HTTP
+//! File downloads: `GET /files/recordings/{name}`, `/files/snapshots/{name}` and `/files/events/{name}` (detection
+//! events' pictures), with Bearer or X-API-Key and HTTP
 //! Range. The name is validated before any path is built; only indexed (complete, synced) recordings are served.
 
 use axum::Router;
@@ -23,6 +24,7 @@ async fn file(
     let area = match area.as_str() {
         "recordings" => Area::Recordings,
         "snapshots" => Area::Snapshots,
+        "events" => Area::Events,
         _ => return (StatusCode::NOT_FOUND, "no such file area").into_response(),
     };
     if let Err(resp) = authorize(&server.app, req.headers()).await {
@@ -37,7 +39,7 @@ async fn file(
         return (StatusCode::NOT_FOUND, "no such recording").into_response();
     }
     let content_type = match area {
-        Area::Snapshots => "image/jpeg",
+        Area::Snapshots | Area::Events => "image/jpeg",
         Area::Recordings if name.ends_with(".mkv") => "video/x-matroska",
         Area::Recordings => "video/mp4",
     };

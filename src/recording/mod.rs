@@ -42,6 +42,8 @@ const RETENTION_SETTING: &str = "retention_policy";
 pub enum Trigger {
     Api,
     Continuous,
+    /// Detection saw an object of a recording label (`record = "events"`).
+    Detection,
 }
 
 impl Trigger {
@@ -49,6 +51,7 @@ impl Trigger {
         match self {
             Trigger::Api => "api",
             Trigger::Continuous => "continuous",
+            Trigger::Detection => "detection",
         }
     }
 }

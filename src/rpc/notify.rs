@@ -58,7 +58,31 @@ pub enum EventData {
     RecordingFailed { session: String, filename: String, duration: f64, reason: String },
     SnapshotTaken { filename: String, file_size: u64 },
     StorageLowSpace { available: u64, floor: u64, freed: u64 },
+    Detection(DetectionData),
     None {},
+}
+
+/// The `data` of a `detection` event: one tracked object's `new`, `update` or `end`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DetectionData {
+    /// `new`, `update` or `end`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event's id (`get_event`), the same from `new` to `end`.
+    pub event_id: i64,
+    pub track_id: u64,
+    pub label: String,
+    pub score: f64,
+    pub top_score: f64,
+    /// x1, y1, x2, y2 as fractions of the frame's width and height.
+    #[serde(rename = "box")]
+    pub rect: [f64; 4],
+    /// When the frame arrived from the camera, seconds since the epoch.
+    pub frame_time: f64,
+    /// The event's best picture (`/files/events/<name>`), once saved.
+    pub snapshot: Option<String>,
+    /// The first file of the recording the event started or joined.
+    pub recording: Option<String>,
 }
 
 /// The `data` of an event.
@@ -93,8 +117,25 @@ pub fn event_data(event: &Event) -> EventData {
         EventKind::StorageLowSpace { available, floor, freed } => {
             EventData::StorageLowSpace { available: *available, floor: *floor, freed: *freed }
         }
+        EventKind::Detection { note, .. } => EventData::Detection(DetectionData {
+            kind: note.phase.to_owned(),
+            event_id: note.id,
+            track_id: note.track,
+            label: note.label.clone(),
+            score: round3(note.score),
+            top_score: round3(note.top_score),
+            rect: note.rect.map(round3),
+            frame_time: unix_secs_f64(note.frame_time),
+            snapshot: note.snapshot.clone(),
+            recording: note.recording.clone(),
+        }),
         EventKind::CameraRemoved { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => EventData::None {},
     }
+}
+
+/// A score or coordinate to three decimals: more is noise, and f32's tail would show as 0.6999999881.
+pub fn round3(v: f32) -> f64 {
+    (v as f64 * 1000.0).round() / 1000.0
 }
 
 /// The notifications `session` should get for `event`, as JSON-RPC frames.

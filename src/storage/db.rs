@@ -390,3 +390,151 @@ mod tests {
         assert_eq!(fk, 1);
     }
 }
+
+/// A detection event row (see `migrations/0004_detections.sql`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionRow {
+    pub id: i64,
+    pub camera: String,
+    pub track: i64,
+    pub label: String,
+    pub score: f64,
+    pub top_score: f64,
+    pub rect: [f64; 4],
+    pub started_at: i64,
+    pub frame_time: i64,
+    pub ended_at: Option<i64>,
+    pub snapshot: Option<String>,
+    pub recording: Option<String>,
+}
+
+/// Which detection events to list; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct DetectionFilter {
+    pub camera: Option<String>,
+    pub label: Option<String>,
+    /// Milliseconds since the epoch: events that started at or after / before.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+fn detection_from(r: &sqlx::sqlite::SqliteRow) -> Result<DetectionRow, sqlx::Error> {
+    Ok(DetectionRow {
+        id: r.try_get("id")?,
+        camera: r.try_get("camera")?,
+        track: r.try_get("track")?,
+        label: r.try_get("label")?,
+        score: r.try_get("score")?,
+        top_score: r.try_get("top_score")?,
+        rect: [r.try_get("x1")?, r.try_get("y1")?, r.try_get("x2")?, r.try_get("y2")?],
+        started_at: r.try_get("started_at")?,
+        frame_time: r.try_get("frame_time")?,
+        ended_at: r.try_get("ended_at")?,
+        snapshot: r.try_get("snapshot")?,
+        recording: r.try_get("recording")?,
+    })
+}
+
+/// The filter as SQL, a literal (sqlx refuses dynamic SQL): placeholders 1-4 are camera, label, since, until; an
+/// absent one matches everything.
+macro_rules! detection_where {
+    () => {
+        "WHERE (?1 IS NULL OR camera = ?1) AND (?2 IS NULL OR label = ?2) \
+         AND (?3 IS NULL OR started_at >= ?3) AND (?4 IS NULL OR started_at < ?4)"
+    };
+}
+
+impl Db {
+    /// Inserts a confirmed object's event; returns its id.
+    pub async fn insert_detection(&self, d: &DetectionRow) -> Result<i64> {
+        let r = sqlx::query(
+            "INSERT INTO detections (camera, track, label, score, top_score, x1, y1, x2, y2, started_at, frame_time, \
+             ended_at, snapshot, recording) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.camera)
+        .bind(d.track)
+        .bind(&d.label)
+        .bind(d.score)
+        .bind(d.top_score)
+        .bind(d.rect[0])
+        .bind(d.rect[1])
+        .bind(d.rect[2])
+        .bind(d.rect[3])
+        .bind(d.started_at)
+        .bind(d.frame_time)
+        .bind(d.ended_at)
+        .bind(&d.snapshot)
+        .bind(&d.recording)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.last_insert_rowid())
+    }
+
+    /// Writes an event's changing fields (scores, best box and frame, end, picture, recording).
+    pub async fn update_detection(&self, d: &DetectionRow) -> Result<()> {
+        sqlx::query(
+            "UPDATE detections SET score = ?, top_score = ?, x1 = ?, y1 = ?, x2 = ?, y2 = ?, frame_time = ?, \
+             ended_at = ?, snapshot = ?, recording = ? WHERE id = ?",
+        )
+        .bind(d.score)
+        .bind(d.top_score)
+        .bind(d.rect[0])
+        .bind(d.rect[1])
+        .bind(d.rect[2])
+        .bind(d.rect[3])
+        .bind(d.frame_time)
+        .bind(d.ended_at)
+        .bind(&d.snapshot)
+        .bind(&d.recording)
+        .bind(d.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Events matching `filter`, newest first, and how many match.
+    pub async fn list_detections(
+        &self,
+        filter: &DetectionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<DetectionRow>, i64)> {
+        let select = concat!(
+            "SELECT * FROM detections ",
+            detection_where!(),
+            " ORDER BY started_at DESC, id DESC LIMIT ?5 OFFSET ?6"
+        );
+        let rows = sqlx::query(select)
+            .bind(&filter.camera)
+            .bind(&filter.label)
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let total: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) FROM detections ", detection_where!()))
+            .bind(&filter.camera)
+            .bind(&filter.label)
+            .bind(filter.since)
+            .bind(filter.until)
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = rows.iter().map(detection_from).collect::<Result<_, sqlx::Error>>()?;
+        Ok((rows, total))
+    }
+
+    pub async fn detection(&self, id: i64) -> Result<Option<DetectionRow>> {
+        let row = sqlx::query("SELECT * FROM detections WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(detection_from).transpose()?)
+    }
+
+    /// Closes events left open by a previous run (camhub stopped while objects were in view) at their last known
+    /// frame.
+    pub async fn end_open_detections(&self) -> Result<u64> {
+        let r = sqlx::query("UPDATE detections SET ended_at = frame_time WHERE ended_at IS NULL")
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}

@@ -1,4 +1,4 @@
-//! The data dir's file areas (`recordings/`, `snapshots/`) and the one rule for names clients give: a name is never a
+//! The data dir's file areas (`recordings/`, `snapshots/`, `events/` for detection events' pictures) and the one rule for names clients give: a name is never a
 //! path. Every path to a client-named file is built here, from a validated name, inside its area.
 
 use std::path::{Path, PathBuf};
@@ -10,6 +10,8 @@ use crate::error::{Dependency, Error, Result};
 pub enum Area {
     Recordings,
     Snapshots,
+    /// The best picture of each detection event.
+    Events,
 }
 
 impl Area {
@@ -17,6 +19,7 @@ impl Area {
         match self {
             Area::Recordings => "recordings",
             Area::Snapshots => "snapshots",
+            Area::Events => "events",
         }
     }
 }
@@ -68,7 +71,7 @@ impl Files {
 
     /// Creates the areas.
     pub fn create_dirs(&self) -> std::io::Result<()> {
-        for area in [Area::Recordings, Area::Snapshots] {
+        for area in [Area::Recordings, Area::Snapshots, Area::Events] {
             std::fs::create_dir_all(self.dir(area))?;
         }
         Ok(())
