@@ -1,5 +1,5 @@
 //! The application: what camhub is once started, as parts a transport asks for by name (cameras, recordings,
-//! snapshots, streams) and the questions about the whole (authenticate, health, status, process figures). Each part's
+//! snapshots, streams, detections) and the questions about the whole (authenticate, health, status, process figures). Each part's
 //! methods are its use cases; a transport parses a request, checks the caller's role, calls one use case and renders
 //! its answer. Transports hold an `Arc<App>`; the app knows nothing about them, and its database and files are
 //! reached only through its parts.
@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use crate::auth::{Authenticator, Principal};
 use crate::camera::{CameraManager, CameraStatus};
 use crate::config::Config;
+use crate::detection::Detections;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
 use crate::publish::Publisher;
@@ -38,6 +39,7 @@ pub struct Parts {
     pub recordings: Arc<Recordings>,
     pub snapshots: Snapshots,
     pub streams: Arc<Publisher>,
+    pub detections: Arc<Detections>,
 }
 
 /// The started service.
@@ -106,6 +108,11 @@ impl App {
 
     pub fn snapshots(&self) -> &Snapshots {
         &self.parts.snapshots
+    }
+
+    /// Object detection: detectors per camera, events, the engine's figures.
+    pub fn detections(&self) -> &Arc<Detections> {
+        &self.parts.detections
     }
 
     /// Publishing (RTSP and WebRTC) of every camera.

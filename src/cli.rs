@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::auth::Role;
 use crate::client::{Client, ClientError};
 use crate::config::{Config, ConfigError};
-use crate::media::testcam::{TestCam, TestCamSettings, TestCamSource};
+use crate::media::testcam::{Image, TestCam, TestCamSettings, TestCamSource};
 
 /// EX_USAGE from sysexits.h: the configuration or the command line is wrong.
 const EXIT_USAGE: u8 = 64;
@@ -168,6 +168,22 @@ struct TestcamArgs {
     /// Encode this many seconds once and loop them (cheap for many cameras) instead of encoding live.
     #[arg(long)]
     loop_seconds: Option<u32>,
+    /// Show this photo (PNG, JPEG) over the live picture, letterboxed: a real object for detection to find.
+    #[arg(long, conflicts_with_all = ["file", "loop_seconds"])]
+    image: Option<PathBuf>,
+    /// With --image: ABSENT:PRESENT seconds, the photo hidden then shown in turn from the stream's start (e.g. 10:10).
+    #[arg(long, requires = "image", value_parser = parse_schedule)]
+    image_schedule: Option<(Duration, Duration)>,
+}
+
+/// `ABSENT:PRESENT` in seconds, each 1 to 3600.
+fn parse_schedule(text: &str) -> Result<(Duration, Duration), String> {
+    let (a, p) = text.split_once(':').ok_or("ABSENT:PRESENT seconds, e.g. 10:10")?;
+    let secs = |v: &str| match v.trim().parse::<f64>() {
+        Ok(s) if (1.0..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{v:?} is not a number of seconds between 1 and 3600")),
+    };
+    Ok((secs(a)?, secs(p)?))
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -267,10 +283,18 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// The end of `run`: a problem the config caused only at start-up (a model file that is missing or corrupt, the
+/// inference runtime) exits 64 like any config error, with one line naming the key.
 fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(format!("{e:#}")),
+        Err(e) => match e.downcast_ref::<ConfigError>() {
+            Some(c) => {
+                eprintln!("camhub: config error: {c}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            None => fail(format!("{e:#}")),
+        },
     }
 }
 
@@ -334,6 +358,7 @@ async fn testcam(args: TestcamArgs) -> ExitCode {
         bitrate_kbps: args.bitrate,
         pattern: args.pattern,
         source,
+        image: args.image.map(|path| Image { path, schedule: args.image_schedule }),
     };
     let cameras = settings.cameras;
     let host = settings.listen.ip();

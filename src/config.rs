@@ -317,6 +317,18 @@ pub enum ModelKind {
     BlazeFace,
 }
 
+impl ModelKind {
+    /// The name `kind` takes in the config and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Boxes => "boxes",
+            ModelKind::YoloV8 => "yolov8",
+            ModelKind::YoloV5 => "yolov5",
+            ModelKind::BlazeFace => "blazeface",
+        }
+    }
+}
+
 /// What one input channel value means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputRange {

@@ -89,12 +89,37 @@ pub async fn run_with_listener(
         .await?,
     );
     let snapshots = Snapshots::new(files.clone(), config.snapshots.clone(), events.clone());
+    // Models are loaded before anything is served: a missing or corrupt one is a config error (exit 64).
+    let engine = match &config.inference {
+        Some(inference) => Some(Arc::new(crate::inference::Engine::start(inference)?)),
+        None => None,
+    };
+    let detections = Arc::new(crate::detection::Detections::new(crate::detection::DetectionParts {
+        engine,
+        inference: config.inference.clone(),
+        cameras: config.cameras.clone(),
+        db: db.clone(),
+        files: files.clone(),
+        events: events.clone(),
+        recordings: recordings.clone(),
+        runtime: media.handle().clone(),
+        shutdown: root_cancel.child_token(),
+    }));
+    detections.recover().await?;
     let streams = crate::publish::Publisher::new(&config, auth.clone(), media.handle().clone());
     let grace = config.server.shutdown_grace;
     let configured = config.cameras.clone();
     let publish_events = events.subscribe();
-    let app =
-        Arc::new(App::new(Parts { config, auth, events: events.clone(), cameras, recordings, snapshots, streams }));
+    let app = Arc::new(App::new(Parts {
+        config,
+        auth,
+        events: events.clone(),
+        cameras,
+        recordings,
+        snapshots,
+        streams,
+        detections,
+    }));
 
     let log_stop = CancellationToken::new();
     let log_task = tokio::spawn(log_events(db.clone(), events.subscribe(), log_stop.clone()));
@@ -111,6 +136,12 @@ pub async fn run_with_listener(
             && let Err(e) = app.recordings().start(&camera, None, None, Trigger::Continuous).await
         {
             warn!(camera_id = %c.id, err = %e, "cannot start continuous recording");
+        }
+    }
+
+    for c in &configured {
+        if let Some(camera) = app.cameras().get(&c.id) {
+            app.detections().start_configured(&camera);
         }
     }
 
@@ -140,6 +171,7 @@ pub async fn run_with_listener(
 
     let drained = tokio::time::timeout(grace, async {
         let _ = discovery.await;
+        app.detections().wait_stopped().await;
         app.recordings().wait_stopped().await;
         app.cameras().wait_stopped().await;
         if let Err(e) = serve.await {

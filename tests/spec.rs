@@ -30,7 +30,7 @@ const PERMISSION_DENIED: i64 = errors::PERMISSION_DENIED as i64;
 
 /// Methods that change cameras or files; parts (c) and (d) never call them with valid params: the round trips do
 /// (a throwaway stream added then removed; snapshots and recordings made, listed, downloaded, then deleted).
-const MUTATING: [&str; 9] = [
+const MUTATING: [&str; 10] = [
     "add_external_stream",
     "start_streaming",
     "stop_streaming",
@@ -40,10 +40,12 @@ const MUTATING: [&str; 9] = [
     "stop_recording",
     "delete_recording",
     "delete_snapshot",
+    "set_detection",
 ];
 
-/// Reads about one file: their examples name files that exist only during the files round trip, which checks them.
-const NEEDS_A_FILE: [&str; 2] = ["get_recording_info", "get_snapshot_info"];
+/// Reads about one file or event: their examples name files that exist only during the files round trip, which checks
+/// them, and events only detection makes (tests/detection.rs checks those).
+const NEEDS_A_FILE: [&str; 3] = ["get_recording_info", "get_snapshot_info", "get_event"];
 
 /// Names that are paths; every method taking a file name must refuse them with -32602 naming it.
 const PATH_LIKE: [&str; 3] = ["../x", "a/b", ".hidden"];
@@ -680,7 +682,9 @@ fn spec_matches_the_access_table_the_error_codes_and_the_config_defaults() {
 async fn spec_holds_against_a_running_server() {
     let spec = Spec::load();
     let cam = TestCam::start(2);
-    let hub = Camhub::start(&common::camera_toml("cam0", &cam.url(0)));
+    // The walk makes more requests than the default burst allows (the rate limit has a test of its own).
+    let limits = "rate_limit_per_sec = 2000\nrate_limit_burst = 4000";
+    let hub = Camhub::start_with_server_keys(limits, &common::camera_toml("cam0", &cam.url(0)));
     let admin = hub.client("admin").await;
     let connected = admin.wait_status("cam0", SLOW, |s| s["status"] == "CONNECTED").await;
     assert!(connected.is_some(), "cam0 did not connect; log:\n{}", hub.log());

@@ -250,6 +250,8 @@ pub async fn run(
             }
         }
     }
+    // Whatever ended it (turned off, camera removed, shutdown), the camera's writer and status learn it is over.
+    stop.cancel();
     let ended = tracker.end_all();
     shared.tracking.store(false, Ordering::Relaxed);
     if !ended.is_empty() {

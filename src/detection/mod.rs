@@ -192,10 +192,7 @@ impl Detections {
         {
             return Err(Error::invalid_param("labels", format!("{unknown:?} is not a label of model {model_name}")));
         }
-        let running = {
-            let running = self.running.lock();
-            running.get(&camera.id).map(|r| r.shared.clone())
-        };
+        let running = self.live(&camera.id);
         match running {
             Some(shared) => {
                 let mut s = shared.settings.lock();
@@ -240,7 +237,7 @@ impl Detections {
         let stop = self.shutdown.child_token();
         {
             let mut running = self.running.lock();
-            if running.contains_key(&camera.id) {
+            if running.get(&camera.id).is_some_and(|r| !r.stop.is_cancelled()) {
                 return Ok(());
             }
             running
@@ -286,8 +283,18 @@ impl Detections {
         self.tasks.wait().await;
     }
 
+    /// The detector running on `camera`, forgetting one that has ended (its camera removed).
+    fn live(&self, camera: &CameraId) -> Option<Arc<Shared>> {
+        let mut running = self.running.lock();
+        if running.get(camera).is_some_and(|r| r.stop.is_cancelled()) {
+            running.remove(camera);
+        }
+        running.get(camera).map(|r| r.shared.clone())
+    }
+
     /// One camera's detection figures (off when not running).
     pub fn camera_status(&self, camera: &CameraId) -> CameraDetection {
+        let _ = self.live(camera);
         let running = self.running.lock();
         match running.get(camera) {
             Some(r) => {
@@ -326,7 +333,11 @@ impl Detections {
     }
 
     pub fn status(&self) -> InferenceStatus {
-        let mut ids: Vec<CameraId> = self.running.lock().keys().cloned().collect();
+        let mut ids: Vec<CameraId> = {
+            let mut running = self.running.lock();
+            running.retain(|_, r| !r.stop.is_cancelled());
+            running.keys().cloned().collect()
+        };
         ids.sort();
         InferenceStatus {
             unavailable: self.unavailable.clone(),
@@ -346,13 +357,6 @@ impl Detections {
 
     pub async fn get(&self, id: i64) -> Result<EventRow> {
         self.db.detection(id).await?.ok_or_else(|| Error::not_found(Resource::Event, id.to_string()))
-    }
-
-    /// Stops detection on a camera that is gone.
-    pub fn forget(&self, camera: &CameraId) {
-        if let Some(r) = self.running.lock().remove(camera) {
-            r.stop.cancel();
-        }
     }
 }
 

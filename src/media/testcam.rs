@@ -2,7 +2,8 @@
 //! a wall clock and a frame counter burnt in and a GOP of about one second. It either encodes live (one encoder per
 //! camera, shared by all its readers) or loops a clip held in memory (a file, or a few seconds encoded once at start),
 //! which costs almost nothing per camera and so serves benchmarks of 50 streams. People test their setups with it;
-//! our tests and benchmarks treat it as the camera.
+//! our tests and benchmarks treat it as the camera. A live camera can show a photo over its pattern (`--image`),
+//! always or on a schedule (absent for a while, then present), so detection has a real object to find and lose.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,17 @@ pub struct TestCamSettings {
     /// videotestsrc pattern: `ball` (default, cheap to encode) or e.g. `snow` (noise: every frame costs its bitrate).
     pub pattern: String,
     pub source: TestCamSource,
+    /// A photo shown over the picture (letterboxed to it), live cameras only.
+    pub image: Option<Image>,
+}
+
+/// A photo over a live camera's picture.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub path: PathBuf,
+    /// `(absent, present)`: hidden for the first, then shown for the second, in turn from the media's start;
+    /// `None` shows it all the time.
+    pub schedule: Option<(Duration, Duration)>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +67,7 @@ impl Default for TestCamSettings {
             bitrate_kbps: 2000,
             pattern: "ball".into(),
             source: TestCamSource::Live,
+            image: None,
         }
     }
 }
@@ -79,6 +92,14 @@ impl TestCam {
         if settings.fps == 0 || settings.width < 16 || settings.height < 16 {
             return Err(Error::invalid_param("size/fps", "width and height at least 16, fps at least 1"));
         }
+        if let Some(image) = &settings.image {
+            if !matches!(settings.source, TestCamSource::Live) {
+                return Err(Error::invalid_param("image", "only a live test camera shows an image"));
+            }
+            if !image.path.is_file() {
+                return Err(Error::invalid_param("image", format!("{} is not a readable file", image.path.display())));
+            }
+        }
         let clip = match &settings.source {
             TestCamSource::Live => None,
             TestCamSource::Loop { seconds } => Some(Arc::new(encode_clip(&settings, *seconds)?)),
@@ -96,7 +117,13 @@ impl TestCam {
             match &clip {
                 None => {
                     factory.set_launch(&live_launch(&settings, i));
-                    factory.connect_media_configure(|_, media| refuse_seeking(media));
+                    let schedule = settings.image.as_ref().and_then(|i| i.schedule);
+                    factory.connect_media_configure(move |_, media| {
+                        refuse_seeking(media);
+                        if let Some(schedule) = schedule {
+                            show_on_schedule(media, schedule);
+                        }
+                    });
                 }
                 Some(clip) => {
                     factory.set_launch(&format!(
@@ -156,20 +183,72 @@ fn gop(settings: &TestCamSettings) -> u32 {
     settings.gop.unwrap_or(settings.fps).max(1)
 }
 
-/// The raw picture: moving ball, camera name and frame counter (a time code HH:MM:SS:FF from timecodestamper) top
-/// left, wall clock top right.
+/// The raw picture: moving ball (with the photo over it, if any), camera name and frame counter (a time code
+/// HH:MM:SS:FF from timecodestamper) top left, wall clock top right.
 fn raw_source(settings: &TestCamSettings, index: usize, live: bool) -> String {
-    format!(
+    let pattern = format!(
         "videotestsrc is-live={live} pattern={pattern} background-color=0xff204060 ! \
-         video/x-raw,width={w},height={h},framerate={fps}/1 ! \
-         timecodestamper ! \
-         timeoverlay time-mode=time-code halignment=left valignment=top font-desc=\"Sans 24\" text=\"cam{index} frame\" ! \
-         clockoverlay halignment=right valignment=top time-format=\"%H:%M:%S\" font-desc=\"Sans 24\"",
+         video/x-raw,width={w},height={h},framerate={fps}/1",
         w = settings.width,
         h = settings.height,
         fps = settings.fps,
         pattern = settings.pattern,
+    );
+    // The photo is scaled into the picture with its aspect kept (black bands), frozen into a live stream, and laid
+    // over the pattern; its pad's alpha hides and shows it.
+    let picture = match &settings.image {
+        None => pattern,
+        Some(image) => format!(
+            "compositor name=mix background=black \
+             {pattern} ! mix.sink_0 \
+             filesrc location=\"{path}\" ! decodebin ! videoconvert ! videoscale add-borders=true ! \
+             video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 ! imagefreeze is-live=true ! \
+             video/x-raw,framerate={fps}/1 ! mix.sink_1 \
+             mix. ! video/x-raw,width={w},height={h},framerate={fps}/1",
+            w = settings.width,
+            h = settings.height,
+            fps = settings.fps,
+            path = image.path.display(),
+        ),
+    };
+    format!(
+        "{picture} ! \
+         timecodestamper ! \
+         timeoverlay time-mode=time-code halignment=left valignment=top font-desc=\"Sans 24\" text=\"cam{index} frame\" ! \
+         clockoverlay halignment=right valignment=top time-format=\"%H:%M:%S\" font-desc=\"Sans 24\""
     )
+}
+
+/// Hides and shows the photo of a new shared media in turn, from a thread of its own, until the media goes away.
+fn show_on_schedule(media: &rtsp::RTSPMedia, (absent, present): (Duration, Duration)) {
+    let Some(pad) = media
+        .element()
+        .downcast::<gst::Bin>()
+        .ok()
+        .and_then(|bin| bin.by_name("mix"))
+        .and_then(|mix| mix.static_pad("sink_1"))
+    else {
+        return;
+    };
+    pad.set_property("alpha", 0.0f64);
+    let pad = pad.downgrade();
+    let spawned = std::thread::Builder::new().name("testcam-image".into()).spawn(move || {
+        loop {
+            for (wait, alpha) in [(absent, 1.0f64), (present, 0.0)] {
+                std::thread::sleep(wait);
+                let Some(pad) = pad.upgrade() else { return };
+                // A pad whose element has left its bin belongs to a media that has ended.
+                if pad.parent_element().and_then(|e| e.parent()).is_none() {
+                    return;
+                }
+                pad.set_property("alpha", alpha);
+                debug!(shown = alpha > 0.0, "test camera image");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(err = %e, "cannot start the image schedule");
+    }
 }
 
 fn encoder(settings: &TestCamSettings) -> String {

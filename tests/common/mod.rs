@@ -434,6 +434,12 @@ impl Client {
         }
     }
 
+    /// The next notification of any method (its whole frame, with `received_at` in Unix seconds), or `None` after
+    /// `timeout`.
+    pub async fn next_notification(&self, timeout: Duration) -> Option<Value> {
+        tokio::time::timeout(timeout, self.notifications.lock().await.recv()).await.ok().flatten()
+    }
+
     /// Like `wait_notification`, with the time (Unix seconds) the notification reached the client.
     pub async fn wait_notification_timed(
         &self,

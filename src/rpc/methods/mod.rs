@@ -4,6 +4,7 @@
 //! schemas the spec check compares with `api-spec/openrpc.json`. The handlers, by domain, live in the submodules.
 
 pub mod cameras;
+pub mod detections;
 pub mod recordings;
 pub mod snapshots;
 pub mod streams;
@@ -173,6 +174,10 @@ api! {
     GetStorageInfo = "get_storage_info", AtLeast(Admin), Task, NoParams => recordings::StorageInfo, recordings::storage;
     SetRetentionPolicy = "set_retention_policy", AtLeast(Admin), Task, recordings::RetentionParams => recordings::RetentionSet, recordings::set_retention;
     CleanupOldFiles = "cleanup_old_files", AtLeast(Admin), Task, NoParams => recordings::Cleanup, recordings::cleanup;
+    ListEvents = "list_events", AtLeast(Viewer), Task, detections::ListEventsParams => detections::EventList, detections::list;
+    GetEvent = "get_event", AtLeast(Viewer), Task, detections::EventParams => detections::Event, detections::get;
+    SetDetection = "set_detection", AtLeast(Operator), InPlace, detections::SetDetectionParams => detections::Detection, detections::set;
+    GetInferenceStatus = "get_inference_status", AtLeast(Viewer), InPlace, NoParams => detections::InferenceStatus, detections::status;
 }
 
 /// Parses the params, runs the handler, serialises its result.

@@ -126,7 +126,7 @@ const CAPABILITIES: &[&str] = &[
     "usb_hotplug",
 ];
 
-pub async fn server_info(_: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<ServerInfo> {
+pub async fn server_info(rpc: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<ServerInfo> {
     let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
     let formats: Vec<&str> = crate::config::RecordingFormat::ALL.iter().map(|f| f.as_str()).collect();
     let codecs: Vec<&str> = crate::base::Codec::ALL.iter().map(|c| c.as_str()).collect();
@@ -135,7 +135,13 @@ pub async fn server_info(_: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<Se
         version: crate::base::VERSION.to_owned(),
         build_date: env!("CAMHUB_BUILD_DATE").to_owned(),
         architecture: std::env::consts::ARCH.to_owned(),
-        capabilities: owned(CAPABILITIES),
+        capabilities: {
+            let mut c: Vec<String> = owned(CAPABILITIES);
+            if rpc.app.detections().available() {
+                c.push("detection".to_owned());
+            }
+            c
+        },
         supported_formats: owned(&formats),
         supported_codecs: owned(&codecs),
         max_cameras: crate::camera::manager::MAX_CAMERAS,

@@ -1,0 +1,224 @@
+//! Detection end to end, with the real ONNX Runtime and the real COCO model (`scripts/install-models.sh`): a test
+//! camera shows a real photo of a person on a schedule; camhub detects it, tracks it, tells subscribers `new` then
+//! `end` with a box over the person, saves the best frame, and records the event with its pre-capture. A camera
+//! showing only the test pattern gives no event and is decoded keyframes-only. Bad models and bad parameters get
+//! clear errors. Without the assets these tests fail and say how to install them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Camhub, TestCam, camera_toml};
+use serde_json::{Value, json};
+
+fn asset(relative: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(relative);
+    assert!(path.is_file(), "{} is missing: run scripts/install-models.sh", path.display());
+    path
+}
+
+/// The `[inference]` section with the COCO model.
+fn inference_toml() -> String {
+    format!(
+        "[inference]\nruntime = \"{}\"\n[[inference.models]]\nname = \"coco\"\npath = \"{}\"\nkind = \"boxes\"\n\
+         labels = \"coco80\"\n",
+        asset("onnxruntime/libonnxruntime.so").display(),
+        asset("models/coco-centernet.onnx").display()
+    )
+}
+
+fn iou(a: &[f64], b: &[f64]) -> f64 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let area = |r: &[f64]| (r[2] - r[0]) * (r[3] - r[1]);
+    w * h / (area(a) + area(b) - w * h)
+}
+
+/// person.jpg (640x424) letterboxed into a 16:9 picture: the person, measured by hand on the photo (x 190-274,
+/// y 98-380), as fractions of the camera's frame.
+const PERSON: [f64; 4] = [0.327, 0.231, 0.4385, 0.896];
+/// The photo is hidden for this long from the stream's start, then shown for `SHOWN`, then hidden again (and back at
+/// 2 x ABSENT + SHOWN, after the test has looked).
+const ABSENT: u64 = 12;
+const SHOWN: u64 = 6;
+
+#[test]
+fn a_person_appearing_is_detected_tracked_pictured_and_recorded_and_the_pattern_gives_nothing() {
+    let person = asset("photos/person.jpg");
+    let schedule = format!("{ABSENT}:{SHOWN}");
+    let picture = ["--width", "640", "--height", "360", "--fps", "15", "--bitrate", "800"];
+    let mut args: Vec<&str> = picture.to_vec();
+    args.extend(["--image", person.to_str().expect("utf-8 path"), "--image-schedule", &schedule]);
+    let photo_cam = TestCam::start_with(common::free_port(), 1, &args);
+    // A still scene: colour bars, with only the burnt-in clock and frame counter changing (the ball pattern moves).
+    let mut still: Vec<&str> = picture.to_vec();
+    still.extend(["--pattern", "smpte"]);
+    let pattern_cam = TestCam::start_with(common::free_port(), 1, &still);
+    let config = format!(
+        "[recording]\npre_roll_seconds = 3\n{}{}record = \"events\"\ndetect = {{ model = \"coco\", labels = [\"person\", \"dog\"], end_after_s = 2, post_capture_s = 2 }}\n{}detect = {{ model = \"coco\" }}\n",
+        inference_toml(),
+        camera_toml("door", &photo_cam.url(0)),
+        camera_toml("yard", &pattern_cam.url(0)),
+    );
+    let hub = Camhub::start(&config);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = hub.client("operator").await;
+        client.call("subscribe_events", json!({ "topics": ["detection"] })).await.expect("subscribe");
+        let info = client.call("get_server_info", json!({})).await.expect("server info");
+        assert!(info["capabilities"].as_array().expect("list").contains(&json!("detection")), "{info}");
+        // The photo camera's stream starts when camhub connects: the photo appears ABSENT seconds later.
+        client.wait_status("door", Duration::from_secs(20), |s| s["status"] == "CONNECTED").await.expect("door up");
+        let connected = Instant::now();
+        let mut notes: Vec<(Value, Instant)> = Vec::new();
+        // Until just before the photo's second appearance: the pattern camera is watched for about 30 s.
+        let deadline = connected + Duration::from_secs(2 * ABSENT + SHOWN) - Duration::from_millis(700);
+        while Instant::now() < deadline {
+            if let Some(n) = client.next_notification(Duration::from_millis(200)).await {
+                notes.push((n, Instant::now()));
+            }
+        }
+        let events = |device: &str, kind: &str| -> Vec<(Value, Instant)> {
+            notes
+                .iter()
+                .filter(|(n, _)| {
+                    let data = &n["params"]["data"];
+                    n["method"] == "event"
+                        && n["params"]["device"] == device
+                        && data["type"] == kind
+                        && (device == "yard" || data["label"] == "person")
+                })
+                .map(|(n, at)| (n["params"]["data"].clone(), *at))
+                .collect()
+        };
+        assert!(events("yard", "new").is_empty(), "an event on the plain pattern: {:?}", events("yard", "new"));
+        let new = events("door", "new");
+        assert_eq!(new.len(), 1, "one person, one event: {new:?}");
+        let (first, seen_at) = &new[0];
+        assert_eq!(first["label"], "person");
+        assert!(first["score"].as_f64().expect("score") >= 0.5, "{first}");
+        let rect: Vec<f64> = first["box"].as_array().expect("box").iter().map(|v| v.as_f64().expect("num")).collect();
+        assert!(iou(&rect, &PERSON) >= 0.5, "box {rect:?} against the person at {PERSON:?}");
+        // The photo appeared at most ABSENT seconds after the connection was reported.
+        let after = seen_at.duration_since(connected).as_secs_f64() - ABSENT as f64;
+        assert!(after <= 2.0, "new {after:.2} s after the photo appeared");
+        let end = events("door", "end");
+        assert_eq!(end.len(), 1, "{end:?}");
+        assert_eq!(end[0].0["event_id"], first["event_id"]);
+        let gone = end[0].1.duration_since(connected).as_secs_f64() - (ABSENT + SHOWN) as f64;
+        assert!(gone <= 4.5, "end {gone:.2} s after the photo went (end_after 2 s)");
+
+        // The event as stored, its picture, and its recording.
+        let event = client.call("get_event", json!({ "id": first["event_id"] })).await.expect("get_event");
+        assert_eq!(event["device"], "door");
+        assert!(event["ended_at"].is_string(), "{event}");
+        let url = event["snapshot_url"].as_str().expect("a picture");
+        let token = hub.token("viewer");
+        let (code, _, jpeg) =
+            common::http_request(hub.port, url, &[("Authorization", &format!("Bearer {token}"))]).expect("GET");
+        assert_eq!(code, 200);
+        let file = hub.dir.join("event.jpg");
+        std::fs::write(&file, &jpeg).expect("write");
+        let (_, width, height, codec) = common::ffprobe(&file).expect("a JPEG a demuxer reads");
+        assert_eq!((width, height, codec.as_str()), (640, 360, "mjpeg"));
+        let listed = client.call("list_events", json!({ "device": "door", "label": "person" })).await.expect("list");
+        // The dog beside her is an event of its own.
+        assert_eq!(listed["total"], 1, "{listed}");
+
+        let started = notes
+            .iter()
+            .find(|(n, _)| n["method"] == "recording_status_update" && n["params"]["status"] == "STARTED")
+            .expect("a recording started by the event");
+        assert_eq!(started.0["params"]["device"], "door");
+        assert_eq!(event["recording"], started.0["params"]["filename"]);
+        let stopped = notes
+            .iter()
+            .find(|(n, _)| n["method"] == "recording_status_update" && n["params"]["status"] == "STOPPED")
+            .expect("the recording stopped after post-capture");
+        let duration = stopped.0["params"]["duration"].as_f64().expect("duration");
+        // Pre-capture (3 s), the event (about SHOWN), post-capture (2 s); a GOP (1 s) either way.
+        assert!(duration >= 3.0 + SHOWN as f64 - 1.0, "recorded {duration:.1} s");
+        let file = hub.recordings_dir().join(started.0["params"]["filename"].as_str().expect("name"));
+        common::decodes_cleanly(&file).expect("the event's recording plays");
+
+        let status = client.call("get_inference_status", json!({})).await.expect("status");
+        let yard = status["cameras"].as_array().expect("cameras").iter().find(|c| c["device"] == "yard").cloned();
+        let yard = yard.expect("yard listed");
+        assert_eq!(yard["decode_mode"], "keyframes", "a still pattern decodes keyframes only: {yard}");
+        // 15 fps with a GOP of 15: about one decoded frame a second, not fifteen.
+        let decoded = yard["frames_decoded"].as_u64().expect("count") as f64;
+        let elapsed = connected.elapsed().as_secs_f64();
+        assert!(decoded <= elapsed * 2.0 + 3.0, "{decoded} frames decoded in {elapsed:.0} s: {yard}");
+        assert!(status["models"][0]["runs"].as_u64().expect("runs") > 0, "{status}");
+    });
+}
+
+#[test]
+fn bad_models_and_bad_parameters_get_clear_errors_and_streaming_goes_on() {
+    // A model that is not there: exit 64 naming the key.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("c.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{}\"\n[storage]\nroot = \"{}\"\n[inference]\nruntime = \"{}\"\n\
+         [[inference.models]]\nname = \"coco\"\npath = \"/nonexistent/coco.onnx\"\nkind = \"boxes\"\n",
+        common::free_port(),
+        dir.path().display(),
+        asset("onnxruntime/libonnxruntime.so").display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let out = Command::new(common::BIN).args(["run", "--config"]).arg(&config).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("inference.models[0].path"), "{stderr}");
+
+    // A camera naming a model that is not declared, or a label the model lacks: exit 64 naming the key.
+    for (detect, key) in [
+        ("{ model = \"other\" }", "cameras[0].detect.model"),
+        ("{ model = \"coco\", labels = [\"unicorn\"] }", "cameras[0].detect.labels"),
+    ] {
+        let text =
+            format!("{}[[cameras]]\nid = \"c\"\nurl = \"rtsp://127.0.0.1:1/x\"\ndetect = {detect}\n", inference_toml());
+        std::fs::write(&config, text).expect("write config");
+        let out = Command::new(common::BIN).args(["check-config", "--config"]).arg(&config).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+
+    // Without [inference], detection is unavailable: -32050 naming inference, and the camera streams on.
+    let cam = TestCam::start(1);
+    let hub = Camhub::start(&camera_toml("c", &cam.url(0)));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = hub.client("operator").await;
+        client.wait_status("c", Duration::from_secs(20), |s| s["status"] == "CONNECTED").await.expect("up");
+        let err = client.call("set_detection", json!({ "device": "c", "enabled": true })).await.expect_err("off");
+        assert_eq!(err["code"], -32050, "{err}");
+        assert_eq!(err["data"]["dependency"], "inference", "{err}");
+        let status = client.call("get_inference_status", json!({})).await.expect("status");
+        assert_eq!(status["available"], false);
+        assert!(status["reason"].as_str().is_some_and(|r| r.contains("[inference]")), "{status}");
+        for (params, param) in [
+            (json!({ "device": "c", "enabled": true, "fps": 100 }), "fps"),
+            (json!({ "device": "../c", "enabled": true }), "device"),
+            (json!({ "device": "c" }), "enabled"),
+        ] {
+            let err = client.call("set_detection", params).await.expect_err("refused");
+            assert_eq!(err["code"], -32602, "{err}");
+            assert_eq!(err["data"]["param"], param, "{err}");
+        }
+        for (params, param) in [
+            (json!({ "since": "yesterday" }), "since"),
+            (json!({ "since": "2026-12-02T00:00:00Z", "until": "2026-12-01T00:00:00Z" }), "until"),
+            (json!({ "limit": 0 }), "limit"),
+        ] {
+            let err = client.call("list_events", params).await.expect_err("refused");
+            assert_eq!(err["data"]["param"], param, "{err}");
+        }
+        let err = client.call("get_event", json!({ "id": 12345 })).await.expect_err("none");
+        assert_eq!(err["code"], -32010, "{err}");
+        client.wait_status("c", Duration::from_secs(5), |s| s["status"] == "CONNECTED").await.expect("still up");
+    });
+}
