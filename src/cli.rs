@@ -373,8 +373,39 @@ async fn testcam(args: TestcamArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The demo's detection camera: a test camera showing a real photo of a person (and a dog) ten seconds in twenty.
+const DEMO_DOOR: &str = "127.0.0.1:8655";
+
+/// The demo's detection part, when `scripts/install-models.sh` has put ONNX Runtime, the COCO model and the photos
+/// beside the sources: the inference section and a camera that detects people and records them. Otherwise why not.
+fn demo_detection() -> Result<(String, PathBuf), String> {
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let runtime = assets.join("onnxruntime/libonnxruntime.so");
+    let model = assets.join("models/coco-centernet.onnx");
+    let photo = assets.join("photos/person.jpg");
+    for file in [&runtime, &model, &photo] {
+        if !file.is_file() {
+            return Err(format!("{} is missing (run scripts/install-models.sh)", file.display()));
+        }
+    }
+    let toml = format!(
+        "[inference]\nruntime = {runtime:?}\n[[inference.models]]\nname = \"coco\"\npath = {model:?}\nkind = \"boxes\"\n\
+         labels = \"coco80\"\n[[cameras]]\nid = \"door\"\nname = \"Front door (detection)\"\n\
+         url = \"rtsp://{DEMO_DOOR}/cam0\"\nrecord = \"events\"\n\
+         detect = {{ model = \"coco\", labels = [\"person\", \"dog\", \"cat\", \"car\"] }}\n",
+        runtime = runtime.display().to_string(),
+        model = model.display().to_string(),
+    );
+    Ok((toml, photo))
+}
+
 async fn demo(data: PathBuf) -> ExitCode {
-    let mut config = match Config::from_toml(include_str!("../config/demo.toml")) {
+    let detection = demo_detection();
+    let text = match &detection {
+        Ok((toml, _)) => format!("{}\n{toml}", include_str!("../config/demo.toml")),
+        Err(_) => include_str!("../config/demo.toml").to_owned(),
+    };
+    let mut config = match Config::from_toml(&text) {
         Ok(c) => c,
         Err(e) => return fail(format!("embedded demo config: {e}")),
     };
@@ -404,6 +435,23 @@ async fn demo(data: PathBuf) -> ExitCode {
         Ok(Err(e)) => return fail(format!("test camera: {e}")),
         Err(e) => return fail(e.to_string()),
     };
+    let door = match &detection {
+        Ok((_, photo)) => {
+            let listen: std::net::SocketAddr = DEMO_DOOR.parse().expect("literal address");
+            if let Err(e) = std::net::TcpListener::bind(listen) {
+                return cannot_listen(listen, "detection test camera", &e);
+            }
+            let image =
+                Image { path: photo.clone(), schedule: Some((Duration::from_secs(10), Duration::from_secs(10))) };
+            let settings = TestCamSettings { listen, image: Some(image), ..TestCamSettings::default() };
+            match tokio::task::spawn_blocking(move || TestCam::start(settings)).await {
+                Ok(Ok(cam)) => Some(cam),
+                Ok(Err(e)) => return fail(format!("detection test camera: {e}")),
+                Err(e) => return fail(e.to_string()),
+            }
+        }
+        Err(_) => None,
+    };
     let token = async {
         let (db, auth) = crate::service::open_storage(&config).await?;
         let token = auth.issue("demo", Role::Admin, Duration::from_secs(24 * 3600))?;
@@ -430,10 +478,19 @@ async fn demo(data: PathBuf) -> ExitCode {
     println!("                       {exe} call --url ws://{listen}/ws take_snapshot device=cam1");
     println!("                       {exe} call --url ws://{listen}/ws list_recordings");
     println!("                       {exe} events --url ws://{listen}/ws camera.status_change   # until Ctrl-C");
+    match &detection {
+        Ok(_) => {
+            println!("  detection          : door shows a person 10 s in 20; each one is an event and a recording");
+            println!("                       {exe} events --url ws://{listen}/ws detection   # until Ctrl-C");
+            println!("                       {exe} call --url ws://{listen}/ws list_events");
+        }
+        Err(why) => println!("  detection          : off: {why}"),
+    }
     println!("  health             : curl http://{listen}/health/cameras");
     println!();
     drop(rtsp_probe);
     let result = crate::service::run_with_listener(config, listener, shutdown_signal()).await;
+    drop(door);
     drop(cam);
     finish(result)
 }

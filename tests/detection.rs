@@ -152,6 +152,10 @@ fn a_person_appearing_is_detected_tracked_pictured_and_recorded_and_the_pattern_
         let elapsed = connected.elapsed().as_secs_f64();
         assert!(decoded <= elapsed * 2.0 + 3.0, "{decoded} frames decoded in {elapsed:.0} s: {yard}");
         assert!(status["models"][0]["runs"].as_u64().expect("runs") > 0, "{status}");
+        let (_, metrics) = common::http_get(hub.port, "/metrics").expect("metrics");
+        assert!(metrics.contains("camhub_inference_seconds_bucket{model=\"coco\",le=\"+Inf\"}"), "{metrics}");
+        let objects = metrics.lines().find(|l| l.starts_with("camhub_detection_objects_total{camera=\"door\"}"));
+        assert!(objects.is_some_and(|l| !l.ends_with(" 0")), "{metrics}");
     });
 }
 

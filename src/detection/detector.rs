@@ -83,6 +83,8 @@ pub struct Shared {
     pub submitted: AtomicU64,
     /// Frames lost: the inference queue was full, the result channel was full, or the decoder fell behind.
     pub dropped: AtomicU64,
+    /// Objects confirmed (`new` events).
+    pub objects: AtomicU64,
     last_motion: Mutex<Option<Instant>>,
     /// Completion times of recent inferences (for the actual rate) and frame-to-result latencies (ms).
     recent: Mutex<(VecDeque<Instant>, VecDeque<f64>)>,
@@ -97,6 +99,7 @@ impl Shared {
             decoded: AtomicU64::new(0),
             submitted: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            objects: AtomicU64::new(0),
             last_motion: Mutex::new(None),
             recent: Mutex::new((VecDeque::new(), VecDeque::new())),
         }
@@ -195,6 +198,8 @@ pub async fn run(
                 let sightings = tracker.update(&wanted, arrived, frame_time);
                 shared.tracking.store(tracker.active(), Ordering::Relaxed);
                 shared.record(arrived.elapsed().as_secs_f64() * 1000.0);
+                let confirmed = sightings.iter().filter(|s| s.phase == super::tracker::Phase::New).count();
+                shared.objects.fetch_add(confirmed as u64, Ordering::Relaxed);
                 if !sightings.is_empty() {
                     let with_pictures = sightings
                         .into_iter()
@@ -356,7 +361,8 @@ impl Decoder {
             b.set_pts(at);
             b.set_dts(at);
         }
-        if self.src.push_buffer(buffer).is_err() {
+        if let Err(e) = self.src.push_buffer(buffer) {
+            debug!(err = ?e, "decoder refused a frame; waiting for a keyframe");
             self.gap();
         }
     }

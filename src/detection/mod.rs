@@ -66,6 +66,8 @@ pub struct CameraDetection {
     pub frames_decoded: u64,
     pub frames_inferred: u64,
     pub dropped: u64,
+    /// Objects confirmed since detection started.
+    pub objects: u64,
     /// Frame arrival to tracker result, ms.
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
@@ -311,6 +313,7 @@ impl Detections {
                     frames_decoded: r.shared.decoded.load(Ordering::Relaxed),
                     frames_inferred: r.shared.submitted.load(Ordering::Relaxed),
                     dropped: r.shared.dropped.load(Ordering::Relaxed),
+                    objects: r.shared.objects.load(Ordering::Relaxed),
                     latency_p50_ms: p50,
                     latency_p99_ms: p99,
                 }
@@ -326,6 +329,7 @@ impl Detections {
                 frames_decoded: 0,
                 frames_inferred: 0,
                 dropped: 0,
+                objects: 0,
                 latency_p50_ms: 0.0,
                 latency_p99_ms: 0.0,
             },

@@ -1,4 +1,5 @@
-//! `/metrics`: Prometheus text exposition of the process, its connections, each camera and each stream.
+//! `/metrics`: Prometheus text exposition of the process, its connections, each camera, each stream, and detection
+//! (per camera frame counts and objects, the inference queue's drops, and per model an inference-time histogram).
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -55,5 +56,35 @@ async fn metrics(State(server): State<Server>) -> Response {
     for (id, c) in &counters {
         let _ = writeln!(out, "camhub_stream_sent_bytes_total{{camera=\"{id}\"}} {}", c.bytes_sent.load(Relaxed));
     }
+    detection(&mut out, &app.detections().status());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn detection(out: &mut String, status: &crate::detection::InferenceStatus) {
+    type Sample = fn(&crate::detection::CameraDetection) -> u64;
+    let families: [(&str, Sample); 4] = [
+        ("camhub_detection_frames_decoded_total", |c| c.frames_decoded),
+        ("camhub_detection_frames_inferred_total", |c| c.frames_inferred),
+        ("camhub_detection_dropped_frames_total", |c| c.dropped),
+        ("camhub_detection_objects_total", |c| c.objects),
+    ];
+    for (name, value) in families {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for c in &status.cameras {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", c.camera, value(c));
+        }
+    }
+    let _ = writeln!(out, "# TYPE camhub_inference_queue_dropped_total counter");
+    let _ = writeln!(out, "camhub_inference_queue_dropped_total {}", status.dropped);
+    let _ = writeln!(out, "# TYPE camhub_inference_seconds histogram");
+    for m in &status.models {
+        let mut cumulative = 0;
+        for (i, count) in m.buckets.iter().enumerate() {
+            cumulative += count;
+            let le = crate::inference::BUCKETS_MS.get(i).map(|ms| format!("{}", ms / 1000.0)).unwrap_or("+Inf".into());
+            let _ = writeln!(out, "camhub_inference_seconds_bucket{{model=\"{}\",le=\"{le}\"}} {cumulative}", m.name);
+        }
+        let _ = writeln!(out, "camhub_inference_seconds_sum{{model=\"{}\"}} {}", m.name, m.sum_ms / 1000.0);
+        let _ = writeln!(out, "camhub_inference_seconds_count{{model=\"{}\"}} {}", m.name, m.runs);
+    }
 }
