@@ -1,18 +1,21 @@
-//! The web page in a real browser: Debian's Chromium driven by playwright-core (`tests/browser/live_view.mjs`) against
-//! a real camhub and a real two-camera test camera. Sign-in, live WHEP video, status badges across a camera crash and
+//! The web page in a real browser: Debian's Chromium driven by playwright-core (`tests/browser/*.mjs`) against a real
+//! camhub and real test cameras. `live_view.mjs`: sign-in, live WHEP video, status badges across a camera crash and
 //! return, a snapshot, a recording download, a camera withdrawn from publishing and back, sign-out and a refused
-//! credential; the screenshot and the WHEP POST-to-first-frame times go to `evidence/`. Fails, never skips, when
-//! Chromium or Node.js is missing.
+//! credential; the screenshot and the WHEP POST-to-first-frame times go to `evidence/`. `detections.mjs`: with the real
+//! ONNX Runtime and COCO model (`scripts/install-models.sh`), a box over a person in a real photo on the live video,
+//! the event listed with its picture, detection turned off and on; its screenshot goes to `evidence/`. Fails, never
+//! skips, when Chromium, Node.js or the models are missing.
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Camhub, Client, TestCam, camera_toml};
+use common::{Camhub, TestCam, camera_toml};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -56,24 +59,35 @@ fn median(values: &mut [f64]) -> f64 {
     if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }
 
-/// Runs the node script, answering its `@cmd` lines with `camera` actions; returns its `@result`.
-fn run_browser(
-    hub: &Camhub,
-    client: &Client,
-    camera: Arc<Mutex<Option<TestCam>>>,
-    port: u16,
-    downloads: &Path,
-) -> Value {
+/// A file of `scripts/install-models.sh`'s under `assets/`, or a panic that says how to install it.
+fn asset(relative: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(relative);
+    assert!(path.is_file(), "{} is missing: run scripts/install-models.sh; this test never skips", path.display());
+    path
+}
+
+/// The `[inference]` section with the COCO model, as `tests/detection.rs` has it.
+fn inference_toml() -> String {
+    format!(
+        "[inference]\nruntime = \"{}\"\n[[inference.models]]\nname = \"coco\"\npath = \"{}\"\nkind = \"boxes\"\n\
+         labels = \"coco80\"\n",
+        asset("onnxruntime/libonnxruntime.so").display(),
+        asset("models/coco-centernet.onnx").display()
+    )
+}
+
+/// Runs the node script `script` (under `tests/browser/`) with camhub's address, an operator token, a path for a
+/// screenshot at a failure and `env` in its environment, answering its `@cmd` lines with `answer`; returns its
+/// `@result`.
+fn run_browser(hub: &Camhub, script: &str, env: &[(&str, &OsStr)], mut answer: impl FnMut(&str) -> String) -> Value {
     let token = hub.token("operator");
-    let screenshot = evidence_dir().join("live-view.png");
+    let stem = script.trim_end_matches(".mjs");
     let mut child = Command::new("node")
-        .arg(browser_dir().join("live_view.mjs"))
+        .arg(browser_dir().join(script))
         .env("CAMHUB_URL", format!("http://127.0.0.1:{}/", hub.port))
         .env("CAMHUB_TOKEN", &token)
-        .env("CAMERAS", "2")
-        .env("SCREENSHOT", &screenshot)
-        .env("FAILURE_SCREENSHOT", Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-failure.png"))
-        .env("DOWNLOAD_DIR", downloads)
+        .env("FAILURE_SCREENSHOT", Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("browser-failure-{stem}.png")))
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -102,29 +116,7 @@ fn run_browser(
     for line in stdout.lines() {
         let line = line.expect("read node's output");
         if let Some(command) = line.strip_prefix("@cmd ") {
-            let reply = match command {
-                "kill-camera" => {
-                    if let Some(cam) = camera.lock().expect("camera lock").as_mut() {
-                        cam.kill();
-                    }
-                    "ok".to_owned()
-                }
-                "restart-camera" => {
-                    *camera.lock().expect("camera lock") = Some(TestCam::start_on(port, 2));
-                    "ok".to_owned()
-                }
-                streaming if streaming.starts_with("stop-streaming ") || streaming.starts_with("start-streaming ") => {
-                    let (method, device) = streaming.split_once(' ').expect("method and device");
-                    let method = method.replace('-', "_");
-                    let call = client.call(&method, json!({ "device": device }));
-                    match tokio::runtime::Handle::current().block_on(call) {
-                        Ok(_) => "ok".to_owned(),
-                        Err(e) => format!("{method} failed: {e}"),
-                    }
-                }
-                _ => "unknown command".to_owned(),
-            };
-            writeln!(stdin, "{reply}").expect("answer node");
+            writeln!(stdin, "{}", answer(command)).expect("answer node");
         } else if let Some(json) = line.strip_prefix("@result ") {
             result = Some(serde_json::from_str(json).expect("@result is JSON"));
         } else {
@@ -204,7 +196,36 @@ async fn the_page_signs_in_plays_every_camera_and_follows_a_camera_crash() {
     std::fs::create_dir_all(evidence_dir()).expect("evidence dir");
     let downloads = tempfile::tempdir().expect("download dir");
     let camera = Arc::new(Mutex::new(Some(cam)));
-    let result = tokio::task::block_in_place(|| run_browser(&hub, &client, camera.clone(), port, downloads.path()));
+    let screenshot = evidence_dir().join("live-view.png");
+    let env = [
+        ("CAMERAS", OsStr::new("2")),
+        ("SCREENSHOT", screenshot.as_os_str()),
+        ("DOWNLOAD_DIR", downloads.path().as_os_str()),
+    ];
+    // live_view.mjs asks for the camera to die and come back, and for a camera's publishing to stop and start.
+    let answer = |command: &str| match command {
+        "kill-camera" => {
+            if let Some(cam) = camera.lock().expect("camera lock").as_mut() {
+                cam.kill();
+            }
+            "ok".to_owned()
+        }
+        "restart-camera" => {
+            *camera.lock().expect("camera lock") = Some(TestCam::start_on(port, 2));
+            "ok".to_owned()
+        }
+        streaming if streaming.starts_with("stop-streaming ") || streaming.starts_with("start-streaming ") => {
+            let (method, device) = streaming.split_once(' ').expect("method and device");
+            let method = method.replace('-', "_");
+            let call = client.call(&method, json!({ "device": device }));
+            match tokio::runtime::Handle::current().block_on(call) {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => format!("{method} failed: {e}"),
+            }
+        }
+        _ => "unknown command".to_owned(),
+    };
+    let result = tokio::task::block_in_place(|| run_browser(&hub, "live_view.mjs", &env, answer));
 
     // The downloaded file is the recording, byte for byte.
     let name = result["download"]["filename"].as_str().expect("download filename");
@@ -261,4 +282,62 @@ async fn the_page_signs_in_plays_every_camera_and_follows_a_camera_crash() {
     std::fs::write(evidence_dir().join("whep.md"), &report).expect("write evidence/whep.md");
     eprintln!("{report}");
     drop(camera);
+}
+
+/// person.jpg (640x424) letterboxed into the test camera's 640x480 picture (a 28-pixel band above and below): the
+/// person, measured by hand on the photo (x 190-274, y 98-380), as fractions of the frame.
+const PERSON: [f64; 4] = [0.297, 0.2625, 0.428, 0.85];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_boxes_a_detected_person_on_the_live_video_and_lists_the_event() {
+    require_browser_tools();
+    let person = asset("photos/person.jpg");
+    // 4:3, so the picture is pillarboxed in the page's 16:9 tile. The photo is hidden for 15 s from the stream's
+    // start, then shown for 30, and so on: the page sees a `new` however long its start takes.
+    let args = ["--width", "640", "--height", "480", "--fps", "15", "--bitrate", "1000", "--image-schedule", "15:30"];
+    let mut args = args.to_vec();
+    args.extend(["--image", person.to_str().expect("utf-8 path")]);
+    let cam = TestCam::start_with(common::free_port(), 1, &args);
+    let config = format!(
+        "{}{}name = \"Front door\"\ndetect = {{ model = \"coco\", labels = [\"person\", \"dog\"], end_after_s = 2 }}\n\
+         [webrtc]\ncandidate_addresses = [\"127.0.0.1\"]\n",
+        inference_toml(),
+        camera_toml("door", &cam.url(0)),
+    );
+    let hub = Camhub::start(&config);
+    let client = hub.client("operator").await;
+    client
+        .wait_status("door", Duration::from_secs(20), |s| s["status"] == "CONNECTED")
+        .await
+        .unwrap_or_else(|| panic!("the camera never connected; log:\n{}", hub.log()));
+
+    std::fs::create_dir_all(evidence_dir()).expect("evidence dir");
+    let screenshot = evidence_dir().join("detection-live.png");
+    let person_box = PERSON.map(|v| v.to_string()).join(",");
+    let env = [
+        ("DEVICE", OsStr::new("door")),
+        ("CAMERA_NAME", OsStr::new("Front door")),
+        ("PERSON", OsStr::new(&person_box)),
+        ("SCREENSHOT", screenshot.as_os_str()),
+    ];
+    let result =
+        tokio::task::block_in_place(|| run_browser(&hub, "detections.mjs", &env, |_| "unknown command".into()));
+
+    // The row the page showed is camhub's event of the person, and its picture is the camera's frame.
+    let listed = client.call("list_events", json!({ "device": "door", "label": "person" })).await.expect("list");
+    let ids: Vec<&Value> = listed["events"].as_array().expect("events").iter().map(|e| &e["id"]).collect();
+    assert!(ids.contains(&&result["event"]["id"]), "the page listed event {} of {listed}", result["event"]["id"]);
+    assert_eq!(result["picture"], json!([640, 480]), "{result}");
+    let status = client.call("get_inference_status", json!({})).await.expect("status");
+    let door = status["cameras"].as_array().expect("cameras").iter().find(|c| c["device"] == "door");
+    assert!(door.is_some_and(|d| d["enabled"] == true), "detection is on again after the page's toggle: {status}");
+    eprintln!(
+        "box {} (IoU {} with the person at {PERSON:?}), seen {} ms after the page looked, the video showing her {} ms \
+         later; screenshot {}",
+        result["box"],
+        result["iou"],
+        result["box_after_ms"],
+        result["video_after_box_ms"],
+        screenshot.display()
+    );
 }

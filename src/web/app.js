@@ -1,5 +1,6 @@
-// camhub's page: sign in, a live grid of cameras (WHEP video, status badges, snapshots) and the recordings. Talks to
-// camhub only: JSON-RPC over the WebSocket at /ws, WHEP and file downloads over HTTP with the credential in a header.
+// camhub's page: sign in, a live grid of cameras (WHEP video, status badges, snapshots, boxes around detected objects,
+// a detection toggle), the recent detections and the recordings. Talks to camhub only: JSON-RPC over the WebSocket at
+// /ws, WHEP and file downloads over HTTP with the credential in a header.
 // The credential lives in sessionStorage (this tab only) and is never put in a URL or logged.
 
 import { AUTH_FAILED, RpcClient, RpcError } from './rpc.js';
@@ -14,6 +15,18 @@ const VIDEO_RETRY_MAX_MS = 15000;
 const PEER_GRACE_MS = 4000;
 /** Roles that may call take_snapshot. */
 const SNAPSHOT_ROLES = new Set(['operator', 'admin']);
+/** Roles that may call set_detection. */
+const DETECTION_ROLES = new Set(['operator', 'admin']);
+/**
+ * A box that no event has touched for this long is taken for an `end` the page missed, and removed. camhub sends
+ * `update` only when an object moves or scores higher, so this also removes the box of an object that stands still.
+ */
+const DETECTION_STALE_MS = 10000;
+/** How many detections the list shows, newest first. */
+const EVENTS_LIMIT = 20;
+const EVENTS_REFRESH_MS = 30000;
+/** A camera's `decode_mode`, as its detect toggle says it. */
+const DECODE_MODES = { keyframes: 'keyframes', all: 'every frame', off: 'idle' };
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,14 +37,26 @@ const page = {
   timers: [],
   refreshQueued: false,
   everOnline: false,
+  /** The last get_inference_status result (or why it failed), null before the first. */
+  inference: null,
+  eventsQueued: false,
+  /** Bumped by every list_events call; an answer to an older one is dropped. */
+  eventsGeneration: 0,
+  /** How many detections the list shows, null before it is first loaded. */
+  eventCount: null,
+  /** Detection pictures as promises of blob URLs, by `thumbnailKey`; revoked when no longer listed. */
+  thumbnails: new Map(),
 };
 
 const credential = () => sessionStorage.getItem(CREDENTIAL_KEY) ?? '';
 
 /** The message to show for a failed call or fetch. */
 function describe(e) {
-  if (e instanceof RpcError) return e.data?.reason || e.data?.hint || e.message;
-  return e?.message || String(e);
+  if (!(e instanceof RpcError)) return e?.message || String(e);
+  const data = e.data ?? {};
+  // -32050 names what failed and what it said.
+  if (data.dependency) return data.detail ? `${data.dependency}: ${data.detail}` : `${data.dependency} failed`;
+  return data.reason || data.hint || e.message;
 }
 
 // ---- formatting -------------------------------------------------------------------------------------------------
@@ -63,6 +88,23 @@ function formatTime(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return '';
   return d.toDateString() === new Date().toDateString() ? clockFormat.format(d) : dateFormat.format(d);
+}
+
+/** A score of 0..1 as a whole percentage. */
+const formatScore = (score) => `${Math.round(score * 100)}%`;
+
+/**
+ * The rectangle the picture fills inside `video` (`object-fit: contain` letterboxes it), in CSS pixels from the
+ * element's top left corner; null while the video's size is unknown.
+ */
+function pictureRect(video) {
+  const width = video.clientWidth;
+  const height = video.clientHeight;
+  if (!video.videoWidth || !video.videoHeight || !width || !height) return null;
+  const scale = Math.min(width / video.videoWidth, height / video.videoHeight);
+  const w = video.videoWidth * scale;
+  const h = video.videoHeight * scale;
+  return { left: (width - w) / 2, top: (height - h) / 2, width: w, height: h };
 }
 
 // ---- authenticated HTTP -------------------------------------------------------------------------------------------
@@ -145,6 +187,9 @@ class CameraTile {
     this.thumb = el.querySelector('button.thumb');
     this.thumbImg = this.thumb.querySelector('img');
     this.error = el.querySelector('.camera-error');
+    this.detections = el.querySelector('.detections');
+    this.detectButton = el.querySelector('button.detect');
+    this.detectText = this.detectButton.querySelector('.detect-text');
     const id = el.querySelector('.camera-id');
     id.textContent = summary.device;
     id.hidden = !summary.name || summary.name === summary.device;
@@ -162,9 +207,19 @@ class CameraTile {
     this.errorTimer = 0;
     this.snapshotUrl = null;
     this.snapshotName = '';
+    /** Tracked objects on the video by track id: `{ box, label, timer }`, the timer removing a stale box. */
+    this.tracks = new Map();
+    /** This camera's entry of get_inference_status; null while detection is unknown or unavailable. */
+    this.detection = null;
+    /** Boxes follow the picture when the tile is resized; no per-frame work. */
+    this.resizes = new ResizeObserver(() => this.placeDetections());
+    this.resizes.observe(this.video);
 
     this.snapButton.addEventListener('click', () => this.takeSnapshot());
     this.thumb.addEventListener('click', () => openSnapshot(this.snapshotName, this.snapshotUrl));
+    this.detectButton.addEventListener('click', () => this.toggleDetection());
+    // The picture's size is known (or changed): the letterboxing moves.
+    this.video.addEventListener('resize', () => this.placeDetections());
     this.update(summary);
   }
 
@@ -307,9 +362,94 @@ class CameraTile {
     }
   }
 
+  /** Draws, moves or removes a tracked object's box, from the `data` of a `detection` event. */
+  showDetection(data) {
+    if (data.type === 'end') {
+      this.dropTrack(data.track_id);
+      return;
+    }
+    let track = this.tracks.get(data.track_id);
+    if (!track) {
+      const box = document.createElement('div');
+      box.className = 'detection';
+      const label = document.createElement('span');
+      label.className = 'detection-label';
+      box.append(label);
+      this.detections.append(box);
+      track = { box, label, timer: 0 };
+      this.tracks.set(data.track_id, track);
+    }
+    const [x1, y1, x2, y2] = data.box.map((v) => Math.min(1, Math.max(0, v)));
+    // Custom properties through the CSSOM, which the page's style-src 'self' allows (a style attribute it would not).
+    for (const [name, value] of Object.entries({ x1, y1, x2, y2 })) track.box.style.setProperty(`--${name}`, value);
+    track.box.dataset.label = data.label;
+    track.box.dataset.track = String(data.track_id);
+    // Near the top of the picture the label goes inside the box, where it is not cut off.
+    track.box.classList.toggle('at-top', y1 < 0.08);
+    track.label.textContent = `${data.label} ${formatScore(data.score)}`;
+    clearTimeout(track.timer);
+    track.timer = setTimeout(() => this.dropTrack(data.track_id), DETECTION_STALE_MS);
+    this.placeDetections();
+  }
+
+  dropTrack(trackId) {
+    const track = this.tracks.get(trackId);
+    if (!track) return;
+    clearTimeout(track.timer);
+    track.box.remove();
+    this.tracks.delete(trackId);
+    if (this.tracks.size === 0) this.detections.hidden = true;
+  }
+
+  /** Removes every box: after a reconnection the page may have missed their `end`. */
+  clearDetections() {
+    for (const trackId of [...this.tracks.keys()]) this.dropTrack(trackId);
+  }
+
+  /** Lays the box layer over the picture itself; the boxes inside it are fractions of it. */
+  placeDetections() {
+    const rect = this.tracks.size > 0 ? pictureRect(this.video) : null;
+    this.detections.hidden = rect === null;
+    if (rect === null) return;
+    for (const [name, value] of Object.entries(rect)) this.detections.style.setProperty(`--pic-${name}`, `${value}px`);
+  }
+
+  /** Shows the camera's detection (an entry of get_inference_status, or null to hide the toggle). */
+  setDetection(detection) {
+    this.detection = detection;
+    this.detectButton.hidden = detection === null;
+    if (detection === null) return;
+    const mode = detection.enabled ? detection.decode_mode : 'off';
+    this.detectButton.dataset.mode = mode;
+    this.detectButton.setAttribute('aria-pressed', String(detection.enabled));
+    this.detectText.textContent = detection.enabled ? `Detect · ${DECODE_MODES[mode] ?? mode}` : 'Detect off';
+    const canToggle = DETECTION_ROLES.has(page.role);
+    this.detectButton.disabled = !canToggle || this.detectButton.dataset.busy === 'true';
+    if (!canToggle) this.detectButton.title = 'Changing detection needs the operator role';
+    else this.detectButton.title = detection.enabled ? 'Turn object detection off' : 'Turn object detection on';
+  }
+
+  async toggleDetection() {
+    if (!this.detection) return;
+    const enabled = !this.detection.enabled;
+    this.detectButton.dataset.busy = 'true';
+    this.detectButton.disabled = true;
+    try {
+      this.detection = await page.rpc.call('set_detection', { device: this.device, enabled });
+    } catch (e) {
+      // -32602 (parameters the camera cannot take) and -32050 (the runtime or model failed) say why in their data.
+      if (!handleAuthError(e)) this.flashError(`Detection ${enabled ? 'on' : 'off'} failed: ${describe(e)}`);
+    } finally {
+      delete this.detectButton.dataset.busy;
+      this.setDetection(this.detection);
+    }
+  }
+
   remove() {
     this.stopVideo('Removed');
     clearTimeout(this.errorTimer);
+    this.clearDetections();
+    this.resizes.disconnect();
     if (this.snapshotUrl) URL.revokeObjectURL(this.snapshotUrl);
     this.el.remove();
   }
@@ -323,12 +463,14 @@ function openSnapshot(name, url) {
   if (!dialog.open) dialog.showModal();
 }
 
-// ---- cameras and recordings ---------------------------------------------------------------------------------------
+// ---- cameras, detections and recordings ---------------------------------------------------------------------------
 
+/** The camera list and, beside it, detection's status (each camera's toggle, whether the detections list can show). */
 async function refreshCameras() {
   let list;
+  let inference;
   try {
-    list = await page.rpc.call('get_camera_list');
+    [list, inference] = await Promise.all([page.rpc.call('get_camera_list'), inferenceStatus()]);
   } catch (e) {
     handleAuthError(e);
     return;
@@ -354,6 +496,25 @@ async function refreshCameras() {
   }
   $('camera-count').textContent = `${list.connected} of ${list.total} connected`;
   $('no-cameras').hidden = list.total > 0;
+  page.inference = inference;
+  for (const [device, tile] of page.tiles) tile.setDetection(cameraDetection(inference, device));
+  showEventsAvailability();
+}
+
+/** get_inference_status; a refusal reads as detection unavailable, with camhub's reason. */
+async function inferenceStatus() {
+  try {
+    return await page.rpc.call('get_inference_status');
+  } catch (e) {
+    if (e instanceof RpcError && e.code !== AUTH_FAILED) return { available: false, reason: describe(e), cameras: [] };
+    throw e;
+  }
+}
+
+/** A camera's detection as its tile shows it: its entry in `status`, off without one, null when unavailable. */
+function cameraDetection(status, device) {
+  if (!status?.available) return null;
+  return status.cameras?.find((c) => c.device === device) ?? { device, enabled: false, decode_mode: 'off' };
 }
 
 /** Coalesces refreshes asked for by a burst of notifications. */
@@ -364,6 +525,112 @@ function queueCameraRefresh() {
     page.refreshQueued = false;
     if (page.rpc?.online) refreshCameras();
   }, 100);
+}
+
+/** Coalesces the refreshes of the detections list asked for by a burst of `new` and `end` events. */
+function queueEventsRefresh() {
+  if (page.eventsQueued) return;
+  page.eventsQueued = true;
+  setTimeout(() => {
+    page.eventsQueued = false;
+    if (page.rpc?.online) refreshEvents();
+  }, 100);
+}
+
+async function refreshEvents() {
+  const generation = ++page.eventsGeneration;
+  let result;
+  try {
+    result = await page.rpc.call('list_events', { limit: EVENTS_LIMIT });
+  } catch (e) {
+    handleAuthError(e);
+    return;
+  }
+  if (generation !== page.eventsGeneration) return;
+  $('events').replaceChildren(...result.events.map(eventItem));
+  forgetThumbnails(result.events);
+  page.eventCount = result.events.length;
+  showEventsAvailability();
+}
+
+/** The detections list, or instead of it why detection is unavailable. */
+function showEventsAvailability() {
+  const unavailable = page.inference !== null && !page.inference.available;
+  const reason = $('events-unavailable');
+  reason.hidden = !unavailable;
+  if (unavailable) reason.textContent = `Detection is unavailable: ${page.inference.reason || 'camhub gave no reason'}`;
+  $('events').hidden = unavailable;
+  $('no-events').hidden = unavailable || page.eventCount !== 0;
+}
+
+const cameraName = (device) => page.tiles.get(device)?.name.textContent || device;
+
+/** One detection: its picture, label and top score, when and where; a click opens the picture. */
+function eventItem(event) {
+  const li = document.createElement('li');
+  li.dataset.event = String(event.id);
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'event';
+  const img = document.createElement('img');
+  img.className = 'event-thumb';
+  img.alt = '';
+  const what = document.createElement('span');
+  what.className = 'event-what';
+  what.textContent = `${event.label} ${formatScore(event.top_score)}`;
+  const meta = document.createElement('span');
+  meta.className = 'event-meta';
+  const when = formatTime(event.started_at);
+  meta.textContent = [when, cameraName(event.device), event.ended_at ? '' : 'in view'].filter(Boolean).join(' · ');
+  button.append(img, what, meta);
+  li.append(button);
+  if (!event.snapshot_url) {
+    button.disabled = true;
+    button.title = 'No picture of this detection';
+    return li;
+  }
+  button.title = 'Open the picture';
+  thumbnail(event).then(
+    (url) => {
+      img.src = url;
+    },
+    (e) => {
+      li.dataset.thumbnail = 'failed';
+      button.title = `The picture did not load: ${describe(e)}`;
+    },
+  );
+  button.addEventListener('click', () => {
+    if (img.getAttribute('src')) openSnapshot(`${event.label} on ${cameraName(event.device)}, ${when}`, img.src);
+  });
+  return li;
+}
+
+/** A detection's picture is replaced by a better one as its top score rises. */
+const thumbnailKey = (event) => `${event.snapshot_url} ${event.top_score}`;
+
+/** The detection's picture as a blob URL (fetched with the credential in a header), fetched once per picture. */
+function thumbnail(event) {
+  const key = thumbnailKey(event);
+  let url = page.thumbnails.get(key);
+  if (!url) {
+    url = fetchFile(event.snapshot_url).then((blob) => URL.createObjectURL(blob));
+    page.thumbnails.set(key, url);
+    // A failed picture is fetched again on the next refresh.
+    url.catch(() => {
+      if (page.thumbnails.get(key) === url) page.thumbnails.delete(key);
+    });
+  }
+  return url;
+}
+
+/** Revokes the blob URLs of pictures no longer in `events`. */
+function forgetThumbnails(events) {
+  const keep = new Set(events.map(thumbnailKey));
+  for (const [key, url] of page.thumbnails) {
+    if (keep.has(key)) continue;
+    page.thumbnails.delete(key);
+    url.then((u) => URL.revokeObjectURL(u), () => {});
+  }
 }
 
 async function refreshRecordings() {
@@ -441,6 +708,9 @@ function onNotification({ method, params }) {
     if (params.status !== 'STARTED') refreshRecordings();
   } else if (method === 'event' && (params.topic === 'camera.added' || params.topic === 'camera.removed')) {
     queueCameraRefresh();
+  } else if (method === 'event' && params.topic === 'detection') {
+    page.tiles.get(params.device)?.showDetection(params.data);
+    if (params.data.type === 'new' || params.data.type === 'end') queueEventsRefresh();
   }
 }
 
@@ -471,8 +741,11 @@ function startSession() {
     $('session').hidden = false;
     $('app-view').hidden = false;
     $('signin-button').disabled = false;
-    rpc.call('subscribe_events', { topics: ['camera.added', 'camera.removed'] }).catch(() => {});
+    rpc.call('subscribe_events', { topics: ['camera.added', 'camera.removed', 'detection'] }).catch(() => {});
+    // Ends sent while the page was not connected are lost; boxes come back with their objects' next events.
+    for (const tile of page.tiles.values()) tile.clearDetections();
     refreshCameras();
+    refreshEvents();
     refreshRecordings();
   });
   rpc.start();
@@ -483,6 +756,9 @@ function startSession() {
     setInterval(() => {
       if (rpc.online && document.visibilityState === 'visible') refreshRecordings();
     }, RECORDING_REFRESH_MS),
+    setInterval(() => {
+      if (rpc.online && document.visibilityState === 'visible') refreshEvents();
+    }, EVENTS_REFRESH_MS),
   );
 }
 
@@ -499,6 +775,12 @@ function signOut(message) {
   for (const tile of page.tiles.values()) tile.remove();
   page.tiles.clear();
   $('recordings').replaceChildren();
+  $('events').replaceChildren();
+  page.eventsGeneration += 1; // a list still on its way is not shown
+  forgetThumbnails([]);
+  page.inference = null;
+  page.eventCount = null;
+  showEventsAvailability();
   page.role = null;
   page.everOnline = false;
   hideBanner();
@@ -531,6 +813,7 @@ function init() {
   });
   $('sign-out').addEventListener('click', () => signOut(''));
   $('refresh-recordings').addEventListener('click', () => refreshRecordings());
+  $('refresh-events').addEventListener('click', () => refreshEvents());
   $('snapshot-dialog').addEventListener('close', () => {
     $('snapshot-large').removeAttribute('src');
   });

@@ -8,24 +8,17 @@
 // Environment: CAMHUB_URL (http://127.0.0.1:PORT/), CAMHUB_TOKEN (an operator JWT), CAMERAS (how many),
 // SCREENSHOT (PNG path), FAILURE_SCREENSHOT (PNG path), DOWNLOAD_DIR, CHROMIUM (default /usr/bin/chromium).
 
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import readline from 'node:readline';
-import { chromium } from 'playwright-core';
+import { check, env, openBrowser, signIn, waitFor as poll } from './chromium.mjs';
 
-const env = (name, fallback) => {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined) throw new Error(`${name} is not set`);
-  return v;
-};
 const URL_ = env('CAMHUB_URL');
 const TOKEN = env('CAMHUB_TOKEN');
 const CAMERAS = Number(env('CAMERAS', '2'));
 const SCREENSHOT = env('SCREENSHOT');
 const FAILURE_SCREENSHOT = env('FAILURE_SCREENSHOT');
 const DOWNLOAD_DIR = env('DOWNLOAD_DIR');
-const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
 
 const log = (...a) => console.error('[live_view]', ...a);
 
@@ -42,38 +35,8 @@ async function ask(command) {
   if (reply !== 'ok') throw new Error(`${command}: ${reply}`);
 }
 
-function check(condition, message) {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-
 // ---- the browser --------------------------------------------------------------------------------------------------
-const profile = mkdtempSync(join(tmpdir(), 'camhub-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
-  viewport: { width: 1366, height: 768 },
-  acceptDownloads: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--allow-loopback-in-peer-connection',
-    // Host candidates as addresses, not mDNS names, so camhub's ICE agent can reach them.
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-  ],
-});
-
-const problems = [];
-const page = context.pages()[0] ?? (await context.newPage());
-page.on('console', (msg) => {
-  const text = msg.text();
-  if (text.includes(TOKEN)) problems.push('the credential was written to the console');
-  if (/Content.Security.Policy|Refused to/i.test(text)) problems.push(`CSP: ${text}`);
-  if (msg.type() === 'error') log('console error:', text);
-});
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-page.on('request', (req) => {
-  if (req.url().includes(TOKEN)) problems.push(`the credential was put in a URL: ${req.method()} ${req.url().slice(0, 60)}`);
-});
+const { page, problems, close } = await openBrowser({ token: TOKEN, log, acceptDownloads: true });
 
 const result = { first_frame_ms: [], sessions: [] };
 
@@ -97,15 +60,7 @@ const tiles = () =>
     }),
   );
 
-async function waitFor(what, fn, timeoutMs) {
-  const started = Date.now();
-  for (;;) {
-    const value = await fn();
-    if (value) return Date.now() - started;
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await page.waitForTimeout(50);
-  }
-}
+const waitFor = (what, fn, timeoutMs) => poll(page, what, fn, timeoutMs);
 
 /** Every camera plays a new session (`sessions` above `before`) and its picture moves for 2 s. */
 async function assertPlaying(before, label) {
@@ -130,12 +85,7 @@ async function assertPlaying(before, label) {
 }
 
 try {
-  // Sign in by typing the token into the form.
-  await page.goto(URL_);
-  await page.waitForSelector('#signin-form', { state: 'visible' });
-  await page.fill('#credential', TOKEN);
-  await page.click('#signin-button');
-  await page.waitForSelector('#app-view', { state: 'visible', timeout: 10000 });
+  await signIn(page, URL_, TOKEN);
   check((await page.textContent('#role')).trim() === 'operator', 'the page shows the operator role');
 
   // The cameras appear with their badges; the card does not change size when video arrives.
@@ -233,7 +183,6 @@ try {
   if (problems.length) log('also:', problems.join('; '));
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
   process.stdin.destroy();
 }
