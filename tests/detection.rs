@@ -226,3 +226,64 @@ fn bad_models_and_bad_parameters_get_clear_errors_and_streaming_goes_on() {
         client.wait_status("c", Duration::from_secs(5), |s| s["status"] == "CONNECTED").await.expect("still up");
     });
 }
+
+/// More detection than the CPU can do: six cameras showing a person, each asking for ten inferences a second from one
+/// inference thread (about fifteen a second fit). Frames are dropped and counted; ingest keeps the cameras' rate, a
+/// recording made meanwhile is whole, and the API answers at once.
+#[test]
+fn overload_drops_and_counts_frames_and_never_delays_ingest_recording_or_the_api() {
+    let person = asset("photos/person.jpg");
+    let args = ["--width", "640", "--height", "360", "--fps", "15", "--bitrate", "600", "--image"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.push(person.to_str().expect("utf-8 path"));
+    let cam = TestCam::start_with(common::free_port(), 6, &args);
+    let mut config = inference_toml();
+    for i in 0..6 {
+        config.push_str(&camera_toml(&format!("c{i}"), &cam.url(i)));
+        config.push_str("detect = { model = \"coco\", fps = 10 }\n");
+    }
+    let hub = Camhub::start(&config);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = hub.client("operator").await;
+        for i in 0..6 {
+            let id = format!("c{i}");
+            client.wait_status(&id, Duration::from_secs(30), |s| s["status"] == "CONNECTED").await.expect("up");
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let started = client.call("start_recording", json!({ "device": "c0", "duration": 6 })).await.expect("rec");
+        let mut api = Vec::new();
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            let t = Instant::now();
+            client.call("get_camera_list", json!({})).await.expect("list");
+            api.push(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        api.sort();
+        let p99 = api[api.len() * 99 / 100];
+        assert!(p99 < Duration::from_millis(250), "get_camera_list p99 {p99:?} under detection overload");
+        let status = client.call("get_inference_status", json!({})).await.expect("status");
+        let engine_drops = status["dropped_frames"].as_u64().expect("drops");
+        let camera_drops: u64 = status["cameras"]
+            .as_array()
+            .expect("cameras")
+            .iter()
+            .map(|c| c["dropped_frames"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(engine_drops > 0 && camera_drops >= engine_drops, "overload counted: {status}");
+        for i in 0..6 {
+            let s = client.call("get_camera_status", json!({ "device": format!("c{i}") })).await.expect("status");
+            assert_eq!(s["status"], "CONNECTED", "{s}");
+            assert!(s["fps"].as_u64().is_some_and(|f| f >= 13), "ingest kept its rate: {s}");
+        }
+        let stopped = client
+            .wait_notification("recording_status_update", Duration::from_secs(15), |p| p["status"] == "STOPPED")
+            .await
+            .expect("the recording ended on its own");
+        let duration = stopped["duration"].as_f64().expect("duration");
+        assert!(duration >= 5.0, "a 6 s recording under overload holds {duration:.1} s");
+        let file = hub.recordings_dir().join(started["filename"].as_str().expect("filename"));
+        common::decodes_cleanly(&file).expect("the recording plays");
+    });
+}

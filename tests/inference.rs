@@ -124,3 +124,31 @@ fn a_missing_or_corrupt_model_is_an_error_naming_its_key() {
     let err = engine(vec![bad]).expect_err("corrupt model");
     assert_eq!(err.key, "inference.models[0].path", "{err}");
 }
+
+/// The CUDA provider where there is an NVIDIA GPU and the CUDA build of ONNX Runtime: the model runs on it and says
+/// so. Elsewhere (this CPU-only wheel, or no GPU) asking for CUDA runs the model on the CPU, reports `cpu`, and finds
+/// the same person; the test says which of the two it checked.
+#[test]
+fn cuda_when_present_else_the_cpu_with_the_same_answer() {
+    let engine = Engine::start(&InferenceConfig {
+        runtime: asset("onnxruntime/libonnxruntime.so"),
+        provider: Provider::Cuda,
+        threads: 1,
+        queue: 4,
+        models: vec![coco()],
+    })
+    .expect("engine");
+    let model = engine.model("coco").expect("coco");
+    let gpu = Path::new("/dev/nvidia0").exists();
+    if model.provider == Provider::Cuda {
+        eprintln!("checked the CUDA provider");
+    } else {
+        eprintln!(
+            "checked the CPU fallback: {} (the CUDA path runs where an NVIDIA GPU and the onnxruntime-gpu library are)",
+            if gpu { "this ONNX Runtime has no CUDA provider" } else { "no NVIDIA GPU here" }
+        );
+        assert_eq!(engine.provider, Provider::Cpu);
+    }
+    let found = detect(&model, "person.jpg");
+    assert!(best(&found, "person").is_some_and(|p| p.score >= 0.5), "{found:?}");
+}
