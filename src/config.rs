@@ -1347,4 +1347,60 @@ mod tests {
         let e = Config::from_toml("[webrtc]\nice_servers = [\"turn://u:turnsecret@\"]").expect_err("no host");
         assert!(!e.to_string().contains("turnsecret"), "{e}");
     }
+
+    const MODELS: &str = "[inference]\nruntime = \"/opt/ort/libonnxruntime.so\"\n\
+        [[inference.models]]\nname = \"coco\"\npath = \"/m/coco.onnx\"\nkind = \"boxes\"\n\
+        [[inference.models]]\nname = \"faces\"\npath = \"/m/face.onnx\"\nkind = \"blazeface\"\n";
+
+    #[test]
+    fn inference_and_detection_read_with_their_defaults() {
+        let text = format!(
+            "{MODELS}[[cameras]]\nid = \"door\"\nurl = \"rtsp://h/x\"\nrecord = \"events\"\n\
+             detect = {{ model = \"coco\", labels = [\"person\"], fps = 2 }}\n"
+        );
+        let c = Config::from_toml(&text).expect("valid");
+        let i = c.inference.expect("inference");
+        assert_eq!((i.provider, i.threads, i.queue), (Provider::Cpu, 1, 4));
+        assert_eq!(i.models[0].labels.len(), 80);
+        assert_eq!(i.models[0].labels[0], "person");
+        assert_eq!((i.models[0].input, i.models[0].min_score), (InputRange::Byte, 0.4));
+        assert_eq!((i.models[1].kind, i.models[1].labels.clone()), (ModelKind::BlazeFace, vec!["face".to_owned()]));
+        let d = c.cameras[0].detect.clone().expect("detect");
+        assert_eq!(
+            (d.fps, d.enabled, d.end_after, d.post_capture),
+            (2.0, true, Duration::from_secs(3), Duration::from_secs(5))
+        );
+        assert_eq!(c.cameras[0].record, RecordMode::Events);
+        assert!(Config::from_toml("").expect("valid").inference.is_none());
+    }
+
+    #[test]
+    fn bad_detection_settings_name_their_key() {
+        let camera = |detect: &str| format!("{MODELS}[[cameras]]\nid = \"c\"\nurl = \"rtsp://h/x\"\n{detect}\n");
+        let cases = [
+            (camera("detect = { model = \"nope\" }"), "cameras[0].detect.model"),
+            (camera("detect = { model = \"coco\", labels = [\"unicorn\"] }"), "cameras[0].detect.labels"),
+            (camera("detect = { model = \"faces\", record_labels = [\"person\"] }"), "cameras[0].detect.record_labels"),
+            (camera("detect = { model = \"coco\", fps = 0 }"), "cameras[0].detect.fps"),
+            (camera("detect = { model = \"coco\", min_score = 1.5 }"), "cameras[0].detect.min_score"),
+            (camera("record = \"events\""), "cameras[0].record"),
+            ("[inference]\nprovider = \"tpu\"\n".to_owned(), "inference.provider"),
+            (
+                "[[inference.models]]\nname = \"a b\"\npath = \"/m\"\nkind = \"boxes\"\n".to_owned(),
+                "inference.models[0].name",
+            ),
+            (
+                "[[inference.models]]\nname = \"a\"\npath = \"/m\"\nkind = \"rcnn\"\n".to_owned(),
+                "inference.models[0].kind",
+            ),
+            (
+                "[[cameras]]\nid = \"c\"\nurl = \"rtsp://h/x\"\ndetect = { model = \"coco\" }\n".to_owned(),
+                "cameras[0].detect.model",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Config::from_toml(&text).expect_err(key);
+            assert!(e.key.starts_with(key), "{key}: {e}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! One camera's object tracker: detections of successive frames matched to tracks by overlap (same label, greedy by
 //! IoU), a track confirmed when the median of its recent scores reaches the threshold (Frigate's rule, which one lucky
 //! frame cannot pass), and the events a client sees: `new` when confirmed, `update` when its best score rises or it
-//! moves (at most once a second), `end` when it has not been seen for `end_after`.
+//! moves (at most once a second) and every five seconds while it stays, `end` when it has not been seen for `end_after`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +17,9 @@ const MATCH_IOU: f32 = 0.3;
 const UPDATE_EVERY: Duration = Duration::from_secs(1);
 /// A box whose overlap with the last reported one falls below this has moved.
 const MOVED_IOU: f32 = 0.7;
+/// An object still in view that neither improves nor moves is reported this often, so a client that missed nothing
+/// knows it is still there (the web page drops a box not heard of for 10 s).
+const STILL_THERE: Duration = Duration::from_secs(5);
 
 /// What happened to a track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +160,8 @@ impl Tracker {
             }
             let Some((rect, top, at)) = t.reported else { continue };
             let changed = t.top_score > top + 0.02 || iou(&rect, &t.rect) < MOVED_IOU;
-            if changed && now.duration_since(at) >= UPDATE_EVERY {
+            let since = now.duration_since(at);
+            if (changed && since >= UPDATE_EVERY) || since >= STILL_THERE {
                 t.reported = Some((t.rect, t.top_score, now));
                 events.push(sighting(t, Phase::Update, d.score, frame_time, best));
             }
@@ -248,9 +252,13 @@ mod tests {
         assert_eq!((e.len(), e[0].phase, e[0].track), (1, Phase::Update, 1));
         assert!((e[0].top_score - 0.8).abs() < 1e-6 && e[0].best);
         assert!(tracker.active());
+        // Standing still: an update every five seconds says it is still there.
+        assert!(tracker.update(&[person(0.8, 0.2)], t0 + Duration::from_millis(4000), now).is_empty());
+        let e = tracker.update(&[person(0.8, 0.2)], t0 + Duration::from_millis(6300), now);
+        assert_eq!((e.len(), e[0].phase), (1, Phase::Update));
         // Gone: nothing until end_after, then one end.
-        assert!(tracker.update(&[], t0 + Duration::from_millis(2500), now).is_empty());
-        let e = tracker.update(&[], t0 + Duration::from_millis(3300), now);
+        assert!(tracker.update(&[], t0 + Duration::from_millis(7500), now).is_empty());
+        let e = tracker.update(&[], t0 + Duration::from_millis(8400), now);
         assert_eq!((e.len(), e[0].phase, e[0].track), (1, Phase::End, 1));
         assert!(!tracker.active());
     }
