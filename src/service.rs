@@ -25,7 +25,7 @@ use crate::snapshot::Snapshots;
 use crate::storage::Db;
 use crate::storage::files::Files;
 
-/// Events kept in the log.
+/// Events kept in the log, and detection events with their pictures.
 const EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Opens the data dir and database, and builds the authenticator: what `run` and the admin commands share.
@@ -125,6 +125,7 @@ pub async fn run_with_listener(
     let log_task = tokio::spawn(log_events(db.clone(), events.subscribe(), log_stop.clone()));
     app.cameras().start(&configured).await.context("starting cameras")?;
     let guard = tokio::spawn(app.recordings().clone().guard());
+    let prune = tokio::spawn(app.detections().clone().prune(EVENT_RETENTION, root_cancel.child_token()));
     let weak = Arc::downgrade(&app);
     let cameras: crate::publish::rtsp_server::CameraList =
         Arc::new(move || weak.upgrade().map(|app| app.cameras().list()).unwrap_or_default());
@@ -186,6 +187,7 @@ pub async fn run_with_listener(
         w.abort();
     }
     guard.abort();
+    prune.abort();
     // The log drains what shutdown itself published (recordings stopped, cameras lost) before the database closes.
     log_stop.cancel();
     let _ = log_task.await;

@@ -3,8 +3,8 @@
 //! inference engine; its tracker's sightings become events here: a row in the index (one per tracked object, owner of
 //! the `detections` table), the best picture as a JPEG in the events area, an `event` on topic `detection`, and with
 //! `record = "events"` a recording from `pre_roll` before the object was confirmed until `post_capture` after the last
-//! one ended (objects overlapping in time share one recording). Use cases: list and get events, turn detection on and
-//! off, the engine's and each camera's figures.
+//! one ended (objects overlapping in time share one recording). Events and their pictures are kept 30 days. Use cases:
+//! list and get events, turn detection on and off, the engine's and each camera's figures.
 
 pub mod detector;
 pub mod tracker;
@@ -154,6 +154,54 @@ impl Detections {
             info!(events = n, "detection events left open by the last run ended");
         }
         Ok(())
+    }
+
+    /// Forgets events (rows and pictures) that started more than `keep` ago, every hour until `stop`.
+    pub async fn prune(self: Arc<Self>, keep: Duration, stop: CancellationToken) {
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = hourly.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let before = millis(SystemTime::now()) - keep.as_millis() as i64;
+            let mut removed = 0;
+            loop {
+                let old = match self.db.old_detections(before, 500).await {
+                    Ok(old) if !old.is_empty() => old,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(err = %e, "cannot list old detection events");
+                        break;
+                    }
+                };
+                for (id, picture) in old {
+                    // The picture first: a row without its picture is listed honestly; a picture without a row
+                    // would never be found again.
+                    if let Some(name) = picture
+                        && let Ok(path) = self.files.path(Area::Events, "name", &name)
+                    {
+                        let gone = crate::storage::files::blocking(move || match std::fs::remove_file(&path) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                Err(Error::dependency(Dependency::Storage, e))
+                            }
+                            _ => Ok(()),
+                        })
+                        .await;
+                        if let Err(e) = gone {
+                            warn!(err = %e, "cannot delete an event picture");
+                            continue;
+                        }
+                    }
+                    if self.db.delete_detection(id).await.is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+            if removed > 0 {
+                info!(events = removed, "old detection events removed");
+            }
+        }
     }
 
     /// Starts detection on `camera` if its config turns it on.

@@ -529,6 +529,26 @@ impl Db {
         Ok(row.as_ref().map(detection_from).transpose()?)
     }
 
+    /// Up to `limit` ended events that started before `before_ms`, oldest first: (id, picture).
+    pub async fn old_detections(&self, before_ms: i64, limit: i64) -> Result<Vec<(i64, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT id, snapshot FROM detections WHERE started_at < ? AND ended_at IS NOT NULL ORDER BY id LIMIT ?",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("snapshot")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Error::from)
+    }
+
+    pub async fn delete_detection(&self, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM detections WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Closes events left open by a previous run (camhub stopped while objects were in view) at their last known
     /// frame.
     pub async fn end_open_detections(&self) -> Result<u64> {
