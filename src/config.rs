@@ -396,9 +396,17 @@ pub struct V4l2CameraConfig {
     pub fps: Option<u32>,
     pub encoder: EncoderConfig,
     pub record: RecordMode,
+    pub detect: Option<DetectConfig>,
 }
 
 impl Config {
+    /// Every configured camera with a `detect` table (network and local), with its record mode.
+    pub fn detecting(&self) -> Vec<(CameraId, DetectConfig, RecordMode)> {
+        let network = self.cameras.iter().filter_map(|c| Some((c.id.clone(), c.detect.clone()?, c.record)));
+        let local = self.v4l2.cameras.iter().filter_map(|c| Some((c.id.clone(), c.detect.clone()?, c.record)));
+        network.chain(local).collect()
+    }
+
     /// Reads `path` (if given) and `CAMHUB_*` environment overrides, then validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut builder = config::Config::builder();
@@ -732,6 +740,7 @@ struct RawV4l2Camera {
     bitrate_kbps: Option<u32>,
     preset: Option<String>,
     record: Option<String>,
+    detect: Option<RawDetect>,
 }
 
 /// x264's speed presets, fastest first.
@@ -758,7 +767,7 @@ fn encoder(key: &str, bitrate_kbps: u32, preset: String) -> Result<EncoderConfig
 }
 
 impl RawV4l2 {
-    fn validate(self) -> Result<V4l2Config, ConfigError> {
+    fn validate(self, inference: Option<&InferenceConfig>) -> Result<V4l2Config, ConfigError> {
         if !(16..=7680).contains(&self.max_width) || !(16..=4320).contains(&self.max_height) {
             return Err(ConfigError::new("v4l2.max_width", "width and height must be 16..7680 x 16..4320"));
         }
@@ -795,7 +804,11 @@ impl RawV4l2 {
                 c.preset.unwrap_or_else(|| defaults.preset.clone()),
             )?;
             let record = record_mode(&key("record"), c.record.as_deref())?;
-            cameras.push(V4l2CameraConfig { id, name: c.name, format, size, fps: c.fps, encoder, record });
+            let detect = c.detect.map(|d| d.validate(&key("detect."), inference)).transpose()?;
+            if record == RecordMode::Events && detect.is_none() {
+                return Err(ConfigError::new(key("record"), "\"events\" needs a detect table on the camera"));
+            }
+            cameras.push(V4l2CameraConfig { id, name: c.name, format, size, fps: c.fps, encoder, record, detect });
         }
         Ok(V4l2Config {
             enabled: self.enabled,
@@ -904,11 +917,11 @@ impl RawConfig {
             }
         };
 
-        let v4l2 = self.v4l2.validate()?;
+        let inference = self.inference.map(RawInference::validate).transpose()?;
+        let v4l2 = self.v4l2.validate(inference.as_ref())?;
         let rtsp_server = self.rtsp_server.validate(&listen)?;
         let webrtc = self.webrtc.validate()?;
 
-        let inference = self.inference.map(RawInference::validate).transpose()?;
         let mut cameras = Vec::with_capacity(self.cameras.len());
         for (i, c) in self.cameras.into_iter().enumerate() {
             let key = |field: &str| format!("cameras[{i}].{field}");
@@ -1372,6 +1385,12 @@ mod tests {
         );
         assert_eq!(c.cameras[0].record, RecordMode::Events);
         assert!(Config::from_toml("").expect("valid").inference.is_none());
+        let local = format!("{MODELS}[[v4l2.cameras]]\nid = \"camera0\"\ndetect = {{ model = \"faces\" }}\n");
+        let c = Config::from_toml(&local).expect("valid");
+        assert_eq!(
+            c.detecting().iter().map(|(id, d, _)| (id.as_str(), d.model.as_str())).collect::<Vec<_>>(),
+            [("camera0", "faces")]
+        );
     }
 
     #[test]
@@ -1384,6 +1403,11 @@ mod tests {
             (camera("detect = { model = \"coco\", fps = 0 }"), "cameras[0].detect.fps"),
             (camera("detect = { model = \"coco\", min_score = 1.5 }"), "cameras[0].detect.min_score"),
             (camera("record = \"events\""), "cameras[0].record"),
+            (format!("{MODELS}[[v4l2.cameras]]\nid = \"camera0\"\nrecord = \"events\"\n"), "v4l2.cameras[0].record"),
+            (
+                format!("{MODELS}[[v4l2.cameras]]\nid = \"camera0\"\ndetect = {{ model = \"x\" }}\n"),
+                "v4l2.cameras[0].detect.model",
+            ),
             ("[inference]\nprovider = \"tpu\"\n".to_owned(), "inference.provider"),
             (
                 "[[inference.models]]\nname = \"a b\"\npath = \"/m\"\nkind = \"boxes\"\n".to_owned(),

@@ -82,7 +82,7 @@ async fn added(app: &Arc<App>, node: Node) {
 }
 
 /// A device seen for the first time in this run becomes a camera (the registry gives it its stored id or the next
-/// free `cameraN`), and records continuously if its config says so.
+/// free `cameraN`), and records continuously and detects if its config says so.
 async fn new_camera(app: &Arc<App>, key: String, plugged: Plugged) -> crate::error::Result<()> {
     let v4l2 = &app.config().v4l2;
     let camera = app
@@ -94,6 +94,7 @@ async fn new_camera(app: &Arc<App>, key: String, plugged: Plugged) -> crate::err
         })
         .await?;
     info!(camera_id = %camera.id, "local camera found");
+    app.detections().start_configured(&camera);
     let config = v4l2.cameras.iter().find(|c| c.id == camera.id);
     if config.is_some_and(|c| c.record == RecordMode::Always)
         && let Err(e) = app.recordings().start(&camera, None, None, Trigger::Continuous).await

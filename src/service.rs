@@ -97,7 +97,7 @@ pub async fn run_with_listener(
     let detections = Arc::new(crate::detection::Detections::new(crate::detection::DetectionParts {
         engine,
         inference: config.inference.clone(),
-        cameras: config.cameras.clone(),
+        cameras: config.detecting(),
         db: db.clone(),
         files: files.clone(),
         events: events.clone(),

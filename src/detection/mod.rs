@@ -25,7 +25,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::base::CameraId;
 use crate::base::time::millis;
 use crate::camera::Camera;
-use crate::config::{CameraConfig, DetectConfig, InferenceConfig, RecordMode};
+use crate::config::{DetectConfig, InferenceConfig, RecordMode};
 use crate::error::{Dependency, Error, Resource, Result};
 use crate::events::{DetectionNote, EventBus, EventKind};
 use crate::inference::{Engine, ModelStatus};
@@ -108,7 +108,8 @@ impl std::fmt::Debug for Running {
 pub struct DetectionParts {
     pub engine: Option<Arc<Engine>>,
     pub inference: Option<InferenceConfig>,
-    pub cameras: Vec<CameraConfig>,
+    /// The configured cameras with a `detect` table (`Config::detecting`).
+    pub cameras: Vec<(CameraId, DetectConfig, RecordMode)>,
     pub db: Db,
     pub files: Files,
     pub events: EventBus,
@@ -125,8 +126,7 @@ impl Detections {
             (None, None) => Some("detection is not configured (no [inference] section)".to_owned()),
             (None, Some(_)) => Some("the inference engine did not start".to_owned()),
         };
-        let configured =
-            p.cameras.iter().filter_map(|c| c.detect.clone().map(|d| (c.id.clone(), (d, c.record)))).collect();
+        let configured = p.cameras.into_iter().map(|(id, d, record)| (id, (d, record))).collect();
         Detections {
             engine: p.engine,
             unavailable,
