@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Camhub, TestCam, camera_toml};
+use common::{Camhub, TestCam, asset, camera_toml, inference_toml};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -57,23 +57,6 @@ fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
-}
-
-/// A file of `scripts/install-models.sh`'s under `assets/`, or a panic that says how to install it.
-fn asset(relative: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(relative);
-    assert!(path.is_file(), "{} is missing: run scripts/install-models.sh; this test never skips", path.display());
-    path
-}
-
-/// The `[inference]` section with the COCO model, as `tests/detection.rs` has it.
-fn inference_toml() -> String {
-    format!(
-        "[inference]\nruntime = \"{}\"\n[[inference.models]]\nname = \"coco\"\npath = \"{}\"\nkind = \"boxes\"\n\
-         labels = \"coco80\"\n",
-        asset("onnxruntime/libonnxruntime.so").display(),
-        asset("models/coco-centernet.onnx").display()
-    )
 }
 
 /// Runs the node script `script` (under `tests/browser/`) with camhub's address, an operator token, a path for a

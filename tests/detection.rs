@@ -6,28 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Camhub, TestCam, camera_toml};
+use common::{Camhub, TestCam, asset, camera_toml, inference_toml};
 use serde_json::{Value, json};
-
-fn asset(relative: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(relative);
-    assert!(path.is_file(), "{} is missing: run scripts/install-models.sh", path.display());
-    path
-}
-
-/// The `[inference]` section with the COCO model.
-fn inference_toml() -> String {
-    format!(
-        "[inference]\nruntime = \"{}\"\n[[inference.models]]\nname = \"coco\"\npath = \"{}\"\nkind = \"boxes\"\n\
-         labels = \"coco80\"\n",
-        asset("onnxruntime/libonnxruntime.so").display(),
-        asset("models/coco-centernet.onnx").display()
-    )
-}
 
 fn iou(a: &[f64], b: &[f64]) -> f64 {
     let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);

@@ -304,7 +304,8 @@ impl Decoder {
         src.set_caps(Some(caps));
         let base = Instant::now();
         let base_wall = SystemTime::now();
-        let mut gate = Gate::new(shared.clone(), engine, model, seen, base, base_wall);
+        let mut gate =
+            Gate { shared: shared.clone(), engine, model, seen, base, base_wall, grid: None, last_submit: None };
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -387,17 +388,6 @@ struct Gate {
 }
 
 impl Gate {
-    fn new(
-        shared: Arc<Shared>,
-        engine: Arc<Engine>,
-        model: Arc<Model>,
-        seen: mpsc::Sender<Seen>,
-        base: Instant,
-        base_wall: SystemTime,
-    ) -> Gate {
-        Gate { shared, engine, model, seen, base, base_wall, grid: None, last_submit: None }
-    }
-
     fn decoded(&mut self, sample: gst::Sample) {
         self.shared.decoded.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();

@@ -587,3 +587,21 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A file of `scripts/install-models.sh`'s under `assets/` (ONNX Runtime, models, photos), or a panic that says how to
+/// install it: tests that need one never skip.
+pub fn asset(relative: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(relative);
+    assert!(path.is_file(), "{} is missing: run scripts/install-models.sh; this test never skips", path.display());
+    path
+}
+
+/// The `[inference]` section of a config with the COCO model.
+pub fn inference_toml() -> String {
+    format!(
+        "[inference]\nruntime = \"{}\"\n[[inference.models]]\nname = \"coco\"\npath = \"{}\"\nkind = \"boxes\"\n\
+         labels = \"coco80\"\n",
+        asset("onnxruntime/libonnxruntime.so").display(),
+        asset("models/coco-centernet.onnx").display()
+    )
+}
