@@ -1,10 +1,11 @@
 //! One camera's detection: a hub consumer feeding a decoder of its own, cheaply while nothing moves.
 //!
 //! While the picture is still, only keyframes are decoded (about one a second) and each is compared with the last on a
-//! small grid of luma means: no frame reaches the model. When the grid changes (or objects are being tracked), every
+//! small grid of luma means: no frame reaches the model, except the first and, while objects are tracked, each
+//! keyframe (an object standing in a still picture is checked about once a second). When the grid changes, every
 //! frame is decoded (the frames skipped since the last keyframe first, so the decoder never skips a reference) and
-//! frames go to the model at the configured rate. A few seconds without motion and without objects in view, decoding
-//! falls back to keyframes. Frames reach the inference engine through its bounded queue; a full queue drops the frame
+//! frames go to the model at the configured rate, for as long as something moves or is in view. A few seconds
+//! without motion and without objects in view, decoding falls back to keyframes. Frames reach the inference engine through its bounded queue; a full queue drops the frame
 //! (counted), never waits. Results come back to this camera's task, which runs the tracker and hands its sightings to
 //! `Detections` (events, pictures, the index, record-on-detect).
 

@@ -45,14 +45,15 @@ pub struct Inference {
     pub prepare: Duration,
 }
 
-/// A loaded model: its session (one run at a time) and its timings.
+/// A loaded model: a session per inference thread and its timings.
 pub struct Model {
     pub config: ModelConfig,
     pub shape: InputShape,
     /// The provider actually running it.
     pub provider: Provider,
     input_name: String,
-    session: Mutex<(ort::session::Session, Preparer)>,
+    /// One session per inference thread, so threads run one model in parallel (a session runs one frame at a time).
+    sessions: Vec<Mutex<(ort::session::Session, Preparer)>>,
     stats: Mutex<Timings>,
 }
 
@@ -90,7 +91,8 @@ impl Model {
     /// Runs the model on a raw video frame, on the caller's thread.
     pub fn detect(&self, frame: &gst::Sample, min_score: f32) -> Result<Inference, String> {
         let started = Instant::now();
-        let mut guard = self.session.lock();
+        // A free session, else wait for the first.
+        let mut guard = self.sessions.iter().find_map(|s| s.try_lock()).unwrap_or_else(|| self.sessions[0].lock());
         let (session, preparer) = &mut *guard;
         let (input, letterbox) = preparer.prepare(frame)?;
         let prepared = started.elapsed();
@@ -218,7 +220,7 @@ impl Engine {
         let mut models = HashMap::new();
         let mut provider = config.provider;
         for (i, m) in config.models.iter().enumerate() {
-            let model = load(&env, m, config.provider)
+            let model = load(&env, m, config.provider, config.threads)
                 .map_err(|problem| ConfigError { key: format!("inference.models[{i}].path"), problem })?;
             provider = model.provider;
             info!(model = m.name, provider = model.provider.as_str(), input = %format!("{}x{}", model.shape.width, model.shape.height), "model loaded");
@@ -296,7 +298,12 @@ impl Engine {
 }
 
 /// Opens a model file on `wanted`, or on the CPU with one log line when that provider cannot be registered.
-fn load(env: &ort::environment::Environment, config: &ModelConfig, wanted: Provider) -> Result<Model, String> {
+fn load(
+    env: &ort::environment::Environment,
+    config: &ModelConfig,
+    wanted: Provider,
+    sessions: usize,
+) -> Result<Model, String> {
     if !config.path.is_file() {
         return Err(format!("{} is not a file", config.path.display()));
     }
@@ -341,12 +348,16 @@ fn load(env: &ort::environment::Environment, config: &ModelConfig, wanted: Provi
         _ => return Err(format!("input {dims:?} is not [1,3,H,W] or [1,H,W,3] with a fixed size")),
     };
     let input_name = input.name().to_owned();
+    let mut all = vec![Mutex::new((session, Preparer::new(shape)))];
+    for _ in 1..sessions.max(1) {
+        all.push(Mutex::new((open(provider)?, Preparer::new(shape))));
+    }
     Ok(Model {
         config: config.clone(),
         shape,
         provider,
         input_name,
-        session: Mutex::new((session, Preparer::new(shape))),
+        sessions: all,
         stats: Mutex::new(Timings::default()),
     })
 }

@@ -184,7 +184,12 @@ impl Connection {
                                 break;
                             }
                         }
-                        Message::Close(_) => break,
+                        Message::Close(_) => {
+                            // The WebSocket layer queued the closing handshake's reply; send it, so the client sees
+                            // a clean close (1000), not an abnormal one (1006).
+                            let _ = futures::SinkExt::flush(&mut socket).await;
+                            break;
+                        }
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
