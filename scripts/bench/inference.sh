@@ -4,8 +4,9 @@
 #   1. inference time per model (coco: assets/models/coco-centernet.onnx on photos/person.jpg; blazeface:
 #      assets/models/blazeface-front-128.onnx on photos/astronaut.png), p50/p99: camhub's in-process figure
 #      (get_inference_status inference_p50_ms/p99_ms after INFERENCE_RUNS inferences on a camera showing the photo, one
-#      camera per model) next to scripts/bench/inference_peer.py (ONNX Runtime's Python API, 1 thread, the same model
-#      file and photo), run before camhub starts so that they never share the CPU;
+#      camera per model, decoding every frame meanwhile) and, like for like, `cargo bench --bench inference` (camhub's
+#      engine in process on the same photo, nothing else running) next to scripts/bench/inference_peer.py (ONNX
+#      Runtime's Python API, 1 thread, the same model file and photo), both run before camhub starts;
 #   2. frame-to-notification latency at 5 detections/s on a 720p30 camera showing person.jpg: camhub's own
 #      latency_p50/p99_ms (frame arrival to tracker result) and, from outside, the receipt time of each `event`
 #      notification (topic detection, type new or update) minus its frame_time (when the frame arrived at camhub).
@@ -635,6 +636,12 @@ if part peer; then
     --threads 1 --json "$WORK/peer-face.json" >/dev/null &
   MEASURE_PID=$!
   wait_measure || { note "inference_peer.py failed on the BlazeFace model"; exit 1; }
+  # camhub's own engine on the same files and photos, in process and with nothing else running: the like-for-like
+  # figure (the live figure below is read while the camera's frames are being decoded on the same two cores).
+  note "camhub in process: cargo bench --bench inference, $PEER_RUNS runs per model"
+  INFERENCE_RUNS="$PEER_RUNS" cargo bench --quiet --bench inference >"$WORK/engine.jsonl" 2>"$WORK/engine.log" &
+  MEASURE_PID=$!
+  wait_measure || fail_with_log "cargo bench --bench inference failed" "$WORK/engine.log"
 fi
 
 # ---- 1, 2, 3: camhub with the four cameras ----
@@ -722,6 +729,13 @@ def pct(values, p):
 
 
 peer_coco, peer_face = load("peer-coco.json"), load("peer-face.json")
+engine_path = os.path.join(work, "engine.jsonl")
+engine = {}
+if os.path.exists(engine_path):
+    for line in open(engine_path):
+        if line.strip().startswith("{"):
+            r = json.loads(line)
+            engine[r["model"]] = r
 main, frigate = load("main.json"), load("frigate.json")
 caps = [json.load(open(f)) for f in cap_files]
 
@@ -751,8 +765,10 @@ ingest = main["ingest"]["cpu_percent"] if main else None
 result = {
     **meta,
     "inference_ms": {
-        "coco": {"photo": "person.jpg", "camhub": (main or {}).get("coco"), "python": peer_coco},
-        "blazeface": {"photo": "astronaut.png", "camhub": (main or {}).get("face"), "python": peer_face},
+        "coco": {"photo": "person.jpg", "camhub": (main or {}).get("coco"), "python": peer_coco,
+                 "camhub_in_process": engine.get("coco")},
+        "blazeface": {"photo": "astronaut.png", "camhub": (main or {}).get("face"), "python": peer_face,
+                      "camhub_in_process": engine.get("blazeface")},
     },
     "latency": {
         "target_p50_ms": 150,
@@ -797,17 +813,19 @@ lines = [
     "",
     "## 1. Inference time per model (ms in the model per frame)",
     "",
-    "| model | photo | camhub runs | camhub p50 | camhub p99 | Python runs | Python p50 | Python p99 |",
-    "|---|---|---:|---:|---:|---:|---:|---:|",
+    "| model | photo | camhub in process p50 | p99 | Python p50 | p99 | camhub live runs | live p50 | live p99 |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for name, r in result["inference_ms"].items():
-    c, p = r["camhub"] or {}, r["python"] or {}
-    lines.append(f"| {name} | {r['photo']} | {c.get('runs', '-')} | {fx(c.get('inference_p50_ms'))} "
-                 f"| {fx(c.get('inference_p99_ms'))} | {p.get('runs', '-')} | {fx(p.get('p50_ms'))} "
-                 f"| {fx(p.get('p99_ms'))} |")
+    c, p, e = r["camhub"] or {}, r["python"] or {}, r["camhub_in_process"] or {}
+    lines.append(f"| {name} | {r['photo']} | **{fx(e.get('p50_ms'))}** | {fx(e.get('p99_ms'))} "
+                 f"| **{fx(p.get('p50_ms'))}** | {fx(p.get('p99_ms'))} | {c.get('runs', '-')} "
+                 f"| {fx(c.get('inference_p50_ms'))} | {fx(c.get('inference_p99_ms'))} |")
 lines += [
     "",
-    "camhub: `get_inference_status` models[].inference_p50_ms/p99_ms (session run alone, nearest rank over its last "
+    "camhub in process: `cargo bench --bench inference` (camhub's engine, `Model::detect` on the photo decoded to I420 "
+    f"as a camera's frame is; the session run alone, after 3 warm-up runs), {s['peer_runs']} runs, right after the "
+    "Python peer and with nothing else running: the like-for-like pair. camhub live: `get_inference_status` models[].inference_p50_ms/p99_ms (session run alone, nearest rank over its last "
     f"512 runs) after at least {s['runs']} inferences, read while the camera showing the photo runs detection "
     f"(coco on a 1280x720 camera, blazeface on a {s['face_size']} one; every frame decoded). Python: "
     "`scripts/bench/inference_peer.py --threads 1` (session.run alone, after 3 warm-up runs; numpy's interpolated "
