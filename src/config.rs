@@ -1102,7 +1102,7 @@ impl RawInference {
                 return Err(ConfigError::new(key("path"), "must name an .onnx file"));
             }
             let (kind, min_score, threshold, input) = match m.kind.as_str() {
-                // Thresholds measured on real photos (evidence/inference.md): CenterNet scores obvious objects
+                // Thresholds measured on real photos (evidence/inference-thresholds.md): CenterNet scores obvious objects
                 // 0.55-0.8, so Frigate's 0.7 median would miss many; BlazeFace scores a clear face above 0.9 and a
                 // face-free photo 0.33.
                 "boxes" => (ModelKind::Boxes, 0.4, 0.5, InputRange::Byte),
