@@ -1,6 +1,7 @@
 //! Authentication, roles and the transport rules over a real WebSocket: every method refuses missing, expired,
 //! foreign and `alg: none` credentials and too-low roles, and accepts the right role; malformed frames, unknown
-//! methods, wrong params, batches and oversized messages get their codes while the connection lives on.
+//! methods, wrong params, batches and oversized messages get their codes while the connection lives on; a client's
+//! close is answered.
 
 mod common;
 
@@ -148,6 +149,24 @@ async fn a_bearer_header_on_the_upgrade_authenticates_the_connection() {
     let mut bad = hub.ws_url().into_client_request().expect("request");
     bad.headers_mut().insert("Authorization", "Bearer nonsense".parse().expect("header"));
     assert!(tokio_tungstenite::connect_async(bad).await.is_err(), "a bad bearer token is refused at upgrade");
+}
+
+/// A client that closes gets the closing handshake back (code 1000), not a dropped connection (1006).
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let hub = Camhub::start("");
+    let (mut ws, _) = tokio_tungstenite::connect_async(hub.ws_url()).await.expect("upgrade");
+    let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+    ws.send(Message::Close(Some(bye))).await.expect("send close");
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer in time");
+    match reply {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the closing handshake, got {other:?}"),
+    }
 }
 
 #[tokio::test]
