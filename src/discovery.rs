@@ -94,7 +94,7 @@ async fn new_camera(app: &Arc<App>, key: String, plugged: Plugged) -> crate::err
         })
         .await?;
     info!(camera_id = %camera.id, "local camera found");
-    app.detections().start_configured(&camera);
+    app.detections().restore(&camera).await;
     let config = v4l2.cameras.iter().find(|c| c.id == camera.id);
     if config.is_some_and(|c| c.record == RecordMode::Always)
         && let Err(e) = app.recordings().start(&camera, None, None, Trigger::Continuous).await

@@ -140,10 +140,9 @@ pub async fn run_with_listener(
         }
     }
 
-    for c in &configured {
-        if let Some(camera) = app.cameras().get(&c.id) {
-            app.detections().start_configured(&camera);
-        }
+    // Configured cameras and those added through the API; local devices as discovery finds them.
+    for camera in app.cameras().list() {
+        app.detections().restore(&camera).await;
     }
 
     // Local devices are found after the configured cameras, so a configured id is never given to a device.

@@ -270,3 +270,35 @@ fn overload_drops_and_counts_frames_and_never_delays_ingest_recording_or_the_api
         common::decodes_cleanly(&file).expect("the recording plays");
     });
 }
+
+/// `set_detection` outlives a restart: turned off on a camera whose config turns it on, it stays off; turned on, with
+/// its labels and rate, on a camera added through the API, it comes back on.
+#[test]
+fn set_detection_is_kept_across_restarts() {
+    let cam = TestCam::start(2);
+    let config = format!("{}{}detect = {{ model = \"coco\" }}\n", inference_toml(), camera_toml("a", &cam.url(0)));
+    let mut hub = Camhub::start(&config);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let enabled = |status: &Value, device: &str| {
+        status["cameras"].as_array().expect("cameras").iter().find(|c| c["device"] == device).cloned()
+    };
+    rt.block_on(async {
+        let client = hub.client("operator").await;
+        let status = client.call("get_inference_status", json!({})).await.expect("status");
+        assert!(enabled(&status, "a").is_some(), "configured on: {status}");
+        let off = client.call("set_detection", json!({ "device": "a", "enabled": false })).await.expect("off");
+        assert_eq!(off["enabled"], false);
+        let params = json!({ "stream_url": cam.url(1), "stream_name": "b" });
+        client.call("add_external_stream", params).await.expect("add b");
+        let on = json!({ "device": "b", "enabled": true, "labels": ["person"], "fps": 2 });
+        client.call("set_detection", on).await.expect("on");
+    });
+    hub.restart(&config);
+    rt.block_on(async {
+        let client = hub.client("viewer").await;
+        let status = client.call("get_inference_status", json!({})).await.expect("status");
+        assert!(enabled(&status, "a").is_none(), "still off after a restart: {status}");
+        let b = enabled(&status, "b").expect("b still on after a restart");
+        assert_eq!((&b["labels"], &b["fps"]), (&json!(["person"]), &json!(2.0)), "{b}");
+    });
+}

@@ -76,6 +76,18 @@ pub struct CameraDetection {
 /// A detection event, as listed.
 pub type EventRow = DetectionRow;
 
+/// A camera's detection as last set through the API, in the `settings` table under `setting_key`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Stored {
+    enabled: bool,
+    labels: Option<Vec<String>>,
+    fps: Option<f64>,
+}
+
+fn setting_key(camera: &CameraId) -> String {
+    format!("detection/{camera}")
+}
+
 struct Running {
     model: String,
     shared: Arc<Shared>,
@@ -204,19 +216,51 @@ impl Detections {
         }
     }
 
-    /// Starts detection on `camera` if its config turns it on.
-    pub fn start_configured(&self, camera: &Arc<Camera>) {
-        let Some((detect, _)) = self.configured.get(&camera.id) else { return };
-        if !detect.enabled || !self.available() {
+    /// Starts detection on `camera` as it was last set through the API (kept across restarts), else as its config
+    /// says.
+    pub async fn restore(&self, camera: &Arc<Camera>) {
+        if !self.available() {
             return;
         }
-        if let Err(e) = self.start(camera, None, None) {
+        let stored = match self.db.setting(&setting_key(&camera.id)).await {
+            Ok(Some(json)) => serde_json::from_str::<Stored>(&json).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                warn!(camera_id = %camera.id, err = %e, "cannot read the camera's detection setting");
+                None
+            }
+        };
+        let result = match stored {
+            Some(s) if s.enabled => self.start(camera, s.labels, s.fps),
+            Some(_) => Ok(()),
+            None if self.configured.get(&camera.id).is_some_and(|(d, _)| d.enabled) => self.start(camera, None, None),
+            None => Ok(()),
+        };
+        if let Err(e) = result {
             warn!(camera_id = %camera.id, err = %e, "cannot start detection");
         }
     }
 
-    /// Turns detection on `camera` on (with optional new labels and rate) or off.
-    pub fn set(
+    /// Turns detection on `camera` on (with optional new labels and rate) or off; the choice outlives a restart.
+    pub async fn set(
+        &self,
+        camera: &Arc<Camera>,
+        enabled: bool,
+        labels: Option<Vec<String>>,
+        fps: Option<f64>,
+    ) -> Result<CameraDetection> {
+        let status = self.apply(camera, enabled, labels, fps)?;
+        let stored = Stored {
+            enabled,
+            labels: enabled.then(|| status.labels.clone()),
+            fps: enabled.then_some(status.target_fps),
+        };
+        let json = serde_json::to_string(&stored).map_err(Error::internal)?;
+        self.db.set_setting(&setting_key(&camera.id), &json).await?;
+        Ok(status)
+    }
+
+    fn apply(
         &self,
         camera: &Arc<Camera>,
         enabled: bool,

@@ -194,7 +194,7 @@ pub async fn set(rpc: Arc<Rpc>, _: Arc<Session>, p: SetDetectionParams) -> Resul
         return Err(Error::invalid_param("labels", "at most 100 labels of 1 to 64 characters"));
     }
     let camera = find_camera(&rpc, &p.device)?;
-    Ok(rpc.app.detections().set(&camera, p.enabled, p.labels, p.fps)?.into())
+    Ok(rpc.app.detections().set(&camera, p.enabled, p.labels, p.fps).await?.into())
 }
 
 /// A model as status reports it.

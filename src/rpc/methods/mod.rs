@@ -176,7 +176,7 @@ api! {
     CleanupOldFiles = "cleanup_old_files", AtLeast(Admin), Task, NoParams => recordings::Cleanup, recordings::cleanup;
     ListEvents = "list_events", AtLeast(Viewer), Task, detections::ListEventsParams => detections::EventList, detections::list;
     GetEvent = "get_event", AtLeast(Viewer), Task, detections::EventParams => detections::Event, detections::get;
-    SetDetection = "set_detection", AtLeast(Operator), InPlace, detections::SetDetectionParams => detections::Detection, detections::set;
+    SetDetection = "set_detection", AtLeast(Operator), Task, detections::SetDetectionParams => detections::Detection, detections::set;
     GetInferenceStatus = "get_inference_status", AtLeast(Viewer), InPlace, NoParams => detections::InferenceStatus, detections::status;
 }
 
