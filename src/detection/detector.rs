@@ -306,7 +306,7 @@ impl Decoder {
         let base = Instant::now();
         let base_wall = SystemTime::now();
         let mut gate =
-            Gate { shared: shared.clone(), engine, model, seen, base, base_wall, grid: None, last_submit: None };
+            Gate { shared: shared.clone(), engine, model, seen, base, base_wall, grid: None, last_look: None };
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -385,7 +385,8 @@ struct Gate {
     base: Instant,
     base_wall: SystemTime,
     grid: Option<Vec<f32>>,
-    last_submit: Option<Instant>,
+    /// When a frame was last looked at (motion check, maybe the model).
+    last_look: Option<Instant>,
 }
 
 impl Gate {
@@ -399,9 +400,10 @@ impl Gate {
         let mode = self.shared.mode();
         let interval = Duration::from_secs_f64(1.0 / fps);
         // Decoding every frame, only frames due at the configured rate are looked at (motion and model).
-        if mode == DecodeMode::All && self.last_submit.is_some_and(|t| now.duration_since(t) < interval.mul_f64(0.9)) {
+        if mode == DecodeMode::All && self.last_look.is_some_and(|t| now.duration_since(t) < interval.mul_f64(0.9)) {
             return;
         }
+        self.last_look = Some(now);
         let first = self.grid.is_none();
         let moved = match luma_grid(&sample) {
             Some(grid) => {
@@ -420,7 +422,6 @@ impl Gate {
         if !(first || moving || tracking) {
             return;
         }
-        self.last_submit = Some(now);
         let pts = sample.buffer().and_then(|b| b.pts()).unwrap_or(gst::ClockTime::ZERO);
         let since_base = Duration::from_nanos(pts.nseconds());
         let arrived = self.base + since_base;

@@ -591,6 +591,14 @@ impl Writer {
         if !self.records(label) {
             return None;
         }
+        // Ours only while it runs: a recording stopped meanwhile (stop_recording, no space) is forgotten.
+        let ours_running = self
+            .recording
+            .as_ref()
+            .is_some_and(|(session, _, _)| self.recordings.active(&self.camera_id).is_some_and(|a| &a.id == session));
+        if !ours_running {
+            self.recording = None;
+        }
         if let Some((_, file, stop_at)) = self.recording.as_mut() {
             *stop_at = None;
             return Some(file.clone());
