@@ -125,6 +125,11 @@ fn a_person_appearing_is_detected_tracked_pictured_and_recorded_and_the_pattern_
         assert!(duration >= 3.0 + SHOWN as f64 - 1.0, "recorded {duration:.1} s");
         let file = hub.recordings_dir().join(started.0["params"]["filename"].as_str().expect("name"));
         common::decodes_cleanly(&file).expect("the event's recording plays");
+        // It starts at least the pre-roll (3 s) before the object was confirmed.
+        let info = client.call("get_recording_info", json!({ "filename": event["recording"] })).await.expect("info");
+        let time = |v: &Value| humantime::parse_rfc3339_weak(v.as_str().expect("a time")).expect("RFC 3339");
+        let lead = time(&event["started_at"]).duration_since(time(&info["start_time"])).unwrap_or_default();
+        assert!(lead >= Duration::from_millis(2900), "the recording starts {lead:?} before the event: {info}");
 
         let status = client.call("get_inference_status", json!({})).await.expect("status");
         let yard = status["cameras"].as_array().expect("cameras").iter().find(|c| c["device"] == "yard").cloned();
