@@ -318,6 +318,8 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
+    pub const ALL: [ModelKind; 4] = [ModelKind::Boxes, ModelKind::YoloV8, ModelKind::YoloV5, ModelKind::BlazeFace];
+
     /// The name `kind` takes in the config and the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -1101,20 +1103,17 @@ impl RawInference {
             if m.path.as_os_str().is_empty() {
                 return Err(ConfigError::new(key("path"), "must name an .onnx file"));
             }
-            let (kind, min_score, threshold, input) = match m.kind.as_str() {
-                // Thresholds measured on real photos (evidence/inference-thresholds.md): CenterNet scores obvious objects
-                // 0.55-0.8, so Frigate's 0.7 median would miss many; BlazeFace scores a clear face above 0.9 and a
-                // face-free photo 0.33.
-                "boxes" => (ModelKind::Boxes, 0.4, 0.5, InputRange::Byte),
-                "yolov8" => (ModelKind::YoloV8, 0.4, 0.6, InputRange::Unit),
-                "yolov5" => (ModelKind::YoloV5, 0.4, 0.6, InputRange::Unit),
-                "blazeface" => (ModelKind::BlazeFace, 0.6, 0.75, InputRange::Signed),
-                other => {
-                    return Err(ConfigError::new(
-                        key("kind"),
-                        format!("{other:?} is not \"boxes\", \"yolov8\", \"yolov5\" or \"blazeface\""),
-                    ));
-                }
+            let kind = ModelKind::ALL.iter().copied().find(|k| k.as_str() == m.kind).ok_or_else(|| {
+                let names: Vec<&str> = ModelKind::ALL.iter().map(|k| k.as_str()).collect();
+                ConfigError::new(key("kind"), format!("{:?} is not one of {names:?}", m.kind))
+            })?;
+            // Thresholds measured on real photos (evidence/inference-thresholds.md): CenterNet scores obvious objects
+            // 0.55-0.8, so Frigate's 0.7 median would miss many; BlazeFace scores a clear face above 0.9 and a
+            // face-free photo 0.44.
+            let (min_score, threshold, input) = match kind {
+                ModelKind::Boxes => (0.4, 0.5, InputRange::Byte),
+                ModelKind::YoloV8 | ModelKind::YoloV5 => (0.4, 0.6, InputRange::Unit),
+                ModelKind::BlazeFace => (0.6, 0.75, InputRange::Signed),
             };
             let labels = match m.labels {
                 Some(RawLabels::List(list)) if !list.is_empty() => list,

@@ -96,7 +96,6 @@ pub async fn run_with_listener(
     };
     let detections = Arc::new(crate::detection::Detections::new(crate::detection::DetectionParts {
         engine,
-        inference: config.inference.clone(),
         cameras: config.detecting(),
         db: db.clone(),
         files: files.clone(),

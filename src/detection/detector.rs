@@ -191,10 +191,8 @@ pub async fn run(
                 };
                 let wanted: Vec<_> = detections
                     .into_iter()
-                    .filter(|d| {
-                        d.score >= settings.min_score
-                            && (settings.labels.is_empty() || settings.labels.contains(&d.label))
-                    })
+                    // The engine kept only boxes scoring min_score or more.
+                    .filter(|d| settings.labels.is_empty() || settings.labels.contains(&d.label))
                     .collect();
                 let sightings = tracker.update(&wanted, arrived, frame_time);
                 shared.tracking.store(tracker.active(), Ordering::Relaxed);

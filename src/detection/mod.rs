@@ -25,10 +25,10 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::base::CameraId;
 use crate::base::time::millis;
 use crate::camera::Camera;
-use crate::config::{DetectConfig, InferenceConfig, RecordMode};
+use crate::config::{DetectConfig, RecordMode};
 use crate::error::{Dependency, Error, Resource, Result};
 use crate::events::{DetectionNote, EventBus, EventKind};
-use crate::inference::{Engine, ModelStatus};
+use crate::inference::{Engine, Model, ModelStatus};
 use crate::recording::{Recordings, Trigger};
 use crate::storage::Db;
 use crate::storage::db::{DetectionFilter, DetectionRow};
@@ -118,8 +118,8 @@ impl std::fmt::Debug for Running {
 
 /// The arguments of `Detections::new`.
 pub struct DetectionParts {
+    /// `None` without an `[inference]` section.
     pub engine: Option<Arc<Engine>>,
-    pub inference: Option<InferenceConfig>,
     /// The configured cameras with a `detect` table (`Config::detecting`).
     pub cameras: Vec<(CameraId, DetectConfig, RecordMode)>,
     pub db: Db,
@@ -132,11 +132,10 @@ pub struct DetectionParts {
 
 impl Detections {
     pub fn new(p: DetectionParts) -> Detections {
-        let unavailable = match (&p.engine, &p.inference) {
-            (Some(e), _) if e.models().is_empty() => Some("no models in [inference] models".to_owned()),
-            (Some(_), _) => None,
-            (None, None) => Some("detection is not configured (no [inference] section)".to_owned()),
-            (None, Some(_)) => Some("the inference engine did not start".to_owned()),
+        let unavailable = match &p.engine {
+            Some(e) if e.models().is_empty() => Some("no models in [inference] models".to_owned()),
+            Some(_) => None,
+            None => Some("detection is not configured (no [inference] section)".to_owned()),
         };
         let configured = p.cameras.into_iter().map(|(id, d, record)| (id, (d, record))).collect();
         Detections {
@@ -249,7 +248,28 @@ impl Detections {
         labels: Option<Vec<String>>,
         fps: Option<f64>,
     ) -> Result<CameraDetection> {
-        let status = self.apply(camera, enabled, labels, fps)?;
+        if enabled {
+            let (_, model) = self.model_for(&camera.id)?;
+            if let Some(unknown) = labels.iter().flatten().find(|l| !model.config.labels.contains(l)) {
+                let rule = format!("{unknown:?} is not a label of model {}", model.config.name);
+                return Err(Error::invalid_param("labels", rule));
+            }
+            match self.live(&camera.id) {
+                Some(shared) => {
+                    let mut s = shared.settings.lock();
+                    if let Some(labels) = labels {
+                        s.labels = labels;
+                    }
+                    if let Some(fps) = fps {
+                        s.fps = fps;
+                    }
+                }
+                None => self.start(camera, labels, fps)?,
+            }
+        } else if let Some(r) = self.running.lock().remove(&camera.id) {
+            r.stop.cancel();
+        }
+        let status = self.camera_status(&camera.id);
         let stored = Stored {
             enabled,
             labels: enabled.then(|| status.labels.clone()),
@@ -260,62 +280,22 @@ impl Detections {
         Ok(status)
     }
 
-    fn apply(
-        &self,
-        camera: &Arc<Camera>,
-        enabled: bool,
-        labels: Option<Vec<String>>,
-        fps: Option<f64>,
-    ) -> Result<CameraDetection> {
-        if !enabled {
-            if let Some(r) = self.running.lock().remove(&camera.id) {
-                r.stop.cancel();
-            }
-            return Ok(self.camera_status(&camera.id));
-        }
-        if let Some(reason) = &self.unavailable {
-            return Err(Error::dependency(Dependency::Inference, reason));
-        }
-        let engine = self.engine.as_ref().ok_or_else(|| Error::dependency(Dependency::Inference, "no engine"))?;
-        let model_name = self.model_for(&camera.id, engine);
-        let model = engine
-            .model(&model_name)
-            .ok_or_else(|| Error::dependency(Dependency::Inference, format!("model {model_name} is not loaded")))?;
-        if let Some(labels) = &labels
-            && let Some(unknown) = labels.iter().find(|l| !model.config.labels.contains(l))
-        {
-            return Err(Error::invalid_param("labels", format!("{unknown:?} is not a label of model {model_name}")));
-        }
-        let running = self.live(&camera.id);
-        match running {
-            Some(shared) => {
-                let mut s = shared.settings.lock();
-                if let Some(labels) = labels {
-                    s.labels = labels;
-                }
-                if let Some(fps) = fps {
-                    s.fps = fps;
-                }
-            }
-            None => self.start(camera, labels, fps)?,
-        }
-        Ok(self.camera_status(&camera.id))
-    }
-
-    /// The model `camera` uses: its configured one, else the first loaded.
-    fn model_for(&self, camera: &CameraId, engine: &Engine) -> String {
-        match self.configured.get(camera) {
-            Some((d, _)) => d.model.clone(),
-            None => engine.models().first().map(|m| m.config.name.clone()).unwrap_or_default(),
-        }
+    /// The engine and the model `camera` uses (its configured one, else the first loaded), or why there is none.
+    fn model_for(&self, camera: &CameraId) -> Result<(Arc<Engine>, Arc<Model>)> {
+        let unavailable =
+            || Error::dependency(Dependency::Inference, self.unavailable.as_deref().unwrap_or("no engine"));
+        let engine = self.engine.clone().ok_or_else(unavailable)?;
+        let model = match self.configured.get(camera) {
+            Some((d, _)) => engine.model(&d.model),
+            None => engine.models().into_iter().next(),
+        };
+        let model = model.ok_or_else(unavailable)?;
+        Ok((engine, model))
     }
 
     fn start(&self, camera: &Arc<Camera>, labels: Option<Vec<String>>, fps: Option<f64>) -> Result<()> {
-        let engine = self.engine.clone().ok_or_else(|| Error::dependency(Dependency::Inference, "no engine"))?;
-        let model_name = self.model_for(&camera.id, &engine);
-        let model = engine
-            .model(&model_name)
-            .ok_or_else(|| Error::dependency(Dependency::Inference, format!("model {model_name} is not loaded")))?;
+        let (engine, model) = self.model_for(&camera.id)?;
+        let model_name = model.config.name.clone();
         let (detect, record) = match self.configured.get(&camera.id) {
             Some((d, r)) => (Some(d.clone()), *r),
             None => (None, RecordMode::OnDemand),

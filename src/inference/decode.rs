@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn a_wrong_shape_is_an_error_not_a_panic() {
         let data = [0.0; 10];
-        for kind in [ModelKind::Boxes, ModelKind::YoloV8, ModelKind::YoloV5, ModelKind::BlazeFace] {
+        for kind in ModelKind::ALL {
             let err = decode(kind, &[Output { shape: &[1, 2, 5], data: &data }], (128, 128), 0.5);
             assert!(err.is_err(), "{kind:?}");
         }

@@ -134,8 +134,8 @@ pub fn event_data(event: &Event) -> EventData {
 }
 
 /// A score or coordinate to three decimals: more is noise, and f32's tail would show as 0.6999999881.
-pub fn round3(v: f32) -> f64 {
-    (v as f64 * 1000.0).round() / 1000.0
+pub fn round3(v: impl Into<f64>) -> f64 {
+    (v.into() * 1000.0).round() / 1000.0
 }
 
 /// The notifications `session` should get for `event`, as JSON-RPC frames.

@@ -57,14 +57,13 @@ pub struct Event {
 
 impl From<&EventRow> for Event {
     fn from(r: &EventRow) -> Event {
-        let round = |v: f64| (v * 1000.0).round() / 1000.0;
         Event {
             id: r.id,
             device: r.camera.clone(),
             label: r.label.clone(),
-            score: round(r.score),
-            top_score: round(r.top_score),
-            rect: r.rect.map(round),
+            score: round3(r.score),
+            top_score: round3(r.top_score),
+            rect: r.rect.map(round3),
             track_id: r.track,
             started_at: iso(from_millis(r.started_at)),
             frame_time: iso(from_millis(r.frame_time)),
@@ -253,8 +252,8 @@ pub async fn status(rpc: Arc<Rpc>, _: Arc<Session>, _: super::NoParams) -> Resul
                 input: format!("{}x{}", m.input.0, m.input.1),
                 labels: m.labels,
                 runs: m.runs,
-                inference_p50_ms: round3(m.p50_ms as f32),
-                inference_p99_ms: round3(m.p99_ms as f32),
+                inference_p50_ms: round3(m.p50_ms),
+                inference_p99_ms: round3(m.p99_ms),
             })
             .collect(),
         cameras: s.cameras.into_iter().map(Detection::from).collect(),
