@@ -143,15 +143,22 @@ impl Authenticator {
 
     /// Creates an API key for `role`; the key is returned once and only its hash is stored.
     pub async fn create_api_key(&self, role: Role, name: &str) -> Result<String> {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let key = format!("{API_KEY_PREFIX}{}", hex::encode(bytes));
+        let key = new_key(API_KEY_PREFIX);
         self.db.insert_api_key(&hash_key(&key), &key[..12], name, role).await?;
         Ok(key)
     }
 }
 
-fn hash_key(key: &str) -> String {
+/// A new secret key: `prefix` and 256 random bits in hex.
+pub fn new_key(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// The SHA-256 (hex) under which a key (API key, stream key) is stored: keys are 256-bit random values, so a plain
+/// hash is enough.
+pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 

@@ -425,6 +425,11 @@ async fn demo(data: PathBuf) -> ExitCode {
     } else {
         None
     };
+    if config.rtmp.enabled
+        && let Err(e) = std::net::TcpListener::bind(config.rtmp.listen)
+    {
+        return cannot_listen(config.rtmp.listen, "RTMP server", &e);
+    }
     let settings = TestCamSettings { cameras: 2, width: 1280, height: 720, fps: 30, ..TestCamSettings::default() };
     // gst-rtsp-server's own error for a taken port does not say so; a probe does.
     if let Err(e) = std::net::TcpListener::bind(settings.listen) {

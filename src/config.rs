@@ -35,6 +35,7 @@ pub struct Config {
     pub snapshots: SnapshotConfig,
     pub rtsp_server: RtspServerConfig,
     pub webrtc: WebrtcConfig,
+    pub rtmp: RtmpConfig,
     pub cameras: Vec<CameraConfig>,
     pub v4l2: V4l2Config,
     /// `None` when no `[inference]` section is given: detection is off.
@@ -167,6 +168,14 @@ pub struct RtspServerConfig {
     pub users: Vec<RtspUser>,
 }
 
+/// The RTMP server publishers push to (`rtmp://HOST:PORT/live/<stream key>`).
+#[derive(Debug, Clone)]
+pub struct RtmpConfig {
+    pub enabled: bool,
+    /// `IP:PORT`; loopback by default.
+    pub listen: SocketAddr,
+}
+
 /// A user of the RTSP server. `Debug` never shows the password.
 #[derive(Clone)]
 pub struct RtspUser {
@@ -252,9 +261,20 @@ pub enum RtspClient {
 pub struct CameraConfig {
     pub id: CameraId,
     pub name: String,
-    pub url: url::Url,
+    pub source: SourceConfig,
     pub record: RecordMode,
     pub detect: Option<DetectConfig>,
+}
+
+/// Where a configured camera's frames come from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// `url = "rtsp://..."`.
+    Rtsp(url::Url),
+    /// `url = "file:///path/clip.mp4"`: played in a loop.
+    File(PathBuf),
+    /// `stream_key_sha256 = "<hex>"`: pushed (RTMP, SRT, WHIP) with the key whose SHA-256 this is.
+    Push { key_hash: String },
 }
 
 /// Object detection: the ONNX Runtime library, where inference runs, and the models cameras may use.
@@ -471,6 +491,7 @@ struct RawConfig {
     snapshots: RawSnapshots,
     rtsp_server: RawRtspServer,
     webrtc: RawWebrtc,
+    rtmp: RawRtmp,
     cameras: Vec<RawCamera>,
     v4l2: RawV4l2,
     inference: Option<RawInference>,
@@ -540,6 +561,29 @@ struct RawRtspServer {
     public_host: String,
     require_auth: bool,
     users: Vec<RawRtspUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRtmp {
+    enabled: bool,
+    listen: String,
+}
+
+impl Default for RawRtmp {
+    fn default() -> Self {
+        RawRtmp { enabled: true, listen: "127.0.0.1:1935".into() }
+    }
+}
+
+impl RawRtmp {
+    fn validate(self) -> Result<RtmpConfig, ConfigError> {
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::new("rtmp.listen", format!("{:?} is not an IP:PORT address", self.listen)))?;
+        Ok(RtmpConfig { enabled: self.enabled, listen })
+    }
 }
 
 impl Default for RawRtspServer {
@@ -699,7 +743,8 @@ impl Default for RawMonitor {
 struct RawCamera {
     id: String,
     name: Option<String>,
-    url: String,
+    url: Option<String>,
+    stream_key_sha256: Option<String>,
     record: Option<String>,
     detect: Option<RawDetect>,
 }
@@ -922,6 +967,7 @@ impl RawConfig {
         let inference = self.inference.map(RawInference::validate).transpose()?;
         let v4l2 = self.v4l2.validate(inference.as_ref())?;
         let rtsp_server = self.rtsp_server.validate(&listen)?;
+        let rtmp = self.rtmp.validate()?;
         let webrtc = self.webrtc.validate()?;
 
         let mut cameras = Vec::with_capacity(self.cameras.len());
@@ -931,7 +977,27 @@ impl RawConfig {
             if cameras.iter().any(|other: &CameraConfig| other.id == id) {
                 return Err(ConfigError::new(key("id"), format!("duplicate camera id {id:?}")));
             }
-            let url = crate::base::url::parse_stream_url(&c.url).map_err(|rule| ConfigError::new(key("url"), rule))?;
+            let source = match (c.url, c.stream_key_sha256) {
+                (Some(url), None) => match crate::base::url::parse_source_url(&url) {
+                    Ok(crate::base::url::SourceUrl::Stream(url)) => SourceConfig::Rtsp(url),
+                    Ok(crate::base::url::SourceUrl::File(path)) => SourceConfig::File(path),
+                    Err(rule) => return Err(ConfigError::new(key("url"), rule)),
+                },
+                (None, Some(hash)) => {
+                    let hash = hash.trim().to_ascii_lowercase();
+                    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(ConfigError::new(
+                            key("stream_key_sha256"),
+                            "the SHA-256 of the stream key, 64 hex digits (echo -n KEY | sha256sum)",
+                        ));
+                    }
+                    SourceConfig::Push { key_hash: hash }
+                }
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(key("url"), "a camera has a url or a stream_key_sha256, not both"));
+                }
+                (None, None) => return Err(ConfigError::new(key("url"), "missing: a url or a stream_key_sha256")),
+            };
             let record = record_mode(&key("record"), c.record.as_deref())?;
             let detect = match c.detect {
                 Some(d) => Some(d.validate(&key("detect."), inference.as_ref())?),
@@ -940,7 +1006,7 @@ impl RawConfig {
             if record == RecordMode::Events && detect.is_none() {
                 return Err(ConfigError::new(key("record"), "\"events\" needs a detect table on the camera"));
             }
-            cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, url, record, detect });
+            cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, source, record, detect });
         }
 
         Ok(Config {
@@ -968,6 +1034,7 @@ impl RawConfig {
             },
             snapshots: SnapshotConfig { quality: sn.quality, size },
             rtsp_server,
+            rtmp,
             webrtc,
             monitor: MonitorConfig {
                 stall_timeout: Duration::from_millis(m.stall_timeout_ms),

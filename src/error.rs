@@ -124,6 +124,8 @@ wire_names! {
         Demuxer = "demuxer",
         Webrtc = "webrtc",
         RtspServer = "rtsp server",
+        /// A listener taking pushed streams (RTMP, SRT).
+        IngestServer = "ingest server",
         Camera = "camera",
         /// ONNX Runtime or a detection model.
         Inference = "inference",
@@ -139,6 +141,7 @@ wire_names! {
         Stream = "stream",
         /// A detection event.
         Event = "event",
+        StreamKey = "stream key",
     }
 }
 

@@ -108,6 +108,7 @@ pub async fn run_with_listener(
     let streams = crate::publish::Publisher::new(&config, auth.clone(), media.handle().clone());
     let grace = config.server.shutdown_grace;
     let configured = config.cameras.clone();
+    let rtmp = config.rtmp.clone();
     let publish_events = events.subscribe();
     let app = Arc::new(App::new(Parts {
         config,
@@ -123,6 +124,11 @@ pub async fn run_with_listener(
     let log_stop = CancellationToken::new();
     let log_task = tokio::spawn(log_events(db.clone(), events.subscribe(), log_stop.clone()));
     app.cameras().start(&configured).await.context("starting cameras")?;
+    if rtmp.enabled {
+        crate::media::rtmp::start(rtmp.listen, app.cameras().gate(), root_cancel.child_token(), media.handle())
+            .await
+            .context("starting the rtmp server")?;
+    }
     let guard = tokio::spawn(app.recordings().clone().guard());
     let prune = tokio::spawn(app.detections().clone().prune(EVENT_RETENTION, root_cancel.child_token()));
     let weak = Arc::downgrade(&app);

@@ -14,6 +14,26 @@ pub fn parse_stream_url(s: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
+/// A configured camera's source URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceUrl {
+    /// `rtsp://` or `rtsps://`.
+    Stream(url::Url),
+    /// `file:///absolute/path` (a clip to loop).
+    File(std::path::PathBuf),
+}
+
+/// Checks a configured source: an RTSP URL (see [`parse_stream_url`]) or a `file://` URL of an absolute path. Only the
+/// config may name a file: a client never gives camhub a path.
+pub fn parse_source_url(s: &str) -> Result<SourceUrl, String> {
+    if s.starts_with("file:") {
+        let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+        let path = url.to_file_path().map_err(|_| "a file URL must name an absolute local path (file:///...)")?;
+        return Ok(SourceUrl::File(path));
+    }
+    parse_stream_url(s).map(SourceUrl::Stream).map_err(|e| format!("{e} (or file:///path/to/clip.mp4)"))
+}
+
 /// The URL without its user and password.
 pub fn strip_credentials(url: &url::Url) -> url::Url {
     let mut clean = url.clone();
@@ -55,5 +75,13 @@ mod tests {
         assert!(parse_stream_url("rtsp:///y").is_err());
         assert!(parse_stream_url("not a url").is_err());
         assert!(parse_stream_url("rtsps://cam/y").is_ok());
+    }
+
+    #[test]
+    fn configured_sources_may_be_files() {
+        assert_eq!(parse_source_url("file:///srv/clip.mp4"), Ok(SourceUrl::File("/srv/clip.mp4".into())));
+        assert!(parse_source_url("file://otherhost/clip.mp4").is_err(), "a file on another host");
+        assert!(matches!(parse_source_url("rtsp://cam/x"), Ok(SourceUrl::Stream(_))));
+        assert!(parse_source_url("http://cam/x").is_err());
     }
 }

@@ -2,9 +2,11 @@
 //! supervisor task per camera. Every change (a camera added through the API, removed, or found on the machine) is
 //! checked, persisted and registered as one step under one lock, so two concurrent adds of one name cannot both
 //! pass the check. Cameras added at run time are persisted before they start, so they come back after a restart;
-//! configured cameras are re-read from the config at every start; a local device keeps its id by its identity.
+//! configured cameras are re-read from the config at every start; a local device keeps its id by its identity. A
+//! pushed camera is opened by its stream key (only its SHA-256 is kept, here and in the table); the manager is the
+//! gate the protocol servers ask, and removing the camera revokes its key.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -14,15 +16,31 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::device::{DeviceSettings, LocalDevice, Plugged};
 use super::{Camera, CameraId, CameraSource, CameraStatus, Origin};
+use crate::auth::{hash_key, new_key};
 use crate::base::url::{parse_stream_url, redact_url};
-use crate::config::MonitorConfig;
+use crate::config::{MonitorConfig, SourceConfig};
 use crate::error::{Error, Result, State};
 use crate::events::{EventBus, EventKind};
+use crate::media::push::{Gate, PushSlot};
 use crate::storage::Db;
 use crate::storage::db::CameraRow;
 
 /// Upper bound on cameras, so a client cannot exhaust the process by adding streams.
 pub const MAX_CAMERAS: usize = 256;
+
+/// How stream keys begin, so a leaked one is recognisable.
+const STREAM_KEY_PREFIX: &str = "sk_";
+
+/// A pushed camera's stream key as listed: never the key itself.
+#[derive(Debug, Clone)]
+pub struct StreamKeyInfo {
+    pub camera: Arc<Camera>,
+    /// The key's first characters.
+    pub prefix: String,
+}
+
+/// A stream key's camera slot and the key's first characters.
+type KeyEntry = (Arc<PushSlot>, String);
 
 #[derive(Debug)]
 struct Entry {
@@ -43,6 +61,9 @@ pub struct CameraManager {
     monitor: MonitorConfig,
     /// History each camera's hub keeps (the recording pre-roll).
     hub_retain: std::time::Duration,
+    /// Pushed cameras' stream keys: SHA-256 (hex) to the camera's slot and the key's first characters. Read by the
+    /// protocol servers' gate on every publish request.
+    keys: Arc<RwLock<HashMap<String, KeyEntry>>>,
     /// Parent of every camera's cancellation token: cancelling it stops them all.
     shutdown: CancellationToken,
     /// Supervisor tasks, so shutdown can wait for every pipeline to be torn down.
@@ -63,6 +84,7 @@ impl CameraManager {
         CameraManager {
             cameras: RwLock::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            keys: Arc::default(),
             db,
             events,
             monitor,
@@ -77,25 +99,86 @@ impl CameraManager {
     pub async fn start(&self, configured: &[crate::config::CameraConfig]) -> Result<()> {
         let _change = self.changes.lock().await;
         for c in configured {
-            let source = CameraSource::Rtsp { url: c.url.clone() };
-            self.db.upsert_camera(&row(&c.id, &c.name, &source, Origin::Config)).await?;
-            self.insert(Camera::new(c.id.clone(), c.name.clone(), source, Origin::Config))?;
+            let (source, key) = match &c.source {
+                SourceConfig::Rtsp(url) => (CameraSource::Rtsp { url: url.clone() }, None),
+                SourceConfig::File(path) => (CameraSource::File { path: path.clone() }, None),
+                SourceConfig::Push { key_hash } => {
+                    (CameraSource::Push { slot: Arc::default() }, Some((key_hash.clone(), "(configured)".to_owned())))
+                }
+            };
+            if let Some((hash, _)) = &key
+                && self.keys.read().contains_key(hash)
+            {
+                return Err(Error::invalid_param("stream_key_sha256", "two cameras have the same stream key"));
+            }
+            self.db.upsert_camera(&row(&c.id, &c.name, &source, Origin::Config, key.as_ref())).await?;
+            self.insert(Camera::new(c.id.clone(), c.name.clone(), source, Origin::Config), key)?;
         }
         for r in self.db.cameras().await? {
             if r.origin != Origin::Api.as_str() {
                 continue;
             }
-            let (Ok(id), Some(Ok(url))) = (CameraId::parse(&r.id), r.url.as_deref().map(parse_stream_url)) else {
+            let Ok(id) = CameraId::parse(&r.id) else {
                 warn!(camera_id = r.id, "skipping unreadable stored camera");
                 continue;
+            };
+            let (source, key) = match (r.kind.as_str(), r.url.as_deref().map(parse_stream_url), r.key_hash) {
+                ("rtsp", Some(Ok(url)), _) => (CameraSource::Rtsp { url }, None),
+                ("push", _, Some(hash)) => {
+                    (CameraSource::Push { slot: Arc::default() }, Some((hash, r.key_prefix.unwrap_or_default())))
+                }
+                _ => {
+                    warn!(camera_id = r.id, "skipping unreadable stored camera");
+                    continue;
+                }
             };
             if self.get(&id).is_some() {
                 warn!(camera_id = %id, "stored camera shadowed by a configured camera with the same id");
                 continue;
             }
-            self.insert(Camera::new(id, r.name, CameraSource::Rtsp { url }, Origin::Api))?;
+            self.insert(Camera::new(id, r.name, source, Origin::Api), key)?;
         }
         Ok(())
+    }
+
+    /// A camera pushed with a new stream key, created at run time: checked, persisted and registered as one step.
+    /// The key is returned once; only its SHA-256 is kept.
+    pub async fn create_push(&self, id: CameraId, name: String) -> Result<(Arc<Camera>, String)> {
+        let _change = self.changes.lock().await;
+        if self.get(&id).is_some() {
+            return Err(Error::invalid_state(State::CameraExists, &[State::Absent]));
+        }
+        if self.cameras.read().len() >= MAX_CAMERAS {
+            return Err(Error::invalid_state(State::CameraLimit, &[]));
+        }
+        let key = new_key(STREAM_KEY_PREFIX);
+        let stored = (hash_key(&key), key[..STREAM_KEY_PREFIX.len() + 6].to_owned());
+        let source = CameraSource::Push { slot: Arc::default() };
+        self.db.upsert_camera(&row(&id, &name, &source, Origin::Api, Some(&stored))).await?;
+        let camera = self.insert(Camera::new(id, name, source, Origin::Api), Some(stored))?;
+        self.announce(&camera);
+        Ok((camera, key))
+    }
+
+    /// Pushed cameras with their keys' prefixes, ordered by camera id.
+    pub fn stream_keys(&self) -> Vec<StreamKeyInfo> {
+        let keys = self.keys.read();
+        let mut listed: Vec<StreamKeyInfo> = keys
+            .values()
+            .filter_map(|(slot, prefix)| {
+                let camera =
+                    self.list().into_iter().find(|c| c.source.push_slot().is_some_and(|s| Arc::ptr_eq(s, slot)))?;
+                Some(StreamKeyInfo { camera, prefix: prefix.clone() })
+            })
+            .collect();
+        listed.sort_by(|a, b| a.camera.id.cmp(&b.camera.id));
+        listed
+    }
+
+    /// What protocol servers ask on each publish request: the slot a stream key opens, if any.
+    pub fn gate(&self) -> Gate {
+        let keys = self.keys.clone();
+        Arc::new(move |key: &str| keys.read().get(&hash_key(key)).map(|(slot, _)| slot.clone()))
     }
 
     /// Adds a network camera at run time: checked, persisted, then started, as one step.
@@ -112,8 +195,8 @@ impl CameraManager {
             return Err(Error::invalid_state(State::CameraLimit, &[]));
         }
         let source = CameraSource::Rtsp { url };
-        self.db.upsert_camera(&row(&id, &name, &source, Origin::Api)).await?;
-        let camera = self.insert(Camera::new(id, name, source, Origin::Api))?;
+        self.db.upsert_camera(&row(&id, &name, &source, Origin::Api, None)).await?;
+        let camera = self.insert(Camera::new(id, name, source, Origin::Api), None)?;
         self.announce(&camera);
         Ok(camera)
     }
@@ -130,6 +213,11 @@ impl CameraManager {
         self.db.delete_camera(id.as_str()).await?;
         let removed = self.cameras.write().remove(id);
         if let Some(entry) = removed {
+            if let Some(slot) = entry.camera.source.push_slot() {
+                // The key is revoked with its camera: refused from now on, and its publisher dropped (cancel below).
+                slot.close();
+                self.keys.write().retain(|_, (s, _)| !Arc::ptr_eq(s, slot));
+            }
             entry.cancel.cancel();
             // Clients that do not subscribe to topics still learn the camera is gone.
             let previous = entry.camera.state().status;
@@ -171,9 +259,9 @@ impl CameraManager {
         let (name, settings) = describe(&id, &plugged);
         let device = Arc::new(LocalDevice::new(key, settings));
         let source = CameraSource::V4l2 { device: device.clone() };
-        self.db.upsert_camera(&row(&id, &name, &source, Origin::Discovered)).await?;
+        self.db.upsert_camera(&row(&id, &name, &source, Origin::Discovered, None)).await?;
         device.plug(plugged);
-        let camera = self.insert(Camera::new(id, name, source, Origin::Discovered))?;
+        let camera = self.insert(Camera::new(id, name, source, Origin::Discovered), None)?;
         self.announce(&camera);
         Ok(camera)
     }
@@ -228,7 +316,8 @@ impl CameraManager {
         self.tasks.wait().await;
     }
 
-    fn insert(&self, camera: Camera) -> Result<Arc<Camera>> {
+    /// Registers and starts a camera; a pushed camera's key (hash, prefix) opens its slot from now on.
+    fn insert(&self, camera: Camera, key: Option<(String, String)>) -> Result<Arc<Camera>> {
         camera.hub.set_retain(self.hub_retain);
         let camera = Arc::new(camera);
         let cancel = self.shutdown.child_token();
@@ -238,6 +327,9 @@ impl CameraManager {
                 return Err(Error::invalid_state(State::CameraExists, &[State::Absent]));
             }
             cameras.insert(camera.id.clone(), Entry { camera: camera.clone(), cancel: cancel.clone() });
+        }
+        if let (Some(slot), Some((hash, prefix))) = (camera.source.push_slot(), key) {
+            self.keys.write().insert(hash, (slot.clone(), prefix));
         }
         let span = info_span!("camera", camera_id = %camera.id);
         info!(parent: &span, source = camera.public_url(), origin = camera.origin.as_str(), "camera added");
@@ -250,17 +342,21 @@ impl CameraManager {
     }
 }
 
-fn row(id: &CameraId, name: &str, source: &CameraSource, origin: Origin) -> CameraRow {
+fn row(id: &CameraId, name: &str, source: &CameraSource, origin: Origin, key: Option<&(String, String)>) -> CameraRow {
     let (url, device_key) = match source {
         CameraSource::Rtsp { url } => (Some(url.to_string()), None),
         CameraSource::V4l2 { device } => (None, Some(device.key.clone())),
+        CameraSource::File { path } => (Some(format!("file://{}", path.display())), None),
+        CameraSource::Push { .. } => (None, None),
     };
     CameraRow {
         id: id.to_string(),
-        kind: source.kind().into(),
+        kind: source.stored_kind().into(),
         origin: origin.as_str().into(),
         name: name.into(),
         url,
         device_key,
+        key_hash: key.map(|(hash, _)| hash.clone()),
+        key_prefix: key.map(|(_, prefix)| prefix.clone()),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod manager;
+pub mod source;
 pub mod supervisor;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use crate::base::url::redact_url;
 pub use crate::base::{CameraId, CameraStatus};
 use crate::error::{Error, Result, State};
 use crate::media::hub::StreamHub;
+use crate::media::push::PushSlot;
 
 pub use manager::CameraManager;
 
@@ -24,20 +26,42 @@ pub enum CameraSource {
     Rtsp { url: url::Url },
     /// A local V4L2 (USB) device, known by its physical identity; its node comes and goes with hot-plug.
     V4l2 { device: Arc<device::LocalDevice> },
+    /// A clip played in a loop (configured only: a client never names a path).
+    File { path: std::path::PathBuf },
+    /// A stream pushed to camhub (RTMP, SRT, WHIP) with the camera's stream key.
+    Push { slot: Arc<PushSlot> },
 }
 
 impl CameraSource {
+    /// `source_type` as clients see it: a pushed camera's is the protocol of its current or last publisher.
     pub fn kind(&self) -> &'static str {
         match self {
             CameraSource::Rtsp { .. } => "rtsp",
             CameraSource::V4l2 { .. } => "v4l2",
+            CameraSource::File { .. } => "file",
+            CameraSource::Push { slot } => slot.protocol().map_or("push", |p| p.as_str()),
+        }
+    }
+
+    /// The kind the `cameras` table stores (a pushed camera is `push` whatever its publisher uses).
+    pub fn stored_kind(&self) -> &'static str {
+        match self {
+            CameraSource::Push { .. } => "push",
+            other => other.kind(),
         }
     }
 
     pub fn device(&self) -> Option<&Arc<device::LocalDevice>> {
         match self {
             CameraSource::V4l2 { device } => Some(device),
-            CameraSource::Rtsp { .. } => None,
+            _ => None,
+        }
+    }
+
+    pub fn push_slot(&self) -> Option<&Arc<PushSlot>> {
+        match self {
+            CameraSource::Push { slot } => Some(slot),
+            _ => None,
         }
     }
 }
@@ -116,12 +140,14 @@ impl Camera {
         }
     }
 
-    /// The source as logs may show it: an RTSP URL without credentials, or a device's physical identity (never its
-    /// `/dev` node).
+    /// The source as logs may show it: an RTSP URL without credentials, a device's physical identity (never its
+    /// `/dev` node), a clip's path, or `push:<id>` for a pushed stream (never its key).
     pub fn public_url(&self) -> String {
         match &self.source {
             CameraSource::Rtsp { url } => redact_url(url),
             CameraSource::V4l2 { device } => format!("v4l2:{}", device.key),
+            CameraSource::File { path } => format!("file://{}", path.display()),
+            CameraSource::Push { .. } => format!("push:{}", self.id),
         }
     }
 

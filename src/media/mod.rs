@@ -2,8 +2,11 @@
 //! does not know cameras' lifecycle (that is `camera::supervisor`) or anything about clients.
 
 pub mod clock;
+pub mod file_ingest;
 pub mod hub;
 pub mod ingest;
+pub mod push;
+pub mod rtmp;
 pub mod rtsp_client;
 pub mod runtime;
 pub mod testcam;

@@ -28,6 +28,9 @@ pub struct CameraRow {
     pub url: Option<String>,
     /// A device's physical identity (V4L2 cameras).
     pub device_key: Option<String>,
+    /// A pushed camera's stream key: its SHA-256 (hex) and first characters.
+    pub key_hash: Option<String>,
+    pub key_prefix: Option<String>,
 }
 
 impl Db {
@@ -56,9 +59,11 @@ impl Db {
     }
 
     pub async fn cameras(&self) -> Result<Vec<CameraRow>> {
-        let rows = sqlx::query("SELECT id, kind, origin, name, url, device_key FROM cameras ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, kind, origin, name, url, device_key, key_hash, key_prefix FROM cameras ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(CameraRow {
@@ -68,6 +73,8 @@ impl Db {
                     name: r.try_get("name")?,
                     url: r.try_get("url")?,
                     device_key: r.try_get("device_key")?,
+                    key_hash: r.try_get("key_hash")?,
+                    key_prefix: r.try_get("key_prefix")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -77,9 +84,11 @@ impl Db {
     /// Inserts or refreshes a camera row.
     pub async fn upsert_camera(&self, row: &CameraRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO cameras (id, kind, origin, name, url, device_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO cameras (id, kind, origin, name, url, device_key, key_hash, key_prefix, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, origin = excluded.origin,
-                 name = excluded.name, url = excluded.url, device_key = excluded.device_key",
+                 name = excluded.name, url = excluded.url, device_key = excluded.device_key,
+                 key_hash = excluded.key_hash, key_prefix = excluded.key_prefix",
         )
         .bind(&row.id)
         .bind(&row.kind)
@@ -87,6 +96,8 @@ impl Db {
         .bind(&row.name)
         .bind(&row.url)
         .bind(&row.device_key)
+        .bind(&row.key_hash)
+        .bind(&row.key_prefix)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
@@ -361,6 +372,8 @@ mod tests {
             name: "Front".into(),
             url: Some("rtsp://h/x".into()),
             device_key: None,
+            key_hash: None,
+            key_prefix: None,
         };
         db.upsert_camera(&row).await.expect("insert");
         let device = CameraRow {
@@ -370,6 +383,8 @@ mod tests {
             name: "Webcam".into(),
             url: None,
             device_key: Some("usb:046d:0825:ABC".into()),
+            key_hash: None,
+            key_prefix: None,
         };
         db.upsert_camera(&device).await.expect("a discovered device");
         db.upsert_camera(&CameraRow { name: "Front door".into(), ..row }).await.expect("update");

@@ -87,6 +87,8 @@ pub struct Camhub {
     pub port: u16,
     /// camhub's own RTSP server (cameras republished at `rtsp://127.0.0.1:RTSP_PORT/<id>`): a free port per launch.
     pub rtsp_port: u16,
+    /// camhub's RTMP server (publishers push to `rtmp://127.0.0.1:RTMP_PORT/live/<key>`): a free port per launch.
+    pub rtmp_port: u16,
     /// Extra `[server]`, `[storage]` and `[rtsp_server]` keys, kept across restarts.
     server_keys: String,
     storage_keys: String,
@@ -109,6 +111,7 @@ impl Camhub {
         let mut hub = Camhub {
             port: 0,
             rtsp_port: 0,
+            rtmp_port: 0,
             server_keys: server_keys.to_owned(),
             storage_keys: String::new(),
             rtsp_keys: String::new(),
@@ -125,6 +128,7 @@ impl Camhub {
         let mut hub = Camhub {
             port: 0,
             rtsp_port: 0,
+            rtmp_port: 0,
             server_keys: String::new(),
             storage_keys: storage_keys.to_owned(),
             rtsp_keys: String::new(),
@@ -143,6 +147,7 @@ impl Camhub {
         let mut hub = Camhub {
             port: 0,
             rtsp_port: 0,
+            rtmp_port: 0,
             server_keys: String::new(),
             storage_keys: String::new(),
             rtsp_keys: rtsp_keys.to_owned(),
@@ -202,15 +207,17 @@ impl Camhub {
     fn launch(&mut self, extra: &str) {
         self.port = free_port();
         self.rtsp_port = free_port();
+        self.rtmp_port = free_port();
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{}\"\n{}\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{}\n\
-             [rtsp_server]\nlisten = \"127.0.0.1:{}\"\n{}\n{extra}\n",
+             [rtsp_server]\nlisten = \"127.0.0.1:{}\"\n{}\n[rtmp]\nlisten = \"127.0.0.1:{}\"\n{extra}\n",
             self.port,
             self.server_keys,
             self.dir.display(),
             self.storage_keys,
             self.rtsp_port,
             self.rtsp_keys,
+            self.rtmp_port,
         );
         let path = self.dir.join("camhub.toml");
         std::fs::write(&path, config).expect("write config");

@@ -5,6 +5,7 @@
 
 pub mod cameras;
 pub mod detections;
+pub mod ingest;
 pub mod recordings;
 pub mod snapshots;
 pub mod streams;
@@ -178,6 +179,9 @@ api! {
     GetEvent = "get_event", AtLeast(Viewer), Task, detections::EventParams => detections::Event, detections::get;
     SetDetection = "set_detection", AtLeast(Operator), Task, detections::SetDetectionParams => detections::Detection, detections::set;
     GetInferenceStatus = "get_inference_status", AtLeast(Viewer), InPlace, NoParams => detections::InferenceStatus, detections::status;
+    CreateStreamKey = "create_stream_key", AtLeast(Operator), Task, ingest::CreateStreamKeyParams => ingest::StreamKeyCreated, ingest::create;
+    ListStreamKeys = "list_stream_keys", AtLeast(Operator), InPlace, NoParams => ingest::StreamKeyList, ingest::list;
+    RevokeStreamKey = "revoke_stream_key", AtLeast(Operator), Task, ingest::RevokeStreamKeyParams => ingest::StreamKeyRevoked, ingest::revoke;
 }
 
 /// Parses the params, runs the handler, serialises its result.

@@ -1,0 +1,158 @@
+//! File ingest: a clip (MP4, MKV) played in real time and looped forever, `filesrc ! parsebin ! parser ! appsink`.
+//! Looping is GStreamer's segment seek: the first seek is flushing with the SEGMENT flag, and each `SegmentDone` is
+//! answered with a non-flushing segment seek back to the start, so the running time keeps rising across loops and the
+//! hub gets running-time timestamps with no jump and no end of stream at the loop point (recordings and viewers see
+//! one continuous stream). The appsink syncs on the pipeline clock, which paces the file at its own rate.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::{make, pipeline_error};
+use crate::base::{Codec, Failure};
+use crate::error::Result;
+use crate::media::hub::StreamHub;
+
+/// Builds (but does not start) the pipeline of a looping clip.
+pub fn build_file_ingest(path: &Path, hub: Arc<StreamHub>) -> Result<gst::Pipeline> {
+    let pipeline = gst::Pipeline::with_name(&format!("file-{}", hub.camera_id()));
+    let src = make("filesrc")?;
+    src.set_property("location", path.to_string_lossy().as_ref());
+    let parse = make("parsebin")?;
+    let sink = running_time_sink(hub);
+    pipeline.add_many([&src, &parse, sink.upcast_ref()]).map_err(pipeline_error)?;
+    src.link(&parse).map_err(pipeline_error)?;
+    let pipeline_weak = pipeline.downgrade();
+    let sink_weak = sink.downgrade();
+    parse.connect_pad_added(move |_, pad| {
+        let (Some(pipeline), Some(sink)) = (pipeline_weak.upgrade(), sink_weak.upgrade()) else { return };
+        let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
+        let Some(name) = caps.as_ref().and_then(|c| c.structure(0)).map(|s| s.name().to_string()) else { return };
+        if !name.starts_with("video/") {
+            return; // audio and subtitles are not ingested from files yet
+        }
+        if let Err(e) = link_video(&pipeline, pad, &name, sink.upcast_ref()) {
+            gst::element_error!(pipeline, gst::StreamError::CodecNotFound, ("{}", e));
+        }
+    });
+    Ok(pipeline)
+}
+
+/// Links the clip's video through its parser to the hub's appsink (the first video stream only).
+fn link_video(pipeline: &gst::Pipeline, pad: &gst::Pad, media_type: &str, sink: &gst::Element) -> Result<(), String> {
+    let Some(codec) = Codec::from_media_type(media_type) else {
+        return Err(format!("the clip's video is {media_type}: camhub ingests H.264 and H.265"));
+    };
+    if sink.static_pad("sink").is_some_and(|p| p.is_linked()) {
+        return Ok(());
+    }
+    let parse = make(codec.parser()).map_err(|e| e.to_string())?;
+    parse.set_property("config-interval", -1i32);
+    let filter = make("capsfilter").map_err(|e| e.to_string())?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder(codec.media_type())
+            .field("stream-format", codec.stream_format())
+            .field("alignment", "au")
+            .build(),
+    );
+    pipeline.add_many([&parse, &filter]).map_err(|e| e.to_string())?;
+    gst::Element::link_many([&parse, &filter, sink]).map_err(|e| e.to_string())?;
+    for element in [&parse, &filter] {
+        element.sync_state_with_parent().map_err(|e| e.to_string())?;
+    }
+    let parse_sink = parse.static_pad("sink").ok_or("parser without sink pad")?;
+    pad.link(&parse_sink).map_err(|e| format!("linking the clip's video: {e:?}"))?;
+    Ok(())
+}
+
+/// The hub's appsink for a clip: synchronised to the clock (real-time pace), timestamps as running time.
+fn running_time_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
+    let sink = gst_app::AppSink::builder().name("hub").sync(true).enable_last_sample(false).build();
+    let mut last_caps: Option<gst::Caps> = None;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(caps) = sample.caps()
+                    && last_caps.as_ref().is_none_or(|c| c != caps)
+                {
+                    last_caps = Some(caps.to_owned());
+                    hub.push_caps(caps.to_owned());
+                }
+                let (Some(mut buffer), Some(segment)) = (sample.buffer_owned(), sample.segment()) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                if let Some(segment) = segment.downcast_ref::<gst::ClockTime>() {
+                    let b = buffer.make_mut();
+                    let pts = b.pts().and_then(|t| segment.to_running_time(t));
+                    let dts = b.dts().and_then(|t| segment.to_running_time(t));
+                    b.set_pts(pts);
+                    b.set_dts(dts);
+                }
+                hub.push(buffer);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    sink
+}
+
+/// Plays a built clip pipeline in a loop until it fails or `stop` fires; sets it to NULL before returning (off the
+/// async runtime).
+pub async fn run_looping(pipeline: gst::Pipeline, stop: tokio_util::sync::CancellationToken) -> Failure {
+    let Some(bus) = pipeline.bus() else { return Failure::retry("pipeline has no bus") };
+    let mut messages = bus.stream();
+    let ended = match pipeline.set_state(gst::State::Paused) {
+        Err(e) => Failure::unsupported(format!("cannot open the clip: {e}")),
+        Ok(_) => {
+            let mut seeked = false;
+            loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => break Failure::retry("stopped"),
+                    m = messages.next() => m,
+                };
+                let Some(message) = message else { break Failure::retry("bus closed") };
+                match message.view() {
+                    gst::MessageView::AsyncDone(_) if !seeked => {
+                        seeked = true;
+                        let flags = gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT;
+                        if let Err(e) = pipeline.seek_simple(flags, gst::ClockTime::ZERO) {
+                            break Failure::unsupported(format!("the clip cannot be looped (not seekable): {e}"));
+                        }
+                        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+                            break Failure::retry(format!("cannot play the clip: {e}"));
+                        }
+                    }
+                    gst::MessageView::SegmentDone(_) => {
+                        if let Err(e) = pipeline.seek_simple(gst::SeekFlags::SEGMENT, gst::ClockTime::ZERO) {
+                            break Failure::retry(format!("cannot loop the clip: {e}"));
+                        }
+                    }
+                    gst::MessageView::Error(e) => {
+                        let err = e.error();
+                        break if err.matches(gst::StreamError::CodecNotFound)
+                            || err.matches(gst::StreamError::TypeNotFound)
+                            || err.matches(gst::StreamError::WrongType)
+                        {
+                            Failure::unsupported(err.message().to_owned())
+                        } else {
+                            Failure::retry(err.message().to_owned())
+                        };
+                    }
+                    gst::MessageView::Eos(_) => break Failure::retry("the clip ended"),
+                    _ => {}
+                }
+            }
+        }
+    };
+    let stopped = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
+    if let Ok(Err(e)) = stopped {
+        tracing::warn!(err = %e, "clip pipeline teardown failed");
+    }
+    ended
+}
