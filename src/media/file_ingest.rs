@@ -70,10 +70,13 @@ fn link_video(pipeline: &gst::Pipeline, pad: &gst::Pad, media_type: &str, sink: 
     Ok(())
 }
 
-/// The hub's appsink for a clip: synchronised to the clock (real-time pace), timestamps as running time.
+/// The hub's appsink for a clip: synchronised to the clock (real-time pace), timestamps as running time, made to
+/// rise by one frame at each loop point (a clip's duration, hence the next loop's base, may end at its last frame's
+/// start rather than its end).
 fn running_time_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
     let sink = gst_app::AppSink::builder().name("hub").sync(true).enable_last_sample(false).build();
     let mut last_caps: Option<gst::Caps> = None;
+    let mut timeline = LoopTimeline::default();
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
@@ -91,6 +94,7 @@ fn running_time_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
                     let b = buffer.make_mut();
                     let pts = b.pts().and_then(|t| segment.to_running_time(t));
                     let dts = b.dts().and_then(|t| segment.to_running_time(t));
+                    let (pts, dts) = timeline.place(segment.base(), pts, dts);
                     b.set_pts(pts);
                     b.set_dts(dts);
                 }
@@ -100,6 +104,51 @@ fn running_time_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
             .build(),
     );
     sink
+}
+
+/// Running times across loops: each loop's first frame comes one frame spacing after the last frame of the loop
+/// before, however the clip's duration was rounded.
+#[derive(Debug, Default)]
+struct LoopTimeline {
+    base: Option<gst::ClockTime>,
+    /// Added to every running time from the current loop on.
+    offset: gst::ClockTime,
+    /// The last decode time (or presentation time) placed, and the spacing before it.
+    last: Option<gst::ClockTime>,
+    step: gst::ClockTime,
+}
+
+impl LoopTimeline {
+    fn place(
+        &mut self,
+        base: Option<gst::ClockTime>,
+        pts: Option<gst::ClockTime>,
+        dts: Option<gst::ClockTime>,
+    ) -> (Option<gst::ClockTime>, Option<gst::ClockTime>) {
+        let (mut pts, mut dts) = (pts.map(|t| t + self.offset), dts.map(|t| t + self.offset));
+        let key = dts.or(pts);
+        if base != self.base {
+            self.base = base;
+            if let (Some(last), Some(now)) = (self.last, key) {
+                let wanted = last + self.step.max(gst::ClockTime::from_mseconds(1));
+                if now < wanted {
+                    let shift = wanted - now;
+                    self.offset += shift;
+                    pts = pts.map(|t| t + shift);
+                    dts = dts.map(|t| t + shift);
+                }
+            }
+        }
+        if let Some(now) = dts.or(pts) {
+            if let Some(last) = self.last
+                && now > last
+            {
+                self.step = now - last;
+            }
+            self.last = Some(now);
+        }
+        (pts, dts)
+    }
 }
 
 /// Plays a built clip pipeline in a loop until it fails or `stop` fires; sets it to NULL before returning (off the
@@ -155,4 +204,28 @@ pub async fn run_looping(pipeline: gst::Pipeline, stop: tokio_util::sync::Cancel
         tracing::warn!(err = %e, "clip pipeline teardown failed");
     }
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_loop_starts_one_frame_after_the_last() {
+        let ms = gst::ClockTime::from_mseconds;
+        let mut t = LoopTimeline::default();
+        let base0 = Some(ms(0));
+        for i in 0..50 {
+            assert_eq!(t.place(base0, Some(ms(40 * i)), None), (Some(ms(40 * i)), None));
+        }
+        // The next loop's base is the clip's duration as the demuxer rounded it (the last frame's start).
+        let base1 = Some(ms(1960));
+        assert_eq!(t.place(base1, Some(ms(1960)), None), (Some(ms(2000)), None));
+        assert_eq!(t.place(base1, Some(ms(2000)), None), (Some(ms(2040)), None));
+        // A loop whose base already leaves a frame's room is not shifted further.
+        let mut u = LoopTimeline::default();
+        u.place(Some(ms(0)), Some(ms(0)), Some(ms(0)));
+        u.place(Some(ms(0)), Some(ms(40)), Some(ms(40)));
+        assert_eq!(u.place(Some(ms(80)), Some(ms(80)), Some(ms(80))), (Some(ms(80)), Some(ms(80))));
+    }
 }

@@ -173,7 +173,8 @@ async fn negotiate(mut socket: TcpStream, gate: &Gate) -> Result<(), String> {
                             Err(Refusal::Closed) => Err("the camera was removed".into()),
                         };
                     }
-                    other => debug!(event = ?other, "rtmp event before publishing"),
+                    // Never logged whole: FFmpeg's FCPublish, for one, carries the stream key.
+                    _ => {}
                 }
             }
         }
