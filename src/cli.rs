@@ -430,6 +430,11 @@ async fn demo(data: PathBuf) -> ExitCode {
     {
         return cannot_listen(config.rtmp.listen, "RTMP server", &e);
     }
+    if config.srt.enabled
+        && let Err(e) = std::net::UdpSocket::bind(config.srt.listen)
+    {
+        return cannot_listen(config.srt.listen, "SRT listener", &e);
+    }
     let settings = TestCamSettings { cameras: 2, width: 1280, height: 720, fps: 30, ..TestCamSettings::default() };
     // gst-rtsp-server's own error for a taken port does not say so; a probe does.
     if let Err(e) = std::net::TcpListener::bind(settings.listen) {

@@ -35,7 +35,8 @@ pub struct Config {
     pub snapshots: SnapshotConfig,
     pub rtsp_server: RtspServerConfig,
     pub webrtc: WebrtcConfig,
-    pub rtmp: RtmpConfig,
+    pub rtmp: PushListener,
+    pub srt: PushListener,
     pub cameras: Vec<CameraConfig>,
     pub v4l2: V4l2Config,
     /// `None` when no `[inference]` section is given: detection is off.
@@ -168,9 +169,10 @@ pub struct RtspServerConfig {
     pub users: Vec<RtspUser>,
 }
 
-/// The RTMP server publishers push to (`rtmp://HOST:PORT/live/<stream key>`).
+/// A listener publishers push to: RTMP (`rtmp://HOST:PORT/live/<stream key>`, TCP) or SRT
+/// (`srt://HOST:PORT?streamid=<stream key>`, UDP).
 #[derive(Debug, Clone)]
-pub struct RtmpConfig {
+pub struct PushListener {
     pub enabled: bool,
     /// `IP:PORT`; loopback by default.
     pub listen: SocketAddr,
@@ -492,6 +494,7 @@ struct RawConfig {
     rtsp_server: RawRtspServer,
     webrtc: RawWebrtc,
     rtmp: RawRtmp,
+    srt: RawSrt,
     cameras: Vec<RawCamera>,
     v4l2: RawV4l2,
     inference: Option<RawInference>,
@@ -576,14 +579,25 @@ impl Default for RawRtmp {
     }
 }
 
-impl RawRtmp {
-    fn validate(self) -> Result<RtmpConfig, ConfigError> {
-        let listen: SocketAddr = self
-            .listen
-            .parse()
-            .map_err(|_| ConfigError::new("rtmp.listen", format!("{:?} is not an IP:PORT address", self.listen)))?;
-        Ok(RtmpConfig { enabled: self.enabled, listen })
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSrt {
+    enabled: bool,
+    listen: String,
+}
+
+impl Default for RawSrt {
+    fn default() -> Self {
+        RawSrt { enabled: true, listen: "127.0.0.1:8890".into() }
     }
+}
+
+/// A push listener's section: `listen` must be `IP:PORT`.
+fn push_listener(section: &str, enabled: bool, listen: &str) -> Result<PushListener, ConfigError> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| ConfigError::new(format!("{section}.listen"), format!("{listen:?} is not an IP:PORT address")))?;
+    Ok(PushListener { enabled, listen: addr })
 }
 
 impl Default for RawRtspServer {
@@ -967,7 +981,8 @@ impl RawConfig {
         let inference = self.inference.map(RawInference::validate).transpose()?;
         let v4l2 = self.v4l2.validate(inference.as_ref())?;
         let rtsp_server = self.rtsp_server.validate(&listen)?;
-        let rtmp = self.rtmp.validate()?;
+        let rtmp = push_listener("rtmp", self.rtmp.enabled, &self.rtmp.listen)?;
+        let srt = push_listener("srt", self.srt.enabled, &self.srt.listen)?;
         let webrtc = self.webrtc.validate()?;
 
         let mut cameras = Vec::with_capacity(self.cameras.len());
@@ -1035,6 +1050,7 @@ impl RawConfig {
             snapshots: SnapshotConfig { quality: sn.quality, size },
             rtsp_server,
             rtmp,
+            srt,
             webrtc,
             monitor: MonitorConfig {
                 stall_timeout: Duration::from_millis(m.stall_timeout_ms),

@@ -108,7 +108,7 @@ pub async fn run_with_listener(
     let streams = crate::publish::Publisher::new(&config, auth.clone(), media.handle().clone());
     let grace = config.server.shutdown_grace;
     let configured = config.cameras.clone();
-    let rtmp = config.rtmp.clone();
+    let (rtmp, srt) = (config.rtmp.clone(), config.srt.clone());
     let publish_events = events.subscribe();
     let app = Arc::new(App::new(Parts {
         config,
@@ -128,6 +128,11 @@ pub async fn run_with_listener(
         crate::media::rtmp::start(rtmp.listen, app.cameras().gate(), root_cancel.child_token(), media.handle())
             .await
             .context("starting the rtmp server")?;
+    }
+    if srt.enabled {
+        crate::media::srt::start(srt.listen, app.cameras().gate(), root_cancel.child_token(), media.handle())
+            .await
+            .context("starting the srt listener")?;
     }
     let guard = tokio::spawn(app.recordings().clone().guard());
     let prune = tokio::spawn(app.detections().clone().prune(EVENT_RETENTION, root_cancel.child_token()));

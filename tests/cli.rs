@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 /// a free port too: the default, 8554, may be held by a demo running on the same machine.
 fn service_config(dir: &std::path::Path) -> (std::path::PathBuf, u16) {
     let (port, rtsp_port, rtmp_port) = (common::free_port(), common::free_port(), common::free_port());
+    let srt_port = common::free_udp_port();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[rtsp_server]\nlisten = \"127.0.0.1:{rtsp_port}\"\n\
-         [rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n[storage]\nroot = \"{}\"\n",
+         [rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n[storage]\nroot = \"{}\"\n",
         dir.display()
     );
     (write(dir, &text), port)

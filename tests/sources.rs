@@ -40,6 +40,21 @@ fn ffmpeg_rtmp(url: &str, size: &str) -> Publisher {
     Publisher(child)
 }
 
+/// FFmpeg pushing a live test pattern (H.264 + AAC in MPEG-TS) over SRT with `streamid`.
+fn ffmpeg_srt(port: u16, stream_id: &str) -> Publisher {
+    let url = format!("srt://127.0.0.1:{port}?streamid={stream_id}");
+    let child = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=480x270:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-f", "mpegts", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg must be installed (scripts/install-deps.sh --test)");
+    Publisher(child)
+}
+
 /// GStreamer's own RTMP client (`rtmp2sink`) pushing a live pattern.
 fn gst_rtmp(url: &str) -> Publisher {
     let child = Command::new("gst-launch-1.0")
@@ -150,6 +165,26 @@ async fn rtmp_publishers_from_ffmpeg_and_gstreamer_are_recorded_and_republished(
     }
     let log = hub.log();
     assert!(!log.contains("sk_"), "a stream key reached the log");
+}
+
+#[tokio::test]
+async fn an_srt_publisher_is_recorded_and_republished_and_a_wrong_key_is_refused() {
+    let hub = Camhub::start("");
+    let client = hub.client("operator").await;
+    let (device, key, _) = create_key(&client, "field unit").await;
+    let mut wrong = ffmpeg_srt(hub.srt_port, &format!("sk_{}", "1".repeat(64)));
+    let _srt = ffmpeg_srt(hub.srt_port, &key);
+    let s = connected(&client, &hub, &device).await;
+    assert_eq!((s["source_type"].as_str(), s["resolution"].as_str()), (Some("srt"), Some("480x270")), "{s}");
+    assert!(!wait_exit(&mut wrong.0, Duration::from_secs(15)).expect("refused").success(), "a wrong key is refused");
+    let path = record(&client, &hub, &device, 3).await;
+    let (duration, w, h, codec) = common::ffprobe(&path).expect("ffprobe");
+    assert_eq!((w, h, codec.as_str()), (480, 270, "h264"));
+    assert!(duration >= 2.5, "{duration}");
+    common::decodes_cleanly(&path).expect("the recording decodes");
+    let streams = rtsp_streams(&hub, &device);
+    assert!(streams.iter().any(|s| s.0 == "h264" && s.1 == 480), "{streams:?}");
+    assert!(!hub.log().contains(&key), "the stream key reached the log");
 }
 
 #[tokio::test]

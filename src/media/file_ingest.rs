@@ -13,7 +13,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::{make, pipeline_error};
-use crate::base::{Codec, Failure};
+use crate::base::Failure;
 use crate::error::Result;
 use crate::media::hub::StreamHub;
 
@@ -35,39 +35,11 @@ pub fn build_file_ingest(path: &Path, hub: Arc<StreamHub>) -> Result<gst::Pipeli
         if !name.starts_with("video/") {
             return; // audio and subtitles are not ingested from files yet
         }
-        if let Err(e) = link_video(&pipeline, pad, &name, sink.upcast_ref()) {
+        if let Err(e) = super::ingest::link_parsed_video(&pipeline, pad, &name, sink.upcast_ref()) {
             gst::element_error!(pipeline, gst::StreamError::CodecNotFound, ("{}", e));
         }
     });
     Ok(pipeline)
-}
-
-/// Links the clip's video through its parser to the hub's appsink (the first video stream only).
-fn link_video(pipeline: &gst::Pipeline, pad: &gst::Pad, media_type: &str, sink: &gst::Element) -> Result<(), String> {
-    let Some(codec) = Codec::from_media_type(media_type) else {
-        return Err(format!("the clip's video is {media_type}: camhub ingests H.264 and H.265"));
-    };
-    if sink.static_pad("sink").is_some_and(|p| p.is_linked()) {
-        return Ok(());
-    }
-    let parse = make(codec.parser()).map_err(|e| e.to_string())?;
-    parse.set_property("config-interval", -1i32);
-    let filter = make("capsfilter").map_err(|e| e.to_string())?;
-    filter.set_property(
-        "caps",
-        gst::Caps::builder(codec.media_type())
-            .field("stream-format", codec.stream_format())
-            .field("alignment", "au")
-            .build(),
-    );
-    pipeline.add_many([&parse, &filter]).map_err(|e| e.to_string())?;
-    gst::Element::link_many([&parse, &filter, sink]).map_err(|e| e.to_string())?;
-    for element in [&parse, &filter] {
-        element.sync_state_with_parent().map_err(|e| e.to_string())?;
-    }
-    let parse_sink = parse.static_pad("sink").ok_or("parser without sink pad")?;
-    pad.link(&parse_sink).map_err(|e| format!("linking the clip's video: {e:?}"))?;
-    Ok(())
 }
 
 /// The hub's appsink for a clip: synchronised to the clock (real-time pace), timestamps as running time, made to

@@ -90,6 +90,40 @@ pub(crate) fn hub_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
     sink
 }
 
+/// Links a demuxed video pad (a clip's, a pushed MPEG-TS's) through its codec's parser to the hub's appsink, in the
+/// `avc`/`hvc1` access units the hub carries; the first video stream only, later ones are left unlinked.
+pub(crate) fn link_parsed_video(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    media_type: &str,
+    sink: &gst::Element,
+) -> Result<(), String> {
+    let Some(codec) = Codec::from_media_type(media_type) else {
+        return Err(format!("the video is {media_type}: camhub ingests H.264 and H.265"));
+    };
+    if sink.static_pad("sink").is_some_and(|p| p.is_linked()) {
+        return Ok(());
+    }
+    let parse = make(codec.parser()).map_err(|e| e.to_string())?;
+    parse.set_property("config-interval", -1i32);
+    let filter = make("capsfilter").map_err(|e| e.to_string())?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder(codec.media_type())
+            .field("stream-format", codec.stream_format())
+            .field("alignment", "au")
+            .build(),
+    );
+    pipeline.add_many([&parse, &filter]).map_err(|e| e.to_string())?;
+    gst::Element::link_many([&parse, &filter, sink]).map_err(|e| e.to_string())?;
+    for element in [&parse, &filter] {
+        element.sync_state_with_parent().map_err(|e| e.to_string())?;
+    }
+    let parse_sink = parse.static_pad("sink").ok_or("parser without sink pad")?;
+    pad.link(&parse_sink).map_err(|e| format!("linking the video: {e:?}"))?;
+    Ok(())
+}
+
 /// Links a new RTP pad from rtspsrc through the depayloader and parser its codec needs.
 fn link_depayloader(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Element) -> Result<(), String> {
     let caps = pad.current_caps().ok_or("rtp pad without caps")?;

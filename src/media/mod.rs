@@ -9,6 +9,7 @@ pub mod push;
 pub mod rtmp;
 pub mod rtsp_client;
 pub mod runtime;
+pub mod srt;
 pub mod testcam;
 pub mod v4l2_ingest;
 
