@@ -30,7 +30,7 @@ const PERMISSION_DENIED: i64 = errors::PERMISSION_DENIED as i64;
 
 /// Methods that change cameras or files; parts (c) and (d) never call them with valid params: the round trips do
 /// (a throwaway stream added then removed; snapshots and recordings made, listed, downloaded, then deleted).
-const MUTATING: [&str; 10] = [
+const MUTATING: [&str; 12] = [
     "add_external_stream",
     "start_streaming",
     "stop_streaming",
@@ -41,6 +41,8 @@ const MUTATING: [&str; 10] = [
     "delete_recording",
     "delete_snapshot",
     "set_detection",
+    "create_stream_key",
+    "revoke_stream_key",
 ];
 
 /// Reads about one file or event: their examples name files that exist only during the files round trip, which checks
@@ -694,6 +696,7 @@ async fn spec_holds_against_a_running_server() {
     read_results_match_the_spec(&spec, &admin).await;
     a_throwaway_stream_is_added_and_removed_as_the_spec_says(&spec, &hub, &cam).await;
     streaming_round_trip_as_the_spec_says(&spec, &hub).await;
+    stream_keys_round_trip_as_the_spec_says(&spec, &hub).await;
     snapshots_and_recordings_round_trip_as_the_spec_says(&spec, &hub).await;
 }
 
@@ -756,7 +759,7 @@ async fn params_are_checked_as_the_spec_says(spec: &Spec, admin: &Client) {
     for m in spec.methods() {
         let base = m.base_params();
         let at_limit_base = match m.name() {
-            "add_external_stream" | "remove_external_stream" => None,
+            "add_external_stream" | "remove_external_stream" | "create_stream_key" => None,
             _ if MUTATING.contains(&m.name()) && base.contains_key("device") => {
                 Some(with(&base, "device", json!(ABSENT_CAMERA)))
             }
@@ -890,6 +893,30 @@ async fn streaming_round_trip_as_the_spec_says(spec: &Spec, hub: &Camhub) {
     assert_eq!(again["start_time"], started["start_time"], "starting a published camera changes nothing");
     let camera = call_conforming(spec, &operator, "get_camera_status", params).await;
     assert_eq!(camera["streams"]["rtsp"], hub.rtsp_url("cam0"), "{camera}");
+}
+
+/// (d) for stream keys: one created (its key shown once), listed by prefix, revoked; the refusals the spec documents.
+async fn stream_keys_round_trip_as_the_spec_says(spec: &Spec, hub: &Camhub) {
+    let operator = hub.client("operator").await;
+    let created = call_conforming(spec, &operator, "create_stream_key", json!({ "name": "Spec Pushed" })).await;
+    let (device, key) = (created["device"].clone(), created["stream_key"].as_str().expect("key").to_owned());
+    assert_eq!(device, "spec-pushed", "{created}");
+    let e = call_refused(spec, &operator, "create_stream_key", json!({ "name": "spec pushed" }), errors::INVALID_STATE)
+        .await;
+    assert_eq!(e["data"]["state"], "CAMERA_EXISTS", "{e}");
+    let listed = call_conforming(spec, &operator, "list_stream_keys", json!({})).await;
+    let entry = listed["keys"].as_array().expect("keys").iter().find(|k| k["device"] == device).cloned();
+    let entry = entry.unwrap_or_else(|| panic!("{device} listed: {listed}"));
+    assert!(key.starts_with(entry["key_prefix"].as_str().expect("prefix")) && !listed.to_string().contains(&key));
+    assert_eq!((&entry["publishing"], &entry["protocol"]), (&json!(false), &Value::Null), "{entry}");
+    let camera = call_conforming(spec, &operator, "get_camera_status", json!({ "device": device })).await;
+    assert_eq!((&camera["source_type"], &camera["status"]), (&json!("push"), &json!("DISCONNECTED")), "{camera}");
+    let e = call_refused(spec, &operator, "revoke_stream_key", json!({ "device": "cam0" }), errors::NOT_FOUND).await;
+    assert_eq!(e["data"]["resource"], "stream key", "{e}");
+    let revoked = call_conforming(spec, &operator, "revoke_stream_key", json!({ "device": device })).await;
+    assert_eq!(revoked["revoked"], true, "{revoked}");
+    let e = call_refused(spec, &operator, "revoke_stream_key", json!({ "device": device }), errors::NOT_FOUND).await;
+    assert_eq!(e["data"]["resource"], "camera", "{e}");
 }
 
 /// (d) for the mutating methods, and the notifications: add a stream (the test camera's second feed), see it announced
