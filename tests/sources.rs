@@ -168,6 +168,50 @@ async fn rtmp_publishers_from_ffmpeg_and_gstreamer_are_recorded_and_republished(
 }
 
 #[tokio::test]
+async fn nginx_rtmp_relays_a_publisher_to_camhub() {
+    let hub = Camhub::start("");
+    let client = hub.client("operator").await;
+    let (device, key, _) = create_key(&client, "relayed").await;
+    let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
+    assert!(
+        module.exists(),
+        "nginx-rtmp is missing: scripts/install-deps.sh --test installs nginx and libnginx-mod-rtmp"
+    );
+    let port = common::free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module {};\ndaemon off;\nmaster_process off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\n\
+             events {{}}\nrtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; \
+             push rtmp://127.0.0.1:{}/live/{key}; }} }} }}\n",
+            module.display(),
+            hub.rtmp_port,
+            dir = dir.path().display(),
+        ),
+    )
+    .expect("write nginx.conf");
+    let _nginx = Publisher(
+        Command::new("nginx")
+            .args(["-c"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx must be installed (scripts/install-deps.sh --test)"),
+    );
+    assert!(common::wait_for_port(port, Duration::from_secs(10)), "nginx did not listen");
+    let _ffmpeg = ffmpeg_rtmp(&format!("rtmp://127.0.0.1:{port}/live/cam"), "320x240");
+    let s = connected(&client, &hub, &device).await;
+    assert_eq!((s["source_type"].as_str(), s["resolution"].as_str()), (Some("rtmp"), Some("320x240")), "{s}");
+    let path = record(&client, &hub, &device, 2).await;
+    common::decodes_cleanly(&path).expect("the relayed stream's recording decodes");
+}
+
+#[tokio::test]
 async fn an_srt_publisher_is_recorded_and_republished_and_a_wrong_key_is_refused() {
     let hub = Camhub::start("");
     let client = hub.client("operator").await;
