@@ -124,6 +124,8 @@ const CAPABILITIES: &[&str] = &[
     "webrtc_whep",
     "v4l2_cameras",
     "usb_hotplug",
+    "file_sources",
+    "stream_keys",
 ];
 
 pub async fn server_info(rpc: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<ServerInfo> {
@@ -139,6 +141,12 @@ pub async fn server_info(rpc: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<
             let mut c: Vec<String> = owned(CAPABILITIES);
             if rpc.app.detections().available() {
                 c.push("detection".to_owned());
+            }
+            let config = rpc.app.config();
+            for (enabled, name) in [(config.rtmp.enabled, "rtmp_ingest"), (config.srt.enabled, "srt_ingest")] {
+                if enabled {
+                    c.push(name.to_owned());
+                }
             }
             c
         },
