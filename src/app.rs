@@ -52,6 +52,15 @@ pub struct App {
     discovery_active: AtomicBool,
     /// Sampled on demand for process figures; behind a lock because refreshing it mutates it.
     system: Mutex<Option<sysinfo::System>>,
+    /// Where the push listeners bound (the configured port, or the one the system gave for port 0).
+    listeners: Mutex<[Option<std::net::SocketAddr>; 2]>,
+}
+
+/// The listeners publishers push to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Rtmp = 0,
+    Srt = 1,
 }
 
 /// Overall health, derived from the cameras and the phase.
@@ -91,7 +100,29 @@ impl App {
             phase: AtomicU8::new(Phase::Starting as u8),
             discovery_active: AtomicBool::new(false),
             system: Mutex::new(sysinfo::System::new().ok()),
+            listeners: Mutex::new([None; 2]),
         }
+    }
+
+    /// Records where a push listener bound; set by the composition root once it listens.
+    pub fn set_listener(&self, which: Listener, addr: std::net::SocketAddr) {
+        self.listeners.lock()[which as usize] = Some(addr);
+    }
+
+    /// The URL publishers push to on `which` without the key: `rtmp://HOST:PORT/live` or `srt://HOST:PORT`, HOST being
+    /// `rtsp_server.public_host` when set (the host of every published URL) else the bound address. `None` while the
+    /// listener is off.
+    pub fn push_base(&self, which: Listener) -> Option<String> {
+        let addr = self.listeners.lock()[which as usize]?;
+        let host = match &self.config().rtsp_server.public_host {
+            Some(h) => h.clone(),
+            None if addr.ip().is_ipv6() => format!("[{}]", addr.ip()),
+            None => addr.ip().to_string(),
+        };
+        Some(match which {
+            Listener::Rtmp => format!("rtmp://{host}:{}/live", addr.port()),
+            Listener::Srt => format!("srt://{host}:{}", addr.port()),
+        })
     }
 
     pub fn config(&self) -> &Config {

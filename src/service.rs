@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::app::{App, Parts, Phase};
+use crate::app::{App, Listener, Parts, Phase};
 use crate::auth::{Authenticator, load_or_create_secret};
 use crate::base::time::{millis, now_ms};
 use crate::camera::CameraManager;
@@ -125,14 +125,18 @@ pub async fn run_with_listener(
     let log_task = tokio::spawn(log_events(db.clone(), events.subscribe(), log_stop.clone()));
     app.cameras().start(&configured).await.context("starting cameras")?;
     if rtmp.enabled {
-        crate::media::rtmp::start(rtmp.listen, app.cameras().gate(), root_cancel.child_token(), media.handle())
-            .await
-            .context("starting the rtmp server")?;
+        let bound =
+            crate::media::rtmp::start(rtmp.listen, app.cameras().gate(), root_cancel.child_token(), media.handle())
+                .await
+                .context("starting the rtmp server")?;
+        app.set_listener(Listener::Rtmp, bound);
     }
     if srt.enabled {
-        crate::media::srt::start(srt.listen, app.cameras().gate(), root_cancel.child_token(), media.handle())
-            .await
-            .context("starting the srt listener")?;
+        let bound =
+            crate::media::srt::start(srt.listen, app.cameras().gate(), root_cancel.child_token(), media.handle())
+                .await
+                .context("starting the srt listener")?;
+        app.set_listener(Listener::Srt, bound);
     }
     let guard = tokio::spawn(app.recordings().clone().guard());
     let prune = tokio::spawn(app.detections().clone().prune(EVENT_RETENTION, root_cancel.child_token()));

@@ -7,13 +7,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A config for a service with no camera, its data in `dir`, listening on a free port (returned); its RTSP server on
-/// a free port too: the default, 8554, may be held by a demo running on the same machine.
+/// a free port too: the default, 8554, may be held by a demo running on the same machine; its push listeners on ports
+/// the system picks.
 fn service_config(dir: &std::path::Path) -> (std::path::PathBuf, u16) {
-    let (port, rtsp_port, rtmp_port) = (common::free_port(), common::free_port(), common::free_port());
-    let srt_port = common::free_udp_port();
+    let (port, rtsp_port) = (common::free_port(), common::free_port());
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[rtsp_server]\nlisten = \"127.0.0.1:{rtsp_port}\"\n\
-         [rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n[storage]\nroot = \"{}\"\n",
+         [rtmp]\nlisten = \"127.0.0.1:0\"\n[srt]\nlisten = \"127.0.0.1:0\"\n[storage]\nroot = \"{}\"\n",
         dir.display()
     );
     (write(dir, &text), port)

@@ -40,14 +40,13 @@ fn ffmpeg_rtmp(url: &str, size: &str) -> Publisher {
     Publisher(child)
 }
 
-/// FFmpeg pushing a live test pattern (H.264 + AAC in MPEG-TS) over SRT with `streamid`.
-fn ffmpeg_srt(port: u16, stream_id: &str) -> Publisher {
-    let url = format!("srt://127.0.0.1:{port}?streamid={stream_id}");
+/// FFmpeg pushing a live test pattern (H.264 + AAC in MPEG-TS) over SRT to `url` (`srt://...?streamid=KEY`).
+fn ffmpeg_srt(url: &str) -> Publisher {
     let child = Command::new("ffmpeg")
         .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=480x270:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-pix_fmt", "yuv420p"])
-        .args(["-c:a", "aac", "-f", "mpegts", &url])
+        .args(["-c:a", "aac", "-f", "mpegts", url])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -73,6 +72,17 @@ fn gst_rtmp(url: &str) -> Publisher {
         .spawn()
         .expect("gst-launch-1.0 must be installed (scripts/install-deps.sh --test)");
     Publisher(child)
+}
+
+/// The ports camhub's RTMP and SRT listeners bound (the tests' configs let the system pick them).
+async fn push_ports(client: &Client) -> (u16, u16) {
+    let listed = client.call("list_stream_keys", json!({})).await.expect("list_stream_keys");
+    let port = |url: &Value| -> u16 {
+        let url = url.as_str().unwrap_or_else(|| panic!("a push listener is off: {listed}"));
+        let after_host = url.rsplit_once(':').expect("a port").1;
+        after_host.split(['/', '?']).next().and_then(|p| p.parse().ok()).expect("a port number")
+    };
+    (port(&listed["rtmp_url"]), port(&listed["srt_url"]))
 }
 
 async fn create_key(client: &Client, name: &str) -> (String, String, String) {
@@ -187,7 +197,7 @@ async fn nginx_rtmp_relays_a_publisher_to_camhub() {
              events {{}}\nrtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; \
              push rtmp://127.0.0.1:{}/live/{key}; }} }} }}\n",
             module.display(),
-            hub.rtmp_port,
+            push_ports(&client).await.0,
             dir = dir.path().display(),
         ),
     )
@@ -216,8 +226,9 @@ async fn an_srt_publisher_is_recorded_and_republished_and_a_wrong_key_is_refused
     let hub = Camhub::start("");
     let client = hub.client("operator").await;
     let (device, key, _) = create_key(&client, "field unit").await;
-    let mut wrong = ffmpeg_srt(hub.srt_port, &format!("sk_{}", "1".repeat(64)));
-    let _srt = ffmpeg_srt(hub.srt_port, &key);
+    let (_, srt_port) = push_ports(&client).await;
+    let mut wrong = ffmpeg_srt(&format!("srt://127.0.0.1:{srt_port}?streamid=sk_{}", "1".repeat(64)));
+    let _srt = ffmpeg_srt(&format!("srt://127.0.0.1:{srt_port}?streamid={key}"));
     let s = connected(&client, &hub, &device).await;
     assert_eq!((s["source_type"].as_str(), s["resolution"].as_str()), (Some("srt"), Some("480x270")), "{s}");
     assert!(!wait_exit(&mut wrong.0, Duration::from_secs(15)).expect("refused").success(), "a wrong key is refused");
@@ -238,7 +249,8 @@ async fn wrong_and_revoked_keys_are_refused_and_keys_survive_a_restart() {
     let cameras_before = client.call("get_camera_list", json!({})).await.expect("list")["total"].clone();
 
     // A key nobody created: FFmpeg is refused at its publish request and exits with an error.
-    let wrong = format!("rtmp://127.0.0.1:{}/live/sk_{}", hub.rtmp_port, "0".repeat(64));
+    let (rtmp_port, _) = push_ports(&client).await;
+    let wrong = format!("rtmp://127.0.0.1:{rtmp_port}/live/sk_{}", "0".repeat(64));
     let mut refused = ffmpeg_rtmp(&wrong, "320x240");
     let status = wait_exit(&mut refused.0, Duration::from_secs(15)).expect("FFmpeg gives up on a refused key");
     assert!(!status.success());
@@ -268,7 +280,8 @@ async fn wrong_and_revoked_keys_are_refused_and_keys_survive_a_restart() {
     drop(client);
     hub.restart("");
     let client = hub.client("operator").await;
-    let _publisher = ffmpeg_rtmp(&format!("rtmp://127.0.0.1:{}/live/{key}", hub.rtmp_port), "320x240");
+    let (rtmp_port, _) = push_ports(&client).await;
+    let _publisher = ffmpeg_rtmp(&format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"), "320x240");
     connected(&client, &hub, &kept).await;
 }
 
@@ -302,8 +315,9 @@ async fn five_publishers_go_on_while_one_is_killed_and_others_send_garbage() {
             .spawn()
             .expect("ffmpeg"),
     );
-    garbage(hub.rtmp_port);
-    huge_chunk(hub.rtmp_port);
+    let (rtmp_port, _) = push_ports(&client).await;
+    garbage(rtmp_port);
+    huge_chunk(rtmp_port);
     let _ = wait_exit(&mut corrupt_pub.0, Duration::from_secs(20));
 
     let gone = client.wait_status(&devices[0], CONNECT, |s| s["status"] == "DISCONNECTED").await;

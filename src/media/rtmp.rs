@@ -37,19 +37,13 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The longest a write to a publisher (acknowledgements, pings) may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running RTMP listener; it stops with the token it was started with.
-#[derive(Debug)]
-pub struct RtmpServer {
-    pub local_addr: SocketAddr,
-}
-
-/// Binds `listen` and accepts publishers on `runtime` until `shutdown` fires.
+/// Binds `listen` and accepts publishers on `runtime` until `shutdown` fires; returns the bound address.
 pub async fn start(
     listen: SocketAddr,
     gate: Gate,
     shutdown: CancellationToken,
     runtime: &tokio::runtime::Handle,
-) -> Result<RtmpServer> {
+) -> Result<SocketAddr> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| Error::dependency(Dependency::IngestServer, format!("rtmp: cannot listen on {listen}: {e}")))?;
@@ -90,7 +84,7 @@ pub async fn start(
         }
         debug!("rtmp server stopped");
     });
-    Ok(RtmpServer { local_addr })
+    Ok(local_addr)
 }
 
 /// A connection between accept and hand-over.

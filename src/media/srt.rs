@@ -27,20 +27,26 @@ use crate::media::push::{Arrival, Gate, Protocol};
 /// Received TS waiting for the demuxer, at most; beyond it the publisher is too fast for us and is dropped.
 const MAX_QUEUED_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Binds `listen` (UDP) and accepts publishers on `runtime` until `shutdown` fires.
+/// Binds `listen` (UDP) and accepts publishers on `runtime` until `shutdown` fires; returns the bound address.
 pub async fn start(
     listen: SocketAddr,
     gate: Gate,
     shutdown: CancellationToken,
     runtime: &tokio::runtime::Handle,
-) -> Result<()> {
-    let bound = {
-        let _entered = runtime.enter();
-        SrtListener::builder().bind(listen).await
+) -> Result<SocketAddr> {
+    // Bound on the media runtime, which runs the listener's own task and every caller's socket.
+    let bind = async move {
+        let socket = tokio::net::UdpSocket::bind(listen).await?;
+        let local = socket.local_addr()?;
+        let (listener, incoming) = SrtListener::builder().socket(socket).bind(local).await?;
+        Ok::<_, std::io::Error>((listener, incoming, local))
     };
-    let (mut listener, mut incoming) = bound
+    let (mut listener, mut incoming, local) = runtime
+        .spawn(bind)
+        .await
+        .map_err(Error::internal)?
         .map_err(|e| Error::dependency(Dependency::IngestServer, format!("srt: cannot listen on {listen}: {e}")))?;
-    info!(%listen, "srt listener ready");
+    info!(%local, "srt listener ready");
     runtime.spawn(async move {
         let requests = incoming.incoming();
         loop {
@@ -84,7 +90,7 @@ pub async fn start(
         listener.close().await;
         debug!("srt listener stopped");
     });
-    Ok(())
+    Ok(local)
 }
 
 /// The stream key in a stream id: the id itself, or the `r` (resource) of SRT's access-control syntax

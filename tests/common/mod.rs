@@ -22,11 +22,6 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
-/// A free loopback UDP port (bound then released).
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -92,10 +87,6 @@ pub struct Camhub {
     pub port: u16,
     /// camhub's own RTSP server (cameras republished at `rtsp://127.0.0.1:RTSP_PORT/<id>`): a free port per launch.
     pub rtsp_port: u16,
-    /// camhub's RTMP server (publishers push to `rtmp://127.0.0.1:RTMP_PORT/live/<key>`): a free port per launch.
-    pub rtmp_port: u16,
-    /// camhub's SRT listener (UDP): a free port per launch.
-    pub srt_port: u16,
     /// Extra `[server]`, `[storage]` and `[rtsp_server]` keys, kept across restarts.
     server_keys: String,
     storage_keys: String,
@@ -118,8 +109,6 @@ impl Camhub {
         let mut hub = Camhub {
             port: 0,
             rtsp_port: 0,
-            rtmp_port: 0,
-            srt_port: 0,
             server_keys: server_keys.to_owned(),
             storage_keys: String::new(),
             rtsp_keys: String::new(),
@@ -136,8 +125,6 @@ impl Camhub {
         let mut hub = Camhub {
             port: 0,
             rtsp_port: 0,
-            rtmp_port: 0,
-            srt_port: 0,
             server_keys: String::new(),
             storage_keys: storage_keys.to_owned(),
             rtsp_keys: String::new(),
@@ -156,8 +143,6 @@ impl Camhub {
         let mut hub = Camhub {
             port: 0,
             rtsp_port: 0,
-            rtmp_port: 0,
-            srt_port: 0,
             server_keys: String::new(),
             storage_keys: String::new(),
             rtsp_keys: rtsp_keys.to_owned(),
@@ -217,20 +202,15 @@ impl Camhub {
     fn launch(&mut self, extra: &str) {
         self.port = free_port();
         self.rtsp_port = free_port();
-        self.rtmp_port = free_port();
-        self.srt_port = free_udp_port();
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{}\"\n{}\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{}\n\
-             [rtsp_server]\nlisten = \"127.0.0.1:{}\"\n{}\n[rtmp]\nlisten = \"127.0.0.1:{}\"\n\
-             [srt]\nlisten = \"127.0.0.1:{}\"\n{extra}\n",
+             [rtsp_server]\nlisten = \"127.0.0.1:{}\"\n{}\n[rtmp]\nlisten = \"127.0.0.1:0\"\n[srt]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
             self.port,
             self.server_keys,
             self.dir.display(),
             self.storage_keys,
             self.rtsp_port,
             self.rtsp_keys,
-            self.rtmp_port,
-            self.srt_port,
         );
         let path = self.dir.join("camhub.toml");
         std::fs::write(&path, config).expect("write config");

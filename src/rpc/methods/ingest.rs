@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::find_camera;
+use crate::app::Listener;
 use crate::base::CameraId;
-use crate::config::Config;
 use crate::error::{Error, Resource, Result};
 use crate::rpc::Rpc;
 use crate::rpc::session::Session;
@@ -26,8 +26,9 @@ pub struct StreamKeyCreated {
     pub device: String,
     pub name: String,
     pub stream_key: String,
-    /// Where to publish with it.
+    /// Where to publish with it over RTMP and SRT (`null` for a listener that is off).
     pub rtmp_url: Option<String>,
+    pub srt_url: Option<String>,
     pub message: String,
 }
 
@@ -41,7 +42,8 @@ pub async fn create(rpc: Arc<Rpc>, _: Arc<Session>, p: CreateStreamKeyParams) ->
     Ok(StreamKeyCreated {
         device: camera.id.to_string(),
         name: camera.name.clone(),
-        rtmp_url: rtmp_base(rpc.app.config()).map(|base| format!("{base}/{key}")),
+        rtmp_url: rpc.app.push_base(Listener::Rtmp).map(|base| format!("{base}/{key}")),
+        srt_url: rpc.app.push_base(Listener::Srt).map(|base| format!("{base}?streamid={key}")),
         stream_key: key,
         message: "the stream key is shown once: keep it now".into(),
     })
@@ -66,6 +68,8 @@ pub struct StreamKeyList {
     pub keys: Vec<StreamKeyEntry>,
     /// The RTMP URL to publish to, without the key (`<rtmp_url>/<stream key>`); `null` when RTMP is off.
     pub rtmp_url: Option<String>,
+    /// The SRT URL to publish to, without the stream id (`<srt_url>?streamid=<stream key>`); `null` when SRT is off.
+    pub srt_url: Option<String>,
 }
 
 pub async fn list(rpc: Arc<Rpc>, _: Arc<Session>, _: super::NoParams) -> Result<StreamKeyList> {
@@ -86,7 +90,7 @@ pub async fn list(rpc: Arc<Rpc>, _: Arc<Session>, _: super::NoParams) -> Result<
             }
         })
         .collect();
-    Ok(StreamKeyList { keys, rtmp_url: rtmp_base(rpc.app.config()) })
+    Ok(StreamKeyList { keys, rtmp_url: rpc.app.push_base(Listener::Rtmp), srt_url: rpc.app.push_base(Listener::Srt) })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -113,19 +117,5 @@ pub async fn revoke(rpc: Arc<Rpc>, _: Arc<Session>, p: RevokeStreamKeyParams) ->
         device: camera.id.to_string(),
         revoked: true,
         message: "key revoked: its publisher was dropped and the camera removed (its recordings are kept)".into(),
-    })
-}
-
-/// `rtmp://HOST:PORT/live`: the host published URLs use (`rtsp_server.public_host`) or the RTMP listen address.
-fn rtmp_base(config: &Config) -> Option<String> {
-    let rtmp = &config.rtmp;
-    rtmp.enabled.then(|| {
-        let ip = rtmp.listen.ip();
-        let host = match &config.rtsp_server.public_host {
-            Some(h) => h.clone(),
-            None if ip.is_ipv6() => format!("[{ip}]"),
-            None => ip.to_string(),
-        };
-        format!("rtmp://{host}:{}/live", rtmp.listen.port())
     })
 }
