@@ -1,6 +1,7 @@
 //! The HTTP listener (axum): the JSON-RPC WebSocket at `/ws` (handed to `rpc::connection`) and the plain HTTP
 //! endpoints, each in a module with one job: `health` (no auth, for load balancers and systemd checks), `metrics`
-//! (Prometheus), `files` (downloads), `whep` (WebRTC playback signalling) and `web` (the page). Errors become HTTP
+//! (Prometheus), `files` (downloads), `whep` (WebRTC playback signalling), `whip` (WebRTC publishing
+//! signalling, with stream keys) and `web` (the page). Errors become HTTP
 //! statuses through `rpc::errors::http_status`, beside the JSON-RPC mapping.
 
 pub mod files;
@@ -8,6 +9,7 @@ pub mod health;
 pub mod metrics;
 pub mod web;
 pub mod whep;
+pub mod whip;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ impl Server {
             .merge(metrics::routes())
             .merge(files::routes())
             .merge(whep::routes())
+            .merge(whip::routes())
             .merge(web::routes())
             .with_state(self.clone())
     }
