@@ -1440,7 +1440,7 @@ mod tests {
             ("[discovery]\ninterfaces = [\"a-name-far-too-long\"]", "discovery.interfaces[0]"),
             ("[discovery]\nhosts = [\"10.0.0.0/24\"]", "discovery.hosts[0]"),
             ("[discovery]\npassword = \"secret\"", "discovery.password"),
-            ("[discovery]\nauto_add = \"yes\"", "discovery.auto_add"),
+            ("[discovery]\nauto_add = \"maybe\"", "discovery.auto_add"),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text).expect_err(text);

@@ -81,7 +81,7 @@ mod tests {
         );
         let h = HostPort::parse("[fe80::1]").expect("IPv6");
         assert_eq!((h.to_string(), h.port), ("[fe80::1]".into(), None));
-        assert_eq!(HostPort::parse("Cam.Local").map(|h| h.to_string()), Ok("cam.local".into()));
+        assert_eq!(HostPort::parse("Cam.Local").map(|h| h.to_string()), Ok("Cam.Local".into()));
         for bad in ["", "10.0.0.0/24", "user@cam", "cam:0", "cam:99999", "a b", "rtsp://cam", "cam/x"] {
             assert!(HostPort::parse(bad).is_err(), "{bad:?}");
         }
