@@ -227,7 +227,7 @@ async fn onvif_and_rtsp_cameras_are_found_where_camhub_is_told_and_nowhere_else(
     let hub = Camhub::start(&config(&lab, ""));
     let operator = hub.client("operator").await;
     let hosts = json!([format!("{}:{CAM_PORT}", lab.addr(2)), lab.addr(2)]);
-    let params = json!({ "hosts": hosts, "timeout_ms": 1500, "username": USER, "password": PASSWORD });
+    let params = json!({ "hosts": hosts, "timeout_ms": 2500, "username": USER, "password": PASSWORD });
 
     let started = Instant::now();
     let found = operator.call("discover_external_streams", params.clone()).await.expect("discover");
@@ -285,7 +285,7 @@ async fn onvif_and_rtsp_cameras_are_found_where_camhub_is_told_and_nowhere_else(
     assert_eq!(stream(&streams, &sub)["already_added"], false);
 
     // A wrong password is the device's problem, not the call's.
-    let wrong = json!({ "timeout_ms": 1500, "username": USER, "password": "not-the-password" });
+    let wrong = json!({ "timeout_ms": 2500, "username": USER, "password": "not-the-password" });
     let refused = operator.call("discover_external_streams", wrong).await.expect("a wrong password fails no call");
     let devices = refused["devices"].as_array().expect("devices");
     let onvif = devices.iter().find(|d| d["source"] == "onvif").unwrap_or_else(|| panic!("{refused:#}"));

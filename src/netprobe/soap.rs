@@ -122,7 +122,8 @@ async fn read_capped(mut response: reqwest::Response) -> Result<String, ProbeErr
 fn from_reqwest(e: reqwest::Error) -> ProbeError {
     let e = e.without_url();
     if e.is_timeout() {
-        ProbeError::Failed("no answer in time".into())
+        // The client's limit is the scan's; the device is as good as unreachable.
+        ProbeError::Unreachable("no answer in time".into())
     } else if e.is_connect() {
         ProbeError::Unreachable(error_chain(&e))
     } else {

@@ -124,6 +124,7 @@ const CAPABILITIES: &[&str] = &[
     "webrtc_whep",
     "v4l2_cameras",
     "usb_hotplug",
+    "network_discovery",
 ];
 
 pub async fn server_info(rpc: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<ServerInfo> {
