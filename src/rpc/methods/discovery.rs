@@ -18,8 +18,9 @@ use crate::scanner::{self, Request};
 
 /// Hosts one call may name.
 const MAX_HOSTS: usize = 64;
-/// `timeout_ms`: its default and bounds.
-const TIMEOUT_MS: (i64, i64, i64) = (3000, 100, 30_000);
+/// `timeout_ms` when not given, and the values it may take.
+const DEFAULT_TIMEOUT_MS: i64 = 3000;
+const TIMEOUT_MS: std::ops::RangeInclusive<i64> = 100..=30_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -123,9 +124,8 @@ pub async fn discover(rpc: Arc<Rpc>, _: Arc<Session>, p: DiscoverParams) -> Resu
             targets.push(target);
         }
     }
-    let (default, min, max) = TIMEOUT_MS;
-    let timeout_ms = p.timeout_ms.unwrap_or(default);
-    if !(min..=max).contains(&timeout_ms) {
+    let timeout_ms = p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if !TIMEOUT_MS.contains(&timeout_ms) {
         return Err(Error::invalid_param("timeout_ms", "between 100 and 30000"));
     }
     if p.username.as_ref().is_some_and(|u| u.is_empty() || u.chars().count() > 128) {
