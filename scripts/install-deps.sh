@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package camhub needs to build, run and test (idempotent; root or sudo), checks that a
 # Rust toolchain new enough for our dependencies is present, then installs ONNX Runtime, the detection models and the
-# test photos under assets/ (scripts/install-models.sh; cached, so a second run only verifies them).
+# test photos under assets/ (scripts/install-models.sh; cached, so a second run only verifies them), and with --test
+# the Python of the tests' network peers (scripts/install-test-peers.sh).
 #   scripts/install-deps.sh          build and run
 #   scripts/install-deps.sh --test   also what the tests and benchmarks use
 set -euo pipefail
@@ -17,7 +18,8 @@ if [ "${1:-}" = "--test" ]; then
   # ffmpeg: ffprobe checks files and is the peer in benchmarks; procps: ps in scripts;
   # plugins-base-apps: gst-discoverer-1.0.
   # chromium, nodejs: the page's browser test (tests/browser.rs) drives Debian's Chromium with playwright-core.
-  packages+=(ffmpeg procps gstreamer1.0-plugins-base-apps chromium nodejs)
+  # iproute2: ip netns and veth pairs for the network discovery test (tests/discovery.rs); python3-venv: its peer.
+  packages+=(ffmpeg procps gstreamer1.0-plugins-base-apps chromium nodejs iproute2 python3-venv)
   # NodeSource's nodejs carries npm; Debian's nodejs needs its npm package.
   command -v npm >/dev/null || packages+=(npm)
 fi
@@ -38,6 +40,8 @@ fi
 if [ "${1:-}" = "--test" ]; then
   # The browser test's node side, exactly as locked (playwright-core only; it never downloads a browser).
   npm ci --prefix "$(dirname "$0")/../tests/browser" --no-audit --no-fund --loglevel=error
+  # The discovery test's ONVIF peer: WSDiscovery from PyPI, pinned, in assets/.venv-peers.
+  bash "$(dirname "$0")/install-test-peers.sh"
 fi
 
 if ! command -v cargo >/dev/null; then

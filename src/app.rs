@@ -1,5 +1,5 @@
 //! The application: what camhub is once started, as parts a transport asks for by name (cameras, recordings,
-//! snapshots, streams, detections) and the questions about the whole (authenticate, health, status, process figures). Each part's
+//! snapshots, streams, detections, network discovery) and the questions about the whole (authenticate, health, status, process figures). Each part's
 //! methods are its use cases; a transport parses a request, checks the caller's role, calls one use case and renders
 //! its answer. Transports hold an `Arc<App>`; the app knows nothing about them, and its database and files are
 //! reached only through its parts.
@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
 use crate::publish::Publisher;
 use crate::recording::Recordings;
+use crate::scanner::Scanner;
 use crate::snapshot::Snapshots;
 
 /// Where the process is in its life.
@@ -35,11 +36,13 @@ pub struct Parts {
     pub config: Config,
     pub auth: Authenticator,
     pub events: EventBus,
-    pub cameras: CameraManager,
+    /// Shared with network discovery, which adds cameras it finds (`auto_add`).
+    pub cameras: Arc<CameraManager>,
     pub recordings: Arc<Recordings>,
     pub snapshots: Snapshots,
     pub streams: Arc<Publisher>,
     pub detections: Arc<Detections>,
+    pub scanner: Arc<Scanner>,
 }
 
 /// The started service.
@@ -49,7 +52,7 @@ pub struct App {
     started: Instant,
     phase: AtomicU8,
     /// Whether local-device discovery (udev) is following hot-plug; set by `discovery`.
-    discovery_active: AtomicBool,
+    local_discovery: AtomicBool,
     /// Sampled on demand for process figures; behind a lock because refreshing it mutates it.
     system: Mutex<Option<sysinfo::System>>,
     /// Where the push listeners bound (the configured port, or the one the system gave for port 0).
@@ -98,7 +101,7 @@ impl App {
             parts,
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting as u8),
-            discovery_active: AtomicBool::new(false),
+            local_discovery: AtomicBool::new(false),
             system: Mutex::new(sysinfo::System::new().ok()),
             listeners: Mutex::new([None; 2]),
         }
@@ -151,6 +154,11 @@ impl App {
         &self.parts.streams
     }
 
+    /// Network discovery: scans on request, and the periodic scan.
+    pub fn scanner(&self) -> &Arc<Scanner> {
+        &self.parts.scanner
+    }
+
     /// Every event from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
         self.parts.events.subscribe()
@@ -173,12 +181,14 @@ impl App {
         self.phase.store(phase as u8, Ordering::Release);
     }
 
+    /// Whether camhub is finding cameras on its own: following udev hot-plug, or scanning the network periodically.
     pub fn discovery_active(&self) -> bool {
-        self.discovery_active.load(Ordering::Relaxed)
+        self.local_discovery.load(Ordering::Relaxed) || self.parts.scanner.periodic()
     }
 
+    /// Set by local-device discovery while it follows udev.
     pub fn set_discovery_active(&self, active: bool) {
-        self.discovery_active.store(active, Ordering::Relaxed);
+        self.local_discovery.store(active, Ordering::Relaxed);
     }
 
     /// (connected, total) cameras.

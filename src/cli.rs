@@ -174,6 +174,9 @@ struct TestcamArgs {
     /// With --image: ABSENT:PRESENT seconds, the photo hidden then shown in turn from the stream's start (e.g. 10:10).
     #[arg(long, requires = "image", value_parser = parse_schedule)]
     image_schedule: Option<(Duration, Duration)>,
+    /// Also serve cam0 at this path (e.g. /stream1, one of the paths discover_external_streams tries).
+    #[arg(long)]
+    also_at: Option<String>,
 }
 
 /// `ABSENT:PRESENT` in seconds, each 1 to 3600.
@@ -359,6 +362,7 @@ async fn testcam(args: TestcamArgs) -> ExitCode {
         pattern: args.pattern,
         source,
         image: args.image.map(|path| Image { path, schedule: args.image_schedule }),
+        also_at: args.also_at,
     };
     let cameras = settings.cameras;
     let host = settings.listen.ip();

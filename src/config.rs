@@ -41,6 +41,7 @@ pub struct Config {
     pub v4l2: V4l2Config,
     /// `None` when no `[inference]` section is given: detection is off.
     pub inference: Option<InferenceConfig>,
+    pub discovery: DiscoveryConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +218,51 @@ impl std::fmt::Debug for WebrtcConfig {
             .field("candidate_addresses", &self.candidate_addresses)
             .field("max_sessions", &self.max_sessions)
             .field("disconnect_timeout", &self.disconnect_timeout)
+            .finish()
+    }
+}
+
+/// Network camera discovery: `discover_external_streams` and periodic scans. camhub sends nothing to the network for
+/// it beyond what is named here or by a client: WS-Discovery probes go to the multicast group on the `interfaces`
+/// listed (none by default), and RTSP probes only to hosts given by name or address.
+#[derive(Clone)]
+pub struct DiscoveryConfig {
+    /// Interfaces, by name, on which WS-Discovery probes are multicast. Empty (the default): no multicast probe is
+    /// ever sent, and only hosts named explicitly are probed.
+    pub interfaces: Vec<String>,
+    /// Hosts periodic scans probe for RTSP streams (clients name their own in `discover_external_streams`).
+    pub hosts: Vec<crate::base::url::HostPort>,
+    /// Seconds between periodic scans; 0 is off. `set_discovery_interval` changes it, and its choice is kept.
+    pub scan_interval: u64,
+    /// Periodic scans add a camera for each device they find that is not one yet (its largest stream).
+    pub auto_add: bool,
+    /// The user name and password periodic scans give devices (ONVIF and RTSP), and put in auto-added cameras' URLs.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl DiscoveryConfig {
+    /// The shortest periodic scan interval, in seconds (0 is off).
+    pub const MIN_INTERVAL: u64 = 10;
+    /// The longest, a day.
+    pub const MAX_INTERVAL: u64 = 86_400;
+
+    /// Whether `seconds` is a valid scan interval: 0 (off) or `MIN_INTERVAL..=MAX_INTERVAL`.
+    pub fn valid_interval(seconds: u64) -> bool {
+        seconds == 0 || (Self::MIN_INTERVAL..=Self::MAX_INTERVAL).contains(&seconds)
+    }
+}
+
+impl std::fmt::Debug for DiscoveryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<String> = self.hosts.iter().map(ToString::to_string).collect();
+        f.debug_struct("DiscoveryConfig")
+            .field("interfaces", &self.interfaces)
+            .field("hosts", &hosts)
+            .field("scan_interval", &self.scan_interval)
+            .field("auto_add", &self.auto_add)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| ".."))
             .finish()
     }
 }
@@ -498,6 +544,72 @@ struct RawConfig {
     cameras: Vec<RawCamera>,
     v4l2: RawV4l2,
     inference: Option<RawInference>,
+    discovery: RawDiscovery,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDiscovery {
+    interfaces: Vec<String>,
+    hosts: Vec<String>,
+    scan_interval: u64,
+    auto_add: bool,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl RawDiscovery {
+    fn validate(self) -> Result<DiscoveryConfig, ConfigError> {
+        let mut interfaces: Vec<String> = Vec::with_capacity(self.interfaces.len());
+        for (i, name) in self.interfaces.into_iter().enumerate() {
+            // IFNAMSIZ is 16 with the NUL.
+            let ok = (1..=15).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+            if !ok {
+                return Err(ConfigError::new(
+                    format!("discovery.interfaces[{i}]"),
+                    "an interface name (1..15 characters)",
+                ));
+            }
+            if !interfaces.contains(&name) {
+                interfaces.push(name);
+            }
+        }
+        let mut hosts = Vec::with_capacity(self.hosts.len());
+        for (i, h) in self.hosts.iter().enumerate() {
+            let host = crate::base::url::HostPort::parse(h)
+                .map_err(|rule| ConfigError::new(format!("discovery.hosts[{i}]"), rule))?;
+            hosts.push(host);
+        }
+        if !DiscoveryConfig::valid_interval(self.scan_interval) {
+            return Err(ConfigError::new(
+                "discovery.scan_interval",
+                format!(
+                    "must be 0 (off) or {}..{} seconds",
+                    DiscoveryConfig::MIN_INTERVAL,
+                    DiscoveryConfig::MAX_INTERVAL
+                ),
+            ));
+        }
+        let username = self.username.filter(|u| !u.is_empty());
+        if username.as_ref().is_some_and(|u| u.len() > 128 || u.contains(':')) {
+            return Err(ConfigError::new("discovery.username", "at most 128 characters, no ':'"));
+        }
+        if self.password.is_some() && username.is_none() {
+            return Err(ConfigError::new("discovery.password", "needs discovery.username"));
+        }
+        if self.password.as_ref().is_some_and(|p| p.len() > 128) {
+            // Never echo the value.
+            return Err(ConfigError::new("discovery.password", "at most 128 characters"));
+        }
+        Ok(DiscoveryConfig {
+            interfaces,
+            hosts,
+            scan_interval: self.scan_interval,
+            auto_add: self.auto_add,
+            username,
+            password: self.password,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -984,6 +1096,7 @@ impl RawConfig {
         let rtmp = push_listener("rtmp", self.rtmp.enabled, &self.rtmp.listen)?;
         let srt = push_listener("srt", self.srt.enabled, &self.srt.listen)?;
         let webrtc = self.webrtc.validate()?;
+        let discovery = self.discovery.validate()?;
 
         let mut cameras = Vec::with_capacity(self.cameras.len());
         for (i, c) in self.cameras.into_iter().enumerate() {
@@ -1064,6 +1177,7 @@ impl RawConfig {
             cameras,
             v4l2,
             inference,
+            discovery,
         })
     }
 }
@@ -1403,6 +1517,13 @@ mod tests {
             ("[webrtc]\nice_servers = [\"http://x\"]", "webrtc.ice_servers[0]"),
             ("[webrtc]\nice_servers = [\"turn://h:3478\"]", "webrtc.ice_servers[0]"),
             ("[webrtc]\ncandidate_addresses = [\"nope\"]", "webrtc.candidate_addresses[0]"),
+            ("[discovery]\nscan_interval = 5", "discovery.scan_interval"),
+            ("[discovery]\nscan_interval = 90000", "discovery.scan_interval"),
+            ("[discovery]\ninterfaces = [\"\"]", "discovery.interfaces[0]"),
+            ("[discovery]\ninterfaces = [\"a-name-far-too-long\"]", "discovery.interfaces[0]"),
+            ("[discovery]\nhosts = [\"10.0.0.0/24\"]", "discovery.hosts[0]"),
+            ("[discovery]\npassword = \"secret\"", "discovery.password"),
+            ("[discovery]\nauto_add = \"maybe\"", "discovery.auto_add"),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text).expect_err(text);
@@ -1421,6 +1542,7 @@ mod tests {
         assert_eq!(format!("{:?}", example.v4l2), format!("{:?}", defaults.v4l2));
         assert_eq!(format!("{:?}", example.rtsp_server), format!("{:?}", defaults.rtsp_server));
         assert_eq!(format!("{:?}", example.webrtc), format!("{:?}", defaults.webrtc));
+        assert_eq!(format!("{:?}", example.discovery), format!("{:?}", defaults.discovery));
         Config::from_toml(include_str!("../config/demo.toml")).expect("demo is valid");
     }
 
@@ -1434,11 +1556,13 @@ mod tests {
     fn secrets_stay_out_of_debug_and_errors() {
         let c = Config::from_toml(
             "[rtsp_server]\nusers = [{ user = \"vlc\", password = \"hunter2hunter2\" }]\n\
-             [webrtc]\nice_servers = [\"turn://u:turnsecret@turn.example:3478\"]",
+             [webrtc]\nice_servers = [\"turn://u:turnsecret@turn.example:3478\"]\n\
+             [discovery]\nusername = \"onvif\"\npassword = \"discoverysecret\"",
         )
         .expect("valid");
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("turnsecret"), "{shown}");
+        assert!(!shown.contains("discoverysecret"), "{shown}");
         let e = Config::from_toml("[webrtc]\nice_servers = [\"turn://u:turnsecret@\"]").expect_err("no host");
         assert!(!e.to_string().contains("turnsecret"), "{e}");
     }

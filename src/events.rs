@@ -1,5 +1,5 @@
 //! The in-process event bus: every change worth telling a client about (camera status, cameras added and removed,
-//! recordings, snapshots, detections, storage, start-up and shutdown) is published here once, naming cameras by id, and fanned
+//! recordings, snapshots, detections, streams found by network discovery, storage, start-up and shutdown) is published here once, naming cameras by id, and fanned
 //! out to WebSocket connections, publishing and the event log, which render it as they need.
 //! Subscribers that fall behind lose the oldest events and learn how many (tokio `broadcast` semantics); a slow
 //! subscriber never slows the publisher.
@@ -27,6 +27,7 @@ pub const TOPICS: &[&str] = &[
     "system.shutdown",
     "storage.low_space",
     "detection",
+    "discovery.found",
 ];
 
 #[derive(Debug, Clone)]
@@ -85,6 +86,24 @@ pub enum EventKind {
         camera: CameraId,
         note: Arc<DetectionNote>,
     },
+    /// A periodic network scan found a stream it had not found before (topic `discovery.found`).
+    DiscoveryFound(Arc<FoundNote>),
+}
+
+/// A stream a periodic network scan found, as discovery reports it: no credentials.
+#[derive(Debug, Clone)]
+pub struct FoundNote {
+    /// The stream's URL, without credentials.
+    pub url: String,
+    pub name: String,
+    /// `onvif` or `rtsp_probe`.
+    pub source: &'static str,
+    /// `H264`, `H265`, or the RTP encoding name of another codec; `None` when unknown.
+    pub codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// The camera it became, when the scan added it (`auto_add`).
+    pub camera: Option<CameraId>,
 }
 
 /// A detection event as detection reports it: one tracked object's `new`, `update` or `end`.
@@ -135,6 +154,7 @@ impl Event {
             EventKind::SystemStartup => &["system.startup"],
             EventKind::SystemShutdown => &["system.shutdown"],
             EventKind::Detection { .. } => &["detection"],
+            EventKind::DiscoveryFound(_) => &["discovery.found"],
         }
     }
 
@@ -149,6 +169,7 @@ impl Event {
             | EventKind::RecordingFailed { camera, .. }
             | EventKind::SnapshotTaken { camera, .. }
             | EventKind::Detection { camera, .. } => Some(camera),
+            EventKind::DiscoveryFound(note) => note.camera.as_ref(),
             EventKind::StorageLowSpace { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => None,
         }
     }

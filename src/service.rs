@@ -21,6 +21,7 @@ use crate::config::{Config, RecordMode};
 use crate::events::{EventBus, EventKind};
 use crate::media::runtime::MediaRuntime;
 use crate::recording::{self, Recordings, Trigger};
+use crate::scanner::Scanner;
 use crate::snapshot::Snapshots;
 use crate::storage::Db;
 use crate::storage::files::Files;
@@ -68,14 +69,15 @@ pub async fn run_with_listener(
     let events = EventBus::new(config.server.notification_queue);
     let root_cancel = CancellationToken::new();
     let media = MediaRuntime::start().context("starting the media runtime")?;
-    let cameras = CameraManager::new(
+    let cameras = Arc::new(CameraManager::new(
         db.clone(),
         events.clone(),
         config.monitor.clone(),
         config.recording.pre_roll,
         root_cancel.child_token(),
         media.handle().clone(),
-    );
+    ));
+    let scanner = Arc::new(Scanner::new(config.discovery.clone(), cameras.clone(), events.clone(), db.clone()).await);
     let recordings = Arc::new(
         Recordings::new(
             db.clone(),
@@ -119,6 +121,7 @@ pub async fn run_with_listener(
         snapshots,
         streams,
         detections,
+        scanner,
     }));
 
     let log_stop = CancellationToken::new();
@@ -161,6 +164,8 @@ pub async fn run_with_listener(
 
     // Local devices are found after the configured cameras, so a configured id is never given to a device.
     let discovery = tokio::spawn(crate::discovery::run(app.clone(), root_cancel.child_token()));
+    // Network scans after the cameras are known, so a scan tells which streams are cameras already.
+    let scans = tokio::spawn(app.scanner().clone().run(root_cancel.child_token()));
 
     let server = crate::http::Server::new(app.clone(), root_cancel.child_token());
     let addr = listener.local_addr()?;
@@ -185,6 +190,7 @@ pub async fn run_with_listener(
 
     let drained = tokio::time::timeout(grace, async {
         let _ = discovery.await;
+        let _ = scans.await;
         app.detections().wait_stopped().await;
         app.recordings().wait_stopped().await;
         app.cameras().wait_stopped().await;

@@ -698,6 +698,7 @@ async fn spec_holds_against_a_running_server() {
     streaming_round_trip_as_the_spec_says(&spec, &hub).await;
     stream_keys_round_trip_as_the_spec_says(&spec, &hub).await;
     snapshots_and_recordings_round_trip_as_the_spec_says(&spec, &hub).await;
+    discovery_as_the_spec_says(&spec, &hub, &cam).await;
 }
 
 /// (b) Every spec method exists, and the role the spec states is the one the server enforces.
@@ -870,6 +871,31 @@ async fn read_results_match_the_spec(spec: &Spec, admin: &Client) {
             _ => {}
         }
     }
+}
+
+/// (d) for discovery: a host probed for RTSP (the test camera, which serves none of the common paths: the device is
+/// reported, nothing is found), and periodic scanning turned on and off. The spec test's camhub has no discovery
+/// interfaces, so nothing is multicast.
+async fn discovery_as_the_spec_says(spec: &Spec, hub: &Camhub, cam: &TestCam) {
+    let operator = hub.client("operator").await;
+    let admin = hub.client("admin").await;
+    let host = format!("127.0.0.1:{}", cam.port);
+    let params = json!({ "hosts": [host], "timeout_ms": 1000 });
+    let found = call_conforming(spec, &operator, "discover_external_streams", params).await;
+    assert_eq!((&found["total_found"], &found["scanned"]["interfaces"]), (&json!(0), &json!([])), "{found}");
+    let device = found["devices"].as_array().and_then(|d| d.iter().find(|d| d["address"] == host.as_str()));
+    let device = device.unwrap_or_else(|| panic!("no device {host}: {found:#}"));
+    assert_eq!((&device["source"], &device["status"]), (&json!("rtsp_probe"), &json!("NO_STREAMS")), "{device}");
+    assert!(found["errors"].to_string().contains("no video at the common paths"), "{found:#}");
+    let nothing = call_conforming(spec, &operator, "discover_external_streams", json!({})).await;
+    assert!(nothing["message"].as_str().is_some_and(|m| m.starts_with("nothing to scan")), "{nothing}");
+
+    let on = call_conforming(spec, &admin, "set_discovery_interval", json!({ "scan_interval": 10 })).await;
+    assert_eq!((&on["scan_interval"], &on["discovery_active"]), (&json!(10), &json!(true)), "{on}");
+    let status = call_conforming(spec, &admin, "get_system_status", json!({})).await;
+    assert_eq!(status["discovery_active"], true, "{status}");
+    let off = call_conforming(spec, &admin, "set_discovery_interval", json!({ "scan_interval": 0 })).await;
+    assert_eq!(off["scan_interval"], 0, "{off}");
 }
 
 /// (d) for the streaming methods: withdraw cam0 and publish it again, with the documented refusal on the way.

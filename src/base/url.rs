@@ -1,6 +1,6 @@
 //! Stream URLs: what an acceptable camera URL is, and how its credentials are kept out of sight. A URL with
 //! credentials never leaves the process: logs, errors and responses show it redacted, and clients get the user and
-//! password as separate values.
+//! password as separate values. Also the host (and port) a client or the config names for discovery to probe.
 
 /// Checks that `s` is an `rtsp://` or `rtsps://` URL with a host.
 pub fn parse_stream_url(s: &str) -> Result<url::Url, String> {
@@ -54,9 +54,58 @@ pub fn credentials(url: &url::Url) -> Option<(String, String)> {
     (!url.username().is_empty()).then(|| (decode(url.username()), url.password().map(decode).unwrap_or_default()))
 }
 
+/// A host to probe, as a client or the config names it: `host` or `host:port` (an IPv6 address in brackets). Never a
+/// range: one name or address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub host: url::Host<String>,
+    pub port: Option<u16>,
+}
+
+impl HostPort {
+    pub const RULE: &'static str = "a host name or IP address, optionally with :PORT (an IPv6 address in brackets)";
+
+    pub fn parse(s: &str) -> Result<HostPort, &'static str> {
+        let s = s.trim();
+        if s.is_empty() || s.len() > 255 || s.contains(['/', '@', '?', '#', '\\']) || s.contains(char::is_whitespace) {
+            return Err(Self::RULE);
+        }
+        let url = url::Url::parse(&format!("rtsp://{s}/")).map_err(|_| Self::RULE)?;
+        let host = url.host().ok_or(Self::RULE)?.to_owned();
+        if matches!(&host, url::Host::Domain(d) if d.is_empty()) || url.port() == Some(0) {
+            return Err(Self::RULE);
+        }
+        Ok(HostPort { host, port: url.port() })
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => write!(f, "{}", self.host),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_to_probe_are_one_host_with_an_optional_port() {
+        let h = HostPort::parse("10.201.0.2:8554").expect("address and port");
+        assert_eq!(
+            (h.host.to_string(), h.port, h.to_string()),
+            ("10.201.0.2".into(), Some(8554), "10.201.0.2:8554".into())
+        );
+        let h = HostPort::parse("[fe80::1]").expect("IPv6");
+        assert_eq!((h.to_string(), h.port), ("[fe80::1]".into(), None));
+        assert_eq!(HostPort::parse("Cam.Local").map(|h| h.to_string()), Ok("Cam.Local".into()));
+        for bad in ["", "10.0.0.0/24", "user@cam", "cam:0", "cam:99999", "a b", "rtsp://cam", "cam/x"] {
+            assert!(HostPort::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn redaction_strips_credentials() {

@@ -34,6 +34,8 @@ pub struct TestCamSettings {
     pub source: TestCamSource,
     /// A photo shown over the picture (letterboxed to it), live cameras only.
     pub image: Option<Image>,
+    /// Another path `cam0` is served at (such as `/stream1`, one of the paths network discovery tries).
+    pub also_at: Option<String>,
 }
 
 /// A photo over a live camera's picture.
@@ -68,6 +70,7 @@ impl Default for TestCamSettings {
             pattern: "ball".into(),
             source: TestCamSource::Live,
             image: None,
+            also_at: None,
         }
     }
 }
@@ -92,6 +95,11 @@ impl TestCam {
         if settings.fps == 0 || settings.width < 16 || settings.height < 16 {
             return Err(Error::invalid_param("size/fps", "width and height at least 16, fps at least 1"));
         }
+        if let Some(path) = &settings.also_at
+            && (!path.starts_with('/') || path.len() < 2 || path.contains(char::is_whitespace))
+        {
+            return Err(Error::invalid_param("also_at", "a path such as /stream1"));
+        }
         if let Some(image) = &settings.image {
             if !matches!(settings.source, TestCamSource::Live) {
                 return Err(Error::invalid_param("image", "only a live test camera shows an image"));
@@ -111,7 +119,7 @@ impl TestCam {
         server.set_address(&settings.listen.ip().to_string());
         server.set_service(&settings.listen.port().to_string());
         let mounts = server.mount_points().ok_or_else(|| Error::internal("rtsp server has no mount points"))?;
-        for i in 0..settings.cameras {
+        let factory_for = |i: usize| {
             let factory = rtsp::RTSPMediaFactory::new();
             factory.set_shared(true);
             match &clip {
@@ -134,7 +142,13 @@ impl TestCam {
                     factory.connect_media_configure(move |_, media| feed_clip(media, clip.clone()));
                 }
             }
-            mounts.add_factory(&format!("/cam{i}"), factory);
+            factory
+        };
+        for i in 0..settings.cameras {
+            mounts.add_factory(&format!("/cam{i}"), factory_for(i));
+        }
+        if let Some(path) = &settings.also_at {
+            mounts.add_factory(path, factory_for(0));
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_loop = main_loop.clone();

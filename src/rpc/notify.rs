@@ -59,7 +59,23 @@ pub enum EventData {
     SnapshotTaken { filename: String, file_size: u64 },
     StorageLowSpace { available: u64, floor: u64, freed: u64 },
     Detection(DetectionData),
+    DiscoveryFound(FoundData),
     None {},
+}
+
+/// The `data` of a `discovery.found` event: a stream a periodic scan found for the first time.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct FoundData {
+    /// The stream's URL, without credentials (what `add_external_stream` takes, with credentials added if needed).
+    pub url: String,
+    pub name: String,
+    /// `onvif` or `rtsp_probe`.
+    pub source: String,
+    pub codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Whether the scan added it as a camera (`auto_add`); the event's `device` is then the camera's id.
+    pub auto_added: bool,
 }
 
 /// The `data` of a `detection` event: one tracked object's `new`, `update` or `end`.
@@ -128,6 +144,15 @@ pub fn event_data(event: &Event) -> EventData {
             frame_time: unix_secs_f64(note.frame_time),
             snapshot: note.snapshot.clone(),
             recording: note.recording.clone(),
+        }),
+        EventKind::DiscoveryFound(note) => EventData::DiscoveryFound(FoundData {
+            url: note.url.clone(),
+            name: note.name.clone(),
+            source: note.source.to_owned(),
+            codec: note.codec.clone(),
+            width: note.width,
+            height: note.height,
+            auto_added: note.camera.is_some(),
         }),
         EventKind::CameraRemoved { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => EventData::None {},
     }

@@ -6,6 +6,7 @@
 pub mod cameras;
 pub mod detections;
 pub mod ingest;
+pub mod discovery;
 pub mod recordings;
 pub mod snapshots;
 pub mod streams;
@@ -156,6 +157,8 @@ api! {
     GetExternalStreams = "get_external_streams", AtLeast(Viewer), InPlace, NoParams => cameras::ExternalStreams, cameras::external_streams;
     AddExternalStream = "add_external_stream", AtLeast(Operator), Task, cameras::AddStreamParams => super::wire::CameraDetail, cameras::add_stream;
     RemoveExternalStream = "remove_external_stream", AtLeast(Operator), Task, cameras::RemoveStreamParams => cameras::Removed, cameras::remove_stream;
+    DiscoverExternalStreams = "discover_external_streams", AtLeast(Operator), Task, discovery::DiscoverParams => discovery::Discovered, discovery::discover;
+    SetDiscoveryInterval = "set_discovery_interval", AtLeast(Admin), Task, discovery::IntervalParams => discovery::IntervalSet, discovery::set_interval;
     ListRecordings = "list_recordings", AtLeast(Viewer), Task, PageParams => recordings::RecordingList, recordings::list;
     ListSnapshots = "list_snapshots", AtLeast(Viewer), Task, PageParams => snapshots::SnapshotList, snapshots::list;
     GetRecordingInfo = "get_recording_info", AtLeast(Viewer), Task, FileParams => recordings::RecordingFile, recordings::info;

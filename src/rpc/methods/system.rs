@@ -126,6 +126,7 @@ const CAPABILITIES: &[&str] = &[
     "usb_hotplug",
     "file_sources",
     "stream_keys",
+    "network_discovery",
 ];
 
 pub async fn server_info(rpc: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<ServerInfo> {
