@@ -191,6 +191,11 @@ impl Publisher {
         }
     }
 
+    /// Where a publisher of camera `id` POSTs its WHIP offer (on the HTTP listener, like WHEP).
+    pub fn whip_url(&self, id: &CameraId) -> String {
+        format!("{}/whip/{id}", self.http_base)
+    }
+
     pub fn rtsp_enabled(&self) -> bool {
         self.rtsp_enabled
     }

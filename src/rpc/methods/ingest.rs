@@ -29,6 +29,8 @@ pub struct StreamKeyCreated {
     /// Where to publish with it over RTMP and SRT (`null` for a listener that is off).
     pub rtmp_url: Option<String>,
     pub srt_url: Option<String>,
+    /// Where a WHIP publisher POSTs its offer, with the key as `Authorization: Bearer`.
+    pub whip_url: String,
     pub message: String,
 }
 
@@ -44,6 +46,7 @@ pub async fn create(rpc: Arc<Rpc>, _: Arc<Session>, p: CreateStreamKeyParams) ->
         name: camera.name.clone(),
         rtmp_url: rpc.app.push_base(Listener::Rtmp).map(|base| format!("{base}/{key}")),
         srt_url: rpc.app.push_base(Listener::Srt).map(|base| format!("{base}?streamid={key}")),
+        whip_url: rpc.app.streams().whip_url(&camera.id),
         stream_key: key,
         message: "the stream key is shown once: keep it now".into(),
     })

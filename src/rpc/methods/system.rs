@@ -126,6 +126,7 @@ const CAPABILITIES: &[&str] = &[
     "usb_hotplug",
     "file_sources",
     "stream_keys",
+    "whip_ingest",
     "network_discovery",
 ];
 
