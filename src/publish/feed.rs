@@ -71,28 +71,47 @@ pub fn count_bytes(
     });
 }
 
-/// Maps hub timestamps (one timeline per camera connection) onto the pipeline's running time: the first frame (and
-/// the first after a gap) at the running time of its push, later ones keeping the stream's spacing, never backwards
-/// (`media::clock`).
+/// History frames sent to catch up are this far apart on the output: distinct RTP timestamps, a GOP played out in
+/// tens of milliseconds.
+const CATCH_UP_STEP: gst::ClockTime = gst::ClockTime::MSECOND;
+
+/// A frame that arrived this much before its feed (re)started is history, sent to catch up.
+const HISTORY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Maps hub timestamps (one timeline per camera connection) onto the pipeline's running time, at the live edge: each
+/// frame at the running time it arrived (its age taken off now when the feed starts, then the stream's own spacing),
+/// never backwards (`media::clock`). A new reader starts at the latest keyframe, which may be a GOP old: the frames of
+/// that GOP that arrived before the feed started are sent at once, `CATCH_UP_STEP` apart, so the reader catches up with
+/// the live picture within a GOP's worth of milliseconds instead of staying a GOP behind for as long as it reads.
 #[derive(Debug, Default)]
 struct Timestamps {
     offset: Option<i128>,
     forward: Forward,
+    /// When this feed (re)started: frames that arrived before it are history.
+    live_from: Option<std::time::Instant>,
 }
 
 impl Timestamps {
     fn gap(&mut self) {
         self.offset = None;
+        self.live_from = None;
     }
 
     fn map(&mut self, pts: Option<gst::ClockTime>, arrived: std::time::Instant, now: gst::ClockTime) -> gst::ClockTime {
+        let age = arrived.elapsed();
         // Without a camera timestamp, arrival time keeps the spacing.
         let anchor = match pts {
             Some(p) => p.nseconds() as i128,
-            None => -(arrived.elapsed().as_nanos() as i128),
+            None => -(age.as_nanos() as i128),
         };
-        let offset = *self.offset.get_or_insert(now.nseconds() as i128 - anchor);
-        let (out, shift) = self.forward.next(gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64));
+        let live_from = *self.live_from.get_or_insert_with(std::time::Instant::now);
+        let offset = *self.offset.get_or_insert(now.nseconds() as i128 - age.as_nanos() as i128 - anchor);
+        let natural = gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64);
+        if age > live_from.elapsed() + HISTORY {
+            let out = self.forward.last().map_or(natural, |last| natural.max(last + CATCH_UP_STEP));
+            return self.forward.next(out).0;
+        }
+        let (out, shift) = self.forward.next(natural);
         if let Some(shift) = shift {
             self.offset = Some(offset + shift);
         }
@@ -171,35 +190,66 @@ pub async fn run(feed: Feed) -> FeedEnd {
 mod tests {
     use super::*;
 
+    use std::time::{Duration, Instant};
+
+    /// Whether `a` is within a millisecond of `b` (map reads the clock for a frame's age).
+    fn near(a: gst::ClockTime, b: gst::ClockTime) -> bool {
+        a.nseconds().abs_diff(b.nseconds()) < 1_000_000
+    }
+
     #[test]
     fn timestamps_keep_spacing_start_at_now_and_never_go_back() {
         let s = gst::ClockTime::SECOND;
-        let t = std::time::Instant::now();
         let mut m = Timestamps::default();
-        assert_eq!(m.map(Some(s * 100), t, s * 5), s * 5);
-        assert_eq!(m.map(Some(s * 101), t, s * 5), s * 6);
+        let first = m.map(Some(s * 100), Instant::now(), s * 5);
+        assert!(near(first, s * 5), "{first}");
+        assert!(near(m.map(Some(s * 101), Instant::now(), s * 5), s * 6));
         // A new connection with its own timeline: anchored at the running time again, still after the last.
         m.gap();
-        assert_eq!(m.map(Some(s / 10), t, s * 7), s * 7);
+        assert!(near(m.map(Some(s / 10), Instant::now(), s * 7), s * 7));
         m.gap();
-        let back = m.map(Some(s), t, s * 3);
+        let back = m.map(Some(s), Instant::now(), s * 3);
         assert!(back > s * 7, "{back}");
     }
 
     #[test]
     fn a_camera_clock_that_goes_back_continues_one_frame_after_the_last() {
         let (s, frame) = (gst::ClockTime::SECOND, gst::ClockTime::from_mseconds(66));
-        let t = std::time::Instant::now();
         let mut m = Timestamps::default();
-        for i in 0..10 {
-            assert_eq!(m.map(Some(s * 100 + frame * i), t, s * 5), s * 5 + frame * i);
+        let start = m.map(Some(s * 100), Instant::now(), s * 5);
+        for i in 1..10 {
+            assert!(near(m.map(Some(s * 100 + frame * i), Instant::now(), s * 5), start + frame * i));
         }
         // Back to 0 on the same connection: a new timeline, each frame its own time, not 1 ns apart.
-        let restarted = m.map(Some(gst::ClockTime::ZERO), t, s * 5);
-        assert_eq!(restarted, s * 5 + frame * 10);
-        assert_eq!(m.map(Some(frame), t, s * 5), restarted + frame);
+        let restarted = m.map(Some(gst::ClockTime::ZERO), Instant::now(), s * 5);
+        assert!(near(restarted, start + frame * 10), "{restarted}");
+        assert!(near(m.map(Some(frame), Instant::now(), s * 5), restarted + frame));
         // A frame a little older than the last (sent out of presentation order) does not restart the timeline.
-        let _ = m.map(Some(frame / 2), t, s * 5);
-        assert_eq!(m.map(Some(frame * 3), t, s * 5), restarted + frame * 3);
+        let _ = m.map(Some(frame / 2), Instant::now(), s * 5);
+        assert!(near(m.map(Some(frame * 3), Instant::now(), s * 5), restarted + frame * 3));
+    }
+
+    #[test]
+    fn a_new_reader_catches_up_with_the_gop_and_then_runs_at_the_live_edge() {
+        let (ms, frame) = (gst::ClockTime::MSECOND, gst::ClockTime::from_mseconds(40));
+        let now = Instant::now();
+        let mut m = Timestamps::default();
+        // The pipeline has run 200 ms; the latest keyframe arrived 1 s ago, then 24 frames up to now. Those that
+        // arrived before the pipeline started go out 1 ms apart from 0, the others at the time they arrived: all of
+        // them in the past, so they are sent at once.
+        let mut last = gst::ClockTime::ZERO;
+        for i in 0..25u32 {
+            let arrived = now - Duration::from_millis(1000 - 40 * u64::from(i));
+            let out = m.map(Some(frame * u64::from(i)), arrived, ms * 200);
+            if (1..20).contains(&i) {
+                assert_eq!(out, last + ms, "history {i} is 1 ms after the one before");
+            }
+            assert!(i == 0 || out > last, "{out} after {last}");
+            last = out;
+        }
+        assert!(last < ms * 200, "the whole GOP goes out before now: {last}");
+        // The next frame arrives now: placed at now (the live edge), not a GOP later.
+        let live = m.map(Some(frame * 25), Instant::now(), ms * 200);
+        assert!(live >= ms * 195 && live <= ms * 215, "{live}");
     }
 }
