@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::auth::Role;
+use crate::base::AudioCodec;
 use crate::client::{Client, ClientError};
 use crate::config::{Config, ConfigError};
 use crate::media::testcam::{Image, TestCam, TestCamSettings, TestCamSource};
@@ -174,6 +175,30 @@ struct TestcamArgs {
     /// With --image: ABSENT:PRESENT seconds, the photo hidden then shown in turn from the stream's start (e.g. 10:10).
     #[arg(long, requires = "image", value_parser = parse_schedule)]
     image_schedule: Option<(Duration, Duration)>,
+    /// Sound (live cameras): aac, pcmu, pcma or none. A tone with a burst at each second, while the picture shows a
+    /// white square at the same instants (to measure A/V sync).
+    #[arg(long, value_enum, default_value_t = Sound::None, conflicts_with_all = ["file", "loop_seconds"])]
+    audio: Sound,
+}
+
+/// The test camera's `--audio`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Sound {
+    None,
+    Aac,
+    Pcmu,
+    Pcma,
+}
+
+impl Sound {
+    fn codec(self) -> Option<AudioCodec> {
+        match self {
+            Sound::None => None,
+            Sound::Aac => Some(AudioCodec::Aac),
+            Sound::Pcmu => Some(AudioCodec::Pcmu),
+            Sound::Pcma => Some(AudioCodec::Pcma),
+        }
+    }
 }
 
 /// `ABSENT:PRESENT` in seconds, each 1 to 3600.
@@ -359,6 +384,7 @@ async fn testcam(args: TestcamArgs) -> ExitCode {
         pattern: args.pattern,
         source,
         image: args.image.map(|path| Image { path, schedule: args.image_schedule }),
+        audio: args.audio.codec(),
     };
     let cameras = settings.cameras;
     let host = settings.listen.ip();

@@ -1,17 +1,27 @@
-//! RTSP ingest with the `retina` client (the default): DESCRIBE, SETUP the first H.264/H.265 video stream over TCP,
-//! PLAY, then each depacketized frame goes straight into the camera's hub as a `gst::Buffer` (length-prefixed NAL
-//! units, parameter sets also in the caps' `codec_data`). No GStreamer pipeline runs per camera for ingest: one async
-//! task per camera, which is what makes ingest cheap. The GStreamer path (`ingest`) remains as an alternative.
+//! RTSP ingest with the `retina` client (the default): DESCRIBE, SETUP the first H.264/H.265 video stream over TCP
+//! (and the first audio stream, when it is AAC or G.711), PLAY, then each depacketized frame goes straight into the
+//! camera's hub as a `gst::Buffer` (length-prefixed NAL units, parameter sets also in the caps' `codec_data`; raw AAC
+//! access units with the AudioSpecificConfig in theirs; G.711 samples). No GStreamer pipeline runs per camera for
+//! ingest: one async task per camera, which is what makes ingest cheap. The GStreamer path (`ingest`) remains as an
+//! alternative (video only).
+//!
+//! Audio and video timestamps share one base: both count from the NPT start that the PLAY response's `RTP-Info` gives
+//! each stream, and once each stream has sent an RTCP sender report the audio is moved onto the video's timeline by
+//! the wall clock the reports share (`AvSync`), which is what holds for cameras whose `RTP-Info` is missing or wrong.
 
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use gstreamer as gst;
-use retina::client::{Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport};
-use retina::codec::{CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoParameters};
+use retina::client::{
+    Credentials, InitialTimestampPolicy, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
+    Transport,
+};
+use retina::codec::{AudioParameters, CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoParameters};
+use tracing::{debug, warn};
 
 use crate::base::url::{credentials, strip_credentials};
-use crate::base::{Codec, Failure};
+use crate::base::{AudioCodec, Codec, Failure};
 use crate::media::hub::StreamHub;
 
 /// A failure of the RTSP session: a refusal of our credentials (401, 403) is not fixed by retrying soon.
@@ -47,20 +57,49 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
             .iter()
             .position(|s| s.media() == "video" && Codec::from_encoding_name(s.encoding_name()).is_some())
             .ok_or_else(|| Failure::unsupported("the camera offers no H.264 or H.265 video stream"))?;
-        let setup = SetupOptions::default()
-            .transport(Transport::Tcp(TcpTransportOptions::default()))
-            .frame_format(FRAME_FORMAT);
-        session.setup(index, setup).await.map_err(from_retina)?;
-        let playing = session.play(PlayOptions::default()).await.map_err(from_retina)?;
+        let audio = session
+            .streams()
+            .iter()
+            .position(|s| s.media() == "audio" && AudioCodec::from_encoding_name(s.encoding_name()).is_some());
+        let setup = || {
+            SetupOptions::default().transport(Transport::Tcp(TcpTransportOptions::default())).frame_format(FRAME_FORMAT)
+        };
+        session.setup(index, setup()).await.map_err(from_retina)?;
+        // Sound is a bonus: a camera that will not set its audio up is still recorded and published, without it.
+        let audio = match audio {
+            Some(i) => match session.setup(i, setup()).await {
+                Ok(()) => Some(i),
+                Err(e) => {
+                    warn!(err = %e, "the camera's audio stream cannot be set up: going on without sound");
+                    None
+                }
+            },
+            None => None,
+        };
+        // With two streams retina requires `rtptime` in RTP-Info by default; permissive takes a camera without it
+        // (each stream then starts at its first packet, and the sender reports align them).
+        let play = PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive);
+        let playing = session.play(play).await.map_err(from_retina)?;
         let demuxed = playing.demuxed().map_err(from_retina)?;
-        Ok::<_, Failure>((demuxed, index))
+        Ok::<_, Failure>((demuxed, index, audio))
     };
-    let (mut demuxed, index) = match tokio::time::timeout(connect_timeout, connect).await {
+    let (mut demuxed, index, audio) = match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok(d)) => d,
         Ok(Err(f)) => return f,
         Err(_) => return Failure::retry(format!("no answer within {} ms", connect_timeout.as_millis())),
     };
 
+    // The audio caps go to the hub before the first video frame, so a consumer that opens a file at that keyframe
+    // knows there is sound (a stream whose parameters come only with its first frame is described then).
+    let audio_codec = audio.and_then(|i| AudioCodec::from_encoding_name(demuxed.streams()[i].encoding_name()));
+    let mut have_audio_caps = false;
+    if let (Some(i), Some(codec)) = (audio, audio_codec)
+        && let Some(ParametersRef::Audio(params)) = demuxed.streams()[i].parameters()
+    {
+        hub.push_audio_caps(audio_caps(codec, params));
+        have_audio_caps = true;
+    }
+    let mut sync = AvSync::default();
     let mut have_caps = false;
     loop {
         // Read what has arrived; when nothing is ready, wait for the next pacing tick rather than for the socket, so
@@ -74,10 +113,39 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
             Some(Some(Err(e))) => return from_retina(e),
             Some(Some(Ok(item))) => item,
         };
-        let CodecItem::VideoFrame(frame) = item else { continue };
-        if frame.stream_id() != index {
-            continue;
-        }
+        let frame = match item {
+            CodecItem::VideoFrame(frame) if frame.stream_id() == index => frame,
+            CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == audio => {
+                let Some(codec) = audio_codec else { continue };
+                if !have_audio_caps {
+                    let Some(ParametersRef::Audio(params)) = demuxed.streams()[frame.stream_id()].parameters() else {
+                        continue;
+                    };
+                    hub.push_audio_caps(audio_caps(codec, params));
+                    have_audio_caps = true;
+                }
+                let timestamp = frame.timestamp();
+                let clock = i128::from(timestamp.clock_rate().get());
+                let nanos = i128::from(timestamp.elapsed()) * 1_000_000_000 / clock + sync.audio_shift;
+                let mut buffer = gst::Buffer::from_slice(frame.data().to_vec());
+                {
+                    let b = buffer.get_mut().expect("a new buffer is writable");
+                    b.set_pts(gst::ClockTime::from_nseconds(nanos.max(0) as u64));
+                    let length = i128::from(frame.frame_length().get());
+                    b.set_duration(gst::ClockTime::from_nseconds((length * 1_000_000_000 / clock) as u64));
+                }
+                hub.push_audio(buffer);
+                continue;
+            }
+            CodecItem::Rtcp(report) if audio.is_some() => {
+                let stream = report.stream_id();
+                if stream == index || Some(stream) == audio {
+                    sync.report(&report, stream == index);
+                }
+                continue;
+            }
+            _ => continue,
+        };
         if !have_caps || frame.has_new_parameters() {
             if let Some(ParametersRef::Video(params)) = demuxed.streams()[index].parameters() {
                 hub.push_caps(caps(demuxed.streams()[index].encoding_name(), params));
@@ -99,6 +167,65 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
             }
         }
         hub.push(buffer);
+    }
+}
+
+/// Moves audio onto the video's timeline by the RTCP sender reports of the two streams: each report pairs a stream's
+/// RTP time with the sender's wall clock (NTP), and the difference between the two streams' pairings is how far the
+/// audio's elapsed time is off the video's.
+#[derive(Debug, Default)]
+struct AvSync {
+    /// Per stream, the latest (elapsed − wall clock) in ns.
+    video: Option<i128>,
+    audio: Option<i128>,
+    /// Added to audio timestamps (ns).
+    audio_shift: i128,
+    /// Whether both streams have reported yet.
+    measured: bool,
+}
+
+impl AvSync {
+    /// The most a sender report may move the audio: beyond it the camera's reports are not believed.
+    const MAX_SHIFT: i128 = 10 * 1_000_000_000;
+
+    fn report(&mut self, report: &retina::rtcp::ReceivedCompoundPacket, video: bool) {
+        let Some(rtp) = report.rtp_timestamp() else { return };
+        let Some(Ok(Some(sr))) = report.pkts().next().map(|p| p.as_sender_report()) else { return };
+        let ntp = sr.ntp_timestamp().0;
+        if ntp == 0 {
+            // Some cameras send no wall clock at all.
+            return;
+        }
+        let wall = i128::from(ntp >> 32) * 1_000_000_000 + ((i128::from(ntp & 0xffff_ffff) * 1_000_000_000) >> 32);
+        let elapsed = i128::from(rtp.elapsed()) * 1_000_000_000 / i128::from(rtp.clock_rate().get());
+        *(if video { &mut self.video } else { &mut self.audio }) = Some(elapsed - wall);
+        let (Some(v), Some(a)) = (self.video, self.audio) else { return };
+        let shift = v - a;
+        if shift.abs() > Self::MAX_SHIFT {
+            debug!(shift_ms = shift as f64 / 1e6, "sender reports disagree beyond belief: audio left as it is");
+            return;
+        }
+        // Moves under a millisecond are rounding, not news.
+        if !self.measured || (shift - self.audio_shift).abs() >= 1_000_000 {
+            debug!(shift_ms = shift as f64 / 1e6, "audio aligned to video by sender reports");
+            self.measured = true;
+            self.audio_shift = shift;
+        }
+    }
+}
+
+/// The caps of an audio stream, as GStreamer's muxers take it: raw AAC with its AudioSpecificConfig, or G.711.
+fn audio_caps(codec: AudioCodec, params: &AudioParameters) -> gst::Caps {
+    let builder = gst::Caps::builder(codec.media_type())
+        .field("rate", params.clock_rate() as i32)
+        .field("channels", i32::from(params.channels().get()));
+    match codec {
+        AudioCodec::Aac => builder
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .field("codec_data", gst::Buffer::from_slice(params.extra_data().to_vec()))
+            .build(),
+        AudioCodec::Pcmu | AudioCodec::Pcma => builder.build(),
     }
 }
 
