@@ -57,18 +57,18 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
             .iter()
             .position(|s| s.media() == "video" && Codec::from_encoding_name(s.encoding_name()).is_some())
             .ok_or_else(|| Failure::unsupported("the camera offers no H.264 or H.265 video stream"))?;
-        let audio = session
-            .streams()
-            .iter()
-            .position(|s| s.media() == "audio" && AudioCodec::from_encoding_name(s.encoding_name()).is_some());
+        let audio = session.streams().iter().enumerate().find_map(|(i, s)| {
+            let codec = AudioCodec::from_encoding_name(s.encoding_name()).filter(|_| s.media() == "audio")?;
+            Some((i, codec))
+        });
         let setup = || {
             SetupOptions::default().transport(Transport::Tcp(TcpTransportOptions::default())).frame_format(FRAME_FORMAT)
         };
         session.setup(index, setup()).await.map_err(from_retina)?;
         // Sound is a bonus: a camera that will not set its audio up is still recorded and published, without it.
         let audio = match audio {
-            Some(i) => match session.setup(i, setup()).await {
-                Ok(()) => Some(i),
+            Some((i, codec)) => match session.setup(i, setup()).await {
+                Ok(()) => Some((i, codec)),
                 Err(e) => {
                     warn!(err = %e, "the camera's audio stream cannot be set up: going on without sound");
                     None
@@ -91,9 +91,8 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
 
     // The audio caps go to the hub before the first video frame, so a consumer that opens a file at that keyframe
     // knows there is sound (a stream whose parameters come only with its first frame is described then).
-    let audio_codec = audio.and_then(|i| AudioCodec::from_encoding_name(demuxed.streams()[i].encoding_name()));
     let mut have_audio_caps = false;
-    if let (Some(i), Some(codec)) = (audio, audio_codec)
+    if let Some((i, codec)) = audio
         && let Some(ParametersRef::Audio(params)) = demuxed.streams()[i].parameters()
     {
         hub.push_audio_caps(audio_caps(codec, params));
@@ -115,31 +114,19 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
         };
         let frame = match item {
             CodecItem::VideoFrame(frame) if frame.stream_id() == index => frame,
-            CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == audio => {
-                let Some(codec) = audio_codec else { continue };
+            CodecItem::AudioFrame(frame) => {
+                let Some((i, codec)) = audio.filter(|(i, _)| *i == frame.stream_id()) else { continue };
                 if !have_audio_caps {
-                    let Some(ParametersRef::Audio(params)) = demuxed.streams()[frame.stream_id()].parameters() else {
-                        continue;
-                    };
+                    let Some(ParametersRef::Audio(params)) = demuxed.streams()[i].parameters() else { continue };
                     hub.push_audio_caps(audio_caps(codec, params));
                     have_audio_caps = true;
                 }
-                let timestamp = frame.timestamp();
-                let clock = i128::from(timestamp.clock_rate().get());
-                let nanos = i128::from(timestamp.elapsed()) * 1_000_000_000 / clock + sync.audio_shift;
-                let mut buffer = gst::Buffer::from_slice(frame.data().to_vec());
-                {
-                    let b = buffer.get_mut().expect("a new buffer is writable");
-                    b.set_pts(gst::ClockTime::from_nseconds(nanos.max(0) as u64));
-                    let length = i128::from(frame.frame_length().get());
-                    b.set_duration(gst::ClockTime::from_nseconds((length * 1_000_000_000 / clock) as u64));
-                }
-                hub.push_audio(buffer);
+                hub.push_audio(audio_buffer(&frame, sync.audio_shift));
                 continue;
             }
-            CodecItem::Rtcp(report) if audio.is_some() => {
+            CodecItem::Rtcp(report) => {
                 let stream = report.stream_id();
-                if stream == index || Some(stream) == audio {
+                if audio.is_some_and(|(i, _)| i == stream) || stream == index {
                     sync.report(&report, stream == index);
                 }
                 continue;
@@ -212,6 +199,21 @@ impl AvSync {
             self.audio_shift = shift;
         }
     }
+}
+
+/// An audio frame as a buffer: PTS on the video's timeline (`shift` from [`AvSync`]), duration from its length.
+fn audio_buffer(frame: &retina::codec::AudioFrame, shift: i128) -> gst::Buffer {
+    let timestamp = frame.timestamp();
+    let clock = i128::from(timestamp.clock_rate().get());
+    let pts = i128::from(timestamp.elapsed()) * 1_000_000_000 / clock + shift;
+    let duration = i128::from(frame.frame_length().get()) * 1_000_000_000 / clock;
+    let mut buffer = gst::Buffer::from_slice(frame.data().to_vec());
+    {
+        let b = buffer.get_mut().expect("a new buffer is writable");
+        b.set_pts(gst::ClockTime::from_nseconds(pts.max(0) as u64));
+        b.set_duration(gst::ClockTime::from_nseconds(duration as u64));
+    }
+    buffer
 }
 
 /// The caps of an audio stream, as GStreamer's muxers take it: raw AAC with its AudioSpecificConfig, or G.711.

@@ -111,9 +111,8 @@ impl TestCam {
                 return Err(Error::invalid_param("audio", "only a live test camera sends sound"));
             }
             for element in [audio_encoder(codec).0, codec.payloader()] {
-                let factory = element.split_whitespace().last().unwrap_or(element);
-                if gst::ElementFactory::find(factory).is_none() {
-                    return Err(Error::invalid_param("audio", format!("element {factory} is missing")));
+                if gst::ElementFactory::find(element).is_none() {
+                    return Err(Error::invalid_param("audio", format!("element {element} is missing")));
                 }
             }
         }
@@ -298,7 +297,7 @@ fn live_launch(settings: &TestCamSettings, index: usize) -> String {
 /// The encoder of a test camera's sound, and the sample rate it is fed.
 fn audio_encoder(codec: AudioCodec) -> (&'static str, u32) {
     match codec {
-        AudioCodec::Aac => ("audioconvert ! avenc_aac", 48000),
+        AudioCodec::Aac => ("avenc_aac", 48000),
         AudioCodec::Pcmu => ("mulawenc", 8000),
         AudioCodec::Pcma => ("alawenc", 8000),
     }
@@ -310,7 +309,8 @@ fn audio_launch(codec: AudioCodec) -> String {
     let (encoder, rate) = audio_encoder(codec);
     format!(
         "audiotestsrc name=tone is-live=true freq=440 volume=0.1 samplesperbuffer={samples} ! \
-         audio/x-raw,format=S16LE,layout=interleaved,rate={rate},channels=1 ! {encoder} ! {pay} name=pay1 pt=97",
+         audio/x-raw,format=S16LE,layout=interleaved,rate={rate},channels=1 ! audioconvert ! {encoder} ! \
+         {pay} name=pay1 pt=97",
         samples = rate / 50,
         pay = codec.payloader(),
     )
@@ -348,8 +348,8 @@ fn paint_square(video: gstreamer_video::VideoInfo, buffer: &mut gst::BufferRef) 
     use gstreamer_video::prelude::*;
     let fps = video.fps();
     let Some(pts) = buffer.pts() else { return };
-    let frame = gst::ClockTime::SECOND.mul_div_floor(fps.denom() as u64, fps.numer().max(1) as u64);
-    if frame.is_none_or(|frame| pts.nseconds() % gst::ClockTime::SECOND.nseconds() >= frame.nseconds()) {
+    let spacing = gst::ClockTime::SECOND.mul_div_floor(fps.denom() as u64, fps.numer().max(1) as u64);
+    if spacing.is_none_or(|spacing| pts.nseconds() % gst::ClockTime::SECOND.nseconds() >= spacing.nseconds()) {
         return;
     }
     let (width, height) = (video.width() as usize, video.height() as usize);
