@@ -352,13 +352,21 @@ impl StreamHub {
         while st.window.front().is_some_and(|(t, _, _)| now.duration_since(*t) > RATE_WINDOW) {
             st.window.pop_front();
         }
+        let mut early = Vec::new();
         if keyframe {
             st.keyframes += 1;
+            if let Some(pts) = pts {
+                early = st.take_audio_from(pts);
+            }
             st.trim_history(now);
         }
         st.history_bytes += size;
         st.history_frames += 1;
         st.history.push_back(Held::Video(frame.clone()));
+        for held in early {
+            st.history_bytes += held.size();
+            st.history.push_back(held);
+        }
         if st.history_frames > MAX_HISTORY_FRAMES || st.history_bytes > MAX_HISTORY_BYTES {
             // A source without keyframes for this long: start over at the next one rather than grow without bound.
             st.clear_history();
@@ -503,6 +511,22 @@ impl HubState {
         // Every frame but the first arrived within `span`.
         let bytes: usize = self.window.iter().skip(1).map(|(_, _, s)| s).sum();
         ((self.window.len() - 1) as f64 / span, (bytes as f64 * 8.0 / span) as u64)
+    }
+
+    /// Takes the audio frames at the end of history (since the last video frame) whose time is `pts` or later: a
+    /// keyframe is large and arrives after the sound sent with it, which history then keeps after the keyframe, so a
+    /// consumer starting there gets its sound from the keyframe's time on.
+    fn take_audio_from(&mut self, pts: gst::ClockTime) -> Vec<Held> {
+        let mut taken = Vec::new();
+        while let Some(Held::Audio(a)) = self.history.back()
+            && a.buffer.pts().is_some_and(|t| t >= pts)
+            && let Some(held) = self.history.pop_back()
+        {
+            self.history_bytes -= held.size();
+            taken.push(held);
+        }
+        taken.reverse();
+        taken
     }
 
     fn clear_history(&mut self) {
@@ -687,6 +711,28 @@ mod tests {
         hub.push(frame(true, 5));
         hub.push_audio(frame(true, 15));
         assert_eq!(drain_names(&mut both), ["V5"]);
+    }
+
+    fn stamped(key: bool, tag: u8, ms: u64) -> gst::Buffer {
+        let mut b = frame(key, tag);
+        b.get_mut().expect("fresh buffer is writable").set_pts(gst::ClockTime::from_mseconds(ms));
+        b
+    }
+
+    #[test]
+    fn a_new_consumer_gets_the_sound_from_its_keyframe_s_time_even_if_it_arrived_before() {
+        let hub = hub();
+        hub.push_audio_caps(aac_caps());
+        hub.push(stamped(true, 1, 0));
+        hub.push(stamped(false, 2, 40));
+        hub.push_audio(stamped(true, 10, 60));
+        // Sent with the keyframe at 80 ms, but arrived before it.
+        hub.push_audio(stamped(true, 11, 80));
+        hub.push_audio(stamped(true, 12, 100));
+        hub.push(stamped(true, 3, 80));
+        hub.push_audio(stamped(true, 13, 120));
+        let mut c = hub.subscribe_with_audio("late", 8, Start::LatestKeyframe);
+        assert_eq!(drain_names(&mut c), ["acaps", "V3", "a11", "a12", "a13"]);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! ingest: one async task per camera, which is what makes ingest cheap. The GStreamer path (`ingest`) remains as an
 //! alternative (video only).
 //!
-//! Audio and video timestamps share one base: both count from the NPT start that the PLAY response's `RTP-Info` gives
-//! each stream, and once each stream has sent an RTCP sender report the audio is moved onto the video's timeline by
-//! the wall clock the reports share (`AvSync`), which is what holds for cameras whose `RTP-Info` is missing or wrong.
+//! Audio and video timestamps share one base: both are NPT times, aligned by the PLAY response's `RTP-Info` (with one
+//! stream alone, NPT starts at its first packet), counted from the connection's first video frame. Once each stream has
+//! sent an RTCP sender report, the audio is moved onto the video's timeline by the wall clock the reports share
+//! (`AvSync`), which is what holds for cameras whose `RTP-Info` is missing or wrong.
 
 use std::time::Duration;
 
@@ -99,6 +100,9 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
         have_audio_caps = true;
     }
     let mut sync = AvSync::default();
+    // Timestamps count from the connection's first video frame (in ns of NPT): a camera may send frames from before
+    // the NPT start that `RTP-Info` gave (a GOP it held), which must keep their spacing rather than pile up at 0.
+    let mut base: Option<i128> = None;
     let mut have_caps = false;
     loop {
         // Read what has arrived; when nothing is ready, wait for the next pacing tick rather than for the socket, so
@@ -121,7 +125,10 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
                     hub.push_audio_caps(audio_caps(codec, params));
                     have_audio_caps = true;
                 }
-                hub.push_audio(audio_buffer(&frame, sync.audio_shift));
+                // Before the first video frame there is no timeline yet (nor a keyframe the hub would keep it for).
+                if let Some(base) = base {
+                    hub.push_audio(audio_buffer(&frame, sync.audio_shift - base));
+                }
                 continue;
             }
             CodecItem::Rtcp(report) => {
@@ -141,14 +148,13 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
                 continue;
             }
         }
-        let timestamp = frame.timestamp();
+        let at = nanos(frame.timestamp());
+        let base = *base.get_or_insert(at);
         let keyframe = frame.is_random_access_point();
         let mut buffer = gst::Buffer::from_mut_slice(frame.into_data());
         {
             let b = buffer.get_mut().expect("a new buffer is writable");
-            let clock = i128::from(timestamp.clock_rate().get());
-            let nanos = i128::from(timestamp.elapsed()).max(0) * 1_000_000_000 / clock;
-            b.set_pts(gst::ClockTime::from_nseconds(nanos as u64));
+            b.set_pts(gst::ClockTime::from_nseconds((at - base).max(0) as u64));
             if !keyframe {
                 b.set_flags(gst::BufferFlags::DELTA_UNIT);
             }
@@ -184,7 +190,7 @@ impl AvSync {
             return;
         }
         let wall = i128::from(ntp >> 32) * 1_000_000_000 + ((i128::from(ntp & 0xffff_ffff) * 1_000_000_000) >> 32);
-        let elapsed = i128::from(rtp.elapsed()) * 1_000_000_000 / i128::from(rtp.clock_rate().get());
+        let elapsed = nanos(rtp);
         *(if video { &mut self.video } else { &mut self.audio }) = Some(elapsed - wall);
         let (Some(v), Some(a)) = (self.video, self.audio) else { return };
         let shift = v - a;
@@ -201,11 +207,16 @@ impl AvSync {
     }
 }
 
-/// An audio frame as a buffer: PTS on the video's timeline (`shift` from [`AvSync`]), duration from its length.
+/// A timestamp's time since the NPT start, in ns.
+fn nanos(timestamp: retina::Timestamp) -> i128 {
+    i128::from(timestamp.elapsed()) * 1_000_000_000 / i128::from(timestamp.clock_rate().get())
+}
+
+/// An audio frame as a buffer: PTS on the video's timeline (`shift`, in ns, added to its NPT time), duration from its
+/// length.
 fn audio_buffer(frame: &retina::codec::AudioFrame, shift: i128) -> gst::Buffer {
-    let timestamp = frame.timestamp();
-    let clock = i128::from(timestamp.clock_rate().get());
-    let pts = i128::from(timestamp.elapsed()) * 1_000_000_000 / clock + shift;
+    let pts = nanos(frame.timestamp()) + shift;
+    let clock = i128::from(frame.timestamp().clock_rate().get());
     let duration = i128::from(frame.frame_length().get()) * 1_000_000_000 / clock;
     let mut buffer = gst::Buffer::from_slice(frame.data().to_vec());
     {

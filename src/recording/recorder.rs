@@ -137,6 +137,10 @@ impl Input {
 struct AudioInput {
     input: Input,
     caps: gst::Caps,
+    /// The first frame is stretched back to the segment's start: mp4mux's fragmented mode writes no edit list, so it
+    /// would place the first audio frame at the start anyway, and every frame after it early by as much. Stretched,
+    /// only that first frame is early; the rest keep their time.
+    stretch_first: bool,
     /// Session time of the last audio frame written.
     last: Option<gst::ClockTime>,
     /// Ended (EOS on its pad) because the camera stopped sending sound: later audio is not this segment's.
@@ -197,7 +201,8 @@ impl SegmentWriter {
                 let input = Input::new(caps);
                 pipeline.add(&input.appsrc).map_err(|e| fail(e.to_string()))?;
                 link(&input.appsrc, "audio_%u")?;
-                Some(AudioInput { input, caps: caps.clone(), last: None, ended: false })
+                let stretch_first = info.format == RecordingFormat::Fmp4;
+                Some(AudioInput { input, caps: caps.clone(), stretch_first, last: None, ended: false })
             }
             None => None,
         };
@@ -247,11 +252,17 @@ impl SegmentWriter {
         if at < start || audio.last.is_some_and(|last| at <= last) {
             return false;
         }
+        let stretched = audio.stretch_first && audio.last.is_none();
+        let t = if stretched { gst::ClockTime::ZERO } else { at - start };
         let mut buffer = frame.copy();
         {
             let b = buffer.make_mut();
-            b.set_pts(at - start);
-            b.set_dts(at - start);
+            b.set_pts(t);
+            b.set_dts(t);
+            if stretched {
+                // The muxer takes a sample's length from the next one's time; its own says the same.
+                b.set_duration(frame.duration().map(|d| d + (at - start)));
+            }
         }
         audio.last = Some(at);
         audio.input.pending.push(buffer);
@@ -407,6 +418,10 @@ struct Segmenter<'a> {
     audio_caps: Option<gst::Caps>,
     /// The camera's sound was found not to fit the container (said once per session).
     audio_refused: bool,
+    /// Audio (with its session time) since the last video frame: the next video frame says which segment it belongs
+    /// to, since a keyframe that opens a segment takes the sound from its own time on, and a keyframe arrives after
+    /// the sound sent with it.
+    held_audio: Vec<(gst::Buffer, gst::ClockTime)>,
     writer: Option<SegmentWriter>,
     next_seq: u32,
     split_pending: bool,
@@ -447,6 +462,7 @@ impl Segmenter<'_> {
                 // The camera went away: the open segment is finished now (closed, synced and indexed), not when the
                 // camera returns, so what was recorded up to the loss is playable at once. The next keyframe opens
                 // the next segment of the same session.
+                self.place_held_audio();
                 self.timeline.gap();
                 self.audio_caps = None;
                 if let Some(mut old) = self.writer.take() {
@@ -490,6 +506,7 @@ impl Segmenter<'_> {
                 if let Some(w) = self.writer.as_mut() {
                     w.push(buffer, at, delay);
                 }
+                self.place_held_audio();
             }
             HubItem::AudioCaps(c) => {
                 // Sound that starts, stops or changes codec mid-segment: the next keyframe opens a file with it.
@@ -500,22 +517,29 @@ impl Segmenter<'_> {
                 }
             }
             HubItem::Audio(frame) => {
-                let Some(at) = frame.buffer.pts().and_then(|pts| self.timeline.map_audio(pts)) else { return Ok(()) };
-                // The open segment's; a frame from just before its keyframe goes to the previous segment while that
-                // one is not finalised yet (a few milliseconds either way are lost otherwise, never misplaced).
-                match self.writer.as_mut() {
-                    Some(w) if at >= w.start => {
-                        w.push_audio(&frame.buffer, at);
-                    }
-                    _ => {
-                        if let Some(previous) = self.closed.last_mut() {
-                            previous.push_audio(&frame.buffer, at);
-                        }
-                    }
+                if let Some(at) = frame.buffer.pts().and_then(|pts| self.timeline.map_audio(pts)) {
+                    self.held_audio.push((frame.buffer, at));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Writes the held audio to the segment whose time holds it: the open one, or the one before it while that is
+    /// not finalised yet (later, a frame from before the open segment is dropped, never misplaced).
+    fn place_held_audio(&mut self) {
+        for (buffer, at) in std::mem::take(&mut self.held_audio) {
+            match self.writer.as_mut() {
+                Some(w) if at >= w.start => {
+                    w.push_audio(&buffer, at);
+                }
+                _ => {
+                    if let Some(previous) = self.closed.last_mut() {
+                        previous.push_audio(&buffer, at);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -539,6 +563,7 @@ pub async fn run(
         caps: None,
         audio_caps: None,
         audio_refused: false,
+        held_audio: Vec::new(),
         writer: None,
         next_seq: 0,
         split_pending: false,
@@ -600,6 +625,7 @@ pub async fn run(
                 break;
             }
         }
+        session.place_held_audio();
     }
     drop(consumer);
     let mut ending = ending;
