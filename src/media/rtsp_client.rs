@@ -262,3 +262,32 @@ fn caps(encoding: &str, params: &VideoParameters) -> gst::Caps {
     }
     builder.build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A compound RTCP packet that begins with a sender report of wall clock `ntp` (seconds, 32.32) at RTP time
+    /// `elapsed` (in units of `clock`) since the stream's start.
+    fn report(ntp: u64, elapsed: i64, clock: u32) -> retina::rtcp::ReceivedCompoundPacket {
+        let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0, 1];
+        sr.extend_from_slice(&ntp.to_be_bytes());
+        sr.extend_from_slice(&[0; 12]);
+        let clock = std::num::NonZeroU32::new(clock).expect("non-zero clock");
+        retina::rtcp::ReceivedCompoundPacket::dummy(retina::Timestamp::new(elapsed, clock, 0), &sr)
+    }
+
+    #[test]
+    fn sender_reports_move_the_audio_onto_the_video_s_timeline() {
+        let mut sync = AvSync::default();
+        // At wall clock 1000 s the video is 5 s in; at 1000.5 s the audio is 5.45 s in, i.e. 50 ms behind the video's
+        // 5.5 s: an audio frame belongs 50 ms later on the video's timeline.
+        sync.report(&report(1000 << 32, 90_000 * 5, 90_000), true);
+        assert_eq!(sync.audio_shift, 0, "one stream alone says nothing");
+        sync.report(&report((1000 << 32) | 0x8000_0000, 48_000 * 545 / 100, 48_000), false);
+        assert_eq!(sync.audio_shift, 50_000_000);
+        // A camera without a wall clock is not believed.
+        sync.report(&report(0, 0, 48_000), false);
+        assert_eq!(sync.audio_shift, 50_000_000);
+    }
+}

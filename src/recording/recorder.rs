@@ -244,13 +244,13 @@ impl SegmentWriter {
         self.video.pending.push(buffer);
     }
 
-    /// Queues an audio frame whose session time is `at` for the next `flush`. Dropped (false) when the segment has no
-    /// sound track (or it ended), or when the frame is before the segment's start or not after the last one.
-    fn push_audio(&mut self, frame: &gst::Buffer, at: gst::ClockTime) -> bool {
+    /// Queues an audio frame whose session time is `at` for the next `flush`. Dropped when the segment has no sound
+    /// track (or it ended), or when the frame is before the segment's start or not after the last one.
+    fn push_audio(&mut self, frame: &gst::Buffer, at: gst::ClockTime) {
         let start = self.start;
-        let Some(audio) = self.audio.as_mut().filter(|a| !a.ended) else { return false };
+        let Some(audio) = self.audio.as_mut().filter(|a| !a.ended) else { return };
         if at < start || audio.last.is_some_and(|last| at <= last) {
-            return false;
+            return;
         }
         let stretched = audio.stretch_first && audio.last.is_none();
         let t = if stretched { gst::ClockTime::ZERO } else { at - start };
@@ -266,7 +266,6 @@ impl SegmentWriter {
         }
         audio.last = Some(at);
         audio.input.pending.push(buffer);
-        true
     }
 
     /// Hands the queued frames to the muxer. Ends the sound track if the camera stopped sending sound, so the muxer
@@ -509,7 +508,7 @@ impl Segmenter<'_> {
                 self.place_held_audio();
             }
             HubItem::AudioCaps(c) => {
-                // Sound that starts, stops or changes codec mid-segment: the next keyframe opens a file with it.
+                // Sound that starts or changes codec mid-segment: the next keyframe opens a file with it.
                 self.audio_caps = Some(c);
                 let wanted = self.recorded_audio();
                 if self.writer.as_ref().is_some_and(|w| w.audio_caps() != wanted.as_ref()) {
@@ -530,9 +529,7 @@ impl Segmenter<'_> {
     fn place_held_audio(&mut self) {
         for (buffer, at) in std::mem::take(&mut self.held_audio) {
             match self.writer.as_mut() {
-                Some(w) if at >= w.start => {
-                    w.push_audio(&buffer, at);
-                }
+                Some(w) if at >= w.start => w.push_audio(&buffer, at),
                 _ => {
                     if let Some(previous) = self.closed.last_mut() {
                         previous.push_audio(&buffer, at);
