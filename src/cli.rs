@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::auth::Role;
+use crate::base::AudioCodec;
 use crate::client::{Client, ClientError};
 use crate::config::{Config, ConfigError};
 use crate::media::testcam::{Image, TestCam, TestCamSettings, TestCamSource};
@@ -177,6 +178,30 @@ struct TestcamArgs {
     /// Also serve cam0 at this path (e.g. /stream1, one of the paths discover_external_streams tries).
     #[arg(long)]
     also_at: Option<String>,
+    /// Sound (live cameras): aac, pcmu, pcma or none. A tone with a burst at each second, while the picture shows a
+    /// white square at the same instants (to measure A/V sync).
+    #[arg(long, value_enum, default_value_t = Sound::None, conflicts_with_all = ["file", "loop_seconds"])]
+    audio: Sound,
+}
+
+/// The test camera's `--audio`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Sound {
+    None,
+    Aac,
+    Pcmu,
+    Pcma,
+}
+
+impl Sound {
+    fn codec(self) -> Option<AudioCodec> {
+        match self {
+            Sound::None => None,
+            Sound::Aac => Some(AudioCodec::Aac),
+            Sound::Pcmu => Some(AudioCodec::Pcmu),
+            Sound::Pcma => Some(AudioCodec::Pcma),
+        }
+    }
 }
 
 /// `ABSENT:PRESENT` in seconds, each 1 to 3600.
@@ -363,6 +388,7 @@ async fn testcam(args: TestcamArgs) -> ExitCode {
         source,
         image: args.image.map(|path| Image { path, schedule: args.image_schedule }),
         also_at: args.also_at,
+        audio: args.audio.codec(),
     };
     let cameras = settings.cameras;
     let host = settings.listen.ip();

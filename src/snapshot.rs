@@ -211,6 +211,8 @@ async fn fresh_gop(camera: &Camera, after: Instant) -> Result<(gst::Caps, Vec<gs
                     return Ok((caps, frames, f.arrived));
                 }
             }
+            // Subscribed without audio: never sent.
+            HubItem::AudioCaps(_) | HubItem::Audio(_) => {}
         }
     }
 }

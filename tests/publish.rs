@@ -258,6 +258,45 @@ async fn rtsp_readers_authenticate_with_a_configured_user_or_an_api_key_and_cred
 }
 
 /// FFmpeg copying about `seconds` of an RTSP stream into an MP4 file, as people record a camera: its stderr.
+#[tokio::test]
+async fn a_camera_with_sound_is_republished_with_it_in_sync_and_a_video_only_reader_still_plays() {
+    let cam = TestCam::start_with_audio(1, "aac");
+    let hub = Camhub::start(&camera_toml("cam", &cam.url(0)));
+    let client = hub.client("viewer").await;
+    connected(&client, &hub, "cam").await;
+    let (code, _) = describe_until(hub.rtsp_port, "/cam", None, 200);
+    assert_eq!(code, 200, "log:\n{}", hub.log());
+    let url = hub.rtsp_url("cam");
+    let streams = common::ffprobe_streams(&url).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<(&str, &str)> = streams.iter().map(|s| (s.kind.as_str(), s.codec.as_str())).collect();
+    assert_eq!(kinds, [("video", "h264"), ("audio", "aac")], "{streams:?}");
+    assert_eq!(streams[1].sample_rate, 48000);
+
+    // As a player meets them: the bursts with the squares, on the camera and on its republish alike.
+    let mut offsets = Vec::new();
+    for uri in [cam.url(0), url.clone()] {
+        let (squares, bursts) = common::av_marks(&uri, Duration::from_secs(6)).unwrap_or_else(|e| panic!("{e}"));
+        let offset = common::av_offset(&squares, &bursts);
+        eprintln!("{uri}: {} squares, {} bursts, sound behind picture by {offset:?} s", squares.len(), bursts.len());
+        offsets.push(offset.unwrap_or_else(|| panic!("{uri}: no burst near a square: {squares:?} {bursts:?}")));
+    }
+    assert!((offsets[1] - offsets[0]).abs() <= 0.1, "republishing moved the sound: {offsets:?}");
+
+    // A reader that sets up the video alone.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("video.mp4");
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-rtsp_transport", "tcp", "-allowed_media_types", "video", "-i", &url])
+        .args(["-t", "3", "-c", "copy", "-y"])
+        .arg(&file)
+        .output()
+        .expect("run ffmpeg");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let copied = common::ffprobe_streams(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(copied.iter().map(|s| s.kind.as_str()).collect::<Vec<_>>(), ["video"], "{copied:?}");
+    assert!(decoded_frames(&file) >= 30, "{} frames", decoded_frames(&file));
+}
+
 fn copy_to_mp4(url: &str, seconds: u32, file: &std::path::Path) -> String {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostats", "-rtsp_transport", "tcp", "-timeout", "10000000", "-i", url])

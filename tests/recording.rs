@@ -132,6 +132,156 @@ async fn a_camera_reconnect_gives_one_session_with_two_playable_segments() {
     }
 }
 
+/// A recording's streams as ffprobe and a player see them: a video and an audio stream of `audio_codec`, of one
+/// length and starting together, and the sound in sync with the picture (the test camera's per-second marks). Returns
+/// how far the sound is behind the picture (seconds).
+fn assert_sound_in_sync(path: &std::path::Path, audio_codec: &str) -> f64 {
+    let streams = common::ffprobe_streams(path).unwrap_or_else(|e| panic!("{e}"));
+    let video = streams.iter().find(|s| s.kind == "video").unwrap_or_else(|| panic!("no video: {streams:?}"));
+    let audio = streams.iter().find(|s| s.kind == "audio").unwrap_or_else(|| panic!("no audio: {streams:?}"));
+    assert_eq!((streams.len(), video.codec.as_str(), audio.codec.as_str()), (2, "h264", audio_codec), "{streams:?}");
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let (starts, lengths) = (audio.start - video.start, audio.duration - video.duration);
+    let uri = format!("file://{}", path.display());
+    let (squares, bursts) = common::av_marks(&uri, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let offset = common::av_offset(&squares, &bursts);
+    eprintln!(
+        "{name}: video {:.3}+{:.3} s, audio {:.3}+{:.3} s; {} squares, {} bursts, sound behind picture by {offset:?} s",
+        video.start,
+        video.duration,
+        audio.start,
+        audio.duration,
+        squares.len(),
+        bursts.len()
+    );
+    assert!(starts.abs() <= 0.1, "{name}: audio starts {starts:.3} s after the video: {streams:?}");
+    assert!(lengths.abs() <= 0.5, "{name}: audio is {lengths:.3} s longer than the video: {streams:?}");
+    // One square a second, bar the last.
+    assert!(squares.len() + 1 >= video.duration as usize && squares.len() >= 2, "{name}: {squares:?}");
+    let offset = offset.unwrap_or_else(|| panic!("{name}: no burst near a square: {squares:?} {bursts:?}"));
+    assert!(offset.abs() <= 0.1, "{name}: the sound is {offset:.3} s behind the picture: {squares:?} {bursts:?}");
+    offset
+}
+
+#[tokio::test]
+async fn a_camera_with_sound_is_recorded_with_it_in_sync_in_every_format() {
+    // A camera per format, each the first reader of its test camera stream: its RTP-Info aligns the sound at once
+    // (a later reader of a shared gst-rtsp-server media gets one off by up to a frame, which the sender reports mend
+    // a few seconds later).
+    let cam = TestCam::start_with_audio(3, "aac");
+    let formats = [("a", "mp4"), ("b", "fmp4"), ("c", "mkv")];
+    let toml: String = formats.iter().enumerate().map(|(i, (id, _))| camera_toml(id, &cam.url(i))).collect();
+    let hub = Camhub::start(&toml);
+    let client = connected(&hub, "operator", "a").await;
+    for (id, _) in &formats[1..] {
+        client.wait_status(id, CONNECT, |s| s["status"] == "CONNECTED").await.expect("connected");
+    }
+    // Some pre-roll, which must carry its sound too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (id, format) in formats {
+        client.call("start_recording", json!({ "device": id, "format": format })).await.expect("start");
+    }
+    // Meanwhile, each camera's own offset as a player of its stream meets it (the test camera's encoder has one,
+    // different at each start).
+    let own: Vec<_> = (0..formats.len())
+        .map(|i| {
+            let url = cam.url(i);
+            tokio::task::spawn_blocking(move || common::av_marks(&url, Duration::from_secs(5)))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for ((id, _), own) in formats.into_iter().zip(own) {
+        let (squares, bursts) = own.await.expect("joined").unwrap_or_else(|e| panic!("{e}"));
+        let camera = common::av_offset(&squares, &bursts).unwrap_or_else(|| panic!("{id}: {squares:?} {bursts:?}"));
+        eprintln!("{id}: the camera's own stream: sound behind picture by {camera:.4} s");
+        let stopped = client.call("stop_recording", json!({ "device": id })).await.expect("stop");
+        let path = hub.recordings_dir().join(stopped["filename"].as_str().expect("name"));
+        let offset = assert_sound_in_sync(&path, "aac");
+        assert!(
+            (offset - camera).abs() <= 0.02,
+            "{path:?}: sound behind by {offset:.4} s, the camera's by {camera:.4}"
+        );
+        assert!(first_frame_is_key(&path));
+        decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[tokio::test]
+async fn sound_follows_segment_splits_and_a_file_cut_by_kill_9_is_recovered_with_it() {
+    let cam = TestCam::start_with_audio(1, "aac");
+    let toml = format!("[recording]\nsegment_seconds = 2\n{}", camera_toml("cam", &cam.url(0)));
+    let mut hub = Camhub::start(&toml);
+    let client = connected(&hub, "operator", "cam").await;
+    client.call("start_recording", json!({ "device": "cam", "format": "fmp4" })).await.expect("start");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    hub.kill9();
+    hub.start_again(&toml);
+    let client = hub.client("viewer").await;
+    let list = client.call("list_recordings", json!({})).await.expect("list");
+    let files = list["files"].as_array().expect("files");
+    assert!(files.len() >= 3, "{list}");
+    assert!(files.iter().any(|f| f["recovered"] == true), "the cut segment was not recovered: {list}");
+    for f in files {
+        let path = hub.recordings_dir().join(f["filename"].as_str().expect("name"));
+        let streams = common::ffprobe_streams(&path).unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<&str> = streams.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds, ["video", "audio"], "{f}: {streams:?}");
+        let starts = streams[1].start - streams[0].start;
+        assert!(starts.abs() <= 0.1, "{f}: audio starts {starts:.3} s after the video: {streams:?}");
+        let indexed = f["duration"].as_f64().expect("duration");
+        assert!((streams[0].duration - indexed).abs() <= 0.5, "{f}: {streams:?}");
+        decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[tokio::test]
+async fn a_camera_with_sound_that_reconnects_keeps_its_sound_in_the_next_segment() {
+    let mut cam = TestCam::start_with_audio(1, "aac");
+    let (port, url) = (cam.port, cam.url(0));
+    let hub = Camhub::start(&camera_toml("cam", &url));
+    let client = connected(&hub, "operator", "cam").await;
+    client.call("start_recording", json!({ "device": "cam", "format": "mkv" })).await.expect("start");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cam.kill();
+    client
+        .wait_notification("camera_status_update", Duration::from_secs(5), |p| p["status"] == "DISCONNECTED")
+        .await
+        .expect("disconnected");
+    let _cam = TestCam::start_with(port, 1, &["--width", "320", "--height", "240", "--fps", "15", "--audio", "aac"]);
+    client
+        .wait_notification("camera_status_update", Duration::from_secs(10), |p| p["status"] == "CONNECTED")
+        .await
+        .expect("reconnected");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stopped = client.call("stop_recording", json!({ "device": "cam" })).await.expect("stop");
+    assert_eq!(stopped["segments"], 2, "{stopped}");
+    let list = client.call("list_recordings", json!({})).await.expect("list");
+    for f in list["files"].as_array().expect("files") {
+        assert_sound_in_sync(&hub.recordings_dir().join(f["filename"].as_str().expect("name")), "aac");
+    }
+}
+
+#[tokio::test]
+async fn g711_sound_is_recorded_in_mkv_and_mp4_keeps_the_picture_only() {
+    let cam = TestCam::start_with_audio(2, "pcmu");
+    let hub = Camhub::start(&format!("{}{}", camera_toml("a", &cam.url(0)), camera_toml("b", &cam.url(1))));
+    let client = connected(&hub, "operator", "a").await;
+    client.wait_status("b", CONNECT, |s| s["status"] == "CONNECTED").await.expect("b connected");
+    let mkv = client.call("start_recording", json!({ "device": "a", "format": "mkv" })).await.expect("mkv");
+    let mp4 = client.call("start_recording", json!({ "device": "b", "format": "mp4" })).await.expect("mp4");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for device in ["a", "b"] {
+        client.call("stop_recording", json!({ "device": device })).await.expect("stop");
+    }
+    let mkv = hub.recordings_dir().join(mkv["filename"].as_str().expect("name"));
+    assert_sound_in_sync(&mkv, "pcm_mulaw");
+    decodes_cleanly(&mkv).unwrap_or_else(|e| panic!("{e}"));
+    let mp4 = hub.recordings_dir().join(mp4["filename"].as_str().expect("name"));
+    let streams = common::ffprobe_streams(&mp4).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(streams.iter().map(|s| s.kind.as_str()).collect::<Vec<_>>(), ["video"], "{streams:?}");
+    assert!(hub.log().contains("does not fit this container"), "not said; log:\n{}", hub.log());
+}
+
 #[tokio::test]
 async fn kill_9_mid_recording_loses_at_most_a_second_and_the_index_matches_the_disk() {
     let cam = TestCam::start(1);

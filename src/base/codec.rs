@@ -1,6 +1,6 @@
-//! The video codecs camhub carries, and every name each one goes by: the contract's (`H264`), RTP's encoding name,
-//! GStreamer's media type and stream format, and the elements that depayload, parse, payload and decode it. One
-//! table, so no module spells a codec name on its own.
+//! The codecs camhub carries, video ([`Codec`]) and audio ([`AudioCodec`]), and every name each one goes by: the
+//! contract's (`H264`, `AAC`), RTP's encoding name, GStreamer's media type and stream format, and the elements that
+//! depayload, parse, payload and decode it. One table, so no module spells a codec name on its own.
 
 /// A codec the hub carries (as `avc`/`hvc1` access units).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,6 +74,70 @@ impl Codec {
     }
 }
 
+/// An audio codec the hub carries beside the video, as the camera sent it (never transcoded): AAC as raw access
+/// units with its AudioSpecificConfig in the caps' `codec_data`, G.711 as 8-bit samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioCodec {
+    Aac,
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+}
+
+impl AudioCodec {
+    pub const ALL: [AudioCodec; 3] = [AudioCodec::Aac, AudioCodec::Pcmu, AudioCodec::Pcma];
+
+    /// The name the API and logs use: `AAC`, `PCMU`, `PCMA`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "AAC",
+            AudioCodec::Pcmu => "PCMU",
+            AudioCodec::Pcma => "PCMA",
+        }
+    }
+
+    /// The RTP/SDP encoding name (AAC as RFC 3640 `MPEG4-GENERIC`).
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "MPEG4-GENERIC",
+            AudioCodec::Pcmu => "PCMU",
+            AudioCodec::Pcma => "PCMA",
+        }
+    }
+
+    /// From an RTP/SDP encoding name (`mpeg4-generic`, `PCMU`), any case.
+    pub fn from_encoding_name(name: &str) -> Option<AudioCodec> {
+        AudioCodec::ALL.into_iter().find(|c| c.encoding_name().eq_ignore_ascii_case(name))
+    }
+
+    /// GStreamer's media type. `audio/mpeg` also names MP3 and other MPEG audio: its caps are AAC only with
+    /// `mpegversion=4` (see `media::audio_codec_of`).
+    pub fn media_type(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "audio/mpeg",
+            AudioCodec::Pcmu => "audio/x-mulaw",
+            AudioCodec::Pcma => "audio/x-alaw",
+        }
+    }
+
+    pub fn payloader(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "rtpmp4gpay",
+            AudioCodec::Pcmu => "rtppcmupay",
+            AudioCodec::Pcma => "rtppcmapay",
+        }
+    }
+
+    pub fn decoder(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "avdec_aac",
+            AudioCodec::Pcmu => "mulawdec",
+            AudioCodec::Pcma => "alawdec",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +149,9 @@ mod tests {
             assert_eq!(Codec::from_media_type(c.media_type()), Some(c));
         }
         assert_eq!(Codec::from_encoding_name("VP8"), None);
+        for c in AudioCodec::ALL {
+            assert_eq!(AudioCodec::from_encoding_name(&c.encoding_name().to_ascii_lowercase()), Some(c));
+        }
+        assert_eq!(AudioCodec::from_encoding_name("opus"), None);
     }
 }

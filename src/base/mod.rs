@@ -8,7 +8,7 @@ pub mod status;
 pub mod time;
 pub mod url;
 
-pub use codec::Codec;
+pub use codec::{AudioCodec, Codec};
 pub use id::CameraId;
 pub use status::{CameraStatus, Failure, FailureKind, Role};
 

@@ -237,6 +237,8 @@ pub async fn run(
                                 d.offer(frame.buffer, frame.keyframe, frame.arrived);
                             }
                         }
+                        // Subscribed without audio: never sent.
+                        HubItem::AudioCaps(_) | HubItem::Audio(_) => {}
                     }
                 }
                 if last_expiry.elapsed() >= Duration::from_millis(200) {

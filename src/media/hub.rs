@@ -8,6 +8,11 @@
 //!   keyframe.
 //! - Consumers come and go at any time without touching the ingest; dropping a [`Consumer`] unsubscribes it.
 //! - `reset` (the source went away) clears history and tells every consumer there is a gap.
+//! - A camera with sound has an audio track beside the video: the ingest calls `push_audio_caps` (before its first
+//!   video frame, so consumers that open a file at that keyframe know there is sound) and `push_audio` with
+//!   timestamps on the same timeline as the video it pushes. Audio is kept in history among the video frames it
+//!   arrived with and goes only to consumers that subscribed with [`StreamHub::subscribe_with_audio`]; the others
+//!   never see it. It counts in no video statistic.
 //!
 //! The hub never calls into GStreamer beyond cloning buffers and caps, and holds its lock only for bookkeeping.
 
@@ -20,7 +25,7 @@ use gstreamer as gst;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-use crate::base::{CameraId, Codec};
+use crate::base::{AudioCodec, CameraId, Codec};
 
 /// How far back the hub keeps frames, at most; beyond it history restarts at the next keyframe.
 const MAX_HISTORY_FRAMES: usize = 3000;
@@ -37,12 +42,26 @@ pub struct Frame {
     pub arrived: Instant,
 }
 
+/// One encoded audio frame (an AAC access unit, or a packet's worth of G.711 samples), with its PTS on the video's
+/// timeline and, where the ingest knows it, its duration.
+#[derive(Debug, Clone)]
+pub struct AudioFrame {
+    pub buffer: gst::Buffer,
+    /// When the hub received it.
+    pub arrived: Instant,
+}
+
 /// What a consumer receives, in order.
 #[derive(Debug, Clone)]
 pub enum HubItem {
     /// The stream's caps: sent first, and again whenever they change.
     Caps(gst::Caps),
     Frame(Frame),
+    /// The audio track's caps (consumers with audio only): sent after the video caps, and again when they change or
+    /// a new connection brings them; a consumer forgets them at a `Gap` (the next connection may have no sound).
+    AudioCaps(gst::Caps),
+    /// An audio frame (consumers with audio only), in arrival order among the video frames.
+    Audio(AudioFrame),
     /// The source went away; frames after this come from a new connection.
     Gap,
 }
@@ -70,6 +89,28 @@ pub struct StreamStats {
     pub height: u32,
     pub codec: Option<Codec>,
     pub consumers: usize,
+    /// The audio track of the current connection, if the camera sends sound.
+    pub audio: Option<AudioTrack>,
+}
+
+/// The audio track as its caps describe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioTrack {
+    pub codec: AudioCodec,
+    pub rate: u32,
+    pub channels: u32,
+}
+
+impl AudioTrack {
+    fn of(caps: &gst::Caps) -> Option<AudioTrack> {
+        let s = caps.structure(0)?;
+        let positive = |field: &str| s.get::<i32>(field).ok().filter(|v| *v > 0).map(|v| v as u32);
+        Some(AudioTrack {
+            codec: crate::media::audio_codec_of(caps)?,
+            rate: positive("rate")?,
+            channels: positive("channels").unwrap_or(1),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -87,7 +128,13 @@ struct HubState {
     width: u32,
     height: u32,
     codec: Option<Codec>,
-    history: VecDeque<Frame>,
+    audio_caps: Option<gst::Caps>,
+    audio: Option<AudioTrack>,
+    /// Video frames and the audio that arrived among them, in arrival order, from a keyframe.
+    history: VecDeque<Held>,
+    /// Video frames in `history` (audio does not count against `MAX_HISTORY_FRAMES`).
+    history_frames: usize,
+    /// Bytes of video and audio in `history`.
     history_bytes: usize,
     /// How much history to keep behind the latest keyframe (pre-roll); zero keeps only the current GOP.
     retain: Duration,
@@ -102,27 +149,72 @@ struct HubState {
     awaiting_first: bool,
 }
 
+/// One entry of history.
+#[derive(Debug, Clone)]
+enum Held {
+    Video(Frame),
+    Audio(AudioFrame),
+}
+
+impl Held {
+    fn is_keyframe(&self) -> bool {
+        matches!(self, Held::Video(f) if f.keyframe)
+    }
+
+    fn arrived(&self) -> Instant {
+        match self {
+            Held::Video(f) => f.arrived,
+            Held::Audio(a) => a.arrived,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Held::Video(f) => f.buffer.size(),
+            Held::Audio(a) => a.buffer.size(),
+        }
+    }
+
+    /// What a consumer receives for it; `None` for audio unless the consumer takes audio.
+    fn item(&self, audio: bool) -> Option<HubItem> {
+        match self {
+            Held::Video(f) => Some(HubItem::Frame(f.clone())),
+            Held::Audio(a) if audio => Some(HubItem::Audio(a.clone())),
+            Held::Audio(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     id: u64,
     name: &'static str,
     tx: mpsc::Sender<HubItem>,
+    /// Whether it takes the audio track.
+    audio: bool,
     /// Set after a drop: the consumer gets nothing until the next keyframe.
     resync: bool,
     dropped: Arc<AtomicU64>,
 }
 
 impl Slot {
-    /// Queues `item`; false if the consumer is gone.
+    /// Queues `item`; false if the consumer is gone. A video frame that does not fit sends the consumer to the next
+    /// keyframe; an audio frame that does not fit is only lost (its neighbours still decode).
     fn offer(&mut self, item: HubItem) -> bool {
+        let video = !matches!(item, HubItem::Audio(_));
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.resync {
-                    tracing::debug!(consumer = self.name, "consumer queue full: dropping its frames until a keyframe");
-                }
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.resync = true;
+                if video {
+                    if !self.resync {
+                        tracing::debug!(
+                            consumer = self.name,
+                            "consumer queue full: dropping its frames until a keyframe"
+                        );
+                    }
+                    self.resync = true;
+                }
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -142,7 +234,7 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Frames this consumer lost because its queue was full.
+    /// Frames (video and audio) this consumer lost because its queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -165,7 +257,10 @@ impl StreamHub {
                 width: 0,
                 height: 0,
                 codec: None,
+                audio_caps: None,
+                audio: None,
                 history: VecDeque::new(),
+                history_frames: 0,
                 history_bytes: 0,
                 retain: Duration::ZERO,
                 consumers: Vec::new(),
@@ -205,6 +300,39 @@ impl StreamHub {
         st.consumers.retain_mut(|slot| slot.offer(HubItem::Caps(caps.clone())));
     }
 
+    /// The caps of the camera's audio track (see [`crate::media::audio_codec_of`] for those camhub carries), for
+    /// consumers with audio before the next audio frame. An ingest with sound calls it before its first video frame
+    /// of each connection: a consumer that opens a file at a keyframe decides then whether it has a sound track.
+    pub fn push_audio_caps(&self, caps: gst::Caps) {
+        let mut st = self.state.lock();
+        if st.audio_caps.as_ref() == Some(&caps) {
+            return;
+        }
+        st.audio = AudioTrack::of(&caps);
+        st.audio_caps = Some(caps.clone());
+        st.consumers.retain_mut(|slot| !slot.audio || slot.offer(HubItem::AudioCaps(caps.clone())));
+    }
+
+    /// One audio frame, PTS on the timeline of the video pushed to this hub (its duration set where known). Like
+    /// `push`, it never blocks. Audio before the connection's first keyframe, or without caps, is dropped: no consumer
+    /// could place it.
+    pub fn push_audio(&self, buffer: gst::Buffer) {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        if st.history.is_empty() || st.audio_caps.is_none() {
+            return;
+        }
+        let frame = AudioFrame { buffer, arrived: now };
+        st.history_bytes += frame.buffer.size();
+        st.history.push_back(Held::Audio(frame.clone()));
+        st.consumers.retain_mut(|slot| {
+            if !slot.audio || slot.resync {
+                return !slot.tx.is_closed();
+            }
+            slot.offer(HubItem::Audio(frame.clone()))
+        });
+    }
+
     /// One access unit from the ingest. Called on a GStreamer streaming thread: it must not block.
     pub fn push(&self, buffer: gst::Buffer) {
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
@@ -224,16 +352,24 @@ impl StreamHub {
         while st.window.front().is_some_and(|(t, _, _)| now.duration_since(*t) > RATE_WINDOW) {
             st.window.pop_front();
         }
+        let mut early = Vec::new();
         if keyframe {
             st.keyframes += 1;
+            if let Some(pts) = pts {
+                early = st.take_audio_from(pts);
+            }
             st.trim_history(now);
         }
         st.history_bytes += size;
-        st.history.push_back(frame.clone());
-        if st.history.len() > MAX_HISTORY_FRAMES || st.history_bytes > MAX_HISTORY_BYTES {
+        st.history_frames += 1;
+        st.history.push_back(Held::Video(frame.clone()));
+        for held in early {
+            st.history_bytes += held.size();
+            st.history.push_back(held);
+        }
+        if st.history_frames > MAX_HISTORY_FRAMES || st.history_bytes > MAX_HISTORY_BYTES {
             // A source without keyframes for this long: start over at the next one rather than grow without bound.
-            st.history.clear();
-            st.history_bytes = 0;
+            st.clear_history();
         }
         st.consumers.retain_mut(|slot| {
             if slot.resync {
@@ -252,11 +388,13 @@ impl StreamHub {
         }
     }
 
-    /// The source went away: history is stale, consumers learn of the gap.
+    /// The source went away: history is stale, consumers learn of the gap. The audio caps go too: the next connection
+    /// brings its own, or has no sound.
     pub fn reset(&self) {
         let mut st = self.state.lock();
-        st.history.clear();
-        st.history_bytes = 0;
+        st.clear_history();
+        st.audio_caps = None;
+        st.audio = None;
         st.window.clear();
         st.awaiting_first = true;
         st.consumers.retain_mut(|slot| {
@@ -276,37 +414,59 @@ impl StreamHub {
         }
     }
 
-    /// Subscribes a consumer with a queue of `capacity` frames (grown to fit the history it starts with).
+    /// Subscribes a video consumer with a queue of `capacity` frames (grown to fit the history it starts with). It
+    /// never receives audio.
     pub fn subscribe(self: &Arc<Self>, name: &'static str, capacity: usize, start: Start) -> Consumer {
+        self.attach(name, capacity, start, false)
+    }
+
+    /// Subscribes a consumer of video and audio: like `subscribe`, plus the audio caps after the video caps and the
+    /// audio frames in arrival order among the video frames, from its first keyframe on. `capacity` counts both.
+    pub fn subscribe_with_audio(self: &Arc<Self>, name: &'static str, capacity: usize, start: Start) -> Consumer {
+        self.attach(name, capacity, start, true)
+    }
+
+    fn attach(self: &Arc<Self>, name: &'static str, capacity: usize, start: Start, audio: bool) -> Consumer {
         let mut st = self.state.lock();
         let from = match start {
             Start::History => 0,
-            Start::LatestKeyframe => st.history.iter().rposition(|f| f.keyframe).unwrap_or(st.history.len()),
+            Start::LatestKeyframe => st.history.iter().rposition(Held::is_keyframe).unwrap_or(st.history.len()),
             Start::PreRoll(age) => {
                 let now = Instant::now();
-                st.history.iter().rposition(|f| f.keyframe && now.duration_since(f.arrived) >= age).unwrap_or(0)
+                st.history.iter().rposition(|f| f.is_keyframe() && now.duration_since(f.arrived()) >= age).unwrap_or(0)
             }
         };
-        let first_arrival = st.history.get(from).map(|f| f.arrived);
-        let backlog = st.history.len() - from;
-        let (tx, rx) = mpsc::channel(capacity.max(backlog + 2));
+        let first_arrival = st.history.get(from).map(Held::arrived);
+        let backlog: Vec<HubItem> = st.history.iter().skip(from).filter_map(|h| h.item(audio)).collect();
+        // Room for the history and the caps it starts with, and one more.
+        let audio_caps = if audio { st.audio_caps.clone() } else { None };
+        let (tx, rx) = mpsc::channel(capacity.max(backlog.len() + 2 + usize::from(audio_caps.is_some())));
         if let Some(caps) = &st.caps {
             let _ = tx.try_send(HubItem::Caps(caps.clone()));
         }
-        for frame in st.history.iter().skip(from) {
-            let _ = tx.try_send(HubItem::Frame(frame.clone()));
+        if let Some(caps) = audio_caps {
+            let _ = tx.try_send(HubItem::AudioCaps(caps));
+        }
+        // With no history yet the consumer must still start on a keyframe.
+        let resync = backlog.is_empty();
+        for item in backlog {
+            let _ = tx.try_send(item);
         }
         let id = st.next_consumer;
         st.next_consumer += 1;
         let dropped = Arc::new(AtomicU64::new(0));
-        // With no history yet the consumer must still start on a keyframe.
-        st.consumers.push(Slot { id, name, tx, resync: backlog == 0, dropped: dropped.clone() });
+        st.consumers.push(Slot { id, name, tx, audio, resync, dropped: dropped.clone() });
         Consumer { rx, first_arrival, id, dropped, hub: Arc::downgrade(self) }
     }
 
     /// The stream's current caps (`None` before the first connection delivered them).
     pub fn caps(&self) -> Option<gst::Caps> {
         self.state.lock().caps.clone()
+    }
+
+    /// The audio track's caps on the current connection (`None` without sound).
+    pub fn audio_caps(&self) -> Option<gst::Caps> {
+        self.state.lock().audio_caps.clone()
     }
 
     /// How long ago the last frame arrived (the stall watchdog's question, without computing rates).
@@ -327,6 +487,7 @@ impl StreamHub {
             height: st.height,
             codec: st.codec,
             consumers: st.consumers.len(),
+            audio: st.audio,
         }
     }
 }
@@ -352,22 +513,46 @@ impl HubState {
         ((self.window.len() - 1) as f64 / span, (bytes as f64 * 8.0 / span) as u64)
     }
 
-    /// Called at a new keyframe: drops whole GOPs that are older than `retain`.
+    /// Takes the audio frames at the end of history (since the last video frame) whose time is `pts` or later: a
+    /// keyframe is large and arrives after the sound sent with it, which history then keeps after the keyframe, so a
+    /// consumer starting there gets its sound from the keyframe's time on.
+    fn take_audio_from(&mut self, pts: gst::ClockTime) -> Vec<Held> {
+        let mut taken = Vec::new();
+        while let Some(Held::Audio(a)) = self.history.back()
+            && a.buffer.pts().is_some_and(|t| t >= pts)
+            && let Some(held) = self.history.pop_back()
+        {
+            self.history_bytes -= held.size();
+            taken.push(held);
+        }
+        taken.reverse();
+        taken
+    }
+
+    fn clear_history(&mut self) {
+        self.history.clear();
+        self.history_frames = 0;
+        self.history_bytes = 0;
+    }
+
+    /// Called at a new keyframe: drops whole GOPs (with the audio among them) that are older than `retain`.
     fn trim_history(&mut self, now: Instant) {
         loop {
             // The second keyframe in history: everything before it is one whole GOP.
-            let Some(next) = self.history.iter().skip(1).position(|f| f.keyframe).map(|i| i + 1) else {
+            let Some(next) = self.history.iter().skip(1).position(Held::is_keyframe).map(|i| i + 1) else {
                 if self.retain.is_zero() {
-                    self.history.clear();
-                    self.history_bytes = 0;
+                    self.clear_history();
                 }
                 return;
             };
-            if now.duration_since(self.history[next].arrived) < self.retain {
+            if now.duration_since(self.history[next].arrived()) < self.retain {
                 return;
             }
-            for frame in self.history.drain(..next) {
-                self.history_bytes -= frame.buffer.size();
+            for held in self.history.drain(..next) {
+                self.history_bytes -= held.size();
+                if let Held::Video(_) = held {
+                    self.history_frames -= 1;
+                }
             }
         }
     }
@@ -468,6 +653,116 @@ mod tests {
         assert_eq!(tag(c.rx.try_recv().expect("frame after gap")), (true, 3));
         let late = hub.subscribe("late", 8, Start::History);
         drop(late);
+    }
+
+    fn aac_caps() -> gst::Caps {
+        gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .field("rate", 48000i32)
+            .field("channels", 1i32)
+            .build()
+    }
+
+    /// What a consumer has queued, as `v<tag>` (video, `V` for a keyframe), `a<tag>` (audio), `caps`, `acaps`, `gap`.
+    fn drain_names(c: &mut Consumer) -> Vec<String> {
+        std::iter::from_fn(|| c.rx.try_recv().ok())
+            .map(|item| match item {
+                HubItem::Caps(_) => "caps".into(),
+                HubItem::AudioCaps(_) => "acaps".into(),
+                HubItem::Gap => "gap".into(),
+                HubItem::Audio(a) => format!("a{}", a.buffer.map_readable().expect("readable")[0]),
+                HubItem::Frame(f) => {
+                    format!("{}{}", if f.keyframe { "V" } else { "v" }, f.buffer.map_readable().expect("readable")[0])
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn audio_goes_only_to_consumers_that_ask_and_is_kept_in_history_among_the_video() {
+        let hub = hub();
+        hub.push_caps(gst::Caps::builder("video/x-h264").build());
+        hub.push_audio_caps(aac_caps());
+        // Before the first keyframe nothing can be placed.
+        hub.push_audio(frame(true, 10));
+        hub.push(frame(true, 1));
+        hub.push_audio(frame(true, 11));
+        hub.push(frame(false, 2));
+        hub.push_audio(frame(true, 12));
+        hub.push(frame(true, 3));
+        hub.push_audio(frame(true, 13));
+        let mut video = hub.subscribe("video", 8, Start::LatestKeyframe);
+        let mut both = hub.subscribe_with_audio("both", 8, Start::LatestKeyframe);
+        assert_eq!(drain_names(&mut video), ["caps", "V3"]);
+        assert_eq!(drain_names(&mut both), ["caps", "acaps", "V3", "a13"]);
+        hub.push_audio(frame(true, 14));
+        hub.push(frame(false, 4));
+        assert_eq!(drain_names(&mut video), ["v4"]);
+        assert_eq!(drain_names(&mut both), ["a14", "v4"]);
+        // Audio counts in no video figure.
+        let s = hub.stats();
+        assert_eq!((s.frames, s.keyframes), (4, 2));
+        assert_eq!(s.audio, Some(AudioTrack { codec: AudioCodec::Aac, rate: 48000, channels: 1 }));
+        // A reset forgets the audio track: the next connection brings its own caps, or none.
+        hub.reset();
+        assert_eq!(drain_names(&mut both), ["gap"]);
+        assert!(hub.audio_caps().is_none() && hub.stats().audio.is_none());
+        hub.push(frame(true, 5));
+        hub.push_audio(frame(true, 15));
+        assert_eq!(drain_names(&mut both), ["V5"]);
+    }
+
+    fn stamped(key: bool, tag: u8, ms: u64) -> gst::Buffer {
+        let mut b = frame(key, tag);
+        b.get_mut().expect("fresh buffer is writable").set_pts(gst::ClockTime::from_mseconds(ms));
+        b
+    }
+
+    #[test]
+    fn a_new_consumer_gets_the_sound_from_its_keyframe_s_time_even_if_it_arrived_before() {
+        let hub = hub();
+        hub.push_audio_caps(aac_caps());
+        hub.push(stamped(true, 1, 0));
+        hub.push(stamped(false, 2, 40));
+        hub.push_audio(stamped(true, 10, 60));
+        // Sent with the keyframe at 80 ms, but arrived before it.
+        hub.push_audio(stamped(true, 11, 80));
+        hub.push_audio(stamped(true, 12, 100));
+        hub.push(stamped(true, 3, 80));
+        hub.push_audio(stamped(true, 13, 120));
+        let mut c = hub.subscribe_with_audio("late", 8, Start::LatestKeyframe);
+        assert_eq!(drain_names(&mut c), ["acaps", "V3", "a11", "a12", "a13"]);
+    }
+
+    #[test]
+    fn pre_roll_history_keeps_the_audio_between_its_keyframes() {
+        let hub = hub();
+        hub.set_retain(Duration::from_secs(60));
+        hub.push_audio_caps(aac_caps());
+        for t in 0..4 {
+            hub.push(frame(t % 2 == 0, t));
+            hub.push_audio(frame(true, 100 + t));
+        }
+        let mut c = hub.subscribe_with_audio("preroll", 2, Start::History);
+        assert_eq!(drain_names(&mut c), ["acaps", "V0", "a100", "v1", "a101", "V2", "a102", "v3", "a103"]);
+    }
+
+    #[test]
+    fn a_full_queue_loses_audio_without_waiting_for_a_keyframe() {
+        let hub = hub();
+        hub.push_audio_caps(aac_caps());
+        hub.push(frame(true, 0));
+        let mut c = hub.subscribe_with_audio("slow", 2, Start::LatestKeyframe);
+        // acaps and V0 are queued; capacity is 4 (history grown by 3): two more fit.
+        hub.push_audio(frame(true, 10));
+        hub.push_audio(frame(true, 11));
+        hub.push_audio(frame(true, 12));
+        assert_eq!(c.dropped(), 1);
+        assert_eq!(drain_names(&mut c), ["acaps", "V0", "a10", "a11"]);
+        // Video continues at once: a lost audio frame is no hole in the picture.
+        hub.push(frame(false, 1));
+        assert_eq!(drain_names(&mut c), ["v1"]);
     }
 
     #[test]

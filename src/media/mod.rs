@@ -38,6 +38,18 @@ pub fn codec_of(caps: &gst::Caps) -> Option<crate::base::Codec> {
     crate::base::Codec::from_media_type(caps.structure(0)?.name().as_str())
 }
 
+/// The audio codec of hub audio caps, if camhub carries it (AAC only as `mpegversion=4`, raw access units).
+pub fn audio_codec_of(caps: &gst::Caps) -> Option<crate::base::AudioCodec> {
+    use crate::base::AudioCodec;
+    let s = caps.structure(0)?;
+    let codec = AudioCodec::ALL.into_iter().find(|c| c.media_type() == s.name().as_str())?;
+    match codec {
+        AudioCodec::Aac if s.get::<i32>("mpegversion").ok() != Some(4) => None,
+        AudioCodec::Aac if s.get::<&str>("stream-format").is_ok_and(|f| f != "raw") => None,
+        c => Some(c),
+    }
+}
+
 /// A pipeline that could not be built or changed state.
 pub fn pipeline_error(e: impl std::fmt::Display) -> Error {
     Error::dependency(Dependency::MediaPipeline, e)

@@ -1,17 +1,28 @@
-//! RTSP ingest with the `retina` client (the default): DESCRIBE, SETUP the first H.264/H.265 video stream over TCP,
-//! PLAY, then each depacketized frame goes straight into the camera's hub as a `gst::Buffer` (length-prefixed NAL
-//! units, parameter sets also in the caps' `codec_data`). No GStreamer pipeline runs per camera for ingest: one async
-//! task per camera, which is what makes ingest cheap. The GStreamer path (`ingest`) remains as an alternative.
+//! RTSP ingest with the `retina` client (the default): DESCRIBE, SETUP the first H.264/H.265 video stream over TCP
+//! (and the first audio stream, when it is AAC or G.711), PLAY, then each depacketized frame goes straight into the
+//! camera's hub as a `gst::Buffer` (length-prefixed NAL units, parameter sets also in the caps' `codec_data`; raw AAC
+//! access units with the AudioSpecificConfig in theirs; G.711 samples). No GStreamer pipeline runs per camera for
+//! ingest: one async task per camera, which is what makes ingest cheap. The GStreamer path (`ingest`) remains as an
+//! alternative (video only).
+//!
+//! Audio and video timestamps share one base: both are NPT times, aligned by the PLAY response's `RTP-Info` (with one
+//! stream alone, NPT starts at its first packet), counted from the connection's first video frame. Once each stream has
+//! sent an RTCP sender report, the audio is moved onto the video's timeline by the wall clock the reports share
+//! (`AvSync`), which is what holds for cameras whose `RTP-Info` is missing or wrong.
 
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use gstreamer as gst;
-use retina::client::{Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport};
-use retina::codec::{CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoParameters};
+use retina::client::{
+    Credentials, InitialTimestampPolicy, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
+    Transport,
+};
+use retina::codec::{AudioParameters, CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoParameters};
+use tracing::{debug, warn};
 
 use crate::base::url::{credentials, strip_credentials};
-use crate::base::{Codec, Failure};
+use crate::base::{AudioCodec, Codec, Failure};
 use crate::media::hub::StreamHub;
 
 /// A failure of the RTSP session: a refusal of our credentials (401, 403) is not fixed by retrying soon.
@@ -47,20 +58,51 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
             .iter()
             .position(|s| s.media() == "video" && Codec::from_encoding_name(s.encoding_name()).is_some())
             .ok_or_else(|| Failure::unsupported("the camera offers no H.264 or H.265 video stream"))?;
-        let setup = SetupOptions::default()
-            .transport(Transport::Tcp(TcpTransportOptions::default()))
-            .frame_format(FRAME_FORMAT);
-        session.setup(index, setup).await.map_err(from_retina)?;
-        let playing = session.play(PlayOptions::default()).await.map_err(from_retina)?;
+        let audio = session.streams().iter().enumerate().find_map(|(i, s)| {
+            let codec = AudioCodec::from_encoding_name(s.encoding_name()).filter(|_| s.media() == "audio")?;
+            Some((i, codec))
+        });
+        let setup = || {
+            SetupOptions::default().transport(Transport::Tcp(TcpTransportOptions::default())).frame_format(FRAME_FORMAT)
+        };
+        session.setup(index, setup()).await.map_err(from_retina)?;
+        // Sound is a bonus: a camera that will not set its audio up is still recorded and published, without it.
+        let audio = match audio {
+            Some((i, codec)) => match session.setup(i, setup()).await {
+                Ok(()) => Some((i, codec)),
+                Err(e) => {
+                    warn!(err = %e, "the camera's audio stream cannot be set up: going on without sound");
+                    None
+                }
+            },
+            None => None,
+        };
+        // With two streams retina requires `rtptime` in RTP-Info by default; permissive takes a camera without it
+        // (each stream then starts at its first packet, and the sender reports align them).
+        let play = PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive);
+        let playing = session.play(play).await.map_err(from_retina)?;
         let demuxed = playing.demuxed().map_err(from_retina)?;
-        Ok::<_, Failure>((demuxed, index))
+        Ok::<_, Failure>((demuxed, index, audio))
     };
-    let (mut demuxed, index) = match tokio::time::timeout(connect_timeout, connect).await {
+    let (mut demuxed, index, audio) = match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok(d)) => d,
         Ok(Err(f)) => return f,
         Err(_) => return Failure::retry(format!("no answer within {} ms", connect_timeout.as_millis())),
     };
 
+    // The audio caps go to the hub before the first video frame, so a consumer that opens a file at that keyframe
+    // knows there is sound (a stream whose parameters come only with its first frame is described then).
+    let mut have_audio_caps = false;
+    if let Some((i, codec)) = audio
+        && let Some(ParametersRef::Audio(params)) = demuxed.streams()[i].parameters()
+    {
+        hub.push_audio_caps(audio_caps(codec, params));
+        have_audio_caps = true;
+    }
+    let mut sync = AvSync::default();
+    // Timestamps count from the connection's first video frame (in ns of NPT): a camera may send frames from before
+    // the NPT start that `RTP-Info` gave (a GOP it held), which must keep their spacing rather than pile up at 0.
+    let mut base: Option<i128> = None;
     let mut have_caps = false;
     loop {
         // Read what has arrived; when nothing is ready, wait for the next pacing tick rather than for the socket, so
@@ -74,10 +116,30 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
             Some(Some(Err(e))) => return from_retina(e),
             Some(Some(Ok(item))) => item,
         };
-        let CodecItem::VideoFrame(frame) = item else { continue };
-        if frame.stream_id() != index {
-            continue;
-        }
+        let frame = match item {
+            CodecItem::VideoFrame(frame) if frame.stream_id() == index => frame,
+            CodecItem::AudioFrame(frame) => {
+                let Some((i, codec)) = audio.filter(|(i, _)| *i == frame.stream_id()) else { continue };
+                if !have_audio_caps {
+                    let Some(ParametersRef::Audio(params)) = demuxed.streams()[i].parameters() else { continue };
+                    hub.push_audio_caps(audio_caps(codec, params));
+                    have_audio_caps = true;
+                }
+                // Before the first video frame there is no timeline yet (nor a keyframe the hub would keep it for).
+                if let Some(base) = base {
+                    hub.push_audio(audio_buffer(&frame, sync.audio_shift - base));
+                }
+                continue;
+            }
+            CodecItem::Rtcp(report) => {
+                let stream = report.stream_id();
+                if audio.is_some_and(|(i, _)| i == stream) || stream == index {
+                    sync.report(&report, stream == index);
+                }
+                continue;
+            }
+            _ => continue,
+        };
         if !have_caps || frame.has_new_parameters() {
             if let Some(ParametersRef::Video(params)) = demuxed.streams()[index].parameters() {
                 hub.push_caps(caps(demuxed.streams()[index].encoding_name(), params));
@@ -86,19 +148,97 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
                 continue;
             }
         }
-        let timestamp = frame.timestamp();
+        let at = nanos(frame.timestamp());
+        let base = *base.get_or_insert(at);
         let keyframe = frame.is_random_access_point();
         let mut buffer = gst::Buffer::from_mut_slice(frame.into_data());
         {
             let b = buffer.get_mut().expect("a new buffer is writable");
-            let clock = i128::from(timestamp.clock_rate().get());
-            let nanos = i128::from(timestamp.elapsed()).max(0) * 1_000_000_000 / clock;
-            b.set_pts(gst::ClockTime::from_nseconds(nanos as u64));
+            b.set_pts(gst::ClockTime::from_nseconds((at - base).max(0) as u64));
             if !keyframe {
                 b.set_flags(gst::BufferFlags::DELTA_UNIT);
             }
         }
         hub.push(buffer);
+    }
+}
+
+/// Moves audio onto the video's timeline by the RTCP sender reports of the two streams: each report pairs a stream's
+/// RTP time with the sender's wall clock (NTP), and the difference between the two streams' pairings is how far the
+/// audio's elapsed time is off the video's.
+#[derive(Debug, Default)]
+struct AvSync {
+    /// Per stream, the latest (elapsed − wall clock) in ns.
+    video: Option<i128>,
+    audio: Option<i128>,
+    /// Added to audio timestamps (ns).
+    audio_shift: i128,
+    /// Whether both streams have reported yet.
+    measured: bool,
+}
+
+impl AvSync {
+    /// The most a sender report may move the audio: beyond it the camera's reports are not believed.
+    const MAX_SHIFT: i128 = 10 * 1_000_000_000;
+
+    fn report(&mut self, report: &retina::rtcp::ReceivedCompoundPacket, video: bool) {
+        let Some(rtp) = report.rtp_timestamp() else { return };
+        let Some(Ok(Some(sr))) = report.pkts().next().map(|p| p.as_sender_report()) else { return };
+        let ntp = sr.ntp_timestamp().0;
+        if ntp == 0 {
+            // Some cameras send no wall clock at all.
+            return;
+        }
+        let wall = i128::from(ntp >> 32) * 1_000_000_000 + ((i128::from(ntp & 0xffff_ffff) * 1_000_000_000) >> 32);
+        let elapsed = nanos(rtp);
+        *(if video { &mut self.video } else { &mut self.audio }) = Some(elapsed - wall);
+        let (Some(v), Some(a)) = (self.video, self.audio) else { return };
+        let shift = v - a;
+        if shift.abs() > Self::MAX_SHIFT {
+            debug!(shift_ms = shift as f64 / 1e6, "sender reports disagree beyond belief: audio left as it is");
+            return;
+        }
+        // Moves under a millisecond are rounding, not news.
+        if !self.measured || (shift - self.audio_shift).abs() >= 1_000_000 {
+            debug!(shift_ms = shift as f64 / 1e6, "audio aligned to video by sender reports");
+            self.measured = true;
+            self.audio_shift = shift;
+        }
+    }
+}
+
+/// A timestamp's time since the NPT start, in ns.
+fn nanos(timestamp: retina::Timestamp) -> i128 {
+    i128::from(timestamp.elapsed()) * 1_000_000_000 / i128::from(timestamp.clock_rate().get())
+}
+
+/// An audio frame as a buffer: PTS on the video's timeline (`shift`, in ns, added to its NPT time), duration from its
+/// length.
+fn audio_buffer(frame: &retina::codec::AudioFrame, shift: i128) -> gst::Buffer {
+    let pts = nanos(frame.timestamp()) + shift;
+    let clock = i128::from(frame.timestamp().clock_rate().get());
+    let duration = i128::from(frame.frame_length().get()) * 1_000_000_000 / clock;
+    let mut buffer = gst::Buffer::from_slice(frame.data().to_vec());
+    {
+        let b = buffer.get_mut().expect("a new buffer is writable");
+        b.set_pts(gst::ClockTime::from_nseconds(pts.max(0) as u64));
+        b.set_duration(gst::ClockTime::from_nseconds(duration as u64));
+    }
+    buffer
+}
+
+/// The caps of an audio stream, as GStreamer's muxers take it: raw AAC with its AudioSpecificConfig, or G.711.
+fn audio_caps(codec: AudioCodec, params: &AudioParameters) -> gst::Caps {
+    let builder = gst::Caps::builder(codec.media_type())
+        .field("rate", params.clock_rate() as i32)
+        .field("channels", i32::from(params.channels().get()));
+    match codec {
+        AudioCodec::Aac => builder
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .field("codec_data", gst::Buffer::from_slice(params.extra_data().to_vec()))
+            .build(),
+        AudioCodec::Pcmu | AudioCodec::Pcma => builder.build(),
     }
 }
 
@@ -121,4 +261,33 @@ fn caps(encoding: &str, params: &VideoParameters) -> gst::Caps {
         builder = builder.field("framerate", gst::Fraction::new(den as i32, num as i32));
     }
     builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A compound RTCP packet that begins with a sender report of wall clock `ntp` (seconds, 32.32) at RTP time
+    /// `elapsed` (in units of `clock`) since the stream's start.
+    fn report(ntp: u64, elapsed: i64, clock: u32) -> retina::rtcp::ReceivedCompoundPacket {
+        let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0, 1];
+        sr.extend_from_slice(&ntp.to_be_bytes());
+        sr.extend_from_slice(&[0; 12]);
+        let clock = std::num::NonZeroU32::new(clock).expect("non-zero clock");
+        retina::rtcp::ReceivedCompoundPacket::dummy(retina::Timestamp::new(elapsed, clock, 0), &sr)
+    }
+
+    #[test]
+    fn sender_reports_move_the_audio_onto_the_video_s_timeline() {
+        let mut sync = AvSync::default();
+        // At wall clock 1000 s the video is 5 s in; at 1000.5 s the audio is 5.45 s in, i.e. 50 ms behind the video's
+        // 5.5 s: an audio frame belongs 50 ms later on the video's timeline.
+        sync.report(&report(1000 << 32, 90_000 * 5, 90_000), true);
+        assert_eq!(sync.audio_shift, 0, "one stream alone says nothing");
+        sync.report(&report((1000 << 32) | 0x8000_0000, 48_000 * 545 / 100, 48_000), false);
+        assert_eq!(sync.audio_shift, 50_000_000);
+        // A camera without a wall clock is not believed.
+        sync.report(&report(0, 0, 48_000), false);
+        assert_eq!(sync.audio_shift, 50_000_000);
+    }
 }

@@ -4,6 +4,8 @@
 //! which costs almost nothing per camera and so serves benchmarks of 50 streams. People test their setups with it;
 //! our tests and benchmarks treat it as the camera. A live camera can show a photo over its pattern (`--image`),
 //! always or on a schedule (absent for a while, then present), so detection has a real object to find and lose.
+//! A live camera can send sound too (`--audio aac|pcmu|pcma`): a quiet tone with a loud burst at each whole second,
+//! while the picture shows a white square at the same instants, so A/V sync can be measured from what is recorded.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 use tracing::{debug, info};
 
+use crate::base::AudioCodec;
 use crate::error::{Dependency, Error, Result};
 
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub struct TestCamSettings {
     pub image: Option<Image>,
     /// Another path `cam0` is served at (such as `/stream1`, one of the paths network discovery tries).
     pub also_at: Option<String>,
+    /// A sound track in this codec (live cameras only), and the per-second marks in sound and picture.
+    pub audio: Option<AudioCodec>,
 }
 
 /// A photo over a live camera's picture.
@@ -71,6 +76,7 @@ impl Default for TestCamSettings {
             source: TestCamSource::Live,
             image: None,
             also_at: None,
+            audio: None,
         }
     }
 }
@@ -108,6 +114,16 @@ impl TestCam {
                 return Err(Error::invalid_param("image", format!("{} is not a readable file", image.path.display())));
             }
         }
+        if let Some(codec) = settings.audio {
+            if !matches!(settings.source, TestCamSource::Live) {
+                return Err(Error::invalid_param("audio", "only a live test camera sends sound"));
+            }
+            for element in [audio_encoder(codec).0, codec.payloader()] {
+                if gst::ElementFactory::find(element).is_none() {
+                    return Err(Error::invalid_param("audio", format!("element {element} is missing")));
+                }
+            }
+        }
         let clip = match &settings.source {
             TestCamSource::Live => None,
             TestCamSource::Loop { seconds } => Some(Arc::new(encode_clip(&settings, *seconds)?)),
@@ -126,10 +142,14 @@ impl TestCam {
                 None => {
                     factory.set_launch(&live_launch(&settings, i));
                     let schedule = settings.image.as_ref().and_then(|i| i.schedule);
+                    let marked = settings.audio.is_some();
                     factory.connect_media_configure(move |_, media| {
                         refuse_seeking(media);
                         if let Some(schedule) = schedule {
                             show_on_schedule(media, schedule);
+                        }
+                        if marked {
+                            mark_seconds(media);
                         }
                     });
                 }
@@ -200,9 +220,11 @@ fn gop(settings: &TestCamSettings) -> u32 {
 /// The raw picture: moving ball (with the photo over it, if any), camera name and frame counter (a time code
 /// HH:MM:SS:FF from timecodestamper) top left, wall clock top right.
 fn raw_source(settings: &TestCamSettings, index: usize, live: bool) -> String {
+    // Marked seconds are painted on I420 (`mark_seconds`).
+    let format = if settings.audio.is_some() { ",format=I420" } else { "" };
     let pattern = format!(
-        "videotestsrc is-live={live} pattern={pattern} background-color=0xff204060 ! \
-         video/x-raw,width={w},height={h},framerate={fps}/1",
+        "videotestsrc name=pattern is-live={live} pattern={pattern} background-color=0xff204060 ! \
+         video/x-raw,width={w},height={h},framerate={fps}/1{format}",
         w = settings.width,
         h = settings.height,
         fps = settings.fps,
@@ -278,11 +300,95 @@ fn encoder(settings: &TestCamSettings) -> String {
 /// before each IDR slice (x264's sliced threads make two or more per keyframe), which FFmpeg reads as two frames with
 /// one timestamp ("non monotonically increasing dts").
 fn live_launch(settings: &TestCamSettings, index: usize) -> String {
+    let sound = settings.audio.map(audio_launch).unwrap_or_default();
     format!(
-        "( {} ! {} ! rtph264pay name=pay0 pt=96 config-interval=0 )",
+        "( {} ! {} ! rtph264pay name=pay0 pt=96 config-interval=0 {sound} )",
         raw_source(settings, index, true),
         encoder(settings)
     )
+}
+
+/// The encoder of a test camera's sound, and the sample rate it is fed.
+fn audio_encoder(codec: AudioCodec) -> (&'static str, u32) {
+    match codec {
+        AudioCodec::Aac => ("avenc_aac", 48000),
+        AudioCodec::Pcmu => ("mulawenc", 8000),
+        AudioCodec::Pcma => ("alawenc", 8000),
+    }
+}
+
+/// The sound: a quiet 440 Hz tone in 20 ms buffers (the bursts are written into it by `mark_seconds`), encoded and
+/// payloaded as the second stream.
+fn audio_launch(codec: AudioCodec) -> String {
+    let (encoder, rate) = audio_encoder(codec);
+    format!(
+        "audiotestsrc name=tone is-live=true freq=440 volume=0.1 samplesperbuffer={samples} ! \
+         audio/x-raw,format=S16LE,layout=interleaved,rate={rate},channels=1 ! audioconvert ! {encoder} ! \
+         {pay} name=pay1 pt=97",
+        samples = rate / 50,
+        pay = codec.payloader(),
+    )
+}
+
+/// How long the burst at each second lasts.
+const BURST: gst::ClockTime = gst::ClockTime::from_mseconds(50);
+
+/// Marks each whole second of a new live media, from the buffers' own timestamps (one clock for both): the first
+/// frame at or after it gets a white square at the bottom left, and the sound a loud 1 kHz burst for its first 50 ms.
+fn mark_seconds(media: &rtsp::RTSPMedia) {
+    let Ok(bin) = media.element().downcast::<gst::Bin>() else { return };
+    if let Some(pad) = bin.by_name("pattern").and_then(|e| e.static_pad("src")) {
+        pad.add_probe(gst::PadProbeType::BUFFER, |pad, info| {
+            let info_of = pad.current_caps().and_then(|c| gstreamer_video::VideoInfo::from_caps(&c).ok());
+            if let (Some(video), Some(buffer)) = (info_of, info.buffer_mut()) {
+                paint_square(video, buffer.make_mut());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    if let Some(pad) = bin.by_name("tone").and_then(|e| e.static_pad("src")) {
+        pad.add_probe(gst::PadProbeType::BUFFER, |pad, info| {
+            let rate = pad.current_caps().and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("rate").ok()));
+            if let (Some(rate), Some(buffer)) = (rate, info.buffer_mut()) {
+                write_burst(rate.max(1) as u64, buffer.make_mut());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+}
+
+/// A white square (a quarter of the height) at the bottom left of the first frame of each second (I420).
+fn paint_square(video: gstreamer_video::VideoInfo, buffer: &mut gst::BufferRef) {
+    use gstreamer_video::prelude::*;
+    let fps = video.fps();
+    let Some(pts) = buffer.pts() else { return };
+    let spacing = gst::ClockTime::SECOND.mul_div_floor(fps.denom() as u64, fps.numer().max(1) as u64);
+    if spacing.is_none_or(|spacing| pts.nseconds() % gst::ClockTime::SECOND.nseconds() >= spacing.nseconds()) {
+        return;
+    }
+    let (width, height) = (video.width() as usize, video.height() as usize);
+    let Ok(mut frame) = gstreamer_video::VideoFrameRef::from_buffer_ref_writable(buffer, &video) else { return };
+    let stride = frame.plane_stride()[0] as usize;
+    let Ok(luma) = frame.plane_data_mut(0) else { return };
+    let side = height / 4;
+    for row in height - side..height {
+        luma[row * stride..row * stride + side.min(width)].fill(235);
+    }
+}
+
+/// A loud 1 kHz burst over the tone for `BURST` from each whole second (S16LE, mono).
+fn write_burst(rate: u64, buffer: &mut gst::BufferRef) {
+    let Some(pts) = buffer.pts() else { return };
+    let Ok(mut map) = buffer.map_writable() else { return };
+    for (i, sample) in map.chunks_exact_mut(2).enumerate() {
+        let t = pts.nseconds() + i as u64 * 1_000_000_000 / rate;
+        let into_second = t % 1_000_000_000;
+        if into_second < BURST.nseconds() {
+            let phase = 2.0 * std::f64::consts::PI * 1000.0 * into_second as f64 / 1e9;
+            let value = (0.8 * f64::from(i16::MAX) * phase.sin()) as i16;
+            sample.copy_from_slice(&value.to_le_bytes());
+        }
+    }
 }
 
 /// Makes a live camera's media answer that it cannot seek. gst-rtsp-server seeks a seekable media to the Range of each

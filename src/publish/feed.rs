@@ -1,7 +1,9 @@
-//! One publishing pipeline's feed: a hub consumer pushed into an `appsrc`, frames as they are (no re-encoding). The
-//! feed starts when the pipeline first asks for data (so a new reader gets the current GOP from its keyframe, at
-//! once), keeps the stream's own frame spacing on the pipeline's running time, and ends when told to, when the
-//! pipeline refuses data, when the camera goes away, or when the camera's codec changes (the payloader is fixed).
+//! One publishing pipeline's feed: a hub consumer pushed into an `appsrc`, frames as they are (no re-encoding), and
+//! the camera's audio into a second `appsrc` where the pipeline republishes sound. The feed starts when the pipeline
+//! first asks for data (so a new reader gets the current GOP from its keyframe, at once), keeps the stream's own frame
+//! spacing on the pipeline's running time (audio on the same offset as the video, so they stay in sync), and ends when
+//! told to, when the pipeline refuses data, when the camera goes away, or when the camera's codec changes (the
+//! payloader is fixed). Audio in another codec than the pipeline's audio payloader takes is left out.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::Counters;
 use crate::base::Codec;
 use crate::media::clock::Forward;
-use crate::media::codec_of;
 use crate::media::hub::{HubItem, Start, StreamHub};
+use crate::media::{audio_codec_of, codec_of};
 
 /// Frames a feed may have queued from the hub before it loses some (and resumes at the next keyframe).
 const QUEUE: usize = 128;
@@ -33,11 +35,11 @@ pub enum FeedEnd {
     Refused,
 }
 
-/// An `appsrc` for hub frames with `caps`: live, timestamps set by the feed, bounded (oldest dropped if the pipeline
-/// stalls, so a stuck peer cannot grow memory).
-pub fn appsrc(caps: &gst::Caps) -> gst_app::AppSrc {
+/// An `appsrc` named `name` for hub frames with `caps`: live, timestamps set by the feed, bounded (oldest dropped if
+/// the pipeline stalls, so a stuck peer cannot grow memory).
+pub fn appsrc(name: &str, caps: &gst::Caps) -> gst_app::AppSrc {
     gst_app::AppSrc::builder()
-        .name("src")
+        .name(name)
         .caps(caps)
         .format(gst::Format::Time)
         .is_live(true)
@@ -89,6 +91,8 @@ struct Timestamps {
     forward: Forward,
     /// When this feed (re)started: frames that arrived before it are history.
     live_from: Option<std::time::Instant>,
+    /// The last audio output: audio never goes back either.
+    last_audio: Option<gst::ClockTime>,
 }
 
 impl Timestamps {
@@ -117,11 +121,25 @@ impl Timestamps {
         }
         out
     }
+
+    /// An audio frame's output, on the video's offset; `None` before the connection's first video frame placed the
+    /// timeline, or for a frame not after the last audio output.
+    fn map_audio(&mut self, pts: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
+        let at = pts?.nseconds() as i128 + self.offset?;
+        let at = gst::ClockTime::from_nseconds(u64::try_from(at).ok()?);
+        if self.last_audio.is_some_and(|last| at <= last) {
+            return None;
+        }
+        self.last_audio = Some(at);
+        Some(at)
+    }
 }
 
 /// What a feed needs.
 pub struct Feed {
     pub appsrc: gst_app::AppSrc,
+    /// The audio track's `appsrc` (caps set), where the pipeline republishes the camera's sound.
+    pub audio: Option<gst_app::AppSrc>,
     pub hub: std::sync::Weak<StreamHub>,
     pub codec: Codec,
     pub counters: Arc<Counters>,
@@ -134,12 +152,20 @@ pub struct Feed {
 
 /// Runs a feed until it ends; sends EOS into the pipeline when the camera goes away.
 pub async fn run(feed: Feed) -> FeedEnd {
-    let Feed { appsrc, hub, codec, counters, started, restart, stop } = feed;
+    let Feed { appsrc, audio, hub, codec, counters, started, restart, stop } = feed;
     tokio::select! {
         _ = stop.cancelled() => return FeedEnd::Stopped,
         _ = started.notified() => {}
     }
-    let subscribe = || hub.upgrade().map(|h| h.subscribe("publish", QUEUE, Start::LatestKeyframe));
+    // The audio payloader is fixed too: sound in another codec (after a reconnect) is left out until it returns.
+    let audio_codec = audio.as_ref().and_then(|a| a.caps()).as_ref().and_then(audio_codec_of);
+    let mut audio_matches = true;
+    let subscribe = || {
+        hub.upgrade().map(|h| match audio {
+            Some(_) => h.subscribe_with_audio("publish", QUEUE, Start::LatestKeyframe),
+            None => h.subscribe("publish", QUEUE, Start::LatestKeyframe),
+        })
+    };
     let Some(mut consumer) = subscribe() else { return FeedEnd::CameraGone };
     let restart = restart.unwrap_or_default();
     let mut stamps = Timestamps::default();
@@ -178,10 +204,32 @@ pub async fn run(feed: Feed) -> FeedEnd {
                 }
                 counters.frames_sent.fetch_add(1, Ordering::Relaxed);
             }
+            Some(HubItem::AudioCaps(caps)) => {
+                audio_matches = audio_codec.is_some() && audio_codec_of(&caps) == audio_codec;
+                if let Some(src) = audio.as_ref().filter(|_| audio_matches) {
+                    src.set_caps(Some(&caps));
+                }
+            }
+            Some(HubItem::Audio(frame)) => {
+                let Some(src) = audio.as_ref().filter(|_| audio_matches) else { continue };
+                let Some(at) = stamps.map_audio(frame.buffer.pts()) else { continue };
+                let mut buffer = frame.buffer.copy();
+                {
+                    let b = buffer.make_mut();
+                    b.set_pts(at);
+                    b.set_dts(gst::ClockTime::NONE);
+                }
+                if src.push_buffer(buffer).is_err() {
+                    break FeedEnd::Refused;
+                }
+            }
         }
     };
     if matches!(end, FeedEnd::CameraGone | FeedEnd::CodecChanged) {
         let _ = appsrc.end_of_stream();
+        if let Some(src) = &audio {
+            let _ = src.end_of_stream();
+        }
     }
     end
 }
@@ -210,6 +258,19 @@ mod tests {
         m.gap();
         let back = m.map(Some(s), Instant::now(), s * 3);
         assert!(back > s * 7, "{back}");
+    }
+
+    #[test]
+    fn audio_follows_the_video_offset_and_never_goes_back() {
+        let (s, ms) = (gst::ClockTime::SECOND, gst::ClockTime::MSECOND);
+        let mut m = Timestamps::default();
+        // No video yet: nowhere to place it.
+        assert_eq!(m.map_audio(Some(s * 100)), None);
+        let video = m.map(Some(s * 100), Instant::now(), s * 5);
+        assert!(near(video, s * 5), "{video}");
+        assert_eq!(m.map_audio(Some(s * 100 + ms * 20)), Some(video + ms * 20));
+        assert_eq!(m.map_audio(Some(s * 100 + ms * 10)), None);
+        assert_eq!(m.map_audio(Some(s * 100 + ms * 40)), Some(video + ms * 40));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! camhub's RTSP server: gst-rtsp-server on its own GLib main-context thread, every published camera mounted at
 //! `/<id>`. Each mount is a [`CamFactory`]: one shared media per camera whatever the URL a reader used, built for the
 //! first reader (`appsrc ! rtph264pay|rtph265pay`, the hub's avc/hvc1 frames payloaded as they are, with the parameter
-//! sets the hub has before every keyframe) and torn down `LINGER` after the last reader left. The linger is a prepare
+//! sets the hub has before every keyframe; for a camera with sound a second stream, `appsrc ! rtpmp4gpay|rtppcmupay|
+//! rtppcmapay`, the camera's audio as it came) and torn down `LINGER` after the last reader left. The linger is a prepare
 //! reference of our own on the media: without it, a reader that reconnects at once (or a DESCRIBE right after another
 //! client's) finds the shared media half torn down and gets 503 from gst-rtsp-server.
 //!
@@ -39,7 +40,7 @@ use crate::base::CameraId;
 use crate::camera::Camera;
 use crate::config::{RtspServerConfig, RtspUser};
 use crate::error::{Error, Result};
-use crate::media::codec_of;
+use crate::media::{audio_codec_of, codec_of};
 
 /// How often the server's thread reconciles mounts, expires sessions and counts readers.
 const TICK: Duration = Duration::from_millis(250);
@@ -350,13 +351,15 @@ mod factory_imp {
         }
 
         /// `appsrc name=src ! rtph26Xpay name=pay0`, for the camera's current caps; none (503) before it delivered any.
+        /// With sound, `appsrc name=audio ! rtpmp4gpay|rtppcmupay|rtppcmapay name=pay1` beside it.
         fn create_element(&self, _url: &gst_rtsp::RTSPUrl) -> Option<gst::Element> {
             let s = self.settings.get()?;
             let caps = s.camera.hub.caps()?;
             let codec = codec_of(&caps)?;
+            let audio = s.camera.hub.audio_caps().and_then(|caps| Some((audio_codec_of(&caps)?, caps)));
             let build = || -> std::result::Result<gst::Element, glib::BoolError> {
                 let bin = gst::Bin::new();
-                let src = feed::appsrc(&caps);
+                let src = feed::appsrc("src", &caps);
                 let pay = gst::ElementFactory::make(codec.payloader())
                     .name("pay0")
                     .property("pt", 96u32)
@@ -368,6 +371,15 @@ mod factory_imp {
                     .build()?;
                 bin.add_many([src.upcast_ref(), &pay])?;
                 src.link(&pay)?;
+                if let Some((audio_codec, audio_caps)) = &audio {
+                    let src = feed::appsrc("audio", audio_caps);
+                    let pay = gst::ElementFactory::make(audio_codec.payloader())
+                        .name("pay1")
+                        .property("pt", 97u32)
+                        .build()?;
+                    bin.add_many([src.upcast_ref(), &pay])?;
+                    src.link(&pay)?;
+                }
                 Ok(bin.upcast())
             };
             match build() {
@@ -390,8 +402,11 @@ mod factory_imp {
                 return;
             };
             let Some(codec) = src.caps().as_ref().and_then(codec_of) else { return };
-            if let Some(pad) = pay.static_pad("src") {
-                feed::count_bytes(&pad, s.counters.clone(), |c| c.rtsp_readers.load(Ordering::Relaxed) as u64);
+            let audio = bin.by_name("audio").and_then(|e| e.downcast::<gst_app::AppSrc>().ok());
+            for pay in std::iter::once(pay).chain(bin.by_name("pay1")) {
+                if let Some(pad) = pay.static_pad("src") {
+                    feed::count_bytes(&pad, s.counters.clone(), |c| c.rtsp_readers.load(Ordering::Relaxed) as u64);
+                }
             }
             let stop = CancellationToken::new();
             media.connect_unprepared({
@@ -416,6 +431,7 @@ mod factory_imp {
             let id = s.camera.id.clone();
             let feed = Feed {
                 appsrc: src,
+                audio,
                 hub: Arc::downgrade(&s.camera.hub),
                 codec,
                 counters: s.counters.clone(),

@@ -316,7 +316,7 @@ fn negotiate(
 ) -> Result<Negotiated> {
     let fail = |detail: String| Error::dependency(Dependency::Webrtc, detail);
     let pipeline = gst::Pipeline::with_name("whep");
-    let appsrc = feed::appsrc(caps);
+    let appsrc = feed::appsrc("src", caps);
     let started = Arc::new(Notify::new());
     feed::on_need_data(&appsrc, started.clone());
     let pay = gst::ElementFactory::make("rtph264pay")
@@ -428,6 +428,8 @@ async fn run(
     let feed_stop = stop.child_token();
     let mut feeding = tokio::spawn(feed::run(Feed {
         appsrc,
+        // Browsers take Opus, not the cameras' AAC or G.711: a WHEP viewer gets the picture only.
+        audio: None,
         hub,
         codec: Codec::H264,
         counters,

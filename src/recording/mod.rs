@@ -33,7 +33,7 @@ pub use index::Segment;
 pub use recorder::{Ending, SessionInfo};
 use retention::Cleanup;
 
-/// Frames a recording may fall behind before it drops (and resynchronises at a keyframe).
+/// Frames (video and audio) a recording may fall behind before it drops (and resynchronises at a keyframe).
 const QUEUE_FRAMES: usize = 1024;
 const RETENTION_SETTING: &str = "retention_policy";
 
@@ -171,7 +171,7 @@ impl Recordings {
         }
         self.ensure_space().await?;
         let format = format.unwrap_or(self.config.format);
-        let consumer = camera.hub.subscribe("recording", QUEUE_FRAMES, Start::PreRoll(self.config.pre_roll));
+        let consumer = camera.hub.subscribe_with_audio("recording", QUEUE_FRAMES, Start::PreRoll(self.config.pre_roll));
         let requested_at = SystemTime::now();
         let started_at = consumer.first_arrival.map(|t| requested_at - t.elapsed()).unwrap_or(requested_at);
         let mut info = SessionInfo {

@@ -2,6 +2,11 @@
 //! starting on a keyframe, fed from the camera's hub. A segment is indexed only once its muxer has finalised it and
 //! it is fsynced (file, then directory). A camera reconnect (hub gap) starts a new segment in the same session, with the
 //! gap kept in the timeline. Stopping sends EOS and waits for it, so the last file is finalised before NULL.
+//!
+//! A camera's sound goes into the same files as it came (a second `appsrc` on the muxer's audio pad): AAC in every
+//! format, G.711 in MKV only (ISO MP4 has no place for it; such a session records the picture and says so once).
+//! Audio is placed on the session timeline with the video's offset, so the two stay in sync across gaps, and goes to
+//! the segment whose time holds it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -13,13 +18,13 @@ use gstreamer_app as gst_app;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::base::CameraId;
 use crate::base::time::millis;
+use crate::base::{AudioCodec, CameraId};
 use crate::config::{RecordingConfig, RecordingFormat};
 use crate::error::{Dependency, Error, Result};
 use crate::media::clock::Forward;
 use crate::media::hub::{Consumer, HubItem};
-use crate::media::make;
+use crate::media::{audio_codec_of, make};
 use crate::storage::Db;
 use crate::storage::db::SegmentRow;
 use crate::storage::files::sync_file_and_dir;
@@ -56,12 +61,26 @@ impl SessionInfo {
 /// crash loses at most this plus a fragment.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
-/// One segment file being written: `appsrc ! muxer ! filesink`. Each segment is its own small pipeline, so a
-/// segment is finalised (EOS through the muxer) while the next one is already being written, and frames go to the
-/// muxer as they arrive (no GOP is held back to decide a split, as splitmuxsink would).
+/// How far the picture may run ahead of the sound in a segment before its audio track is ended: the muxer waits for
+/// data on every pad, so a camera that stops sending sound must not hold the picture back.
+const AUDIO_STALL: gst::ClockTime = gst::ClockTime::from_seconds(2);
+
+/// Whether a container takes an audio codec as it is: MP4 (ISO, as mp4mux writes it) has no G.711.
+fn container_takes(format: RecordingFormat, codec: AudioCodec) -> bool {
+    match format {
+        RecordingFormat::Mkv => true,
+        RecordingFormat::Mp4 | RecordingFormat::Fmp4 => codec == AudioCodec::Aac,
+    }
+}
+
+/// One segment file being written: `appsrc ! muxer ! filesink` (and a second `appsrc` for the sound). Each segment
+/// is its own small pipeline, so a segment is finalised (EOS through the muxer) while the next one is already being
+/// written, and frames go to the muxer as they arrive (no GOP is held back to decide a split, as splitmuxsink would).
 struct SegmentWriter {
     pipeline: gst::Pipeline,
-    appsrc: gst_app::AppSrc,
+    video: Input,
+    /// The sound track, when the camera sends sound the container takes.
+    audio: Option<AudioInput>,
     messages: gst::bus::BusStream,
     path: PathBuf,
     seq: u32,
@@ -70,27 +89,17 @@ struct SegmentWriter {
     /// Session time of the last frame and the interval before it (to give the last frame a duration).
     last: gst::ClockTime,
     last_interval: gst::ClockTime,
-    /// Frames waiting for the next flush: handing the muxer a few frames at a time, rather than each as it comes,
-    /// wakes its threads a few times a second instead of at the frame rate.
+}
+
+/// One `appsrc` of a segment and what waits for its next flush: handing the muxer a few frames at a time, rather than
+/// each as it comes, wakes its threads a few times a second instead of at the frame rate.
+struct Input {
+    appsrc: gst_app::AppSrc,
     pending: Vec<gst::Buffer>,
 }
 
-impl SegmentWriter {
-    fn open(
-        info: &SessionInfo,
-        config: &RecordingConfig,
-        dir: &Path,
-        seq: u32,
-        caps: &gst::Caps,
-        start: gst::ClockTime,
-    ) -> Result<SegmentWriter> {
-        let fail = |detail: String| Error::dependency(Dependency::RecordingPipeline, detail);
-        let path = dir.join(info.segment_name(seq));
-        if path.exists() {
-            // Never overwrite a recording.
-            return Err(fail(format!("{} exists", path.display())));
-        }
-        let pipeline = gst::Pipeline::with_name(&format!("record-{}-{seq}", info.camera));
+impl Input {
+    fn new(caps: &gst::Caps) -> Input {
         let appsrc = gst_app::AppSrc::builder()
             .caps(caps)
             .format(gst::Format::Time)
@@ -102,6 +111,60 @@ impl SegmentWriter {
             .max_bytes(64 * 1024 * 1024)
             .block(false)
             .build();
+        Input { appsrc, pending: Vec::new() }
+    }
+
+    /// Hands the queued buffers to the muxer in one list.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut list = gst::BufferList::new_sized(self.pending.len());
+        {
+            let list = list.get_mut().expect("a new list is writable");
+            for buffer in self.pending.drain(..) {
+                list.add(buffer);
+            }
+        }
+        self.appsrc
+            .push_buffer_list(list)
+            .map(|_| ())
+            .map_err(|e| Error::dependency(Dependency::RecordingPipeline, format!("refused data: {e:?}")))
+    }
+}
+
+/// A segment's sound track.
+struct AudioInput {
+    input: Input,
+    caps: gst::Caps,
+    /// The first frame is stretched back to the segment's start: mp4mux's fragmented mode writes no edit list, so it
+    /// would place the first audio frame at the start anyway, and every frame after it early by as much. Stretched,
+    /// only that first frame is early; the rest keep their time.
+    stretch_first: bool,
+    /// Session time of the last audio frame written.
+    last: Option<gst::ClockTime>,
+    /// Ended (EOS on its pad) because the camera stopped sending sound: later audio is not this segment's.
+    ended: bool,
+}
+
+impl SegmentWriter {
+    fn open(
+        info: &SessionInfo,
+        config: &RecordingConfig,
+        dir: &Path,
+        seq: u32,
+        caps: &gst::Caps,
+        audio_caps: Option<&gst::Caps>,
+        start: gst::ClockTime,
+    ) -> Result<SegmentWriter> {
+        let fail = |detail: String| Error::dependency(Dependency::RecordingPipeline, detail);
+        let path = dir.join(info.segment_name(seq));
+        if path.exists() {
+            // Never overwrite a recording.
+            return Err(fail(format!("{} exists", path.display())));
+        }
+        let pipeline = gst::Pipeline::with_name(&format!("record-{}-{seq}", info.camera));
+        let video = Input::new(caps);
         let muxer = match info.format {
             RecordingFormat::Fmp4 => {
                 let m = make("mp4mux")?;
@@ -125,25 +188,38 @@ impl SegmentWriter {
         // crash of the process then loses. The muxer writes whole fragments, so this costs a few writes a second.
         sink.set_property_from_str("buffer-mode", "unbuffered");
         sink.set_property("async", false);
-        pipeline.add_many([appsrc.upcast_ref(), &muxer, &sink]).map_err(|e| fail(e.to_string()))?;
-        // Ask for the video pad by name: left to `link`, an mp4mux may hand out an audio pad.
-        let video_pad = muxer.request_pad_simple("video_%u").ok_or_else(|| fail("muxer has no video pad".into()))?;
-        let src_pad = appsrc.static_pad("src").ok_or_else(|| fail("appsrc has no src pad".into()))?;
-        src_pad.link(&video_pad).map_err(|e| fail(format!("{e:?}")))?;
+        pipeline.add_many([video.appsrc.upcast_ref(), &muxer, &sink]).map_err(|e| fail(e.to_string()))?;
+        // Ask for each pad by name: left to `link`, an mp4mux may hand out an audio pad for the video.
+        let link = |src: &gst_app::AppSrc, template: &str| -> Result<()> {
+            let pad = muxer.request_pad_simple(template).ok_or_else(|| fail(format!("muxer has no {template} pad")))?;
+            let src_pad = src.static_pad("src").ok_or_else(|| fail("appsrc has no src pad".into()))?;
+            src_pad.link(&pad).map(|_| ()).map_err(|e| fail(format!("{template}: {e:?}")))
+        };
+        link(&video.appsrc, "video_%u")?;
+        let audio = match audio_caps {
+            Some(caps) => {
+                let input = Input::new(caps);
+                pipeline.add(&input.appsrc).map_err(|e| fail(e.to_string()))?;
+                link(&input.appsrc, "audio_%u")?;
+                let stretch_first = info.format == RecordingFormat::Fmp4;
+                Some(AudioInput { input, caps: caps.clone(), stretch_first, last: None, ended: false })
+            }
+            None => None,
+        };
         muxer.link(&sink).map_err(|e| fail(e.to_string()))?;
         let messages = pipeline.bus().ok_or_else(|| fail("pipeline without bus".into()))?.stream();
         pipeline.set_state(gst::State::Playing).map_err(|e| fail(format!("cannot start: {e}")))?;
-        debug!(file = %path.display(), "segment opened");
+        debug!(file = %path.display(), audio = audio.is_some(), "segment opened");
         Ok(SegmentWriter {
             pipeline,
-            appsrc,
+            video,
+            audio,
             messages,
             path,
             seq,
             start,
             last: start,
             last_interval: gst::ClockTime::ZERO,
-            pending: Vec::new(),
         })
     }
 
@@ -165,25 +241,50 @@ impl SegmentWriter {
             self.last_interval = at - self.last;
         }
         self.last = at;
-        self.pending.push(buffer);
+        self.video.pending.push(buffer);
     }
 
-    /// Hands the queued frames to the muxer in one list.
-    fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+    /// Queues an audio frame whose session time is `at` for the next `flush`. Dropped when the segment has no sound
+    /// track (or it ended), or when the frame is before the segment's start or not after the last one.
+    fn push_audio(&mut self, frame: &gst::Buffer, at: gst::ClockTime) {
+        let start = self.start;
+        let Some(audio) = self.audio.as_mut().filter(|a| !a.ended) else { return };
+        if at < start || audio.last.is_some_and(|last| at <= last) {
+            return;
         }
-        let mut list = gst::BufferList::new_sized(self.pending.len());
+        let stretched = audio.stretch_first && audio.last.is_none();
+        let t = if stretched { gst::ClockTime::ZERO } else { at - start };
+        let mut buffer = frame.copy();
         {
-            let list = list.get_mut().expect("a new list is writable");
-            for buffer in self.pending.drain(..) {
-                list.add(buffer);
+            let b = buffer.make_mut();
+            b.set_pts(t);
+            b.set_dts(t);
+            if stretched {
+                // The muxer takes a sample's length from the next one's time; its own says the same.
+                b.set_duration(frame.duration().map(|d| d + (at - start)));
             }
         }
-        self.appsrc
-            .push_buffer_list(list)
-            .map(|_| ())
-            .map_err(|e| Error::dependency(Dependency::RecordingPipeline, format!("refused data: {e:?}")))
+        audio.last = Some(at);
+        audio.input.pending.push(buffer);
+    }
+
+    /// Hands the queued frames to the muxer. Ends the sound track if the camera stopped sending sound, so the muxer
+    /// does not hold the picture back waiting for it.
+    fn flush(&mut self) -> Result<()> {
+        self.video.flush()?;
+        let Some(audio) = self.audio.as_mut().filter(|a| !a.ended) else { return Ok(()) };
+        audio.input.flush()?;
+        if self.last.saturating_sub(audio.last.unwrap_or(self.start)) > AUDIO_STALL {
+            warn!(file = %self.path.display(), "the camera's sound stopped: the segment goes on without it");
+            audio.ended = true;
+            let _ = audio.input.appsrc.end_of_stream();
+        }
+        Ok(())
+    }
+
+    /// The caps of the segment's sound track, if it has one.
+    fn audio_caps(&self) -> Option<&gst::Caps> {
+        self.audio.as_ref().map(|a| &a.caps)
     }
 
     /// The first error the pipeline posted, if any (non-blocking).
@@ -201,7 +302,10 @@ impl SegmentWriter {
     /// finalised is recovered (made playable) and indexed like one left by a crash.
     async fn close(mut self, info: &SessionInfo, db: &Db) -> Result<()> {
         let flushed = self.flush();
-        let _ = self.appsrc.end_of_stream();
+        let _ = self.video.appsrc.end_of_stream();
+        if let Some(audio) = self.audio.as_ref().filter(|a| !a.ended) {
+            let _ = audio.input.appsrc.end_of_stream();
+        }
         let finalised = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(message) = self.messages.next().await {
                 match message.view() {
@@ -292,6 +396,13 @@ impl Timeline {
         self.last_arrival = Some(arrived);
         out
     }
+
+    /// The session time of an audio frame: the video's offset applies, so sound and picture stay together. `None`
+    /// before the connection's first video frame placed the timeline, or before the session's start.
+    fn map_audio(&self, pts: gst::ClockTime) -> Option<gst::ClockTime> {
+        let at = pts.nseconds() as i128 + self.offset?;
+        u64::try_from(at).ok().map(gst::ClockTime::from_nseconds)
+    }
 }
 
 /// Turns hub items into segment files: timestamps onto the session timeline, a new file at the first keyframe
@@ -302,6 +413,14 @@ struct Segmenter<'a> {
     dir: &'a Path,
     timeline: Timeline,
     caps: Option<gst::Caps>,
+    /// The camera's sound on this connection, if any (forgotten at a gap).
+    audio_caps: Option<gst::Caps>,
+    /// The camera's sound was found not to fit the container (said once per session).
+    audio_refused: bool,
+    /// Audio (with its session time) since the last video frame: the next video frame says which segment it belongs
+    /// to, since a keyframe that opens a segment takes the sound from its own time on, and a keyframe arrives after
+    /// the sound sent with it.
+    held_audio: Vec<(gst::Buffer, gst::ClockTime)>,
     writer: Option<SegmentWriter>,
     next_seq: u32,
     split_pending: bool,
@@ -311,6 +430,24 @@ struct Segmenter<'a> {
 }
 
 impl Segmenter<'_> {
+    /// The sound a new segment records: the camera's, where the container takes its codec.
+    fn recorded_audio(&mut self) -> Option<gst::Caps> {
+        let caps = self.audio_caps.clone()?;
+        let codec = audio_codec_of(&caps)?;
+        if container_takes(self.info.format, codec) {
+            return Some(caps);
+        }
+        if !std::mem::replace(&mut self.audio_refused, true) {
+            info!(
+                camera_id = %self.info.camera,
+                codec = codec.as_str(),
+                format = self.info.format.as_str(),
+                "the camera's sound does not fit this container: recording the picture only"
+            );
+        }
+        None
+    }
+
     fn take(&mut self, item: HubItem) -> Result<()> {
         match item {
             HubItem::Caps(c) => {
@@ -324,7 +461,9 @@ impl Segmenter<'_> {
                 // The camera went away: the open segment is finished now (closed, synced and indexed), not when the
                 // camera returns, so what was recorded up to the loss is playable at once. The next keyframe opens
                 // the next segment of the same session.
+                self.place_held_audio();
                 self.timeline.gap();
+                self.audio_caps = None;
                 if let Some(mut old) = self.writer.take() {
                     old.flush()?;
                     self.closed.push(old);
@@ -349,15 +488,55 @@ impl Segmenter<'_> {
                         self.closed.push(old);
                     }
                     self.split_pending = false;
-                    self.writer = Some(SegmentWriter::open(self.info, self.config, self.dir, self.next_seq, caps, at)?);
+                    let caps = caps.clone();
+                    let audio = self.recorded_audio();
+                    let writer = SegmentWriter::open(
+                        self.info,
+                        self.config,
+                        self.dir,
+                        self.next_seq,
+                        &caps,
+                        audio.as_ref(),
+                        at,
+                    )?;
+                    self.writer = Some(writer);
                     self.next_seq += 1;
                 }
                 if let Some(w) = self.writer.as_mut() {
                     w.push(buffer, at, delay);
                 }
+                self.place_held_audio();
+            }
+            HubItem::AudioCaps(c) => {
+                // Sound that starts or changes codec mid-segment: the next keyframe opens a file with it.
+                self.audio_caps = Some(c);
+                let wanted = self.recorded_audio();
+                if self.writer.as_ref().is_some_and(|w| w.audio_caps() != wanted.as_ref()) {
+                    self.split_pending = true;
+                }
+            }
+            HubItem::Audio(frame) => {
+                if let Some(at) = frame.buffer.pts().and_then(|pts| self.timeline.map_audio(pts)) {
+                    self.held_audio.push((frame.buffer, at));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Writes the held audio to the segment whose time holds it: the open one, or the one before it while that is
+    /// not finalised yet (later, a frame from before the open segment is dropped, never misplaced).
+    fn place_held_audio(&mut self) {
+        for (buffer, at) in std::mem::take(&mut self.held_audio) {
+            match self.writer.as_mut() {
+                Some(w) if at >= w.start => w.push_audio(&buffer, at),
+                _ => {
+                    if let Some(previous) = self.closed.last_mut() {
+                        previous.push_audio(&buffer, at);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -379,6 +558,9 @@ pub async fn run(
         dir: &dir,
         timeline: Timeline::default(),
         caps: None,
+        audio_caps: None,
+        audio_refused: false,
+        held_audio: Vec::new(),
         writer: None,
         next_seq: 0,
         split_pending: false,
@@ -440,6 +622,7 @@ pub async fn run(
                 break;
             }
         }
+        session.place_held_audio();
     }
     drop(consumer);
     let mut ending = ending;

@@ -50,6 +50,13 @@ impl TestCam {
         Self::start_with(port, cameras, &["--width", "320", "--height", "240", "--fps", "15", "--bitrate", "300"])
     }
 
+    /// Small live cameras like `start`, with sound in `codec` (`aac`, `pcmu`, `pcma`): a tone with a burst at each
+    /// second, while the picture shows a white square (see [`av_marks`]).
+    pub fn start_with_audio(cameras: usize, codec: &str) -> TestCam {
+        let args = ["--width", "320", "--height", "240", "--fps", "15", "--bitrate", "300", "--audio", codec];
+        Self::start_with(free_port(), cameras, &args)
+    }
+
     /// A test camera with explicit picture arguments (`--width`, `--pattern`, ...).
     pub fn start_with(port: u16, cameras: usize, args: &[&str]) -> TestCam {
         let child = Command::new(BIN)
@@ -529,6 +536,164 @@ pub fn first_frame_is_key(path: &Path) -> bool {
         .output()
         .expect("run ffprobe");
     String::from_utf8_lossy(&out.stdout).lines().next().is_some_and(|l| l.trim().starts_with('K'))
+}
+
+/// One stream of a file as ffprobe sees it.
+#[derive(Debug, Clone)]
+pub struct ProbedStream {
+    /// `video` or `audio`.
+    pub kind: String,
+    pub codec: String,
+    pub start: f64,
+    pub duration: f64,
+    pub sample_rate: u32,
+}
+
+/// Every stream of a file or an RTSP URL (ffprobe), with start time and duration (the stream's, or else the
+/// container's).
+pub fn ffprobe_streams(target: impl AsRef<std::ffi::OsStr>) -> Result<Vec<ProbedStream>, String> {
+    let target = target.as_ref();
+    let mut command = Command::new("ffprobe");
+    command.args(["-v", "error"]);
+    if target.to_string_lossy().starts_with("rtsp://") {
+        command.args(["-rtsp_transport", "tcp"]);
+    }
+    let out = command
+        .args(["-show_entries", "format=duration:stream=codec_type,codec_name,start_time,duration,sample_rate"])
+        .args(["-of", "json"])
+        .arg(target)
+        .output()
+        .map_err(|e| format!("ffprobe cannot run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ffprobe {}: {}", target.to_string_lossy(), String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let number = |v: &Value| v.as_str().and_then(|d| d.parse::<f64>().ok());
+    let container = number(&v["format"]["duration"]).unwrap_or(0.0);
+    let streams = v["streams"].as_array().ok_or("no streams")?;
+    Ok(streams
+        .iter()
+        .map(|s| ProbedStream {
+            kind: s["codec_type"].as_str().unwrap_or("").to_owned(),
+            codec: s["codec_name"].as_str().unwrap_or("").to_owned(),
+            start: number(&s["start_time"]).unwrap_or(0.0),
+            duration: number(&s["duration"]).unwrap_or(container),
+            sample_rate: number(&s["sample_rate"]).unwrap_or(0.0) as u32,
+        })
+        .collect())
+}
+
+/// The test camera's per-second marks as a player meets them (running time, seconds), decoded by GStreamer from a
+/// file or an RTSP URL: the frames that show the white square at the bottom left, and the onsets of the loud bursts in
+/// the sound. `limit` bounds how long a live source is read.
+pub fn av_marks(uri: &str, limit: Duration) -> Result<(Vec<f64>, Vec<f64>), String> {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use gstreamer_app as gst_app;
+    gst::init().map_err(|e| e.to_string())?;
+    let pipeline = gst::parse::launch(&format!(
+        "uridecodebin uri=\"{uri}\" name=d \
+         d. ! queue ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=v sync=false \
+         d. ! queue ! audioconvert ! audioresample ! audio/x-raw,format=S16LE,channels=1,layout=interleaved ! \
+         appsink name=a sync=false"
+    ))
+    .map_err(|e| e.to_string())?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "not a pipeline".to_owned())?;
+    let sink = |name: &str| {
+        pipeline.by_name(name).and_then(|e| e.downcast::<gst_app::AppSink>().ok()).ok_or(format!("no {name}"))
+    };
+    let (video, audio) = (sink("v")?, sink("a")?);
+    pipeline.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
+    let running = |sample: &gst::Sample| -> Option<f64> {
+        let pts = sample.buffer()?.pts()?;
+        let segment = sample.segment()?.downcast_ref::<gst::format::Time>()?.clone();
+        segment.to_running_time(pts).map(|t| t.nseconds() as f64 / 1e9)
+    };
+    let deadline = Instant::now() + limit;
+    let (mut squares, mut bursts) = (Vec::new(), Vec::new());
+    let mut last_loud: Option<f64> = None;
+    let (mut video_done, mut audio_done) = (false, false);
+    while !(video_done && audio_done) && Instant::now() < deadline {
+        if !video_done {
+            match video.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
+                Some(sample) => {
+                    let caps = sample.caps().and_then(|c| c.structure(0).map(|s| s.to_owned())).ok_or("no caps")?;
+                    let (w, h) = (
+                        caps.get::<i32>("width").unwrap_or(0) as usize,
+                        caps.get::<i32>("height").unwrap_or(0) as usize,
+                    );
+                    let stride = (w + 3) & !3;
+                    let map = sample.buffer().ok_or("no buffer")?.map_readable().map_err(|e| e.to_string())?;
+                    // The square's inside, clear of its edges (scaling and compression soften them).
+                    let side = h / 4;
+                    let (mut white, mut all) = (0, 0);
+                    for row in h - side + 3..h - 3 {
+                        for col in 3..side - 3 {
+                            all += 1;
+                            if map.get(row * stride + col).is_some_and(|y| *y > 180) {
+                                white += 1;
+                            }
+                        }
+                    }
+                    if all > 0
+                        && white * 100 >= all * 95
+                        && let Some(t) = running(&sample)
+                    {
+                        squares.push(t);
+                    }
+                }
+                None => video_done = video.is_eos(),
+            }
+        }
+        if !audio_done {
+            match audio.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
+                Some(sample) => {
+                    let rate = sample
+                        .caps()
+                        .and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("rate").ok()))
+                        .ok_or("no rate")? as f64;
+                    let Some(start) = running(&sample) else { continue };
+                    let map = sample.buffer().ok_or("no buffer")?.map_readable().map_err(|e| e.to_string())?;
+                    for (i, pair) in map.chunks_exact(2).enumerate() {
+                        let value = i16::from_le_bytes([pair[0], pair[1]]);
+                        if value.unsigned_abs() > 13000 {
+                            let t = start + i as f64 / rate;
+                            if last_loud.is_none_or(|l| t - l > 0.3) {
+                                bursts.push(t);
+                            }
+                            last_loud = Some(t);
+                        }
+                    }
+                }
+                None => audio_done = audio.is_eos(),
+            }
+        }
+    }
+    let error = pipeline.bus().and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]));
+    let _ = pipeline.set_state(gst::State::Null);
+    if let Some(msg) = error
+        && let gst::MessageView::Error(e) = msg.view()
+    {
+        return Err(format!("{uri}: {} ({:?})", e.error(), e.debug()));
+    }
+    Ok((squares, bursts))
+}
+
+/// How far the sound is behind the picture (seconds; negative: ahead): for each square the nearest burst, the median
+/// over all of them. `None` when no square has a burst within half a second.
+pub fn av_offset(squares: &[f64], bursts: &[f64]) -> Option<f64> {
+    let mut offsets: Vec<f64> = squares
+        .iter()
+        .filter_map(|s| {
+            bursts.iter().map(|b| b - s).min_by(|a, b| a.abs().total_cmp(&b.abs())).filter(|d| d.abs() < 0.5)
+        })
+        .collect();
+    if offsets.is_empty() {
+        return None;
+    }
+    offsets.sort_by(f64::total_cmp);
+    Some(offsets[offsets.len() / 2])
 }
 
 /// gst-discoverer-1.0's view of a file: its duration in seconds.

@@ -5,8 +5,8 @@
 
 pub mod cameras;
 pub mod detections;
-pub mod ingest;
 pub mod discovery;
+pub mod ingest;
 pub mod recordings;
 pub mod snapshots;
 pub mod streams;
