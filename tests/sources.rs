@@ -116,6 +116,17 @@ async fn record(client: &Client, hub: &Camhub, device: &str, seconds: u64) -> st
     panic!("recording {name} was not indexed; log:\n{}", hub.log());
 }
 
+/// A recording has the publisher's picture and sound: one H.264 and one AAC stream, of lengths within 0.5 s of each
+/// other, starting within 100 ms of each other.
+fn assert_picture_and_sound(path: &Path) {
+    let streams = common::ffprobe_streams(path).expect("ffprobe the recording");
+    let video = streams.iter().find(|s| s.kind == "video").unwrap_or_else(|| panic!("no video: {streams:?}"));
+    let audio = streams.iter().find(|s| s.kind == "audio").unwrap_or_else(|| panic!("no sound: {streams:?}"));
+    assert_eq!((video.codec.as_str(), audio.codec.as_str()), ("h264", "aac"), "{streams:?}");
+    assert!((video.duration - audio.duration).abs() < 0.5, "{}: lengths {streams:?}", path.display());
+    assert!((video.start - audio.start).abs() < 0.1, "{}: starts {streams:?}", path.display());
+}
+
 /// The streams ffprobe finds at camhub's RTSP republish of `device`: (codec, width, height) of each.
 fn rtsp_streams(hub: &Camhub, device: &str) -> Vec<(String, u64, u64)> {
     let out = Command::new("ffprobe")
@@ -163,6 +174,9 @@ async fn rtmp_publishers_from_ffmpeg_and_gstreamer_are_recorded_and_republished(
 
     for (device, width, height) in [(&drone, 640, 360), (&obs, 320, 240)] {
         let path = record(&client, &hub, device, 3).await;
+        if device == &drone {
+            assert_picture_and_sound(&path); // FFmpeg pushes AAC beside the picture; rtmp2sink here pushes none
+        }
         let (duration, w, h, codec) = common::ffprobe(&path).expect("ffprobe the recording");
         assert_eq!((w, h, codec.as_str()), (width, height, "h264"), "{}", path.display());
         assert!(duration >= 2.5, "{}: {duration} s", path.display());
@@ -172,6 +186,7 @@ async fn rtmp_publishers_from_ffmpeg_and_gstreamer_are_recorded_and_republished(
             streams.iter().any(|s| s == &("h264".to_owned(), width as u64, height as u64)),
             "camhub's RTSP republish of {device}: {streams:?}"
         );
+        assert_eq!(streams.iter().any(|s| s.0 == "aac"), device == &drone, "sound republished: {streams:?}");
     }
     let log = hub.log();
     assert!(!log.contains("sk_"), "a stream key reached the log");
@@ -237,6 +252,7 @@ async fn an_srt_publisher_is_recorded_and_republished_and_a_wrong_key_is_refused
     assert_eq!((w, h, codec.as_str()), (480, 270, "h264"));
     assert!(duration >= 2.5, "{duration}");
     common::decodes_cleanly(&path).expect("the recording decodes");
+    assert_picture_and_sound(&path);
     let streams = rtsp_streams(&hub, &device);
     assert!(streams.iter().any(|s| s.0 == "h264" && s.1 == 480), "{streams:?}");
     assert!(!hub.log().contains(&key), "the stream key reached the log");
@@ -345,7 +361,8 @@ async fn a_file_camera_loops_three_times_without_a_disconnect_and_records_across
     let clip = tmp.path().join("clip.mp4");
     let made = Command::new("ffmpeg")
         .args(["-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "2"])
-        .args(["-c:v", "libx264", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "2"])
+        .args(["-c:v", "libx264", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac"])
         .arg(&clip)
         .status()
         .expect("ffmpeg");
@@ -362,6 +379,7 @@ async fn a_file_camera_loops_three_times_without_a_disconnect_and_records_across
     // Seven seconds, plus the pre-roll the hub kept (up to the default five seconds).
     assert!((6.5..13.0).contains(&duration), "{}: {duration} s across the loops", path.display());
     common::decodes_cleanly(&path).expect("the recording decodes across the loop points");
+    assert_picture_and_sound(&path);
     assert!(monotonic_pts(&path), "timestamps rise across the loop points");
     let disconnected = client
         .wait_notification("camera_status_update", Duration::from_millis(200), |p| p["status"] == "DISCONNECTED")
@@ -370,7 +388,7 @@ async fn a_file_camera_loops_three_times_without_a_disconnect_and_records_across
     let status = client.call("get_camera_status", json!({ "device": "clip" })).await.expect("status");
     assert_eq!(status["metrics"]["reconnects"], 0, "{status}");
     let streams = rtsp_streams(&hub, "clip");
-    assert!(streams.iter().any(|s| s.0 == "h264"), "{streams:?}");
+    assert!(streams.iter().any(|s| s.0 == "h264") && streams.iter().any(|s| s.0 == "aac"), "{streams:?}");
 }
 
 /// Whether every video packet's timestamp is above the one before (ffprobe, in file order for a file without

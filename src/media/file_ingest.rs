@@ -2,10 +2,13 @@
 //! Looping is GStreamer's segment seek: the first seek is flushing with the SEGMENT flag, and each `SegmentDone` is
 //! answered with a non-flushing segment seek back to the start, so the running time keeps rising across loops and the
 //! hub gets running-time timestamps with no jump and no end of stream at the loop point (recordings and viewers see
-//! one continuous stream). The appsink syncs on the pipeline clock, which paces the file at its own rate.
+//! one continuous stream). The appsink syncs on the pipeline clock, which paces the file at its own rate. A clip's AAC
+//! or G.711 sound goes to the hub's audio track on the same timeline.
 
 use std::path::Path;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use futures::StreamExt;
 use gstreamer as gst;
@@ -23,19 +26,36 @@ pub fn build_file_ingest(path: &Path, hub: Arc<StreamHub>) -> Result<gst::Pipeli
     let src = make("filesrc")?;
     src.set_property("location", path.to_string_lossy().as_ref());
     let parse = make("parsebin")?;
-    let sink = running_time_sink(hub);
-    pipeline.add_many([&src, &parse, sink.upcast_ref()]).map_err(pipeline_error)?;
+    let timeline = Arc::new(Mutex::new(LoopTimeline::default()));
+    let sink = running_time_sink(hub.clone(), timeline.clone());
+    // One demuxer thread feeds both sinks, each of which blocks it to preroll: a queue before each (the sound's is
+    // made with it) lets the other sink get its first buffer.
+    let video_queue = make("queue")?;
+    pipeline.add_many([&src, &parse, &video_queue, sink.upcast_ref()]).map_err(pipeline_error)?;
     src.link(&parse).map_err(pipeline_error)?;
+    video_queue.link(&sink).map_err(pipeline_error)?;
     let pipeline_weak = pipeline.downgrade();
-    let sink_weak = sink.downgrade();
+    let sink_weak = video_queue.downgrade();
     parse.connect_pad_added(move |_, pad| {
         let (Some(pipeline), Some(sink)) = (pipeline_weak.upgrade(), sink_weak.upgrade()) else { return };
         let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
         let Some(name) = caps.as_ref().and_then(|c| c.structure(0)).map(|s| s.name().to_string()) else { return };
-        if !name.starts_with("video/") {
-            return; // audio and subtitles are not ingested from files yet
-        }
-        if let Err(e) = super::ingest::link_parsed_video(&pipeline, pad, &name, sink.upcast_ref()) {
+        let linked = if name.starts_with("video/") {
+            super::ingest::link_parsed_video(&pipeline, pad, &name, sink.upcast_ref())
+        } else if name.starts_with("audio/") {
+            let timeline = timeline.clone();
+            super::ingest::add_audio_branch(&pipeline, pad, hub.clone(), true, move |sample, buffer| {
+                let Some(segment) = sample.segment().and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned()) else {
+                    return;
+                };
+                let pts = buffer.pts().and_then(|t| segment.to_running_time(t));
+                buffer.set_pts(timeline.lock().place_audio(pts));
+                buffer.set_dts(gst::ClockTime::NONE);
+            })
+        } else {
+            Ok(()) // subtitles and data are not ingested
+        };
+        if let Err(e) = linked {
             gst::element_error!(pipeline, gst::StreamError::CodecNotFound, ("{}", e));
         }
     });
@@ -45,10 +65,9 @@ pub fn build_file_ingest(path: &Path, hub: Arc<StreamHub>) -> Result<gst::Pipeli
 /// The hub's appsink for a clip: synchronised to the clock (real-time pace), timestamps as running time, made to
 /// rise by one frame at each loop point (a clip's duration, hence the next loop's base, may end at its last frame's
 /// start rather than its end).
-fn running_time_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
+fn running_time_sink(hub: Arc<StreamHub>, timeline: Arc<Mutex<LoopTimeline>>) -> gst_app::AppSink {
     let sink = gst_app::AppSink::builder().name("hub").sync(true).enable_last_sample(false).build();
     let mut last_caps: Option<gst::Caps> = None;
-    let mut timeline = LoopTimeline::default();
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
@@ -66,7 +85,7 @@ fn running_time_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
                     let b = buffer.make_mut();
                     let pts = b.pts().and_then(|t| segment.to_running_time(t));
                     let dts = b.dts().and_then(|t| segment.to_running_time(t));
-                    let (pts, dts) = timeline.place(segment.base(), pts, dts);
+                    let (pts, dts) = timeline.lock().place(segment.base(), pts, dts);
                     b.set_pts(pts);
                     b.set_dts(dts);
                 }
@@ -120,6 +139,11 @@ impl LoopTimeline {
             self.last = Some(now);
         }
         (pts, dts)
+    }
+
+    /// A sound frame's running time on the same loop timeline (the offset of the loop being played).
+    fn place_audio(&self, pts: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
+        pts.map(|t| t + self.offset)
     }
 }
 

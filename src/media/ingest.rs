@@ -124,6 +124,100 @@ pub(crate) fn link_parsed_video(
     Ok(())
 }
 
+/// Links a demuxed audio pad to `sink` (an [`audio_sink`]) as the hub carries it: AAC through `aacparse` to raw
+/// frames with their AudioSpecificConfig, G.711 as it is. Other codecs (MP3, Opus, ...) are left unlinked: their
+/// sound is not kept (`Ok(false)`). The first audio stream only.
+pub(crate) fn link_parsed_audio(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Element) -> Result<bool, String> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let Some(s) = caps.structure(0) else { return Ok(false) };
+    if sink.static_pad("sink").is_some_and(|p| p.is_linked()) {
+        return Ok(false);
+    }
+    let chain: Vec<gst::Element> = match s.name().as_str() {
+        "audio/mpeg" if matches!(s.get::<i32>("mpegversion"), Ok(2 | 4)) => {
+            let parse = make("aacparse").map_err(|e| e.to_string())?;
+            let filter = make("capsfilter").map_err(|e| e.to_string())?;
+            filter.set_property(
+                "caps",
+                gst::Caps::builder("audio/mpeg").field("mpegversion", 4i32).field("stream-format", "raw").build(),
+            );
+            vec![parse, filter]
+        }
+        "audio/x-mulaw" | "audio/x-alaw" => vec![make("identity").map_err(|e| e.to_string())?],
+        _ => return Ok(false),
+    };
+    pipeline.add_many(&chain).map_err(|e| e.to_string())?;
+    let mut linked: Vec<&gst::Element> = chain.iter().collect();
+    linked.push(sink);
+    gst::Element::link_many(linked).map_err(|e| e.to_string())?;
+    for element in &chain {
+        element.sync_state_with_parent().map_err(|e| e.to_string())?;
+    }
+    let first = chain[0].static_pad("sink").ok_or("audio chain without sink pad")?;
+    pad.link(&first).map_err(|e| format!("linking the audio: {e:?}"))?;
+    Ok(true)
+}
+
+/// Adds the sound's branch for a demuxed audio pad: `[aacparse ! capsfilter] ! queue ! appsink` to the hub's audio
+/// track (see [`link_parsed_audio`] and [`audio_sink`]). Made only when a stream has sound (an unlinked sink would
+/// hold the pipeline), with a queue (the demuxer's one thread must not be held by one sink while another waits for
+/// its first buffer); a codec the hub does not carry, or a second sound track, is left unlinked.
+pub(crate) fn add_audio_branch(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    hub: Arc<StreamHub>,
+    sync: bool,
+    retime: impl FnMut(&gst::Sample, &mut gst::BufferRef) + Send + 'static,
+) -> Result<(), String> {
+    if pipeline.by_name("hub-audio").is_some() {
+        return Ok(());
+    }
+    let sink = audio_sink(hub, sync, retime);
+    let queue = make("queue").map_err(|e| e.to_string())?;
+    pipeline.add_many([&queue, sink.upcast_ref()]).map_err(|e| e.to_string())?;
+    queue.link(&sink).map_err(|e| e.to_string())?;
+    for element in [sink.upcast_ref(), &queue] {
+        element.sync_state_with_parent().map_err(|e| e.to_string())?;
+    }
+    if !link_parsed_audio(pipeline, pad, &queue)? {
+        for element in [sink.upcast_ref(), &queue] {
+            let _ = element.set_state(gst::State::Null);
+            let _ = pipeline.remove(element);
+        }
+    }
+    Ok(())
+}
+
+/// The appsink of an ingest's sound: caps (when they change) and frames to the hub's audio track, `retime` mapping
+/// each buffer's timestamps onto the video's timeline first (a clip's running time across loops).
+fn audio_sink(
+    hub: Arc<StreamHub>,
+    sync: bool,
+    mut retime: impl FnMut(&gst::Sample, &mut gst::BufferRef) + Send + 'static,
+) -> gst_app::AppSink {
+    let sink = gst_app::AppSink::builder().name("hub-audio").sync(sync).enable_last_sample(false).build();
+    let mut last_caps: Option<gst::Caps> = None;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(caps) = sample.caps()
+                    && last_caps.as_ref().is_none_or(|c| c != caps)
+                {
+                    last_caps = Some(caps.to_owned());
+                    hub.push_audio_caps(caps.to_owned());
+                }
+                if let Some(mut buffer) = sample.buffer_owned() {
+                    retime(&sample, buffer.make_mut());
+                    hub.push_audio(buffer);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    sink
+}
+
 /// Links a new RTP pad from rtspsrc through the depayloader and parser its codec needs.
 fn link_depayloader(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Element) -> Result<(), String> {
     let caps = pad.current_caps().ok_or("rtp pad without caps")?;

@@ -245,11 +245,15 @@ impl Connection {
     }
 }
 
-/// A publisher's video as it becomes hub frames.
+/// A publisher's video and sound as they become hub frames.
 #[derive(Default)]
 struct FlvVideo {
     config: Option<AvcConfig>,
     metadata_fps: Option<f32>,
+    /// The AAC sample rate, once the sequence header told it (frames before it are dropped).
+    audio_rate: Option<u32>,
+    /// A codec other than AAC was seen and said so in the log, once.
+    audio_ignored: bool,
 }
 
 impl FlvVideo {
@@ -258,6 +262,10 @@ impl FlvVideo {
         match event {
             ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
                 self.on_video(&data, timestamp.value, hub).err()
+            }
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                self.on_audio(&data, timestamp.value, hub);
+                None
             }
             ServerSessionEvent::StreamMetadataChanged { metadata: StreamMetadata { video_frame_rate, .. }, .. } => {
                 self.metadata_fps = video_frame_rate.filter(|f| f.is_finite() && *f > 0.0);
@@ -308,6 +316,56 @@ impl FlvVideo {
             _ => {} // end of sequence
         }
         Ok(())
+    }
+}
+
+impl FlvVideo {
+    /// One FLV audio tag body: `format << 4 | rate, size, type`, then for AAC (format 10) the packet type and the
+    /// AudioSpecificConfig (0) or a raw frame (1), timestamped on the video's clock (RTMP timestamps, ms). Other
+    /// codecs (MP3, Speex, G.711 in FLV) are not kept: the sound is dropped, the video goes on.
+    fn on_audio(&mut self, tag: &Bytes, ms: u32, hub: &StreamHub) {
+        if tag.len() < 2 {
+            return;
+        }
+        if tag[0] >> 4 != 10 {
+            if !self.audio_ignored {
+                self.audio_ignored = true;
+                info!(format = tag[0] >> 4, "the publisher's sound is not AAC: it is not kept");
+            }
+            return;
+        }
+        let payload = &tag[2..];
+        match tag[1] {
+            0 => {
+                let rate = gstreamer_pbutils::functions::codec_utils_aac_get_sample_rate(payload);
+                let channels = gstreamer_pbutils::functions::codec_utils_aac_get_channels(payload);
+                if rate == 0 || channels == 0 {
+                    debug!("unreadable AAC configuration: the sound is not kept");
+                    self.audio_rate = None;
+                    return;
+                }
+                self.audio_rate = Some(rate);
+                hub.push_audio_caps(
+                    gst::Caps::builder("audio/mpeg")
+                        .field("mpegversion", 4i32)
+                        .field("stream-format", "raw")
+                        .field("codec_data", gst::Buffer::from_slice(payload.to_vec()))
+                        .field("rate", rate as i32)
+                        .field("channels", channels as i32)
+                        .build(),
+                );
+            }
+            1 if !payload.is_empty() => {
+                let Some(rate) = self.audio_rate else { return };
+                let mut buffer = gst::Buffer::from_slice(payload.to_vec());
+                let b = buffer.get_mut().expect("a new buffer is writable");
+                b.set_pts(gst::ClockTime::from_mseconds(u64::from(ms)));
+                // An AAC frame is 1024 samples.
+                b.set_duration(gst::ClockTime::from_nseconds(1024 * 1_000_000_000 / u64::from(rate)));
+                hub.push_audio(buffer);
+            }
+            _ => {}
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! listener, pure Rust, interoperating with libsrt callers such as FFmpeg's); each caller's stream id is checked
 //! against the [`Gate`] *before* the connection is accepted, so an unknown key is rejected in the handshake and no
 //! camera is touched. An accepted caller is handed to its camera's [`PushSlot`] as an [`Arrival`], whose feed pushes
-//! the received TS into `appsrc ! tsdemux ! parser ! appsink` feeding the camera's hub.
+//! the received TS into `appsrc ! tsdemux ! parser ! appsink` feeding the camera's hub (AAC or G.711 sound through
+//! `aacparse` to the hub's audio track).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,19 +161,25 @@ fn build(hub: Arc<StreamHub>) -> Result<(gst::Pipeline, gst_app::AppSrc)> {
         .format(gst::Format::Bytes)
         .build();
     let demux = make("tsdemux")?;
-    let sink = super::ingest::hub_sink(hub);
-    pipeline.add_many([src.upcast_ref(), &demux, sink.upcast_ref()]).map_err(pipeline_error)?;
+    let sink = super::ingest::hub_sink(hub.clone());
+    let queue = make("queue")?;
+    pipeline.add_many([src.upcast_ref(), &demux, &queue, sink.upcast_ref()]).map_err(pipeline_error)?;
     src.link(&demux).map_err(pipeline_error)?;
+    queue.link(&sink).map_err(pipeline_error)?;
     let pipeline_weak = pipeline.downgrade();
-    let sink_weak = sink.downgrade();
+    let sink_weak = queue.downgrade();
     demux.connect_pad_added(move |_, pad| {
         let (Some(pipeline), Some(sink)) = (pipeline_weak.upgrade(), sink_weak.upgrade()) else { return };
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let Some(name) = caps.structure(0).map(|s| s.name().to_string()) else { return };
-        if !name.starts_with("video/") {
-            return; // audio is not ingested from SRT yet
-        }
-        if let Err(e) = super::ingest::link_parsed_video(&pipeline, pad, &name, sink.upcast_ref()) {
+        let linked = if name.starts_with("video/") {
+            super::ingest::link_parsed_video(&pipeline, pad, &name, sink.upcast_ref())
+        } else if name.starts_with("audio/") {
+            super::ingest::add_audio_branch(&pipeline, pad, hub.clone(), false, |_, _| {})
+        } else {
+            Ok(())
+        };
+        if let Err(e) = linked {
             gst::element_error!(pipeline, gst::StreamError::CodecNotFound, ("{}", e));
         }
     });
