@@ -3,15 +3,19 @@
 //! return, a snapshot, a recording download, a camera withdrawn from publishing and back, sign-out and a refused
 //! credential; the screenshot and the WHEP POST-to-first-frame times go to `evidence/`. `detections.mjs`: with the real
 //! ONNX Runtime and COCO model (`scripts/install-models.sh`), a box over a person in a real photo on the live video,
-//! the event listed with its picture, detection turned off and on; its screenshot goes to `evidence/`. Fails, never
-//! skips, when Chromium, Node.js or the models are missing.
+//! the event listed with its picture, detection turned off and on; its screenshot goes to `evidence/`. `sources.mjs`:
+//! an operator makes a stream key in the page, FFmpeg publishes over RTMP with the URL read from its one-time box, the
+//! pushed camera plays and its key says so; a scan of the test camera's host lists its stream, which the page adds with
+//! the scan's credentials percent-encoded and which then plays; the key is revoked and its camera leaves; neither the
+//! key nor the password is left in the page, its storage or its console; a viewer sees none of it; its screenshots go
+//! to `evidence/`. Fails, never skips, when Chromium, Node.js, FFmpeg or the models are missing.
 
 mod common;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -323,4 +327,110 @@ async fn the_page_boxes_a_detected_person_on_the_live_video_and_lists_the_event(
         result["video_after_box_ms"],
         screenshot.display()
     );
+}
+
+/// A publisher process, killed on drop.
+struct Publisher(Child);
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// FFmpeg pushing a live 320x240 test pattern (H.264 in FLV, 1 s GOP) to `url` at real-time pace.
+fn ffmpeg_rtmp(url: &str) -> Publisher {
+    let child = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=15"])
+        // yuv420p: testsrc is RGB, and browsers decode 4:2:0 H.264 only.
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "15", "-pix_fmt", "yuv420p"])
+        .args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        // Its errors name the URL, key included, and it fails anyway when the key is revoked: the test's own
+        // assertions say what went wrong.
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg must be installed (scripts/install-deps.sh --test)");
+    Publisher(child)
+}
+
+/// A scan password with every character a URL's userinfo must encode, and a `%` that must not be taken for an escape.
+const SCAN_PASSWORD: &str = "p@ss:w/rd?#%41 x";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_makes_a_stream_key_plays_its_publisher_revokes_it_and_adds_a_found_camera() {
+    require_browser_tools();
+    // The test camera also serves its camera at /stream1, one of the paths discovery tries.
+    let args = ["--width", "320", "--height", "240", "--fps", "15", "--bitrate", "300", "--also-at", "/stream1"];
+    let cam = TestCam::start_with(common::free_port(), 1, &args);
+    let hub = Camhub::start("[webrtc]\ncandidate_addresses = [\"127.0.0.1\"]\n");
+    let client = hub.client("operator").await;
+
+    std::fs::create_dir_all(evidence_dir()).expect("evidence dir");
+    let screenshot = evidence_dir().join("sources.png");
+    let narrow = evidence_dir().join("sources-narrow.png");
+    let viewer = hub.token("viewer");
+    let scan_host = format!("127.0.0.1:{}", cam.port);
+    let env = [
+        ("VIEWER_TOKEN", OsStr::new(&viewer)),
+        ("SCAN_HOST", OsStr::new(&scan_host)),
+        ("SCAN_USER", OsStr::new("admin")),
+        ("SCAN_PASSWORD", OsStr::new(SCAN_PASSWORD)),
+        ("SCREENSHOT", screenshot.as_os_str()),
+        ("SCREENSHOT_NARROW", narrow.as_os_str()),
+    ];
+    // sources.mjs asks for a publisher with the RTMP URL it read from the page (never printed here: it holds the key).
+    let mut publisher = None;
+    let answer = |command: &str| match command.split_once(' ') {
+        Some(("publish-rtmp", url)) if url.starts_with("rtmp://127.0.0.1:") => {
+            publisher = Some(ffmpeg_rtmp(url));
+            "ok".to_owned()
+        }
+        _ => "unknown command".to_owned(),
+    };
+    let result = tokio::task::block_in_place(|| run_browser(&hub, "sources.mjs", &env, answer));
+
+    // The revoked key is gone with its camera, and its publisher was dropped.
+    let keys = client.call("list_stream_keys", json!({})).await.expect("list stream keys");
+    assert_eq!(keys["keys"], json!([]), "{keys}");
+    let mut publisher = publisher.expect("the page asked for a publisher");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while publisher.0.try_wait().expect("poll ffmpeg").is_none() {
+        assert!(std::time::Instant::now() < deadline, "ffmpeg still publishes after its key was revoked");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The found stream is a camera, stored without its credentials in what camhub shows, with them in what it uses:
+    // the page percent-encoded them, so they come back exactly as typed.
+    let found = format!("rtsp://{scan_host}/stream1");
+    let list = client.call("get_camera_list", json!({})).await.expect("camera list");
+    let cameras: Vec<(&Value, &Value)> =
+        list["cameras"].as_array().expect("cameras").iter().map(|c| (&c["device"], &c["status"])).collect();
+    assert_eq!(cameras, [(&json!("porch"), &json!("CONNECTED"))], "{list}");
+    let external = client.call("get_external_streams", json!({})).await.expect("external streams");
+    assert_eq!(external["external_streams"][0]["url"], json!(found), "{external}");
+    let sent = url::Url::parse(result["added_url"].as_str().expect("the URL the page sent")).expect("a URL");
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().expect("utf-8").into_owned();
+    assert_eq!(decode(sent.username()), "admin");
+    assert_eq!(decode(sent.password().expect("a password")), SCAN_PASSWORD);
+    let mut bare = sent.clone();
+    bare.set_username("").and_then(|()| bare.set_password(None)).expect("an RTSP URL has credentials");
+    assert_eq!(bare.as_str(), found);
+
+    eprintln!(
+        "pushed camera playing {} ms after FFmpeg started, its key shown publishing after {} ms; scan {} ms ({}); \
+         found camera playing {} ms after Add; revoked camera gone in {} ms; whole run {} ms; screenshots {} and {}",
+        result["push_playing_ms"],
+        result["publishing_shown_ms"],
+        result["scan_ms"],
+        result["scan_state"],
+        result["added_playing_ms"],
+        result["revoked_gone_ms"],
+        result["total_ms"],
+        screenshot.display(),
+        narrow.display()
+    );
+    drop(cam);
 }

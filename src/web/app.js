@@ -1,7 +1,10 @@
 // camhub's page: sign in, a live grid of cameras (WHEP video, status badges, snapshots, boxes around detected objects,
-// a detection toggle), the recent detections and the recordings. Talks to camhub only: JSON-RPC over the WebSocket at
-// /ws, WHEP and file downloads over HTTP with the credential in a header.
-// The credential lives in sessionStorage (this tab only) and is never put in a URL or logged.
+// a detection toggle), the recent detections and the recordings; for operators, pushed cameras' stream keys and a
+// search for network cameras to add. Talks to camhub only: JSON-RPC over the WebSocket at /ws, WHEP and file downloads
+// over HTTP with the credential in a header.
+// The credential lives in sessionStorage (this tab only) and is never put in a URL or logged. A new stream key and the
+// password typed for a scan are never stored, put in a URL the page loads, or logged; the key is shown once and taken
+// out of the page when its box is closed.
 
 import { AUTH_FAILED, RpcClient, RpcError } from './rpc.js';
 import { WhepError, WhepSession } from './whep.js';
@@ -27,6 +30,24 @@ const EVENTS_LIMIT = 20;
 const EVENTS_REFRESH_MS = 30000;
 /** A camera's `decode_mode`, as its detect toggle says it. */
 const DECODE_MODES = { keyframes: 'keyframes', all: 'every frame', off: 'idle' };
+/** Roles that may create, list and revoke stream keys, and find and add network cameras. */
+const SOURCE_ROLES = new Set(['operator', 'admin']);
+/** The stream keys list is refreshed this often while the page is visible, besides a pushed camera's status change. */
+const KEYS_REFRESH_MS = 12000;
+/** A revoke not confirmed within this long is called off. */
+const REVOKE_CONFIRM_MS = 10000;
+/** camhub answers a scan within about twice its timeout; the call waits this much longer. */
+const SCAN_SLACK_MS = 10000;
+/** The hosts a scan may name. */
+const SCAN_MAX_HOSTS = 64;
+/** How asking a device went (`devices[].status` of discover_external_streams), in words. */
+const DEVICE_STATUS = {
+  OK: 'OK',
+  AUTH_FAILED: 'credentials refused or needed',
+  NO_STREAMS: 'no video found',
+  UNREACHABLE: 'unreachable',
+  ERROR: 'failed',
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -46,6 +67,15 @@ const page = {
   eventCount: null,
   /** Detection pictures as promises of blob URLs, by `thumbnailKey`; revoked when no longer listed. */
   thumbnails: new Map(),
+  /** The stream keys list's rows by pushed camera id; a status change of one of these cameras refreshes the list. */
+  keyRows: new Map(),
+  keysQueued: false,
+  /** Bumped by every list_stream_keys call; an answer to an older one is dropped. */
+  keysGeneration: 0,
+  /** Bumped by every scan and at sign-out; the answer to an older scan is dropped. */
+  scanGeneration: 0,
+  /** The interval that shows a running scan's elapsed time; 0 while none runs. */
+  scanTimer: 0,
 };
 
 const credential = () => sessionStorage.getItem(CREDENTIAL_KEY) ?? '';
@@ -693,8 +723,526 @@ async function download(file, link) {
   }
 }
 
+// ---- stream keys (operators) --------------------------------------------------------------------------------------
+
+/** The add-cameras section is for roles that may call its methods; for others it stays hidden and is never loaded. */
+function showSources() {
+  const allowed = SOURCE_ROLES.has(page.role);
+  $('sources').hidden = !allowed;
+  if (allowed) refreshKeys();
+}
+
+function showKeysError(text) {
+  const el = $('keys-error');
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+/** One pushed camera in the stream keys list; updated in place, so a revoke waiting for its confirmation survives. */
+class KeyRow {
+  constructor(key) {
+    this.device = key.device;
+    this.tr = document.createElement('tr');
+    this.tr.dataset.device = key.device;
+    const camera = document.createElement('td');
+    this.name = document.createElement('span');
+    this.name.className = 'key-name';
+    const id = document.createElement('span');
+    id.className = 'key-id muted';
+    id.textContent = key.device;
+    this.note = document.createElement('span');
+    this.note.className = 'row-note';
+    this.note.hidden = true;
+    camera.append(this.name, id, this.note);
+    const prefix = document.createElement('td');
+    const code = document.createElement('code');
+    code.className = 'key-prefix';
+    code.textContent = `${key.key_prefix}…`;
+    code.title = 'The key\'s first characters; the whole key was shown once, when it was made';
+    prefix.append(code);
+    this.state = document.createElement('td');
+    this.state.className = 'key-state';
+    this.origin = document.createElement('td');
+    this.origin.className = 'key-origin';
+    this.actions = document.createElement('td');
+    this.actions.className = 'key-actions';
+    this.confirmTimer = 0;
+    this.tr.append(camera, prefix, this.state, this.origin, this.actions);
+    this.originValue = null;
+    this.update(key);
+  }
+
+  update(key) {
+    this.name.textContent = key.name || key.device;
+    this.state.dataset.publishing = String(key.publishing);
+    if (key.publishing) this.state.textContent = `publishing ${key.protocol ?? ''}`.trim();
+    else this.state.textContent = key.protocol ? `not publishing (last ${key.protocol})` : 'not publishing yet';
+    if (key.origin === this.originValue) return;
+    this.originValue = key.origin;
+    this.origin.textContent = key.origin === 'config' ? 'config file' : 'API';
+    this.cancelRevoke();
+    if (key.origin === 'config') {
+      const fixed = document.createElement('span');
+      fixed.className = 'muted';
+      fixed.textContent = 'revoke in config';
+      fixed.title = 'This key comes from the config file (stream_key_sha256): remove it there to revoke it';
+      this.actions.replaceChildren(fixed);
+    } else {
+      this.actions.replaceChildren(this.button('Revoke', 'ghost small revoke', () => this.askRevoke()));
+    }
+  }
+
+  button(text, className, onClick) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = className;
+    b.textContent = text;
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  /** The first click asks; revoking drops the publisher and removes the camera, which cannot be undone. */
+  askRevoke() {
+    const confirm = this.button('Revoke key', 'danger small confirm-revoke', () => this.revoke());
+    const cancel = this.button('Cancel', 'ghost small', () => this.cancelRevoke());
+    this.actions.replaceChildren(confirm, cancel);
+    this.note.textContent = 'Revoking drops its publisher and removes the camera; its recordings are kept.';
+    this.note.hidden = false;
+    this.tr.classList.add('confirming');
+    clearTimeout(this.confirmTimer);
+    this.confirmTimer = setTimeout(() => this.cancelRevoke(), REVOKE_CONFIRM_MS);
+    cancel.focus();
+  }
+
+  cancelRevoke() {
+    clearTimeout(this.confirmTimer);
+    if (!this.tr.classList.contains('confirming')) return;
+    this.tr.classList.remove('confirming');
+    this.note.hidden = true;
+    this.actions.replaceChildren(this.button('Revoke', 'ghost small revoke', () => this.askRevoke()));
+  }
+
+  async revoke() {
+    clearTimeout(this.confirmTimer);
+    for (const b of this.actions.querySelectorAll('button')) b.disabled = true;
+    this.actions.querySelector('.confirm-revoke').textContent = 'Revoking…';
+    try {
+      await page.rpc.call('revoke_stream_key', { device: this.device });
+      showKeysError('');
+      this.remove();
+      queueCameraRefresh();
+      queueKeysRefresh();
+    } catch (e) {
+      if (handleAuthError(e)) return;
+      showKeysError(`${this.device} was not revoked: ${describe(e)}`);
+      this.cancelRevoke(); // puts the Revoke button back
+    }
+  }
+
+  remove() {
+    clearTimeout(this.confirmTimer);
+    this.tr.remove();
+    if (page.keyRows.get(this.device) === this) page.keyRows.delete(this.device);
+    showKeysListed();
+  }
+}
+
+/** The keys table while there are keys, else (once the list has loaded) a line saying there are none. */
+function showKeysListed(loaded = true) {
+  $('keys-wrap').hidden = page.keyRows.size === 0;
+  $('no-keys').hidden = !loaded || page.keyRows.size > 0;
+}
+
+async function refreshKeys() {
+  if (!SOURCE_ROLES.has(page.role) || !page.rpc) return;
+  const generation = ++page.keysGeneration;
+  let result;
+  try {
+    result = await page.rpc.call('list_stream_keys');
+  } catch (e) {
+    if (!handleAuthError(e) && generation === page.keysGeneration) {
+      showKeysError(`The stream keys did not load: ${describe(e)}`);
+    }
+    return;
+  }
+  if (generation !== page.keysGeneration) return;
+  showKeysError('');
+  const body = $('keys');
+  const seen = new Set();
+  for (const key of result.keys) {
+    seen.add(key.device);
+    let row = page.keyRows.get(key.device);
+    if (row) row.update(key);
+    else {
+      row = new KeyRow(key);
+      page.keyRows.set(key.device, row);
+    }
+    body.append(row.tr); // the server's order; moving a row keeps a pending confirmation
+  }
+  for (const [device, row] of page.keyRows) if (!seen.has(device)) row.remove();
+  showKeysListed();
+}
+
+/** Coalesces the refreshes of the stream keys asked for by a burst of status changes. */
+function queueKeysRefresh() {
+  if (page.keysQueued) return;
+  page.keysQueued = true;
+  setTimeout(() => {
+    page.keysQueued = false;
+    if (page.rpc?.online) refreshKeys();
+  }, 150);
+}
+
+async function createKey(ev) {
+  ev.preventDefault();
+  const input = $('key-name');
+  const name = input.value.trim();
+  if (!name) return;
+  const button = $('key-create');
+  button.disabled = true;
+  button.textContent = 'Creating…';
+  try {
+    showSecret(await page.rpc.call('create_stream_key', { name }));
+    input.value = '';
+    showKeysError('');
+    queueKeysRefresh();
+    queueCameraRefresh();
+  } catch (e) {
+    if (!handleAuthError(e)) showKeysError(`No key was made: ${describe(e)}`);
+  } finally {
+    button.disabled = false;
+    button.textContent = 'Create key';
+  }
+}
+
+/**
+ * The one-time box: the new key and where to publish with it, each with a copy button. The values live only in this
+ * box's text (the copy buttons read it when clicked), so closing the box takes them out of the page.
+ */
+function showSecret(created) {
+  hideSecret();
+  $('key-secret-title').textContent = `Stream key for ${created.name} (${created.device})`;
+  const fields = [
+    ['Stream key', 'stream_key', created.stream_key],
+    ['RTMP URL', 'rtmp_url', created.rtmp_url],
+    ['SRT URL', 'srt_url', created.srt_url],
+    ['WHIP URL', 'whip_url', created.whip_url],
+  ];
+  const list = $('key-secret-fields');
+  for (const [label, field, value] of fields) {
+    if (!value) continue; // a protocol camhub does not listen on
+    const dt = document.createElement('dt');
+    dt.textContent = label;
+    const dd = document.createElement('dd');
+    const code = document.createElement('code');
+    code.className = 'secret-value';
+    code.dataset.field = field;
+    code.textContent = value;
+    const copy = document.createElement('button');
+    copy.type = 'button';
+    copy.className = 'ghost small copy';
+    copy.textContent = 'Copy';
+    copy.setAttribute('aria-label', `Copy the ${label}`);
+    copy.addEventListener('click', () => copyText(code, copy));
+    dd.append(code, copy);
+    list.append(dt, dd);
+  }
+  const box = $('key-secret');
+  box.hidden = false;
+  box.scrollIntoView({ block: 'nearest' });
+  box.focus({ preventScroll: true });
+}
+
+function hideSecret() {
+  $('key-secret-fields').replaceChildren();
+  $('key-secret-title').textContent = '';
+  $('key-secret').hidden = true;
+  window.getSelection()?.removeAllRanges(); // a selected key would linger in the selection
+}
+
+/** Copies `el`'s text: the Clipboard API where the page is a secure context, else the selection and execCommand. */
+async function copyText(el, button) {
+  let copied = false;
+  try {
+    if (window.isSecureContext && navigator.clipboard) {
+      await navigator.clipboard.writeText(el.textContent);
+      copied = true;
+    }
+  } catch {
+    copied = false;
+  }
+  const selection = window.getSelection();
+  if (!copied) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    selection.removeAllRanges();
+    selection.addRange(range);
+    try {
+      copied = document.execCommand('copy');
+    } catch {
+      copied = false;
+    }
+  }
+  // Left selected when nothing could copy it, for the user's own Ctrl+C.
+  if (copied) selection.removeAllRanges();
+  button.textContent = copied ? 'Copied' : 'Press Ctrl+C';
+  setTimeout(() => {
+    button.textContent = 'Copy';
+  }, 2000);
+}
+
+// ---- network discovery (operators) --------------------------------------------------------------------------------
+
+function showScanError(text) {
+  const el = $('scan-error');
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+/**
+ * `found` (a discovered URL, never with credentials) with the scan's user name and password in it, percent-encoded by
+ * the URL parser. `%` is not in the userinfo set the parser encodes, so it is encoded first: a password with `%41` in
+ * it means those three characters, not `A`.
+ */
+function withCredentials(found, credentials) {
+  if (!credentials) return found;
+  const url = new URL(found);
+  if (!url.host) throw new Error('camhub found a URL without a host');
+  url.username = credentials.username.replaceAll('%', '%25');
+  url.password = credentials.password.replaceAll('%', '%25');
+  return url.href;
+}
+
+function endScan() {
+  clearInterval(page.scanTimer);
+  page.scanTimer = 0;
+  $('scan-button').disabled = false;
+  $('scan-button').textContent = 'Scan';
+}
+
+async function scan(ev) {
+  ev.preventDefault();
+  if (page.scanTimer) return;
+  const hosts = $('scan-hosts').value.split(/[\s,]+/).filter(Boolean);
+  const username = $('scan-username').value.trim();
+  const password = $('scan-password').value;
+  const timeoutMs = Number($('scan-timeout').value);
+  if (hosts.length > SCAN_MAX_HOSTS) {
+    showScanError(`Name at most ${SCAN_MAX_HOSTS} hosts (${hosts.length} given).`);
+    return;
+  }
+  if (password && !username) {
+    showScanError('A password needs a user name.');
+    return;
+  }
+  const params = { timeout_ms: timeoutMs };
+  if (hosts.length) params.hosts = hosts;
+  // Kept with this scan's results (in memory only) for their Add buttons: the credentials the streams were found with.
+  const credentials = username ? { username, password } : null;
+  if (credentials) Object.assign(params, credentials);
+  const generation = ++page.scanGeneration;
+  showScanError('');
+  const button = $('scan-button');
+  button.disabled = true;
+  button.textContent = 'Scanning…';
+  const state = $('scan-state');
+  const started = performance.now();
+  const tick = () => {
+    state.textContent = `Scanning… ${((performance.now() - started) / 1000).toFixed(1)} s`;
+  };
+  tick();
+  page.scanTimer = setInterval(tick, 100);
+  try {
+    const result = await page.rpc.call('discover_external_streams', params, 2 * timeoutMs + SCAN_SLACK_MS);
+    if (generation !== page.scanGeneration) return;
+    endScan();
+    showScanResult(result, credentials);
+  } catch (e) {
+    if (generation !== page.scanGeneration) return;
+    endScan();
+    state.textContent = '';
+    if (!handleAuthError(e)) showScanError(`The scan failed: ${describe(e)}`);
+  }
+}
+
+/** What a scan found, in a line: its streams and devices, or camhub's word on why nothing was scanned. */
+function scanSummary(result) {
+  const streams = result.total_found;
+  const devices = result.devices ?? [];
+  if (streams === 0 && devices.length === 0) return result.message || 'Nothing found';
+  const answered = devices.filter((d) => d.status === 'OK').length;
+  const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+  return `Found ${plural(streams, 'stream')} on ${answered} of ${plural(devices.length, 'device')}`;
+}
+
+function showScanResult(result, credentials) {
+  const seconds = (result.scan_duration_ms / 1000).toFixed(1);
+  $('scan-state').textContent = `${scanSummary(result)} · ${seconds} s`;
+
+  // How asking each device went, where it did not go well, and the problems no device accounts for.
+  const problems = [];
+  const prefixes = [];
+  for (const device of result.devices ?? []) {
+    prefixes.push(`${device.address} (${device.source}): `);
+    if (device.status === 'OK') continue;
+    const li = document.createElement('li');
+    const where = document.createElement('strong');
+    where.textContent = device.name && device.name !== device.address ? `${device.name} (${device.address})` : device.address;
+    const status = document.createElement('span');
+    status.className = 'device-status';
+    status.dataset.status = device.status;
+    status.textContent = DEVICE_STATUS[device.status] ?? device.status;
+    li.append(where, status);
+    if (device.error) {
+      const detail = document.createElement('span');
+      detail.className = 'muted';
+      detail.textContent = device.error;
+      li.append(detail);
+    }
+    problems.push(li);
+  }
+  for (const error of result.errors ?? []) {
+    if (prefixes.some((p) => error.startsWith(p))) continue;
+    const li = document.createElement('li');
+    li.textContent = error;
+    problems.push(li);
+  }
+  $('scan-problems').replaceChildren(...problems);
+  $('scan-problems').hidden = problems.length === 0;
+
+  const rows = result.discovered_streams.map((stream) => scanRow(stream, credentials));
+  $('scan-results').replaceChildren(...rows);
+  $('scan-results-wrap').hidden = rows.length === 0;
+  $('no-streams').hidden = rows.length > 0;
+}
+
+/** One stream found: its name (editable until it is added), URL as found, codec and size, and Add or its camera. */
+function scanRow(stream, credentials) {
+  const tr = document.createElement('tr');
+  tr.dataset.url = stream.url;
+  const nameCell = document.createElement('td');
+  nameCell.className = 'scan-name';
+  const source = document.createElement('span');
+  source.className = 'muted scan-source';
+  source.textContent = stream.source === 'onvif' ? `ONVIF${stream.profile ? ` · ${stream.profile}` : ''}` : 'RTSP probe';
+  const url = document.createElement('td');
+  const code = document.createElement('code');
+  code.className = 'scan-url';
+  code.textContent = stream.url;
+  url.append(code);
+  const codec = document.createElement('td');
+  codec.textContent = stream.codec ?? '–';
+  if (stream.codec === 'H265') codec.title = 'Browsers do not play H.265 over WebRTC: watch it over RTSP';
+  const size = document.createElement('td');
+  size.className = 'scan-size';
+  size.textContent = stream.width && stream.height ? `${stream.width}x${stream.height}` : '–';
+  const action = document.createElement('td');
+  action.className = 'scan-action';
+  tr.append(nameCell, url, codec, size, action);
+
+  const added = (device) => {
+    const name = document.createElement('span');
+    name.className = 'scan-found-name';
+    name.textContent = stream.name;
+    nameCell.replaceChildren(name, source);
+    const text = document.createElement('span');
+    text.className = 'added';
+    text.append('added as ');
+    const id = document.createElement('code');
+    id.textContent = device;
+    text.append(id);
+    action.replaceChildren(text);
+    tr.dataset.device = device;
+  };
+  if (stream.already_added) {
+    added(stream.device ?? '?');
+    return tr;
+  }
+
+  const input = document.createElement('input');
+  input.className = 'add-name';
+  input.value = stream.name;
+  input.maxLength = 128;
+  input.spellcheck = false;
+  input.setAttribute('aria-label', `Name for the camera at ${stream.url}`);
+  const error = document.createElement('span');
+  error.className = 'error row-error';
+  error.hidden = true;
+  nameCell.append(input, source, error);
+  const add = document.createElement('button');
+  add.type = 'button';
+  add.className = 'small add';
+  add.textContent = 'Add';
+  action.append(add);
+  add.addEventListener('click', async () => {
+    const name = input.value.trim();
+    error.hidden = true;
+    if (!name) {
+      error.textContent = 'Give the camera a name.';
+      error.hidden = false;
+      return;
+    }
+    let streamUrl;
+    try {
+      streamUrl = withCredentials(stream.url, credentials);
+    } catch (e) {
+      error.textContent = `Cannot add it: ${describe(e)}`;
+      error.hidden = false;
+      return;
+    }
+    add.disabled = true;
+    input.disabled = true;
+    add.textContent = 'Adding…';
+    try {
+      const camera = await page.rpc.call('add_external_stream', { stream_url: streamUrl, stream_name: name });
+      added(camera.device);
+      queueCameraRefresh();
+    } catch (e) {
+      if (handleAuthError(e)) return;
+      // camhub's errors never carry the URL's credentials.
+      error.textContent = `Not added: ${describe(e)}`;
+      error.hidden = false;
+      add.disabled = false;
+      input.disabled = false;
+      add.textContent = 'Add';
+    }
+  });
+  return tr;
+}
+
+/** Forgets every key, scan and password the add-cameras section holds. */
+function resetSources() {
+  $('sources').hidden = true;
+  for (const row of [...page.keyRows.values()]) row.remove();
+  showKeysListed(false);
+  page.keysGeneration += 1;
+  hideSecret();
+  showKeysError('');
+  $('key-name').value = '';
+  page.scanGeneration += 1; // a scan still on its way is not shown
+  endScan();
+  $('scan-form').reset();
+  $('scan-state').textContent = '';
+  showScanError('');
+  $('scan-problems').replaceChildren();
+  $('scan-problems').hidden = true;
+  $('scan-results').replaceChildren();
+  $('scan-results-wrap').hidden = true;
+  $('no-streams').hidden = true;
+}
+
+function toggleSources() {
+  const button = $('toggle-sources');
+  const open = button.getAttribute('aria-expanded') !== 'true';
+  button.setAttribute('aria-expanded', String(open));
+  button.textContent = open ? 'Hide' : 'Show';
+  $('sources-body').hidden = !open;
+}
+
 function onNotification({ method, params }) {
   if (method === 'camera_status_update') {
+    // A pushed camera's status follows its publisher: the keys list says who publishes.
+    if (page.keyRows.has(params.device)) queueKeysRefresh();
     const tile = page.tiles.get(params.device);
     if (tile) {
       tile.update(params);
@@ -708,6 +1256,7 @@ function onNotification({ method, params }) {
     if (params.status !== 'STARTED') refreshRecordings();
   } else if (method === 'event' && (params.topic === 'camera.added' || params.topic === 'camera.removed')) {
     queueCameraRefresh();
+    if (SOURCE_ROLES.has(page.role)) queueKeysRefresh();
   } else if (method === 'event' && params.topic === 'detection') {
     page.tiles.get(params.device)?.showDetection(params.data);
     if (params.data.type === 'new' || params.data.type === 'end') queueEventsRefresh();
@@ -747,6 +1296,7 @@ function startSession() {
     refreshCameras();
     refreshEvents();
     refreshRecordings();
+    showSources();
   });
   rpc.start();
   page.timers.push(
@@ -759,6 +1309,9 @@ function startSession() {
     setInterval(() => {
       if (rpc.online && document.visibilityState === 'visible') refreshEvents();
     }, EVENTS_REFRESH_MS),
+    setInterval(() => {
+      if (rpc.online && document.visibilityState === 'visible' && !$('sources').hidden) refreshKeys();
+    }, KEYS_REFRESH_MS),
   );
 }
 
@@ -781,6 +1334,7 @@ function signOut(message) {
   page.inference = null;
   page.eventCount = null;
   showEventsAvailability();
+  resetSources();
   page.role = null;
   page.everOnline = false;
   hideBanner();
@@ -814,6 +1368,14 @@ function init() {
   $('sign-out').addEventListener('click', () => signOut(''));
   $('refresh-recordings').addEventListener('click', () => refreshRecordings());
   $('refresh-events').addEventListener('click', () => refreshEvents());
+  $('refresh-keys').addEventListener('click', () => refreshKeys());
+  $('toggle-sources').addEventListener('click', toggleSources);
+  $('key-form').addEventListener('submit', createKey);
+  $('key-secret-done').addEventListener('click', () => {
+    hideSecret();
+    $('key-name').focus();
+  });
+  $('scan-form').addEventListener('submit', scan);
   $('snapshot-dialog').addEventListener('close', () => {
     $('snapshot-large').removeAttribute('src');
   });
