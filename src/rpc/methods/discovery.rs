@@ -185,11 +185,12 @@ pub async fn discover(rpc: Arc<Rpc>, _: Arc<Session>, p: DiscoverParams) -> Resu
     let message = if nothing_to_scan {
         "nothing to scan: no hosts given, and no [discovery] interfaces configured for WS-Discovery".to_owned()
     } else {
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         format!(
-            "found {} streams on {} of {} devices",
-            streams.len(),
+            "found {} on {} of {}",
+            plural(streams.len(), "stream", "streams"),
             devices.iter().filter(|d| d.streams > 0).count(),
-            devices.len()
+            plural(devices.len(), "device", "devices")
         )
     };
     Ok(Discovered {
