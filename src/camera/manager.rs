@@ -331,7 +331,8 @@ impl CameraManager {
         if let (Some(slot), Some((hash, prefix))) = (camera.source.push_slot(), key) {
             self.keys.write().insert(hash, (slot.clone(), prefix));
         }
-        let span = info_span!("camera", camera_id = %camera.id);
+        // A root span: a camera added by a request outlives it, and its log lines must not name that request.
+        let span = info_span!(parent: None, "camera", camera_id = %camera.id);
         info!(parent: &span, source = camera.public_url(), origin = camera.origin.as_str(), "camera added");
         self.tasks.spawn_on(
             super::supervisor::supervise(camera.clone(), self.monitor.clone(), self.events.clone(), cancel)
