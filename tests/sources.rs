@@ -320,21 +320,33 @@ async fn five_publishers_go_on_while_one_is_killed_and_others_send_garbage() {
     // huge chunk size hit the port.
     publishers[0] = None;
     let (bad, _, bad_url) = create_key(&client, "corrupt").await;
+    let (cut, _, cut_url) = create_key(&client, "truncated").await;
     let corrupt = corrupted_flv(&hub.dir);
-    let mut corrupt_pub = Publisher(
-        Command::new("ffmpeg")
-            .args(["-v", "quiet", "-re", "-i"])
-            .arg(&corrupt)
-            .args(["-c", "copy", "-f", "flv", &bad_url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg"),
-    );
+    // The same FLV cut at 40%, in the middle of a tag: its publisher stops mid-message.
+    let truncated = hub.dir.join("truncated.flv");
+    let whole = std::fs::read(&corrupt).expect("read flv");
+    std::fs::write(&truncated, &whole[..whole.len() * 2 / 5]).expect("write truncated flv");
+    let push_file = |file: &Path, url: &str| {
+        Publisher(
+            Command::new("ffmpeg")
+                .args(["-v", "quiet", "-re", "-i"])
+                .arg(file)
+                .args(["-c", "copy", "-f", "flv", url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("ffmpeg"),
+        )
+    };
+    let mut corrupt_pub = push_file(&corrupt, &bad_url);
+    let mut truncated_pub = push_file(&truncated, &cut_url);
     let (rtmp_port, _) = push_ports(&client).await;
     garbage(rtmp_port);
     huge_chunk(rtmp_port);
     let _ = wait_exit(&mut corrupt_pub.0, Duration::from_secs(20));
+    let _ = wait_exit(&mut truncated_pub.0, Duration::from_secs(20));
+    let cut_status = client.wait_status(&cut, CONNECT, |s| s["status"] != "CONNECTED").await;
+    assert!(cut_status.is_some(), "the truncated publisher's camera is let go");
 
     let gone = client.wait_status(&devices[0], CONNECT, |s| s["status"] == "DISCONNECTED").await;
     assert!(gone.is_some(), "the killed publisher's camera is DISCONNECTED");
