@@ -19,7 +19,9 @@ if [ "${1:-}" = "--test" ]; then
   # plugins-base-apps: gst-discoverer-1.0.
   # chromium, nodejs: the page's browser test (tests/browser.rs) drives Debian's Chromium with playwright-core.
   # iproute2: ip netns and veth pairs for the network discovery test (tests/discovery.rs); python3-venv: its peer.
-  packages+=(ffmpeg procps gstreamer1.0-plugins-base-apps chromium nodejs iproute2 python3-venv)
+  # nginx, libnginx-mod-rtmp: nginx-rtmp, relaying to camhub in tests/sources.rs and the peer of
+  # scripts/bench/sources.sh (run there from a config of its own, never as the system service).
+  packages+=(ffmpeg procps gstreamer1.0-plugins-base-apps chromium nodejs iproute2 python3-venv nginx libnginx-mod-rtmp)
   # NodeSource's nodejs carries npm; Debian's nodejs needs its npm package.
   command -v npm >/dev/null || packages+=(npm)
 fi
@@ -32,6 +34,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing: ${missing[*]}"
+  # No service of these packages is started by installing them (nginx would take port 80): camhub's tests and
+  # benchmarks run what they need from configs of their own. A policy-rc.d we add (none was there) goes at exit.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     -o DPkg::Lock::Timeout=300 "${missing[@]}"
