@@ -1,7 +1,8 @@
 //! One publishing pipeline's feed: a hub consumer pushed into an `appsrc`, frames as they are (no re-encoding), and
 //! the camera's audio into a second `appsrc` where the pipeline republishes sound. The feed starts when the pipeline
 //! first asks for data (so a new reader gets the current GOP from its keyframe, at once), keeps the stream's own frame
-//! spacing on the pipeline's running time (audio on the same offset as the video, so they stay in sync), and ends when
+//! spacing on the pipeline's running time (decode order moving forward, each frame's presentation delay kept, for
+//! B-frames; audio on the same offset as the video, so they stay in sync), and ends when
 //! told to, when the pipeline refuses data, when the camera goes away, or when the camera's codec changes (the
 //! payloader is fixed). Audio in another codec than the pipeline's audio payloader takes is left out.
 
@@ -73,9 +74,9 @@ pub fn count_bytes(
     });
 }
 
-/// History frames sent to catch up are this far apart on the output: distinct RTP timestamps, a GOP played out in
-/// tens of milliseconds.
-const CATCH_UP_STEP: gst::ClockTime = gst::ClockTime::MSECOND;
+/// How much faster than real time the GOP a new reader starts with goes out: a one-second GOP in 40 ms, its frames on
+/// distinct timestamps, in their order (B-frames keep their place, scaled alike).
+const CATCH_UP_SPEED: u64 = 25;
 
 /// A frame that arrived this much before its feed (re)started is history, sent to catch up.
 const HISTORY: std::time::Duration = std::time::Duration::from_millis(5);
@@ -83,14 +84,17 @@ const HISTORY: std::time::Duration = std::time::Duration::from_millis(5);
 /// Maps hub timestamps (one timeline per camera connection) onto the pipeline's running time, at the live edge: each
 /// frame at the running time it arrived (its age taken off now when the feed starts, then the stream's own spacing),
 /// never backwards (`media::clock`). A new reader starts at the latest keyframe, which may be a GOP old: the frames of
-/// that GOP that arrived before the feed started are sent at once, `CATCH_UP_STEP` apart, so the reader catches up with
-/// the live picture within a GOP's worth of milliseconds instead of staying a GOP behind for as long as it reads.
+/// that GOP that arrived before the feed started are sent at once, their timeline compressed `CATCH_UP_SPEED` times, so
+/// the reader catches up with the live picture within tens of milliseconds instead of staying a GOP behind for as long
+/// as it reads.
 #[derive(Debug, Default)]
 struct Timestamps {
     offset: Option<i128>,
     forward: Forward,
     /// When this feed (re)started: frames that arrived before it are history.
     live_from: Option<std::time::Instant>,
+    /// Where the history being caught up with starts: (output, its first frame's decode time).
+    catch_up: Option<(gst::ClockTime, i128)>,
     /// The last audio output: audio never goes back either.
     last_audio: Option<gst::ClockTime>,
 }
@@ -99,27 +103,40 @@ impl Timestamps {
     fn gap(&mut self) {
         self.offset = None;
         self.live_from = None;
+        self.catch_up = None;
     }
 
-    fn map(&mut self, pts: Option<gst::ClockTime>, arrived: std::time::Instant, now: gst::ClockTime) -> gst::ClockTime {
+    /// A frame's (decode, presentation) outputs, from its decode time (its DTS, else its PTS) and how much later it
+    /// is shown than decoded.
+    fn map(
+        &mut self,
+        decode: Option<gst::ClockTime>,
+        delay: gst::ClockTime,
+        arrived: std::time::Instant,
+        now: gst::ClockTime,
+    ) -> (gst::ClockTime, gst::ClockTime) {
         let age = arrived.elapsed();
         // Without a camera timestamp, arrival time keeps the spacing.
-        let anchor = match pts {
-            Some(p) => p.nseconds() as i128,
+        let anchor = match decode {
+            Some(t) => t.nseconds() as i128,
             None => -(age.as_nanos() as i128),
         };
         let live_from = *self.live_from.get_or_insert_with(std::time::Instant::now);
         let offset = *self.offset.get_or_insert(now.nseconds() as i128 - age.as_nanos() as i128 - anchor);
         let natural = gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64);
         if age > live_from.elapsed() + HISTORY {
-            let out = self.forward.last().map_or(natural, |last| natural.max(last + CATCH_UP_STEP));
-            return self.forward.next(out).0;
+            let last = self.forward.last();
+            let start = last.map_or(natural, |last| natural.max(last + gst::ClockTime::MSECOND));
+            let (start, first) = *self.catch_up.get_or_insert((start, anchor));
+            let since = u64::try_from(anchor - first).unwrap_or(0);
+            let (out, _) = self.forward.next(start + gst::ClockTime::from_nseconds(since / CATCH_UP_SPEED));
+            return (out, out + delay / CATCH_UP_SPEED);
         }
         let (out, shift) = self.forward.next(natural);
         if let Some(shift) = shift {
             self.offset = Some(offset + shift);
         }
-        out
+        (out, out + delay)
     }
 
     /// An audio frame's output, on the video's offset; `None` before the connection's first video frame placed the
@@ -194,9 +211,16 @@ pub async fn run(feed: Feed) -> FeedEnd {
                 let mut buffer = frame.buffer.copy();
                 {
                     let b = buffer.make_mut();
-                    let at = stamps.map(frame.buffer.pts(), frame.arrived, now);
-                    b.set_pts(at);
-                    b.set_dts(gst::ClockTime::NONE);
+                    // The decode timeline is what moves forward; a frame shown later than it is decoded (B-frames,
+                    // common from RTMP encoders) keeps that delay, so readers reorder it as the encoder did.
+                    let (pts, dts) = (frame.buffer.pts(), frame.buffer.dts());
+                    let delay = match (pts, dts) {
+                        (Some(p), Some(d)) => p.saturating_sub(d),
+                        _ => gst::ClockTime::ZERO,
+                    };
+                    let (decode, show) = stamps.map(dts.or(pts), delay, frame.arrived, now);
+                    b.set_dts(dts.map(|_| decode));
+                    b.set_pts(show);
                     b.set_duration(gst::ClockTime::NONE);
                 }
                 if appsrc.push_buffer(buffer).is_err() {
@@ -249,14 +273,14 @@ mod tests {
     fn timestamps_keep_spacing_start_at_now_and_never_go_back() {
         let s = gst::ClockTime::SECOND;
         let mut m = Timestamps::default();
-        let first = m.map(Some(s * 100), Instant::now(), s * 5);
+        let first = m.map(Some(s * 100), gst::ClockTime::ZERO, Instant::now(), s * 5).0;
         assert!(near(first, s * 5), "{first}");
-        assert!(near(m.map(Some(s * 101), Instant::now(), s * 5), s * 6));
+        assert!(near(m.map(Some(s * 101), gst::ClockTime::ZERO, Instant::now(), s * 5).0, s * 6));
         // A new connection with its own timeline: anchored at the running time again, still after the last.
         m.gap();
-        assert!(near(m.map(Some(s / 10), Instant::now(), s * 7), s * 7));
+        assert!(near(m.map(Some(s / 10), gst::ClockTime::ZERO, Instant::now(), s * 7).0, s * 7));
         m.gap();
-        let back = m.map(Some(s), Instant::now(), s * 3);
+        let back = m.map(Some(s), gst::ClockTime::ZERO, Instant::now(), s * 3).0;
         assert!(back > s * 7, "{back}");
     }
 
@@ -266,7 +290,7 @@ mod tests {
         let mut m = Timestamps::default();
         // No video yet: nowhere to place it.
         assert_eq!(m.map_audio(Some(s * 100)), None);
-        let video = m.map(Some(s * 100), Instant::now(), s * 5);
+        let video = m.map(Some(s * 100), gst::ClockTime::ZERO, Instant::now(), s * 5).0;
         assert!(near(video, s * 5), "{video}");
         assert_eq!(m.map_audio(Some(s * 100 + ms * 20)), Some(video + ms * 20));
         assert_eq!(m.map_audio(Some(s * 100 + ms * 10)), None);
@@ -277,17 +301,20 @@ mod tests {
     fn a_camera_clock_that_goes_back_continues_one_frame_after_the_last() {
         let (s, frame) = (gst::ClockTime::SECOND, gst::ClockTime::from_mseconds(66));
         let mut m = Timestamps::default();
-        let start = m.map(Some(s * 100), Instant::now(), s * 5);
+        let start = m.map(Some(s * 100), gst::ClockTime::ZERO, Instant::now(), s * 5).0;
         for i in 1..10 {
-            assert!(near(m.map(Some(s * 100 + frame * i), Instant::now(), s * 5), start + frame * i));
+            assert!(near(
+                m.map(Some(s * 100 + frame * i), gst::ClockTime::ZERO, Instant::now(), s * 5).0,
+                start + frame * i
+            ));
         }
         // Back to 0 on the same connection: a new timeline, each frame its own time, not 1 ns apart.
-        let restarted = m.map(Some(gst::ClockTime::ZERO), Instant::now(), s * 5);
+        let restarted = m.map(Some(gst::ClockTime::ZERO), gst::ClockTime::ZERO, Instant::now(), s * 5).0;
         assert!(near(restarted, start + frame * 10), "{restarted}");
-        assert!(near(m.map(Some(frame), Instant::now(), s * 5), restarted + frame));
+        assert!(near(m.map(Some(frame), gst::ClockTime::ZERO, Instant::now(), s * 5).0, restarted + frame));
         // A frame a little older than the last (sent out of presentation order) does not restart the timeline.
-        let _ = m.map(Some(frame / 2), Instant::now(), s * 5);
-        assert!(near(m.map(Some(frame * 3), Instant::now(), s * 5), restarted + frame * 3));
+        let _ = m.map(Some(frame / 2), gst::ClockTime::ZERO, Instant::now(), s * 5).0;
+        assert!(near(m.map(Some(frame * 3), gst::ClockTime::ZERO, Instant::now(), s * 5).0, restarted + frame * 3));
     }
 
     #[test]
@@ -295,22 +322,37 @@ mod tests {
         let (ms, frame) = (gst::ClockTime::MSECOND, gst::ClockTime::from_mseconds(40));
         let now = Instant::now();
         let mut m = Timestamps::default();
-        // The pipeline has run 200 ms; the latest keyframe arrived 1 s ago, then 24 frames up to now. Those that
-        // arrived before the pipeline started go out 1 ms apart from 0, the others at the time they arrived: all of
-        // them in the past, so they are sent at once.
+        // The pipeline has run 200 ms; the latest keyframe arrived 1 s ago, then 24 frames up to now: the GOP goes out
+        // 25 times faster than it was shot (40 ms frames 1.6 ms apart), all of it before now, so it is sent at once.
         let mut last = gst::ClockTime::ZERO;
         for i in 0..25u32 {
             let arrived = now - Duration::from_millis(1000 - 40 * u64::from(i));
-            let out = m.map(Some(frame * u64::from(i)), arrived, ms * 200);
-            if (1..20).contains(&i) {
-                assert_eq!(out, last + ms, "history {i} is 1 ms after the one before");
+            let out = m.map(Some(frame * u64::from(i)), gst::ClockTime::ZERO, arrived, ms * 200).0;
+            if i > 0 {
+                assert_eq!(out, last + frame / CATCH_UP_SPEED, "history {i} follows the one before, compressed");
             }
-            assert!(i == 0 || out > last, "{out} after {last}");
             last = out;
         }
         assert!(last < ms * 200, "the whole GOP goes out before now: {last}");
         // The next frame arrives now: placed at now (the live edge), not a GOP later.
-        let live = m.map(Some(frame * 25), Instant::now(), ms * 200);
+        let live = m.map(Some(frame * 25), gst::ClockTime::ZERO, Instant::now(), ms * 200).0;
         assert!(live >= ms * 195 && live <= ms * 215, "{live}");
+    }
+
+    #[test]
+    fn b_frames_keep_their_place_in_the_catch_up_and_live() {
+        let (ms, frame) = (gst::ClockTime::MSECOND, gst::ClockTime::from_mseconds(40));
+        let now = Instant::now();
+        let mut m = Timestamps::default();
+        // Decode order I P B (shown I B P): delays 80, 120, 40 ms.
+        let gop = [(0u64, 80u64), (1, 120), (2, 40)];
+        let mut shown = Vec::new();
+        for (i, delay) in gop {
+            let arrived = now - Duration::from_millis(900 - 40 * i);
+            shown.push(m.map(Some(frame * i), ms * delay, arrived, ms * 2000).1);
+        }
+        assert!(shown[0] < shown[2] && shown[2] < shown[1], "I, B, P in presentation order: {shown:?}");
+        let (decode, show) = m.map(Some(frame * 3), ms * 80, Instant::now(), ms * 2000);
+        assert_eq!(show, decode + ms * 80, "live frames keep their whole delay");
     }
 }
