@@ -527,7 +527,9 @@ async fn demo(data: PathBuf) -> ExitCode {
         Err(why) => println!("  detection          : off: {why}"),
     }
     if config.rtmp.enabled {
-        println!("  push a camera      : {exe} call --url ws://{listen}/ws create_stream_key name=mine   # key shown once");
+        println!(
+            "  push a camera      : {exe} call --url ws://{listen}/ws create_stream_key name=mine   # key shown once"
+        );
         println!(
             "                       ffmpeg -re -i clip.mp4 -c copy -f flv rtmp://{}/live/<stream key>",
             config.rtmp.listen

@@ -391,12 +391,12 @@ async fn ffmpeg_copies_the_test_camera_and_its_republish_without_dts_complaints(
 // ---- WHEP ----
 
 mod peer {
-    //! A WebRTC receiving peer: webrtcbin with a recvonly H.264 transceiver, offering 127.0.0.1 as its candidate,
-    //! depayloading and decoding what it receives.
+    //! A WebRTC receiving peer: webrtcbin with a recvonly H.264 transceiver (and, when asked, a recvonly Opus one),
+    //! offering 127.0.0.1 as its candidate, depayloading and decoding what it receives.
 
     use std::str::FromStr;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use gstreamer as gst;
@@ -409,6 +409,27 @@ mod peer {
         pipeline: gst::Pipeline,
         webrtc: gst::Element,
         pub decoded: Arc<AtomicU64>,
+        /// Audio buffers decoded (Opus).
+        pub audio_decoded: Arc<AtomicU64>,
+        /// The encoding names of the audio streams that arrived.
+        pub audio_streams: Arc<Mutex<Vec<String>>>,
+    }
+
+    /// A bin that decodes with `description` into an appsink counting into `count`.
+    fn counting_bin(description: &str, count: Arc<AtomicU64>) -> gst::Bin {
+        let bin = gst::parse::bin_from_description(&format!("{description} ! appsink name=out sync=false"), true)
+            .expect("decode bin");
+        let sink = bin.by_name("out").and_downcast::<gst_app::AppSink>().expect("appsink");
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let _ = s.pull_sample();
+                    count.fetch_add(1, Ordering::Relaxed);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        bin
     }
 
     fn wait(webrtc: &gst::Element, action: &str, arg: &dyn ToValue) -> Option<gst::Structure> {
@@ -421,7 +442,8 @@ mod peer {
     }
 
     impl Peer {
-        pub fn new() -> Peer {
+        /// A peer receiving video, and audio (Opus) when `audio`.
+        pub fn new(audio: bool) -> Peer {
             gst::init().expect("gstreamer");
             let pipeline = gst::Pipeline::new();
             let webrtc = gst::ElementFactory::make("webrtcbin").build().expect("webrtcbin");
@@ -438,36 +460,42 @@ mod peer {
                 "add-transceiver",
                 &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
             );
+            if audio {
+                let caps = gst::Caps::from_str(
+                    "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111,\
+                     encoding-params=(string)2",
+                )
+                .expect("caps");
+                let _ = webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+                    "add-transceiver",
+                    &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+                );
+            }
             let decoded = Arc::new(AtomicU64::new(0));
+            let audio_decoded = Arc::new(AtomicU64::new(0));
+            let audio_streams = Arc::new(Mutex::new(Vec::new()));
             let pipe = pipeline.clone();
-            let count = decoded.clone();
+            let (count, audio_count, streams) = (decoded.clone(), audio_decoded.clone(), audio_streams.clone());
             webrtc.connect_pad_added(move |_, pad| {
                 if pad.direction() != gst::PadDirection::Src {
                     return;
                 }
-                let bin = gst::parse::bin_from_description(
-                    "rtph264depay ! h264parse ! avdec_h264 ! appsink name=out sync=false",
-                    true,
-                )
-                .expect("decode bin");
-                let sink = bin.by_name("out").and_downcast::<gst_app::AppSink>().expect("appsink");
-                let count = count.clone();
-                sink.set_callbacks(
-                    gst_app::AppSinkCallbacks::builder()
-                        .new_sample(move |s| {
-                            let _ = s.pull_sample();
-                            count.fetch_add(1, Ordering::Relaxed);
-                            Ok(gst::FlowSuccess::Ok)
-                        })
-                        .build(),
-                );
+                let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+                let s = caps.structure(0).expect("rtp caps");
+                let bin = if s.get::<&str>("media") == Ok("audio") {
+                    let encoding = s.get::<&str>("encoding-name").unwrap_or("").to_owned();
+                    streams.lock().expect("not poisoned").push(encoding);
+                    counting_bin("rtpopusdepay ! opusdec", audio_count.clone())
+                } else {
+                    counting_bin("rtph264depay ! h264parse ! avdec_h264", count.clone())
+                };
                 pipe.add(&bin).expect("add decode bin");
                 bin.sync_state_with_parent().expect("sync");
                 let sinkpad = bin.static_pad("sink").expect("ghost sink");
                 pad.link(&sinkpad).expect("link");
             });
             pipeline.set_state(gst::State::Playing).expect("playing");
-            Peer { pipeline, webrtc, decoded }
+            Peer { pipeline, webrtc, decoded, audio_decoded, audio_streams }
         }
 
         /// The complete offer (ICE gathered).
@@ -543,7 +571,7 @@ async fn whep_answers_an_offer_and_the_peer_decodes_the_camera() {
     let sdp_type = ("Content-Type", "application/sdp");
     let auth = ("Authorization", bearer.as_str());
 
-    let peer = tokio::task::spawn_blocking(peer::Peer::new).await.expect("peer");
+    let peer = tokio::task::spawn_blocking(|| peer::Peer::new(false)).await.expect("peer");
     let offer = peer.offer();
     assert!(offer.contains("m=video") && offer.contains("H264"), "{offer}");
 
@@ -594,4 +622,60 @@ async fn whep_answers_an_offer_and_the_peer_decodes_the_camera() {
     assert!(gone.is_some(), "the session was not torn down");
     assert_eq!(http(port, "DELETE", &location, &[auth], "").0, 404, "session gone");
     drop(peer);
+}
+
+#[tokio::test]
+async fn a_whep_viewer_offering_audio_gets_the_aac_camera_s_sound_as_opus_and_one_without_gets_the_picture() {
+    let cam = TestCam::start_with_audio(1, "aac");
+    let hub = Camhub::start(&format!(
+        "{}\n[webrtc]\ncandidate_addresses = [\"127.0.0.1\"]\n",
+        camera_toml("cam0", &cam.url(0))
+    ));
+    let client = hub.client("admin").await;
+    connected(&client, &hub, "cam0").await;
+    let bearer = format!("Bearer {}", hub.token("viewer"));
+    let headers = [("Content-Type", "application/sdp"), ("Authorization", bearer.as_str())];
+
+    let started = Instant::now();
+    let mut peers = Vec::new();
+    for audio in [true, false] {
+        let peer = tokio::task::spawn_blocking(move || peer::Peer::new(audio)).await.expect("peer");
+        let offer = peer.offer();
+        assert_eq!(offer.contains("m=audio"), audio, "{offer}");
+        let (code, head, answer) = http(hub.port, "POST", "/whep/cam0", &headers, &offer);
+        assert_eq!(code, 201, "{head}\n{answer}\nlog:\n{}", hub.log());
+        let sound = answer.split("\r\nm=").find(|m| m.starts_with("audio ")).map(str::to_owned);
+        match (audio, sound) {
+            (true, Some(sound)) => {
+                assert!(
+                    sound.starts_with("audio 9 UDP/TLS/RTP/SAVPF 111") && sound.contains("a=sendonly"),
+                    "{answer}\n{}",
+                    hub.log()
+                );
+                assert!(sound.to_ascii_uppercase().contains("OPUS/48000/2"), "{answer}");
+            }
+            (false, None) => {}
+            (_, sound) => panic!("audio offered: {audio}; the answer's audio: {sound:?}\n{answer}\n{}", hub.log()),
+        }
+        peer.answer(&answer);
+        peers.push(peer);
+    }
+    let load = |c: &std::sync::Arc<std::sync::atomic::AtomicU64>| c.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline
+        && (peers.iter().any(|p| load(&p.decoded) < 15) || load(&peers[0].audio_decoded) < 25)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let figures: Vec<(u64, u64, Vec<String>)> = peers
+        .iter()
+        .map(|p| (load(&p.decoded), load(&p.audio_decoded), p.audio_streams.lock().expect("not poisoned").clone()))
+        .collect();
+    eprintln!("after {:?}: (video frames, audio buffers, audio streams) {figures:?}", started.elapsed());
+    let with_sound = &figures[0];
+    assert!(with_sound.0 >= 15 && with_sound.1 >= 25, "{figures:?}; log:\n{}", hub.log());
+    assert_eq!(with_sound.2, ["OPUS"], "one Opus stream");
+    let picture_only = &figures[1];
+    assert!(picture_only.0 >= 15 && picture_only.1 == 0 && picture_only.2.is_empty(), "{figures:?}");
+    drop(peers);
 }

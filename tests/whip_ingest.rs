@@ -1,7 +1,8 @@
 //! WHIP ingest end to end: Debian's Chromium publishes its fake camera and microphone to a real camhub
 //! (`tests/browser/whip_publish.mjs`, driven by playwright-core) with a stream key made through the API; the camera
-//! connects as `whip`, a recording of it is read back by ffprobe at the fake camera's size, camhub's RTSP republish
-//! serves it as H.264, DELETE ends it. Wrong keys, another camera's key, a camera that is not pushed, a body that is
+//! connects as `whip`, its recordings (fMP4, MKV, MP4) are read back by ffprobe at the fake camera's size with the
+//! microphone's Opus beside the H.264 (same length, starting together), camhub's RTSP republish serves it as H.264
+//! and Opus, DELETE ends it. Wrong keys, another camera's key, a camera that is not pushed, a body that is
 //! not SDP, an offer without H.264 and a second publisher are refused with their statuses, no camera touched. Fails,
 //! never skips, when Chromium or Node.js is missing.
 
@@ -92,12 +93,19 @@ async fn create_key(client: &Client, name: &str) -> (String, String) {
     )
 }
 
-/// Records `device` for `seconds` and returns the recording's path once it is indexed.
-async fn record(client: &Client, hub: &Camhub, device: &str, seconds: u64) -> Result<PathBuf, String> {
-    let started = client
-        .call("start_recording", json!({ "device": device, "duration": seconds }))
-        .await
-        .map_err(|e| format!("start_recording: {e}"))?;
+/// Records `device` for `seconds` (in `format`, else the default) and returns the recording's path once it is indexed.
+async fn record(
+    client: &Client,
+    hub: &Camhub,
+    device: &str,
+    seconds: u64,
+    format: Option<&str>,
+) -> Result<PathBuf, String> {
+    let mut params = json!({ "device": device, "duration": seconds });
+    if let Some(format) = format {
+        params["format"] = json!(format);
+    }
+    let started = client.call("start_recording", params).await.map_err(|e| format!("start_recording: {e}"))?;
     let name = started["filename"].as_str().ok_or("no filename")?.to_owned();
     let deadline = Instant::now() + Duration::from_secs(seconds + 20);
     while Instant::now() < deadline {
@@ -128,6 +136,34 @@ fn decodes_cleanly(path: &Path) -> Result<(), String> {
     }
 }
 
+/// Whether a recording holds the publisher's H.264 and Opus, the same length (within 0.5 s) and starting together
+/// (within 100 ms); its figures, or what is wrong.
+fn h264_with_opus(path: &Path) -> Result<String, String> {
+    let streams = common::ffprobe_streams(path)?;
+    let (video, audio): (Vec<_>, Vec<_>) = streams.iter().partition(|s| s.kind == "video");
+    let (Some(v), Some(a), 1, 1) = (video.first(), audio.first(), video.len(), audio.len()) else {
+        return Err(format!("{}: not one video and one audio stream: {streams:?}", path.display()));
+    };
+    let figures = format!(
+        "{} {}: video {:.3}+{:.3} s, audio {:.3}+{:.3} s (start {:+.0} ms, length {:+.0} ms)",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("?"),
+        a.codec,
+        v.start,
+        v.duration,
+        a.start,
+        a.duration,
+        (a.start - v.start) * 1000.0,
+        (a.duration - v.duration) * 1000.0
+    );
+    if (v.codec.as_str(), a.codec.as_str()) != ("h264", "opus")
+        || (a.start - v.start).abs() > 0.1
+        || (a.duration - v.duration).abs() > 0.5
+    {
+        return Err(format!("{}: {figures}", path.display()));
+    }
+    Ok(figures)
+}
+
 /// The video streams ffprobe finds at camhub's RTSP republish of `device`: (codec, width, height) of each.
 fn rtsp_streams(hub: &Camhub, device: &str) -> Vec<(String, u32, u32)> {
     let out = Command::new("ffprobe")
@@ -156,17 +192,26 @@ async fn check(command: &str, client: &Client, hub: &Camhub, device: &str) -> St
                 if status["source_type"] != "whip" {
                     return Err(format!("source_type is not whip: {status}"));
                 }
-                let path = record(client, hub, device, 3).await?;
-                let (duration, w, h, codec) = common::ffprobe(&path)?;
-                if (w, h, codec.as_str()) != (FAKE_CAMERA.0, FAKE_CAMERA.1, "h264") || duration < 2.5 {
-                    return Err(format!("{}: {codec} {w}x{h}, {duration} s", path.display()));
+                // The default format (fMP4) first, then the others: the microphone's Opus is kept in each.
+                for format in [None, Some("mkv"), Some("mp4")] {
+                    let path = record(client, hub, device, 3, format).await?;
+                    let (duration, w, h, codec) = common::ffprobe(&path)?;
+                    if (w, h, codec.as_str()) != (FAKE_CAMERA.0, FAKE_CAMERA.1, "h264") || duration < 2.5 {
+                        return Err(format!("{}: {codec} {w}x{h}, {duration} s", path.display()));
+                    }
+                    decodes_cleanly(&path)?;
+                    let sound = h264_with_opus(&path)?;
+                    eprintln!("recorded {} ({duration:.1} s, {w}x{h} {codec}); {sound}", path.display());
                 }
-                decodes_cleanly(&path)?;
                 let streams = rtsp_streams(hub, device);
                 if !streams.contains(&("h264".to_owned(), FAKE_CAMERA.0, FAKE_CAMERA.1)) {
                     return Err(format!("camhub's RTSP republish of {device}: {streams:?}"));
                 }
-                eprintln!("recorded {} ({duration:.1} s, {w}x{h} {codec}); RTSP republish {streams:?}", path.display());
+                let all = common::ffprobe_streams(hub.rtsp_url(device))?;
+                if !all.iter().any(|s| s.kind == "audio" && s.codec == "opus") {
+                    return Err(format!("camhub's RTSP republish of {device} has no Opus: {all:?}"));
+                }
+                eprintln!("RTSP republish {streams:?} with Opus");
                 Ok(())
             }
             .await

@@ -75,7 +75,8 @@ impl Codec {
 }
 
 /// An audio codec the hub carries beside the video, as the camera sent it (never transcoded): AAC as raw access
-/// units with its AudioSpecificConfig in the caps' `codec_data`, G.711 as 8-bit samples.
+/// units with its AudioSpecificConfig in the caps' `codec_data`, G.711 as 8-bit samples, Opus as the packets
+/// `opusparse` frames (a WebRTC publisher's sound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AudioCodec {
     Aac,
@@ -83,17 +84,19 @@ pub enum AudioCodec {
     Pcmu,
     /// G.711 A-law.
     Pcma,
+    Opus,
 }
 
 impl AudioCodec {
-    pub const ALL: [AudioCodec; 3] = [AudioCodec::Aac, AudioCodec::Pcmu, AudioCodec::Pcma];
+    pub const ALL: [AudioCodec; 4] = [AudioCodec::Aac, AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus];
 
-    /// The name the API and logs use: `AAC`, `PCMU`, `PCMA`.
+    /// The name the API and logs use: `AAC`, `PCMU`, `PCMA`, `OPUS`.
     pub fn as_str(self) -> &'static str {
         match self {
             AudioCodec::Aac => "AAC",
             AudioCodec::Pcmu => "PCMU",
             AudioCodec::Pcma => "PCMA",
+            AudioCodec::Opus => "OPUS",
         }
     }
 
@@ -103,6 +106,7 @@ impl AudioCodec {
             AudioCodec::Aac => "MPEG4-GENERIC",
             AudioCodec::Pcmu => "PCMU",
             AudioCodec::Pcma => "PCMA",
+            AudioCodec::Opus => "OPUS",
         }
     }
 
@@ -118,6 +122,16 @@ impl AudioCodec {
             AudioCodec::Aac => "audio/mpeg",
             AudioCodec::Pcmu => "audio/x-mulaw",
             AudioCodec::Pcma => "audio/x-alaw",
+            AudioCodec::Opus => "audio/x-opus",
+        }
+    }
+
+    pub fn depayloader(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "rtpmp4gdepay",
+            AudioCodec::Pcmu => "rtppcmudepay",
+            AudioCodec::Pcma => "rtppcmadepay",
+            AudioCodec::Opus => "rtpopusdepay",
         }
     }
 
@@ -126,6 +140,7 @@ impl AudioCodec {
             AudioCodec::Aac => "rtpmp4gpay",
             AudioCodec::Pcmu => "rtppcmupay",
             AudioCodec::Pcma => "rtppcmapay",
+            AudioCodec::Opus => "rtpopuspay",
         }
     }
 
@@ -134,6 +149,7 @@ impl AudioCodec {
             AudioCodec::Aac => "avdec_aac",
             AudioCodec::Pcmu => "mulawdec",
             AudioCodec::Pcma => "alawdec",
+            AudioCodec::Opus => "opusdec",
         }
     }
 }
@@ -152,6 +168,7 @@ mod tests {
         for c in AudioCodec::ALL {
             assert_eq!(AudioCodec::from_encoding_name(&c.encoding_name().to_ascii_lowercase()), Some(c));
         }
-        assert_eq!(AudioCodec::from_encoding_name("opus"), None);
+        assert_eq!(AudioCodec::from_encoding_name("opus"), Some(AudioCodec::Opus));
+        assert_eq!(AudioCodec::from_encoding_name("speex"), None);
     }
 }

@@ -29,6 +29,9 @@ use crate::base::{AudioCodec, CameraId, Codec};
 
 /// How far back the hub keeps frames, at most; beyond it history restarts at the next keyframe.
 const MAX_HISTORY_FRAMES: usize = 3000;
+/// Audio frames kept while waiting for a connection's first keyframe (over a second of 20 ms frames): a keyframe is
+/// large and arrives after the sound sent with it (a WebRTC publisher's by about 200 ms).
+const MAX_EARLY_AUDIO: usize = 64;
 const MAX_HISTORY_BYTES: usize = 64 * 1024 * 1024;
 /// The window over which fps and bitrate are measured.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
@@ -147,6 +150,8 @@ struct HubState {
     /// (arrival, presentation time, size) of frames that arrived in the last `RATE_WINDOW`.
     window: VecDeque<(Instant, Option<gst::ClockTime>, usize)>,
     awaiting_first: bool,
+    /// The latest audio frames while history is empty: the first keyframe keeps those of its time or later.
+    early_audio: VecDeque<AudioFrame>,
 }
 
 /// One entry of history.
@@ -271,6 +276,7 @@ impl StreamHub {
                 last_frame: None,
                 window: VecDeque::new(),
                 awaiting_first: true,
+                early_audio: VecDeque::new(),
             }),
             first_frame: Notify::new(),
         }
@@ -314,15 +320,23 @@ impl StreamHub {
     }
 
     /// One audio frame, PTS on the timeline of the video pushed to this hub (its duration set where known). Like
-    /// `push`, it never blocks. Audio before the connection's first keyframe, or without caps, is dropped: no consumer
-    /// could place it.
+    /// `push`, it never blocks. Audio without caps is dropped; audio before the connection's first keyframe is held
+    /// back (the last `MAX_EARLY_AUDIO` frames) until that keyframe keeps what is of its time or later and drops
+    /// the rest: no consumer could place it.
     pub fn push_audio(&self, buffer: gst::Buffer) {
         let now = Instant::now();
         let mut st = self.state.lock();
-        if st.history.is_empty() || st.audio_caps.is_none() {
+        if st.audio_caps.is_none() {
             return;
         }
         let frame = AudioFrame { buffer, arrived: now };
+        if st.history.is_empty() {
+            if st.early_audio.len() >= MAX_EARLY_AUDIO {
+                st.early_audio.pop_front();
+            }
+            st.early_audio.push_back(frame);
+            return;
+        }
         st.history_bytes += frame.buffer.size();
         st.history.push_back(Held::Audio(frame.clone()));
         st.consumers.retain_mut(|slot| {
@@ -353,17 +367,24 @@ impl StreamHub {
             st.window.pop_front();
         }
         let mut early = Vec::new();
+        // The connection's first keyframe (or the first after history started over): the sound held back for it.
+        let mut first_sound = Vec::new();
         if keyframe {
             st.keyframes += 1;
+            let held = std::mem::take(&mut st.early_audio);
             if let Some(pts) = pts {
-                early = st.take_audio_from(pts);
+                if st.history.is_empty() {
+                    first_sound = held.into_iter().filter(|a| a.buffer.pts().is_some_and(|t| t >= pts)).collect();
+                } else {
+                    early = st.take_audio_from(pts);
+                }
             }
             st.trim_history(now);
         }
         st.history_bytes += size;
         st.history_frames += 1;
         st.history.push_back(Held::Video(frame.clone()));
-        for held in early {
+        for held in early.into_iter().chain(first_sound.iter().cloned().map(Held::Audio)) {
             st.history_bytes += held.size();
             st.history.push_back(held);
         }
@@ -380,6 +401,7 @@ impl StreamHub {
                 slot.resync = false;
             }
             slot.offer(HubItem::Frame(frame.clone()))
+                && (!slot.audio || first_sound.iter().all(|a| slot.offer(HubItem::Audio(a.clone()))))
         });
         let first = std::mem::replace(&mut st.awaiting_first, false);
         drop(st);
@@ -393,6 +415,7 @@ impl StreamHub {
     pub fn reset(&self) {
         let mut st = self.state.lock();
         st.clear_history();
+        st.early_audio.clear();
         st.audio_caps = None;
         st.audio = None;
         st.window.clear();
@@ -711,6 +734,23 @@ mod tests {
         hub.push(frame(true, 5));
         hub.push_audio(frame(true, 15));
         assert_eq!(drain_names(&mut both), ["V5"]);
+    }
+
+    #[test]
+    fn sound_that_arrived_before_the_first_keyframe_is_kept_from_its_time_on() {
+        let hub = hub();
+        hub.push_caps(gst::Caps::builder("video/x-h264").build());
+        hub.push_audio_caps(aac_caps());
+        let mut live = hub.subscribe_with_audio("live", 16, Start::LatestKeyframe);
+        // A WebRTC publisher's keyframe comes about 200 ms after the sound of its time.
+        for (tag, ms) in [(10, 80), (11, 100), (12, 120), (13, 140), (14, 160)] {
+            hub.push_audio(stamped(true, tag, ms));
+        }
+        hub.push(stamped(true, 1, 110));
+        hub.push_audio(stamped(true, 15, 180));
+        assert_eq!(drain_names(&mut live), ["caps", "acaps", "V1", "a12", "a13", "a14", "a15"]);
+        let mut late = hub.subscribe_with_audio("late", 16, Start::LatestKeyframe);
+        assert_eq!(drain_names(&mut late), ["caps", "acaps", "V1", "a12", "a13", "a14", "a15"]);
     }
 
     fn stamped(key: bool, tag: u8, ms: u64) -> gst::Buffer {

@@ -124,9 +124,9 @@ pub(crate) fn link_parsed_video(
     Ok(())
 }
 
-/// Links a demuxed audio pad to `sink` (an [`audio_sink`]) as the hub carries it: AAC through `aacparse` to raw
-/// frames with their AudioSpecificConfig, G.711 as it is. Other codecs (MP3, Opus, ...) are left unlinked: their
-/// sound is not kept (`Ok(false)`). The first audio stream only.
+/// Links a demuxed (or depayloaded) audio pad to `sink` (an [`audio_sink`]) as the hub carries it: AAC through
+/// `aacparse` to raw frames with their AudioSpecificConfig, Opus through `opusparse` (framed packets), G.711 as it is.
+/// Other codecs (MP3, ...) are left unlinked: their sound is not kept (`Ok(false)`). The first audio stream only.
 pub(crate) fn link_parsed_audio(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Element) -> Result<bool, String> {
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let Some(s) = caps.structure(0) else { return Ok(false) };
@@ -143,6 +143,7 @@ pub(crate) fn link_parsed_audio(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: 
             );
             vec![parse, filter]
         }
+        "audio/x-opus" => vec![make("opusparse").map_err(|e| e.to_string())?],
         "audio/x-mulaw" | "audio/x-alaw" => vec![make("identity").map_err(|e| e.to_string())?],
         _ => return Ok(false),
     };
@@ -169,10 +170,27 @@ pub(crate) fn add_audio_branch(
     sync: bool,
     retime: impl FnMut(&gst::Sample, &mut gst::BufferRef) + Send + 'static,
 ) -> Result<(), String> {
+    add_audio_branch_to(pipeline, pad, move || Some(hub.clone()), sync, retime).map(|_| ())
+}
+
+/// [`add_audio_branch`] for an ingest whose hub may come later (a WHIP publisher's sound flows before the camera's
+/// feed runs): `hub` is asked at each frame, and frames while it answers `None` are dropped, never held, so sound
+/// cannot block the source. The caps go to each hub with its first frame. True if the branch was made and linked.
+pub(crate) fn add_audio_branch_to(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    hub: impl FnMut() -> Option<Arc<StreamHub>> + Send + 'static,
+    sync: bool,
+    retime: impl FnMut(&gst::Sample, &mut gst::BufferRef) + Send + 'static,
+) -> Result<bool, String> {
     if pipeline.by_name("hub-audio").is_some() {
-        return Ok(());
+        return Ok(false);
     }
     let sink = audio_sink(hub, sync, retime);
+    if pipeline.current_state() == gst::State::Playing {
+        // Added to a playing pipeline: it must not make the pipeline wait for its preroll.
+        sink.set_property("async", false);
+    }
     let queue = make("queue").map_err(|e| e.to_string())?;
     pipeline.add_many([&queue, sink.upcast_ref()]).map_err(|e| e.to_string())?;
     queue.link(&sink).map_err(|e| e.to_string())?;
@@ -184,27 +202,30 @@ pub(crate) fn add_audio_branch(
             let _ = element.set_state(gst::State::Null);
             let _ = pipeline.remove(element);
         }
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The appsink of an ingest's sound: caps (when they change) and frames to the hub's audio track, `retime` mapping
 /// each buffer's timestamps onto the video's timeline first (a clip's running time across loops).
 fn audio_sink(
-    hub: Arc<StreamHub>,
+    mut hub: impl FnMut() -> Option<Arc<StreamHub>> + Send + 'static,
     sync: bool,
     mut retime: impl FnMut(&gst::Sample, &mut gst::BufferRef) + Send + 'static,
 ) -> gst_app::AppSink {
     let sink = gst_app::AppSink::builder().name("hub-audio").sync(sync).enable_last_sample(false).build();
-    let mut last_caps: Option<gst::Caps> = None;
+    // The caps last given, and to which hub (another hub must get them too).
+    let mut last_caps: Option<(gst::Caps, std::sync::Weak<StreamHub>)> = None;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(hub) = hub() else { return Ok(gst::FlowSuccess::Ok) };
                 if let Some(caps) = sample.caps()
-                    && last_caps.as_ref().is_none_or(|c| c != caps)
+                    && last_caps.as_ref().is_none_or(|(c, h)| c != caps || h.as_ptr() != Arc::as_ptr(&hub))
                 {
-                    last_caps = Some(caps.to_owned());
+                    last_caps = Some((caps.to_owned(), Arc::downgrade(&hub)));
                     hub.push_audio_caps(caps.to_owned());
                 }
                 if let Some(mut buffer) = sample.buffer_owned() {

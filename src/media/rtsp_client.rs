@@ -59,7 +59,9 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
             .position(|s| s.media() == "video" && Codec::from_encoding_name(s.encoding_name()).is_some())
             .ok_or_else(|| Failure::unsupported("the camera offers no H.264 or H.265 video stream"))?;
         let audio = session.streams().iter().enumerate().find_map(|(i, s)| {
-            let codec = AudioCodec::from_encoding_name(s.encoding_name()).filter(|_| s.media() == "audio")?;
+            // retina 0.4 has no Opus depacketizer: such a camera's sound is not set up.
+            let codec = AudioCodec::from_encoding_name(s.encoding_name())
+                .filter(|c| s.media() == "audio" && *c != AudioCodec::Opus)?;
             Some((i, codec))
         });
         let setup = || {
@@ -238,7 +240,7 @@ fn audio_caps(codec: AudioCodec, params: &AudioParameters) -> gst::Caps {
             .field("stream-format", "raw")
             .field("codec_data", gst::Buffer::from_slice(params.extra_data().to_vec()))
             .build(),
-        AudioCodec::Pcmu | AudioCodec::Pcma => builder.build(),
+        AudioCodec::Pcmu | AudioCodec::Pcma | AudioCodec::Opus => builder.build(),
     }
 }
 

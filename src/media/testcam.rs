@@ -314,6 +314,7 @@ fn audio_encoder(codec: AudioCodec) -> (&'static str, u32) {
         AudioCodec::Aac => ("avenc_aac", 48000),
         AudioCodec::Pcmu => ("mulawenc", 8000),
         AudioCodec::Pcma => ("alawenc", 8000),
+        AudioCodec::Opus => ("opusenc", 48000),
     }
 }
 

@@ -2,8 +2,10 @@
 //! `webrtcbin` (max-bundle, recvonly, non-trickle: the answer carries every candidate gathered) whose H.264 video
 //! goes `rtph264depay ! h264parse ! capsfilter(avc, au) ! appsink` into the camera's hub, and the publisher an
 //! [`Arrival`] for the camera's [`PushSlot`]. The answer keeps one H.264 format of the offer (packetization-mode 1),
-//! so the publisher encodes H.264 even when it prefers another codec. Audio (Opus) is received and dropped: the hub
-//! carries video only. The feed runs until the peer's connection fails or closes, the publisher ends its session
+//! so the publisher encodes H.264 even when it prefers another codec. Its sound (Opus) goes `rtpopusdepay !
+//! opusparse ! queue ! appsink` to the hub's audio track as it came, on the video's timeline (both are the running time
+//! of this pipeline, where the RTP session placed and lip-synced them); sound that flows before the feed brings the
+//! hub is dropped, never held. The feed runs until the peer's connection fails or closes, the publisher ends its session
 //! (DELETE), or the camera's supervisor stops the attempt; until the first keyframe it asks the publisher for one
 //! every second (an upstream force-key-unit event, which the RTP session sends as a PLI). Negotiation (webrtcbin's
 //! promises, ICE gathering) and teardown run on the blocking pool; the feed runs on the media runtime. This module
@@ -25,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::hub::StreamHub;
-use super::ingest::hub_sink;
+use super::ingest::{add_audio_branch_to, hub_sink};
 use super::make;
 use super::push::{Arrival, Feed, Protocol, PushSlot, Refusal};
-use crate::base::{Codec, Failure};
+use crate::base::{AudioCodec, Codec, Failure};
 use crate::config::WebrtcConfig;
 use crate::error::{Dependency, Error, Result, State};
 
@@ -280,6 +282,8 @@ struct MeetState {
     hub: Option<Arc<StreamHub>>,
     /// A video stream was taken (further ones are dropped).
     video: bool,
+    /// An audio stream was taken (further ones are dropped).
+    audio: bool,
     /// The end of the video chain waiting for the hub, and the probe that holds its data.
     waiting: Option<(gst::Pad, gst::PadProbeId)>,
     /// The depayloader's sink pad, where keyframe requests go upstream.
@@ -287,13 +291,19 @@ struct MeetState {
 }
 
 impl Meet {
-    /// The feed started: links the video to `hub` if it is waiting.
+    /// The feed started: links the video to `hub` if it is waiting, after telling the hub of the sound already
+    /// flowing (the hub wants the audio caps before the first video frame).
     fn attach(&self, pipeline: &gst::Pipeline, hub: Arc<StreamHub>) {
         let waiting = {
             let mut st = self.state.lock();
             st.hub = Some(hub.clone());
             st.waiting.take()
         };
+        if let Some(caps) =
+            pipeline.by_name("hub-audio").and_then(|sink| sink.static_pad("sink")).and_then(|pad| pad.current_caps())
+        {
+            hub.push_audio_caps(caps);
+        }
         if let Some((pad, probe)) = waiting
             && let Err(e) = link_hub(pipeline, &pad, probe, hub)
         {
@@ -304,6 +314,16 @@ impl Meet {
     /// Whether a video stream may still be taken; true once.
     fn claim_video(&self) -> bool {
         !std::mem::replace(&mut self.state.lock().video, true)
+    }
+
+    /// Whether an audio stream may still be taken; true once.
+    fn claim_audio(&self) -> bool {
+        !std::mem::replace(&mut self.state.lock().audio, true)
+    }
+
+    /// The hub, once the feed brought it.
+    fn hub(&self) -> Option<Arc<StreamHub>> {
+        self.state.lock().hub.clone()
     }
 
     /// The video chain is ready, its end `tail` held by `probe`: linked to the hub now if the feed has started.
@@ -356,8 +376,9 @@ fn link_hub(
     Ok(())
 }
 
-/// A new stream from the publisher (on a streaming thread): the first H.264 video to the hub, anything else dropped.
-fn on_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, meet: &Meet) -> Result<(), String> {
+/// A new stream from the publisher (on a streaming thread): the first H.264 video and the first Opus audio to the
+/// hub, anything else dropped.
+fn on_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, meet: &Arc<Meet>) -> Result<(), String> {
     if pad.direction() != gst::PadDirection::Src {
         return Ok(());
     }
@@ -368,9 +389,17 @@ fn on_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, meet: &Meet) -> Result<(), S
     if media == "video" && encoding.eq_ignore_ascii_case("H264") && meet.claim_video() {
         return link_video(pipeline, pad, meet);
     }
-    // Audio has nowhere to go until the hub carries it: it is received and dropped, as is any further stream (the
-    // answer accepts one H.264 format on the first video m-line that offers it; other m-lines keep their formats).
+    if media == "audio" && encoding.eq_ignore_ascii_case(AudioCodec::Opus.encoding_name()) && meet.claim_audio() {
+        return link_audio(pipeline, pad, meet);
+    }
+    // Any further stream is received and dropped (the answer accepts one H.264 format on the first video m-line that
+    // offers it and Opus on the first audio one; other m-lines keep their formats).
     debug!(media, encoding, "dropping a stream of the publisher");
+    drop_stream(pipeline, pad)
+}
+
+/// Receives a stream of the publisher into a `fakesink`.
+fn drop_stream(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), String> {
     let sink = make("fakesink").map_err(|e| e.to_string())?;
     sink.set_property("sync", false);
     sink.set_property("async", false);
@@ -411,6 +440,26 @@ fn link_video(pipeline: &gst::Pipeline, pad: &gst::Pad, meet: &Meet) -> Result<(
     let depay_sink = depay.static_pad("sink").ok_or("depayloader without sink pad")?;
     pad.link(&depay_sink).map_err(|e| format!("linking the video: {e:?}"))?;
     meet.video_ready(pipeline, tail, probe, depay_sink)
+}
+
+/// `rtpopusdepay ! opusparse ! queue ! appsink` for the publisher's Opus, to the hub's audio track once the feed
+/// brought the hub (dropped until then: the video waits for a keyframe anyway, and audio before it is not kept).
+/// The chain is linked from its end, so no buffer reaches an unlinked pad.
+fn link_audio(pipeline: &gst::Pipeline, pad: &gst::Pad, meet: &Arc<Meet>) -> Result<(), String> {
+    let depay = make(AudioCodec::Opus.depayloader()).map_err(|e| e.to_string())?;
+    pipeline.add(&depay).map_err(|e| e.to_string())?;
+    let depay_src = depay.static_pad("src").ok_or("depayloader without src pad")?;
+    let meet = Arc::downgrade(meet);
+    // PTS as they come: the running time of this pipeline, as the video's.
+    let linked = add_audio_branch_to(pipeline, &depay_src, move || meet.upgrade()?.hub(), false, |_, _| {})?;
+    if !linked {
+        let _ = pipeline.remove(&depay);
+        return drop_stream(pipeline, pad);
+    }
+    depay.sync_state_with_parent().map_err(|e| e.to_string())?;
+    let depay_sink = depay.static_pad("sink").ok_or("depayloader without sink pad")?;
+    pad.link(&depay_sink).map_err(|e| format!("linking the audio: {e:?}"))?;
+    Ok(())
 }
 
 /// Runs one of webrtcbin's promise actions and waits for its reply.

@@ -1,6 +1,10 @@
 //! WebRTC playback over WHEP: one `appsrc ! rtph264pay ! webrtcbin` pipeline per session, fed from the camera's hub
 //! (H.264 passed through; browsers do not decode H.265 over WebRTC, so H.265 cameras are refused). Non-trickle: the
 //! answer is returned once ICE gathering completed. The payload type and H.264 parameters are the offer's own.
+//! A viewer whose offer receives audio, of a camera with sound, gets it on a second `appsrc`: Opus, and G.711 the
+//! offer lists, as they are; AAC, and G.711 the offer does not list, transcoded to Opus (`decoder ! audioconvert !
+//! audioresample ! opusenc`) in that session's pipeline only, the one place camhub encodes sound: browsers play
+//! neither AAC nor, always, G.711 over WebRTC. The audio payload type is the offer's too.
 //! A session ends on DELETE, when its ICE connection has been failed or disconnected for `disconnect_timeout`
 //! (or never connected within `CONNECT_TIMEOUT`), when the camera is removed or withdrawn, on a pipeline error, and on
 //! shutdown. Negotiation runs on the blocking pool (it waits on webrtcbin's promises); sessions run on the media
@@ -26,12 +30,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::Counters;
 use super::feed::{self, Feed};
 use crate::base::CameraId;
-use crate::base::Codec;
+use crate::base::{AudioCodec, Codec};
 use crate::camera::Camera;
 use crate::config::WebrtcConfig;
 use crate::error::{Dependency, Error, Result, State};
-use crate::media::codec_of;
 use crate::media::make;
+use crate::media::{audio_codec_of, codec_of};
 
 /// A peer that has not connected by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,8 +110,19 @@ impl Whep {
         }
         let choice = choose_h264(&sdp, profile_idc(&caps))
             .ok_or_else(|| Error::invalid_param("body", "the offer has no H.264 (packetization-mode 1) video"))?;
+        let sound = camera.hub.audio_caps().and_then(|caps| {
+            let codec = audio_codec_of(&caps)?;
+            let choice = choose_audio(&sdp, codec)?;
+            debug!(
+                sound = codec.as_str(),
+                sent = choice.sent.as_str(),
+                transcoded = choice.transcode,
+                "viewer takes sound"
+            );
+            Some((caps, choice))
+        });
         let config = self.config.clone();
-        let negotiated = tokio::task::spawn_blocking(move || negotiate(&config, &caps, sdp, choice))
+        let negotiated = tokio::task::spawn_blocking(move || negotiate(&config, &caps, sdp, choice, sound))
             .await
             .map_err(Error::internal)??;
         let mut id = [0u8; 16];
@@ -253,6 +268,53 @@ fn choose_h264(sdp: &gst_sdp::SDPMessageRef, profile: Option<u8>) -> Option<Choi
     best.map(|(_, c)| c)
 }
 
+/// The offer's audio format camhub sends the camera's sound in: its m-line, payload type, what is sent (the camera's
+/// codec, or Opus made from it) and the codec preferences for the answer.
+#[derive(Debug, Clone)]
+struct AudioChoice {
+    mline: u32,
+    pt: u32,
+    sent: AudioCodec,
+    transcode: bool,
+    preferences: gst::Caps,
+}
+
+/// How the camera's sound (`camera`) reaches the viewer, if its offer receives audio (the first audio m-line,
+/// `recvonly` or `sendrecv`): Opus as it is; G.711 as it is if the offer lists it, else as Opus; AAC as Opus. `None`
+/// when the offer receives no audio, or not in a codec camhub can send.
+fn choose_audio(sdp: &gst_sdp::SDPMessageRef, camera: AudioCodec) -> Option<AudioChoice> {
+    let (mline, media) = sdp.medias().enumerate().find(|(_, m)| m.media() == Some("audio"))?;
+    // Port 0 is no refusal here: a max-bundle offer gives it to every m-line but the first (`a=bundle-only`).
+    if ["sendonly", "inactive"].iter().any(|d| media.attribute_val(d).is_some()) {
+        return None;
+    }
+    let offered = |codec: AudioCodec| {
+        media.formats().find_map(|format| {
+            let pt = format.parse::<i32>().ok()?;
+            let caps = media.caps_from_media(pt)?;
+            let name = caps.structure(0)?.get::<&str>("encoding-name").ok()?.to_owned();
+            let rate = caps.structure(0)?.get::<i32>("clock-rate").ok()?;
+            name.eq_ignore_ascii_case(codec.encoding_name()).then_some((pt, rate))
+        })
+    };
+    let (sent, transcode) = match camera {
+        AudioCodec::Opus => (AudioCodec::Opus, false),
+        AudioCodec::Pcmu | AudioCodec::Pcma if offered(camera).is_some() => (camera, false),
+        AudioCodec::Pcmu | AudioCodec::Pcma | AudioCodec::Aac => (AudioCodec::Opus, true),
+    };
+    let (pt, rate) = offered(sent)?;
+    let mut preferences = gst::Caps::builder("application/x-rtp")
+        .field("media", "audio")
+        .field("encoding-name", sent.encoding_name())
+        .field("clock-rate", rate)
+        .field("payload", pt);
+    if sent == AudioCodec::Opus {
+        // RFC 7587: always `opus/48000/2`, whatever the channels sent.
+        preferences = preferences.field("encoding-params", "2");
+    }
+    Some(AudioChoice { mline: mline as u32, pt: pt as u32, sent, transcode, preferences: preferences.build() })
+}
+
 /// The `a=fmtp:PT` parameters of a media, keys lowercased.
 fn fmtp_of(media: &gst_sdp::SDPMediaRef, pt: i32) -> HashMap<String, String> {
     let prefix = format!("{pt} ");
@@ -274,6 +336,8 @@ struct Negotiated {
     pipeline: gst::Pipeline,
     appsrc: gstreamer_app::AppSrc,
     pay: gst::Element,
+    /// The sound's `appsrc` (caps: the camera's), when the viewer takes it.
+    audio: Option<gstreamer_app::AppSrc>,
     /// Notified by the appsrc's need-data (set before the pipeline starts, so the first one is not missed).
     started: Arc<Notify>,
     ice_states: mpsc::UnboundedReceiver<gst_webrtc::WebRTCICEConnectionState>,
@@ -313,6 +377,7 @@ fn negotiate(
     caps: &gst::Caps,
     offer: gst_sdp::SDPMessage,
     choice: Choice,
+    sound: Option<(gst::Caps, AudioChoice)>,
 ) -> Result<Negotiated> {
     let fail = |detail: String| Error::dependency(Dependency::Webrtc, detail);
     let pipeline = gst::Pipeline::with_name("whep");
@@ -389,6 +454,10 @@ fn negotiate(
     let transceiver = sink.property::<gst_webrtc::WebRTCRTPTransceiver>("transceiver");
     transceiver.set_property("direction", gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
     transceiver.set_property("codec-preferences", &choice.preferences);
+    let audio = match sound {
+        Some((caps, choice)) => Some(add_audio(&pipeline, &webrtc, &caps, &choice).map_err(teardown)?),
+        None => None,
+    };
     let reply = promise(&webrtc, "create-answer", &[&None::<gst::Structure>]).map_err(teardown)?;
     let answer = reply
         .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
@@ -409,7 +478,49 @@ fn negotiate(
         .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
         .ok_or_else(|| teardown(fail("no local description".into())))?;
     let text = local.sdp().as_text().map_err(|e| teardown(fail(e.to_string())))?;
-    Ok(Negotiated { pipeline, appsrc, pay, started, ice_states, answer: text })
+    Ok(Negotiated { pipeline, appsrc, pay, audio, started, ice_states, answer: text })
+}
+
+/// The sound's branch of a session (`appsrc ! [decoder ! audioconvert ! audioresample ! opusenc !] payloader !
+/// capsfilter`) on its m-line's sendonly transceiver, in a playing pipeline after the remote offer. Blocking.
+fn add_audio(
+    pipeline: &gst::Pipeline,
+    webrtc: &gst::Element,
+    caps: &gst::Caps,
+    choice: &AudioChoice,
+) -> Result<gstreamer_app::AppSrc> {
+    let fail = |detail: String| Error::dependency(Dependency::Webrtc, detail);
+    let camera = audio_codec_of(caps).ok_or_else(|| fail("the camera's sound has no codec".into()))?;
+    let appsrc = feed::appsrc("audio", caps);
+    let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
+    if choice.transcode {
+        for factory in [camera.decoder(), "audioconvert", "audioresample", "opusenc"] {
+            chain.push(make(factory)?);
+        }
+    }
+    chain.push(
+        gst::ElementFactory::make(choice.sent.payloader())
+            .property("pt", choice.pt)
+            .build()
+            .map_err(|e| fail(e.to_string()))?,
+    );
+    let filter = make("capsfilter")?;
+    filter.set_property("caps", &choice.preferences);
+    chain.push(filter.clone());
+    pipeline.add_many(&chain).map_err(|e| fail(e.to_string()))?;
+    gst::Element::link_many(&chain).map_err(|e| fail(e.to_string()))?;
+    for element in &chain {
+        element.sync_state_with_parent().map_err(|e| fail(e.to_string()))?;
+    }
+    let sink = webrtc
+        .request_pad_simple(&format!("sink_{}", choice.mline))
+        .ok_or_else(|| fail("webrtcbin gave no sink pad for the audio m-line".into()))?;
+    let src = filter.static_pad("src").ok_or_else(|| fail("capsfilter without src".into()))?;
+    src.link(&sink).map_err(|e| fail(format!("{e:?}")))?;
+    let transceiver = sink.property::<gst_webrtc::WebRTCRTPTransceiver>("transceiver");
+    transceiver.set_property("direction", gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
+    transceiver.set_property("codec-preferences", &choice.preferences);
+    Ok(appsrc)
 }
 
 /// Runs a negotiated session until it ends; returns why. Tears the pipeline down off the runtime.
@@ -420,7 +531,7 @@ async fn run(
     stop: CancellationToken,
     disconnect_timeout: Duration,
 ) -> &'static str {
-    let Negotiated { pipeline, appsrc, pay, started, mut ice_states, .. } = session;
+    let Negotiated { pipeline, appsrc, pay, audio, started, mut ice_states, .. } = session;
     if let Some(pad) = pay.static_pad("src") {
         feed::count_bytes(&pad, counters.clone(), |_| 1);
     }
@@ -428,8 +539,7 @@ async fn run(
     let feed_stop = stop.child_token();
     let mut feeding = tokio::spawn(feed::run(Feed {
         appsrc,
-        // Browsers take Opus, not the cameras' AAC or G.711: a WHEP viewer gets the picture only.
-        audio: None,
+        audio,
         hub,
         codec: Codec::H264,
         counters,
@@ -517,5 +627,23 @@ mod tests {
         let vp8_only = OFFER.replace("H264", "H263");
         let sdp = gst_sdp::SDPMessage::parse_buffer(vp8_only.as_bytes()).expect("parses");
         assert!(choose_h264(&sdp, Some(0x42)).is_none());
+    }
+
+    #[test]
+    fn the_sound_is_sent_as_it_is_where_the_offer_takes_it_else_as_opus() {
+        gst::init().expect("gstreamer initialises");
+        let sdp = |text: &str| gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).expect("parses");
+        let offer = sdp(OFFER);
+        let sent = |codec| choose_audio(&offer, codec).map(|c| (c.mline, c.pt, c.sent, c.transcode));
+        assert_eq!(sent(AudioCodec::Opus), Some((0, 111, AudioCodec::Opus, false)));
+        assert_eq!(sent(AudioCodec::Aac), Some((0, 111, AudioCodec::Opus, true)));
+        assert_eq!(sent(AudioCodec::Pcmu), Some((0, 111, AudioCodec::Opus, true)), "PCMU not offered");
+        let with_pcmu = sdp(&OFFER
+            .replace("111\r\n", "111 0\r\n")
+            .replace("a=recvonly\r\na=rtpmap:111", "a=recvonly\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:111"));
+        let c = choose_audio(&with_pcmu, AudioCodec::Pcmu).expect("sound");
+        assert_eq!((c.pt, c.sent, c.transcode), (0, AudioCodec::Pcmu, false));
+        let sending = sdp(&OFFER.replace("a=mid:0\r\na=recvonly", "a=mid:0\r\na=sendonly"));
+        assert!(choose_audio(&sending, AudioCodec::Opus).is_none(), "a viewer that does not receive audio");
     }
 }

@@ -3,8 +3,8 @@
 //! it is fsynced (file, then directory). A camera reconnect (hub gap) starts a new segment in the same session, with the
 //! gap kept in the timeline. Stopping sends EOS and waits for it, so the last file is finalised before NULL.
 //!
-//! A camera's sound goes into the same files as it came (a second `appsrc` on the muxer's audio pad): AAC in every
-//! format, G.711 in MKV only (ISO MP4 has no place for it; such a session records the picture and says so once).
+//! A camera's sound goes into the same files as it came (a second `appsrc` on the muxer's audio pad): AAC and Opus in
+//! every format, G.711 in MKV only (ISO MP4 has no place for it; such a session records the picture and says so once).
 //! Audio is placed on the session timeline with the video's offset, so the two stay in sync across gaps, and goes to
 //! the segment whose time holds it.
 
@@ -65,11 +65,12 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// data on every pad, so a camera that stops sending sound must not hold the picture back.
 const AUDIO_STALL: gst::ClockTime = gst::ClockTime::from_seconds(2);
 
-/// Whether a container takes an audio codec as it is: MP4 (ISO, as mp4mux writes it) has no G.711.
+/// Whether a container takes an audio codec as it is: MP4 (ISO, as mp4mux writes it, fragmented or not) has AAC and
+/// Opus (`Opus` sample entry, GStreamer 1.16 on) but no G.711.
 fn container_takes(format: RecordingFormat, codec: AudioCodec) -> bool {
     match format {
         RecordingFormat::Mkv => true,
-        RecordingFormat::Mp4 | RecordingFormat::Fmp4 => codec == AudioCodec::Aac,
+        RecordingFormat::Mp4 | RecordingFormat::Fmp4 => matches!(codec, AudioCodec::Aac | AudioCodec::Opus),
     }
 }
 
