@@ -12,6 +12,7 @@ pub mod runtime;
 pub mod srt;
 pub mod testcam;
 pub mod v4l2_ingest;
+pub mod webrtc;
 pub mod whip_ingest;
 
 use gstreamer as gst;

@@ -36,12 +36,6 @@ use crate::error::{Dependency, Error, Result, State};
 
 /// Publishing sessions at once, all cameras together, those still negotiating included.
 pub const MAX_SESSIONS: usize = 32;
-/// The longest the answer waits for ICE gathering; what was gathered by then is sent.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
-/// With host candidates only, how long after the first one the answer waits for the rest (they are gathered together).
-const HOST_CANDIDATES_SETTLE: Duration = Duration::from_millis(10);
-/// The longest a promise of webrtcbin may take.
-const PROMISE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a keyframe is asked for until the first one arrives.
 const KEYFRAME_REQUEST_EVERY: Duration = Duration::from_secs(1);
 
@@ -462,29 +456,6 @@ fn link_audio(pipeline: &gst::Pipeline, pad: &gst::Pad, meet: &Arc<Meet>) -> Res
     Ok(())
 }
 
-/// Runs one of webrtcbin's promise actions and waits for its reply.
-fn promise(webrtc: &gst::Element, action: &str, args: &[&dyn ToValue]) -> Result<Option<gst::Structure>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let p = gst::Promise::with_change_func(move |reply| {
-        let _ = tx.send(reply.map(|r| r.map(|s| s.to_owned())).map_err(|e| format!("{e:?}")));
-    });
-    let mut values: Vec<gst::glib::Value> = args.iter().map(|a| a.to_value()).collect();
-    values.push(p.to_value());
-    webrtc.emit_by_name_with_values(action, &values);
-    match rx.recv_timeout(PROMISE_TIMEOUT) {
-        Ok(Ok(reply)) => {
-            if let Some(s) = &reply
-                && let Ok(e) = s.get::<gst::glib::Error>("error")
-            {
-                return Err(Error::dependency(Dependency::Webrtc, format!("{action}: {e}")));
-            }
-            Ok(reply)
-        }
-        Ok(Err(e)) => Err(Error::dependency(Dependency::Webrtc, format!("{action}: {e}"))),
-        Err(_) => Err(Error::dependency(Dependency::Webrtc, format!("{action} timed out"))),
-    }
-}
-
 /// Builds the receiving pipeline, applies the offer, and returns the answer once ICE gathering completed. Blocking.
 fn negotiate(config: &WebrtcConfig, offer: gst_sdp::SDPMessage, plan: &Plan) -> Result<Negotiated> {
     let fail = |detail: String| Error::dependency(Dependency::Webrtc, detail);
@@ -527,24 +498,7 @@ fn negotiate(config: &WebrtcConfig, offer: gst_sdp::SDPMessage, plan: &Plan) -> 
             gst::element_error!(pipeline, gst::StreamError::Failed, ("{}", e));
         }
     });
-    // Without STUN or TURN servers every candidate is a host candidate, known as soon as the local description is
-    // set; libnice reports the end of gathering about 200 ms later. Such an answer goes out at its first candidate
-    // (plus a moment for the others gathered with it) instead of waiting for that report.
-    let (candidate_tx, candidate_rx) = std::sync::mpsc::channel();
-    if config.ice_servers.is_empty() {
-        webrtc.connect("on-ice-candidate", false, move |_| {
-            let _ = candidate_tx.send(());
-            None
-        });
-    }
-    let (gathered_tx, gathered_rx) = std::sync::mpsc::channel();
-    webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
-        if w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-            == gst_webrtc::WebRTCICEGatheringState::Complete
-        {
-            let _ = gathered_tx.send(());
-        }
-    });
+    let gathering = crate::media::webrtc::Gathering::watch(&webrtc, config.ice_servers.is_empty());
     pipeline.add(&webrtc).map_err(|e| fail(e.to_string()))?;
     let teardown = |e: Error| {
         let _ = pipeline.set_state(gst::State::Null);
@@ -552,7 +506,7 @@ fn negotiate(config: &WebrtcConfig, offer: gst_sdp::SDPMessage, plan: &Plan) -> 
     };
     pipeline.set_state(gst::State::Playing).map_err(|e| teardown(fail(format!("cannot start: {e}"))))?;
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-    promise(&webrtc, "set-remote-description", &[&offer]).map_err(teardown)?;
+    crate::media::webrtc::promise(&webrtc, "set-remote-description", &[&offer]).map_err(teardown)?;
     // webrtcbin 1.22 makes the transceivers of a remote offer only when answering, taking for each m-line an
     // unassociated one whose codecs intersect the offer's: these, one per planned m-line, each with the one format
     // the answer keeps. M-lines without a plan get webrtcbin's own transceivers (all their formats; dropped media).
@@ -562,26 +516,7 @@ fn negotiate(config: &WebrtcConfig, offer: gst_sdp::SDPMessage, plan: &Plan) -> 
             &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, preferences],
         );
     }
-    let reply = promise(&webrtc, "create-answer", &[&None::<gst::Structure>]).map_err(teardown)?;
-    let answer = reply
-        .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
-        .ok_or_else(|| teardown(fail("webrtcbin made no answer".into())))?;
-    promise(&webrtc, "set-local-description", &[&answer]).map_err(teardown)?;
-    let complete = || {
-        webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-            == gst_webrtc::WebRTCICEGatheringState::Complete
-    };
-    let host_only = config.ice_servers.is_empty() && candidate_rx.recv_timeout(GATHER_TIMEOUT).is_ok();
-    if host_only {
-        std::thread::sleep(HOST_CANDIDATES_SETTLE);
-    } else if !complete() && gathered_rx.recv_timeout(GATHER_TIMEOUT).is_err() {
-        // Non-trickle: wait for every candidate (fast on a LAN); after the timeout, answer with what there is.
-        warn!("ICE gathering did not complete in time; answering with the candidates gathered so far");
-    }
-    let local = webrtc
-        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-        .ok_or_else(|| teardown(fail("no local description".into())))?;
-    let text = local.sdp().as_text().map_err(|e| teardown(fail(e.to_string())))?;
+    let text = gathering.answer(&webrtc).map_err(teardown)?;
     Ok(Negotiated { pipeline, meet, links, answer: text })
 }
 

@@ -39,12 +39,6 @@ use crate::media::{audio_codec_of, codec_of};
 
 /// A peer that has not connected by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest the answer waits for ICE gathering; what was gathered by then is sent.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
-/// With host candidates only, how long after the first one the answer waits for the rest (they are gathered together).
-const HOST_CANDIDATES_SETTLE: Duration = Duration::from_millis(10);
-/// The longest a promise of webrtcbin may take.
-const PROMISE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The session registry.
 pub struct Whep {
@@ -344,33 +338,6 @@ struct Negotiated {
     answer: String,
 }
 
-/// Runs one of webrtcbin's promise actions and waits for its reply.
-fn promise(webrtc: &gst::Element, action: &str, args: &[&dyn ToValue]) -> Result<Option<gst::Structure>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let p = gst::Promise::with_change_func(move |reply| {
-        let _ = tx.send(reply.map(|r| r.map(|s| s.to_owned())).map_err(|e| format!("{e:?}")));
-    });
-    let mut values: Vec<glib_value::Value> = args.iter().map(|a| a.to_value()).collect();
-    values.push(p.to_value());
-    webrtc.emit_by_name_with_values(action, &values);
-    match rx.recv_timeout(PROMISE_TIMEOUT) {
-        Ok(Ok(reply)) => {
-            if let Some(s) = &reply
-                && let Ok(e) = s.get::<glib_value::Error>("error")
-            {
-                return Err(Error::dependency(Dependency::Webrtc, format!("{action}: {e}")));
-            }
-            Ok(reply)
-        }
-        Ok(Err(e)) => Err(Error::dependency(Dependency::Webrtc, format!("{action}: {e}"))),
-        Err(_) => Err(Error::dependency(Dependency::Webrtc, format!("{action} timed out"))),
-    }
-}
-
-mod glib_value {
-    pub use gstreamer::glib::{Error, Value};
-}
-
 /// Builds the session's pipeline, applies the offer, and returns the answer once ICE gathering completed. Blocking.
 fn negotiate(
     config: &WebrtcConfig,
@@ -419,24 +386,7 @@ fn negotiate(
     webrtc.connect_notify(Some("ice-connection-state"), move |w, _| {
         let _ = ice_tx.send(w.property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state"));
     });
-    // Without STUN or TURN servers every candidate is a host candidate, known as soon as the local description is
-    // set; libnice reports the end of gathering about 200 ms later. Such an answer goes out at its first candidate
-    // (plus a moment for the others gathered with it) instead of waiting for that report.
-    let (candidate_tx, candidate_rx) = std::sync::mpsc::channel();
-    if config.ice_servers.is_empty() {
-        webrtc.connect("on-ice-candidate", false, move |_| {
-            let _ = candidate_tx.send(());
-            None
-        });
-    }
-    let (gathered_tx, gathered_rx) = std::sync::mpsc::channel();
-    webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
-        if w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-            == gst_webrtc::WebRTCICEGatheringState::Complete
-        {
-            let _ = gathered_tx.send(());
-        }
-    });
+    let gathering = crate::media::webrtc::Gathering::watch(&webrtc, config.ice_servers.is_empty());
     pipeline.add_many([appsrc.upcast_ref(), &pay, &filter, &webrtc]).map_err(|e| fail(e.to_string()))?;
     gst::Element::link_many([appsrc.upcast_ref(), &pay, &filter]).map_err(|e| fail(e.to_string()))?;
     let teardown = |e: Error| {
@@ -445,7 +395,7 @@ fn negotiate(
     };
     pipeline.set_state(gst::State::Playing).map_err(|e| teardown(fail(format!("cannot start: {e}"))))?;
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-    promise(&webrtc, "set-remote-description", &[&offer]).map_err(teardown)?;
+    crate::media::webrtc::promise(&webrtc, "set-remote-description", &[&offer]).map_err(teardown)?;
     let sink = webrtc
         .request_pad_simple(&format!("sink_{}", choice.mline))
         .ok_or_else(|| teardown(fail("webrtcbin gave no sink pad for the video m-line".into())))?;
@@ -458,26 +408,7 @@ fn negotiate(
         Some((caps, choice)) => Some(add_audio(&pipeline, &webrtc, &caps, &choice).map_err(teardown)?),
         None => None,
     };
-    let reply = promise(&webrtc, "create-answer", &[&None::<gst::Structure>]).map_err(teardown)?;
-    let answer = reply
-        .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
-        .ok_or_else(|| teardown(fail("webrtcbin made no answer".into())))?;
-    promise(&webrtc, "set-local-description", &[&answer]).map_err(teardown)?;
-    let complete = || {
-        webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-            == gst_webrtc::WebRTCICEGatheringState::Complete
-    };
-    let host_only = config.ice_servers.is_empty() && candidate_rx.recv_timeout(GATHER_TIMEOUT).is_ok();
-    if host_only {
-        std::thread::sleep(HOST_CANDIDATES_SETTLE);
-    } else if !complete() && gathered_rx.recv_timeout(GATHER_TIMEOUT).is_err() {
-        // Non-trickle: wait for every candidate (fast on a LAN); after the timeout, answer with what there is.
-        warn!("ICE gathering did not complete in time; answering with the candidates gathered so far");
-    }
-    let local = webrtc
-        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-        .ok_or_else(|| teardown(fail("no local description".into())))?;
-    let text = local.sdp().as_text().map_err(|e| teardown(fail(e.to_string())))?;
+    let text = gathering.answer(&webrtc).map_err(teardown)?;
     Ok(Negotiated { pipeline, appsrc, pay, audio, started, ice_states, answer: text })
 }
 
