@@ -310,6 +310,8 @@ pub struct CameraConfig {
     pub id: CameraId,
     pub name: String,
     pub source: SourceConfig,
+    /// Keep the camera's sound (record and republish it); `false` drops it on arrival.
+    pub audio: bool,
     pub record: RecordMode,
     pub detect: Option<DetectConfig>,
 }
@@ -871,6 +873,7 @@ struct RawCamera {
     name: Option<String>,
     url: Option<String>,
     stream_key_sha256: Option<String>,
+    audio: Option<bool>,
     record: Option<String>,
     detect: Option<RawDetect>,
 }
@@ -1134,7 +1137,14 @@ impl RawConfig {
             if record == RecordMode::Events && detect.is_none() {
                 return Err(ConfigError::new(key("record"), "\"events\" needs a detect table on the camera"));
             }
-            cameras.push(CameraConfig { name: c.name.unwrap_or_else(|| id.to_string()), id, source, record, detect });
+            cameras.push(CameraConfig {
+                name: c.name.unwrap_or_else(|| id.to_string()),
+                id,
+                source,
+                audio: c.audio.unwrap_or(true),
+                record,
+                detect,
+            });
         }
 
         Ok(Config {

@@ -379,7 +379,9 @@ async fn a_file_camera_loops_three_times_without_a_disconnect_and_records_across
         .status()
         .expect("ffmpeg");
     assert!(made.success());
-    let hub = Camhub::start(&common::camera_toml("clip", &format!("file://{}", clip.display())));
+    let url = format!("file://{}", clip.display());
+    let muted = format!("[[cameras]]\nid = \"muted\"\nurl = \"{url}\"\naudio = false\n");
+    let hub = Camhub::start(&(common::camera_toml("clip", &url) + &muted));
     let client = hub.client("operator").await;
     client.call("subscribe_events", json!({ "topics": ["camera.status_change"] })).await.expect("subscribe");
     let s = connected(&client, &hub, "clip").await;
@@ -401,6 +403,13 @@ async fn a_file_camera_loops_three_times_without_a_disconnect_and_records_across
     assert_eq!(status["metrics"]["reconnects"], 0, "{status}");
     let streams = rtsp_streams(&hub, "clip");
     assert!(streams.iter().any(|s| s.0 == "h264") && streams.iter().any(|s| s.0 == "aac"), "{streams:?}");
+    // The same clip with `audio = false`: its sound is dropped on arrival, neither recorded nor republished.
+    connected(&client, &hub, "muted").await;
+    let path = record(&client, &hub, "muted", 2).await;
+    let kinds: Vec<String> = common::ffprobe_streams(&path).expect("ffprobe").into_iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["video"], "{}", path.display());
+    let streams = rtsp_streams(&hub, "muted");
+    assert!(streams.iter().all(|s| s.0 != "aac") && !streams.is_empty(), "{streams:?}");
 }
 
 /// Whether every video packet's timestamp is above the one before (ffprobe, in file order for a file without

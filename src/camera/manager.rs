@@ -112,7 +112,9 @@ impl CameraManager {
                 return Err(Error::invalid_param("stream_key_sha256", "two cameras have the same stream key"));
             }
             self.db.upsert_camera(&row(&c.id, &c.name, &source, Origin::Config, key.as_ref())).await?;
-            self.insert(Camera::new(c.id.clone(), c.name.clone(), source, Origin::Config), key)?;
+            let camera = Camera::new(c.id.clone(), c.name.clone(), source, Origin::Config);
+            camera.hub.set_sound(c.audio);
+            self.insert(camera, key)?;
         }
         for r in self.db.cameras().await? {
             if r.origin != Origin::Api.as_str() {

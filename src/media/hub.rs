@@ -123,6 +123,8 @@ pub struct StreamHub {
     state: Mutex<HubState>,
     /// Woken on the first frame after a (re)start, so the supervisor reports CONNECTED at once.
     first_frame: Notify,
+    /// Whether the camera's sound is kept (false: dropped here, so nothing records or republishes it).
+    sound: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -279,6 +281,7 @@ impl StreamHub {
                 early_audio: VecDeque::new(),
             }),
             first_frame: Notify::new(),
+            sound: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -287,6 +290,16 @@ impl StreamHub {
     }
 
     /// Keeps at least `retain` of history behind the latest keyframe (for pre-roll).
+    /// Keeps the camera's sound (the default) or drops it as it arrives (a camera configured with `audio = false`:
+    /// where recording sound needs consent, nothing records or republishes it).
+    pub fn set_sound(&self, keep: bool) {
+        self.sound.store(keep, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn keeps_sound(&self) -> bool {
+        self.sound.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn set_retain(&self, retain: Duration) {
         self.state.lock().retain = retain;
     }
@@ -310,6 +323,9 @@ impl StreamHub {
     /// consumers with audio before the next audio frame. An ingest with sound calls it before its first video frame
     /// of each connection: a consumer that opens a file at a keyframe decides then whether it has a sound track.
     pub fn push_audio_caps(&self, caps: gst::Caps) {
+        if !self.keeps_sound() {
+            return;
+        }
         let mut st = self.state.lock();
         if st.audio_caps.as_ref() == Some(&caps) {
             return;
@@ -324,6 +340,9 @@ impl StreamHub {
     /// back (the last `MAX_EARLY_AUDIO` frames) until that keyframe keeps what is of its time or later and drops
     /// the rest: no consumer could place it.
     pub fn push_audio(&self, buffer: gst::Buffer) {
+        if !self.keeps_sound() {
+            return;
+        }
         let now = Instant::now();
         let mut st = self.state.lock();
         if st.audio_caps.is_none() {
