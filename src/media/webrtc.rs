@@ -1,6 +1,6 @@
-//! The webrtcbin negotiation both WebRTC directions share (WHEP viewers, WHIP publishers): its promise actions run to
-//! their reply, and the non-trickle answer: created, set, and sent once ICE gathering is done (or, with host
-//! candidates only, as soon as they are known).
+//! The webrtcbin both WebRTC directions share (WHEP viewers, WHIP publishers): the element as configured, its promise
+//! actions run to their reply, and the non-trickle answer: created, set, and sent once ICE gathering is done (or,
+//! with host candidates only, as soon as they are known).
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use gstreamer::prelude::*;
 use gstreamer_webrtc as gst_webrtc;
 use tracing::warn;
 
+use crate::config::WebrtcConfig;
 use crate::error::{Dependency, Error, Result};
 
 /// The longest the answer waits for ICE gathering; what was gathered by then is sent.
@@ -19,6 +20,27 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 const HOST_CANDIDATES_SETTLE: Duration = Duration::from_millis(10);
 /// The longest a promise of webrtcbin may take.
 const PROMISE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A `webrtcbin` as camhub uses it both ways: max-bundle, the configured STUN/TURN servers, and only the configured
+/// local addresses as host candidates when some are given.
+pub fn webrtcbin(config: &WebrtcConfig) -> Result<gst::Element> {
+    let webrtc = super::make("webrtcbin")?;
+    webrtc.set_property_from_str("bundle-policy", "max-bundle");
+    for server in &config.ice_servers {
+        if server.scheme() == "stun" {
+            webrtc.set_property("stun-server", server.as_str());
+        } else {
+            let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[&server.as_str()]);
+        }
+    }
+    if !config.candidate_addresses.is_empty() {
+        let ice = webrtc.property::<gst::Object>("ice-agent");
+        for address in &config.candidate_addresses {
+            let _ = ice.emit_by_name::<bool>("add-local-ip-address", &[&address.to_string()]);
+        }
+    }
+    Ok(webrtc)
+}
 
 /// Runs one of webrtcbin's promise actions and waits for its reply. Blocking.
 pub fn promise(webrtc: &gst::Element, action: &str, args: &[&dyn ToValue]) -> Result<Option<gst::Structure>> {

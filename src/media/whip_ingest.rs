@@ -460,21 +460,7 @@ fn link_audio(pipeline: &gst::Pipeline, pad: &gst::Pad, meet: &Arc<Meet>) -> Res
 fn negotiate(config: &WebrtcConfig, offer: gst_sdp::SDPMessage, plan: &Plan) -> Result<Negotiated> {
     let fail = |detail: String| Error::dependency(Dependency::Webrtc, detail);
     let pipeline = gst::Pipeline::with_name("whip");
-    let webrtc = make("webrtcbin")?;
-    webrtc.set_property_from_str("bundle-policy", "max-bundle");
-    for server in &config.ice_servers {
-        if server.scheme() == "stun" {
-            webrtc.set_property("stun-server", server.as_str());
-        } else {
-            let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[&server.as_str()]);
-        }
-    }
-    if !config.candidate_addresses.is_empty() {
-        let ice = webrtc.property::<gst::Object>("ice-agent");
-        for address in &config.candidate_addresses {
-            let _ = ice.emit_by_name::<bool>("add-local-ip-address", &[&address.to_string()]);
-        }
-    }
+    let webrtc = crate::media::webrtc::webrtcbin(config)?;
     // ICE consent and DTLS both end a connection: webrtcbin's peer connection state covers them together.
     let (link_tx, links) = mpsc::unbounded_channel();
     webrtc.connect_notify(Some("connection-state"), move |w, _| {

@@ -367,21 +367,7 @@ fn negotiate(
             .field("payload", choice.pt as i32)
             .build(),
     );
-    let webrtc = make("webrtcbin")?;
-    webrtc.set_property_from_str("bundle-policy", "max-bundle");
-    for server in &config.ice_servers {
-        if server.scheme() == "stun" {
-            webrtc.set_property("stun-server", server.as_str());
-        } else {
-            let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[&server.as_str()]);
-        }
-    }
-    if !config.candidate_addresses.is_empty() {
-        let ice = webrtc.property::<gst::Object>("ice-agent");
-        for address in &config.candidate_addresses {
-            let _ = ice.emit_by_name::<bool>("add-local-ip-address", &[&address.to_string()]);
-        }
-    }
+    let webrtc = crate::media::webrtc::webrtcbin(config)?;
     let (ice_tx, ice_states) = mpsc::unbounded_channel();
     webrtc.connect_notify(Some("ice-connection-state"), move |w, _| {
         let _ = ice_tx.send(w.property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state"));
