@@ -90,6 +90,22 @@ pub(crate) fn hub_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
     sink
 }
 
+/// `parser ! capsfilter` turning `codec`'s stream into what the hub carries: whole access units, `avc`/`hvc1`, parameter
+/// sets before every keyframe.
+pub(crate) fn parser_to_hub(codec: Codec) -> Result<(gst::Element, gst::Element), String> {
+    let parse = make(codec.parser()).map_err(|e| e.to_string())?;
+    parse.set_property("config-interval", -1i32);
+    let filter = make("capsfilter").map_err(|e| e.to_string())?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder(codec.media_type())
+            .field("stream-format", codec.stream_format())
+            .field("alignment", "au")
+            .build(),
+    );
+    Ok((parse, filter))
+}
+
 /// Links a demuxed video pad (a clip's, a pushed MPEG-TS's) through its codec's parser to the hub's appsink, in the
 /// `avc`/`hvc1` access units the hub carries; the first video stream only, later ones are left unlinked.
 pub(crate) fn link_parsed_video(
@@ -104,16 +120,7 @@ pub(crate) fn link_parsed_video(
     if sink.static_pad("sink").is_some_and(|p| p.is_linked()) {
         return Ok(());
     }
-    let parse = make(codec.parser()).map_err(|e| e.to_string())?;
-    parse.set_property("config-interval", -1i32);
-    let filter = make("capsfilter").map_err(|e| e.to_string())?;
-    filter.set_property(
-        "caps",
-        gst::Caps::builder(codec.media_type())
-            .field("stream-format", codec.stream_format())
-            .field("alignment", "au")
-            .build(),
-    );
+    let (parse, filter) = parser_to_hub(codec)?;
     pipeline.add_many([&parse, &filter]).map_err(|e| e.to_string())?;
     gst::Element::link_many([&parse, &filter, sink]).map_err(|e| e.to_string())?;
     for element in [&parse, &filter] {
@@ -251,16 +258,7 @@ fn link_depayloader(pipeline: &gst::Pipeline, pad: &gst::Pad, sink: &gst::Elemen
         return Err("camera offers more than one video stream; using the first".into());
     }
     let depay = make(codec.depayloader()).map_err(|e| e.to_string())?;
-    let parse = make(codec.parser()).map_err(|e| e.to_string())?;
-    parse.set_property("config-interval", -1i32);
-    let filter = make("capsfilter").map_err(|e| e.to_string())?;
-    filter.set_property(
-        "caps",
-        gst::Caps::builder(codec.media_type())
-            .field("stream-format", codec.stream_format())
-            .field("alignment", "au")
-            .build(),
-    );
+    let (parse, filter) = parser_to_hub(codec)?;
     let chain = [&depay, &parse, &filter];
     pipeline.add_many(chain).map_err(|e| e.to_string())?;
     gst::Element::link_many([&depay, &parse, &filter, sink]).map_err(|e| e.to_string())?;

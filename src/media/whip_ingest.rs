@@ -411,16 +411,7 @@ fn link_video(pipeline: &gst::Pipeline, pad: &gst::Pad, meet: &Meet) -> Result<(
     // A lost packet asks for a keyframe and drops what cannot be decoded until it comes.
     depay.set_property("request-keyframe", true);
     depay.set_property("wait-for-keyframe", true);
-    let parse = make(codec.parser()).map_err(|e| e.to_string())?;
-    parse.set_property("config-interval", -1i32);
-    let filter = make("capsfilter").map_err(|e| e.to_string())?;
-    filter.set_property(
-        "caps",
-        gst::Caps::builder(codec.media_type())
-            .field("stream-format", codec.stream_format())
-            .field("alignment", "au")
-            .build(),
-    );
+    let (parse, filter) = super::ingest::parser_to_hub(codec)?;
     let chain = [&depay, &parse, &filter];
     pipeline.add_many(chain).map_err(|e| e.to_string())?;
     gst::Element::link_many(chain).map_err(|e| e.to_string())?;
