@@ -40,7 +40,12 @@ pub struct StreamKeyInfo {
 }
 
 /// A stream key's camera slot and the key's first characters.
-type KeyEntry = (Arc<PushSlot>, String);
+#[derive(Debug)]
+struct KeyEntry {
+    slot: Arc<PushSlot>,
+    prefix: String,
+    camera: CameraId,
+}
 
 #[derive(Debug)]
 struct Entry {
@@ -164,14 +169,11 @@ impl CameraManager {
 
     /// Pushed cameras with their keys' prefixes, ordered by camera id.
     pub fn stream_keys(&self) -> Vec<StreamKeyInfo> {
-        let keys = self.keys.read();
-        let mut listed: Vec<StreamKeyInfo> = keys
+        let mut listed: Vec<StreamKeyInfo> = self
+            .keys
+            .read()
             .values()
-            .filter_map(|(slot, prefix)| {
-                let camera =
-                    self.list().into_iter().find(|c| c.source.push_slot().is_some_and(|s| Arc::ptr_eq(s, slot)))?;
-                Some(StreamKeyInfo { camera, prefix: prefix.clone() })
-            })
+            .filter_map(|k| Some(StreamKeyInfo { camera: self.get(&k.camera)?, prefix: k.prefix.clone() }))
             .collect();
         listed.sort_by(|a, b| a.camera.id.cmp(&b.camera.id));
         listed
@@ -180,7 +182,7 @@ impl CameraManager {
     /// What protocol servers ask on each publish request: the slot a stream key opens, if any.
     pub fn gate(&self) -> Gate {
         let keys = self.keys.clone();
-        Arc::new(move |key: &str| keys.read().get(&hash_key(key)).map(|(slot, _)| slot.clone()))
+        Arc::new(move |key: &str| keys.read().get(&hash_key(key)).map(|k| k.slot.clone()))
     }
 
     /// Adds a network camera at run time: checked, persisted, then started, as one step.
@@ -218,7 +220,7 @@ impl CameraManager {
             if let Some(slot) = entry.camera.source.push_slot() {
                 // The key is revoked with its camera: refused from now on, and its publisher dropped (cancel below).
                 slot.close();
-                self.keys.write().retain(|_, (s, _)| !Arc::ptr_eq(s, slot));
+                self.keys.write().retain(|_, k| k.camera != *id);
             }
             entry.cancel.cancel();
             // Clients that do not subscribe to topics still learn the camera is gone.
@@ -331,7 +333,7 @@ impl CameraManager {
             cameras.insert(camera.id.clone(), Entry { camera: camera.clone(), cancel: cancel.clone() });
         }
         if let (Some(slot), Some((hash, prefix))) = (camera.source.push_slot(), key) {
-            self.keys.write().insert(hash, (slot.clone(), prefix));
+            self.keys.write().insert(hash, KeyEntry { slot: slot.clone(), prefix, camera: camera.id.clone() });
         }
         // A root span: a camera added by a request outlives it, and its log lines must not name that request.
         let span = info_span!(parent: None, "camera", camera_id = %camera.id);

@@ -66,35 +66,16 @@ pub fn build_file_ingest(path: &Path, hub: Arc<StreamHub>) -> Result<gst::Pipeli
 /// rise by one frame at each loop point (a clip's duration, hence the next loop's base, may end at its last frame's
 /// start rather than its end).
 fn running_time_sink(hub: Arc<StreamHub>, timeline: Arc<Mutex<LoopTimeline>>) -> gst_app::AppSink {
-    let sink = gst_app::AppSink::builder().name("hub").sync(true).enable_last_sample(false).build();
-    let mut last_caps: Option<gst::Caps> = None;
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let Some(caps) = sample.caps()
-                    && last_caps.as_ref().is_none_or(|c| c != caps)
-                {
-                    last_caps = Some(caps.to_owned());
-                    hub.push_caps(caps.to_owned());
-                }
-                let (Some(mut buffer), Some(segment)) = (sample.buffer_owned(), sample.segment()) else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                if let Some(segment) = segment.downcast_ref::<gst::ClockTime>() {
-                    let b = buffer.make_mut();
-                    let pts = b.pts().and_then(|t| segment.to_running_time(t));
-                    let dts = b.dts().and_then(|t| segment.to_running_time(t));
-                    let (pts, dts) = timeline.lock().place(segment.base(), pts, dts);
-                    b.set_pts(pts);
-                    b.set_dts(dts);
-                }
-                hub.push(buffer);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    sink
+    super::ingest::video_sink(hub, true, move |sample, buffer| {
+        let Some(segment) = sample.segment().and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned()) else {
+            return;
+        };
+        let pts = buffer.pts().and_then(|t| segment.to_running_time(t));
+        let dts = buffer.dts().and_then(|t| segment.to_running_time(t));
+        let (pts, dts) = timeline.lock().place(segment.base(), pts, dts);
+        buffer.set_pts(pts);
+        buffer.set_dts(dts);
+    })
 }
 
 /// Running times across loops: each loop's first frame comes one frame spacing after the last frame of the loop

@@ -68,7 +68,17 @@ pub fn build_rtsp_ingest(url: &url::Url, settings: &RtspSettings, hub: Arc<Strea
 /// The appsink that ends every ingest pipeline: each sample's caps (when they change) and buffer go to the hub, on
 /// the streaming thread, without blocking.
 pub(crate) fn hub_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
-    let sink = gst_app::AppSink::builder().name("hub").sync(false).enable_last_sample(false).build();
+    video_sink(hub, false, |_, _| {})
+}
+
+/// [`hub_sink`], synchronised to the pipeline clock when `sync` (a clip played at its own pace), with `retime` mapping
+/// each buffer's timestamps before the hub gets it.
+pub(crate) fn video_sink(
+    hub: Arc<StreamHub>,
+    sync: bool,
+    mut retime: impl FnMut(&gst::Sample, &mut gst::BufferRef) + Send + 'static,
+) -> gst_app::AppSink {
+    let sink = gst_app::AppSink::builder().name("hub").sync(sync).enable_last_sample(false).build();
     let mut last_caps: Option<gst::Caps> = None;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -80,7 +90,8 @@ pub(crate) fn hub_sink(hub: Arc<StreamHub>) -> gst_app::AppSink {
                     last_caps = Some(caps.to_owned());
                     hub.push_caps(caps.to_owned());
                 }
-                if let Some(buffer) = sample.buffer_owned() {
+                if let Some(mut buffer) = sample.buffer_owned() {
+                    retime(&sample, buffer.make_mut());
                     hub.push(buffer);
                 }
                 Ok(gst::FlowSuccess::Ok)

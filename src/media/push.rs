@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +74,7 @@ pub struct PushSlot {
     protocol: AtomicU8,
     arrived: Notify,
     /// Closed by the camera's end: a publisher offered afterwards is refused.
-    closed: Mutex<bool>,
+    closed: AtomicBool,
 }
 
 impl Default for PushSlot {
@@ -87,7 +86,7 @@ impl Default for PushSlot {
             busy: AtomicBool::new(false),
             protocol: AtomicU8::new(0),
             arrived: Notify::new(),
-            closed: Mutex::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 }
@@ -104,7 +103,7 @@ pub enum Refusal {
 impl PushSlot {
     /// Hands `arrival` to the camera; refused while another publisher is on, or once the camera is gone.
     pub fn offer(&self, arrival: Arrival) -> Result<(), Refusal> {
-        if *self.closed.lock() {
+        if self.closed.load(Ordering::Acquire) {
             return Err(Refusal::Closed);
         }
         if self.busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
@@ -150,7 +149,7 @@ impl PushSlot {
 
     /// The camera is gone: refuse publishers from now on.
     pub fn close(&self) {
-        *self.closed.lock() = true;
+        self.closed.store(true, Ordering::Release);
     }
 }
 

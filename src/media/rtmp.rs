@@ -197,9 +197,9 @@ impl Connection {
 
     /// Reads the publisher into `hub` until it stops publishing, fails, or `stop` fires.
     async fn feed(mut self, hub: Arc<StreamHub>, stop: CancellationToken) -> Failure {
-        let mut video = FlvVideo::default();
+        let mut media = FlvMedia::default();
         for event in std::mem::take(&mut self.pending) {
-            if let Some(end) = video.on_event(event, &hub) {
+            if let Some(end) = media.on_event(event, &hub) {
                 return end;
             }
         }
@@ -234,7 +234,7 @@ impl Connection {
                         }
                     }
                     ServerSessionResult::RaisedEvent(event) => {
-                        if let Some(end) = video.on_event(event, &hub) {
+                        if let Some(end) = media.on_event(event, &hub) {
                             return end;
                         }
                     }
@@ -247,7 +247,7 @@ impl Connection {
 
 /// A publisher's video and sound as they become hub frames.
 #[derive(Default)]
-struct FlvVideo {
+struct FlvMedia {
     config: Option<AvcConfig>,
     metadata_fps: Option<f32>,
     /// The AAC sample rate, once the sequence header told it (frames before it are dropped).
@@ -256,7 +256,7 @@ struct FlvVideo {
     audio_ignored: bool,
 }
 
-impl FlvVideo {
+impl FlvMedia {
     /// Handles one session event; `Some` when the publisher is done.
     fn on_event(&mut self, event: ServerSessionEvent, hub: &StreamHub) -> Option<Failure> {
         match event {
@@ -319,7 +319,7 @@ impl FlvVideo {
     }
 }
 
-impl FlvVideo {
+impl FlvMedia {
     /// One FLV audio tag body: `format << 4 | rate, size, type`, then for AAC (format 10) the packet type and the
     /// AudioSpecificConfig (0) or a raw frame (1), timestamped on the video's clock (RTMP timestamps, ms). Other
     /// codecs (MP3, Speex, G.711 in FLV) are not kept: the sound is dropped, the video goes on.

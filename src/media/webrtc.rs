@@ -1,13 +1,15 @@
 //! The webrtcbin both WebRTC directions share (WHEP viewers, WHIP publishers): the element as configured, its promise
-//! actions run to their reply, and the non-trickle answer: created, set, and sent once ICE gathering is done (or,
-//! with host candidates only, as soon as they are known).
+//! actions run to their reply, an offer's format parameters, and the non-trickle answer: created, set, and sent once
+//! ICE gathering is done (or, with host candidates only, as soon as they are known).
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::glib;
 use gstreamer::prelude::*;
+use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 use tracing::warn;
 
@@ -40,6 +42,22 @@ pub fn webrtcbin(config: &WebrtcConfig) -> Result<gst::Element> {
         }
     }
     Ok(webrtc)
+}
+
+/// The `a=fmtp:PT` parameters of a media, keys lowercased.
+pub fn fmtp_of(media: &gst_sdp::SDPMediaRef, pt: i32) -> HashMap<String, String> {
+    let prefix = format!("{pt} ");
+    (0..media.attributes_len())
+        .filter_map(|i| media.attribute_val_n("fmtp", i))
+        .find_map(|v| v.strip_prefix(&prefix))
+        .map(|params| {
+            params
+                .split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs one of webrtcbin's promise actions and waits for its reply. Blocking.

@@ -217,7 +217,7 @@ fn format_of(
         let pt = format.parse::<i32>().ok()?;
         let mut caps = media.caps_from_media(pt)?;
         let name = caps.structure(0)?.get::<&str>("encoding-name").ok()?.to_owned();
-        if !wanted(&name, &fmtp_of(media, pt)) {
+        if !wanted(&name, &crate::media::webrtc::fmtp_of(media, pt)) {
             return None;
         }
         {
@@ -227,22 +227,6 @@ fn format_of(
         }
         Some(caps)
     })
-}
-
-/// The `a=fmtp:PT` parameters of a media, keys lowercased.
-fn fmtp_of(media: &gst_sdp::SDPMediaRef, pt: i32) -> HashMap<String, String> {
-    let prefix = format!("{pt} ");
-    (0..media.attributes_len())
-        .filter_map(|i| media.attribute_val_n("fmtp", i))
-        .find_map(|v| v.strip_prefix(&prefix))
-        .map(|params| {
-            params
-                .split(';')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The publisher's connection as the feed watches it.

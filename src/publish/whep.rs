@@ -224,7 +224,7 @@ fn choose_h264(sdp: &gst_sdp::SDPMessageRef, profile: Option<u8>) -> Option<Choi
             continue;
         }
         // The fmtp parameters as the offer wrote them (the caps rename profile-level-id to a profile name).
-        let fmtp = fmtp_of(media, pt);
+        let fmtp = crate::media::webrtc::fmtp_of(media, pt);
         if fmtp.get("packetization-mode").map(String::as_str) != Some("1") {
             continue;
         }
@@ -307,22 +307,6 @@ fn choose_audio(sdp: &gst_sdp::SDPMessageRef, camera: AudioCodec) -> Option<Audi
         preferences = preferences.field("encoding-params", "2");
     }
     Some(AudioChoice { mline: mline as u32, pt: pt as u32, sent, transcode, preferences: preferences.build() })
-}
-
-/// The `a=fmtp:PT` parameters of a media, keys lowercased.
-fn fmtp_of(media: &gst_sdp::SDPMediaRef, pt: i32) -> HashMap<String, String> {
-    let prefix = format!("{pt} ");
-    (0..media.attributes_len())
-        .filter_map(|i| media.attribute_val_n("fmtp", i))
-        .find_map(|v| v.strip_prefix(&prefix))
-        .map(|params| {
-            params
-                .split(';')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A negotiated session's pipeline and what its task watches.
