@@ -328,8 +328,14 @@ class CameraTile {
     this.session?.stop();
     this.session = null;
     this.video.srcObject = null;
-    // 404: the camera was withdrawn or removed; the list says which, sooner than its next refresh.
-    if (status === 404) queueCameraRefresh();
+    // 404: the camera was withdrawn or removed. Until the list says which (asked for now), the tile takes it as not
+    // published, so the first refresh that shows it published again starts the video, however the two race.
+    if (status === 404) {
+      this.whep = null;
+      this.setOverlay('Live video is not published for this camera');
+      queueCameraRefresh();
+      return;
+    }
     if (this.status !== 'CONNECTED' || this.whep === null) return;
     const delay = Math.min(VIDEO_RETRY_MAX_MS, VIDEO_RETRY_MIN_MS * 2 ** this.retries);
     this.retries += 1;
