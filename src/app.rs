@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
+use tracing::{info, warn};
 
 use crate::auth::{Authenticator, Principal};
 use crate::camera::{CameraManager, CameraStatus};
-use crate::config::Config;
+use crate::config::{CameraConfig, Config, RecordMode};
 use crate::detection::Detections;
-use crate::error::{Error, Result};
-use crate::events::{Event, EventBus};
+use crate::error::{Dependency, Error, Result};
+use crate::events::{Event, EventBus, EventKind};
 use crate::publish::Publisher;
-use crate::recording::Recordings;
+use crate::recording::{Recordings, Trigger as RecordingTrigger};
+use crate::reload::{Reloading, Report, Trigger};
 use crate::scanner::Scanner;
 use crate::snapshot::Snapshots;
 
@@ -34,6 +36,8 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Parts {
     pub config: Config,
+    /// Where the config came from and how to change the log filter, for reloads.
+    pub reloading: Reloading,
     pub auth: Authenticator,
     pub events: EventBus,
     /// Shared with network discovery, which adds cameras it finds (`auto_add`).
@@ -49,6 +53,10 @@ pub struct Parts {
 #[derive(Debug)]
 pub struct App {
     parts: Parts,
+    /// The config in force: the one started with, then each reload's cameras and live settings (`Config::applying`).
+    config: RwLock<Arc<Config>>,
+    /// One reload at a time.
+    reloads: tokio::sync::Mutex<()>,
     started: Instant,
     phase: AtomicU8,
     /// Whether local-device discovery (udev) is following hot-plug; set by `discovery`.
@@ -98,6 +106,8 @@ pub struct ProcessMetrics {
 impl App {
     pub fn new(parts: Parts) -> App {
         App {
+            config: RwLock::new(Arc::new(parts.config.clone())),
+            reloads: tokio::sync::Mutex::new(()),
             parts,
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting as u8),
@@ -128,8 +138,9 @@ impl App {
         })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.parts.config
+    /// The config in force (a reload may replace it; hold the `Arc` only as long as one answer needs it).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
     }
 
     pub fn cameras(&self) -> &CameraManager {
@@ -242,6 +253,155 @@ impl App {
                 disk_usage_percent,
             },
             None => ProcessMetrics { threads, disk_usage_percent, ..Default::default() },
+        }
+    }
+
+    /// Reads the config file again and applies what changed: configured cameras added, removed or changed one by one
+    /// (the others untouched), live settings at once, and the keys that need a restart named. A file that does not
+    /// validate is refused (`config.reload_failed`, one log line naming the key) and the running config kept. With
+    /// `Trigger::DryRun` nothing is applied: the report says what a reload would do, of the config file or of
+    /// `candidate` (a config's text, checked before it is put in place).
+    pub async fn reload(&self, trigger: Trigger, candidate: Option<String>) -> Result<Report> {
+        let _one = self.reloads.lock().await;
+        let refuse = |key: String, problem: String| {
+            warn!(trigger = trigger.as_str(), key, problem, "config reload refused; the running config is kept");
+            if trigger != Trigger::DryRun {
+                self.parts.events.publish(EventKind::ConfigReloadFailed {
+                    trigger: trigger.as_str(),
+                    key: key.clone(),
+                    problem: problem.clone(),
+                });
+            }
+            Error::dependency(Dependency::Config, format!("{key}: {problem}"))
+        };
+        let loaded = match (candidate, self.parts.reloading.path.clone()) {
+            (Some(text), _) if trigger == Trigger::DryRun => Config::from_toml(&text),
+            (Some(_), _) => return Err(Error::invalid_param("config_toml", "only with dry_run")),
+            (None, Some(path)) => {
+                tokio::task::spawn_blocking(move || Config::load(Some(&path))).await.map_err(Error::internal)?
+            }
+            (None, None) => return Err(refuse("--config".into(), "camhub was started without a config file".into())),
+        };
+        let new = loaded.map_err(|e| refuse(e.key, e.problem))?;
+        let running = self.config();
+        let diff = running.diff(&new);
+        let mut report = Report {
+            cameras_added: diff.cameras_added.iter().map(|c| c.id.to_string()).collect(),
+            cameras_removed: diff.cameras_removed.iter().map(ToString::to_string).collect(),
+            cameras_changed: diff.cameras_changed.iter().map(|c| c.new.id.to_string()).collect(),
+            live: diff.live.clone(),
+            restart_required: diff.restart.clone(),
+            ..Report::default()
+        };
+        if trigger == Trigger::DryRun || diff.is_empty() {
+            report.cameras_restarted =
+                diff.cameras_changed.iter().filter(|c| c.restarts()).map(|c| c.new.id.to_string()).collect();
+            return Ok(report);
+        }
+
+        for id in &diff.cameras_removed {
+            self.stop_recording_of(id).await;
+            self.parts.detections.reconfigure(id, None);
+            if let Err(e) = self.parts.cameras.remove_configured(id).await {
+                report.problems.push(format!("camera {id}: not removed: {e}"));
+            }
+        }
+        for change in &diff.cameras_changed {
+            let id = &change.new.id;
+            if change.restarts() {
+                report.cameras_restarted.push(id.to_string());
+                self.stop_recording_of(id).await;
+                if let Err(e) = self.parts.cameras.remove_configured(id).await {
+                    report.problems.push(format!("camera {id}: not restarted: {e}"));
+                    continue;
+                }
+                self.start_configured(&change.new, &mut report).await;
+            } else if let Some(camera) = self.parts.cameras.get(id) {
+                // Record mode and detection change on the running camera: its ingest, viewers and counters go on.
+                self.parts.detections.reconfigure(id, change.new.detect.clone().map(|d| (d, change.new.record)));
+                match (change.old.record == RecordMode::Always, change.new.record == RecordMode::Always) {
+                    (false, true) => {
+                        if let Err(e) =
+                            self.parts.recordings.start(&camera, None, None, RecordingTrigger::Continuous).await
+                        {
+                            report.problems.push(format!("camera {id}: continuous recording not started: {e}"));
+                        }
+                    }
+                    (true, false) => self.stop_recording_of(id).await,
+                    _ => {}
+                }
+                self.parts.detections.restore(&camera).await;
+            }
+        }
+        for c in &diff.cameras_added {
+            self.start_configured(c, &mut report).await;
+        }
+
+        if diff.live.contains(&"storage.retention_policy")
+            && let Err(e) = self.parts.recordings.set_policy(new.storage.retention.clone()).await
+        {
+            report.problems.push(format!("storage.retention_policy: {e}"));
+        }
+        if diff.live.contains(&"snapshots") {
+            self.parts.snapshots.set_config(new.snapshots.clone());
+        }
+        if diff.live.contains(&"log.level") {
+            match (&self.parts.reloading.log, self.parts.reloading.log_from_env) {
+                (_, true) => report.problems.push("log.level: RUST_LOG is set and wins over it".into()),
+                (Some(set), false) => {
+                    if let Err(e) = set(&new.log.level) {
+                        report.problems.push(format!("log.level: {e}"));
+                    }
+                }
+                (None, false) => {}
+            }
+        }
+        *self.config.write() = Arc::new(running.applying(&new));
+        report.applied = true;
+        info!(
+            trigger = trigger.as_str(),
+            added = ?report.cameras_added,
+            removed = ?report.cameras_removed,
+            changed = ?report.cameras_changed,
+            live = ?report.live,
+            restart_required = ?report.restart_required,
+            problems = ?report.problems,
+            "config reloaded"
+        );
+        self.parts.events.publish(EventKind::ConfigReloaded {
+            trigger: trigger.as_str(),
+            added: report.cameras_added.clone(),
+            removed: report.cameras_removed.clone(),
+            changed: report.cameras_changed.clone(),
+            restart_required: report.restart_required.iter().map(|k| k.to_string()).collect(),
+        });
+        Ok(report)
+    }
+
+    /// Starts a camera a reload added (or restarted), with its continuous recording and its detection.
+    async fn start_configured(&self, c: &CameraConfig, report: &mut Report) {
+        self.parts.detections.reconfigure(&c.id, c.detect.clone().map(|d| (d, c.record)));
+        let camera = match self.parts.cameras.add_configured(c).await {
+            Ok(camera) => camera,
+            Err(e) => {
+                report.problems.push(format!("camera {}: not started: {e}", c.id));
+                return;
+            }
+        };
+        if c.record == RecordMode::Always
+            && let Err(e) = self.parts.recordings.start(&camera, None, None, RecordingTrigger::Continuous).await
+        {
+            report.problems.push(format!("camera {}: continuous recording not started: {e}", c.id));
+        }
+        self.parts.detections.restore(&camera).await;
+    }
+
+    /// Stops the camera's recording, if one runs, so its last segment is closed and indexed before the camera goes.
+    async fn stop_recording_of(&self, camera: &crate::camera::CameraId) {
+        if self.parts.recordings.active(camera).is_some()
+            && let Err(e) = self.parts.recordings.stop(camera).await
+        {
+            warn!(camera_id = %camera, err = %e, "cannot stop the recording of a reconfigured camera");
         }
     }
 }

@@ -45,10 +45,18 @@ enum Command {
     },
     /// Serve test cameras over RTSP: rtsp://LISTEN/cam0 .. camN-1.
     Testcam(TestcamArgs),
-    /// Validate a config file without starting anything.
+    /// Validate a config file without starting anything; when a camhub runs at the file's server.listen (or --url),
+    /// print what a reload to this file would change there (nothing is applied).
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+        /// The running camhub's WebSocket URL [default: ws://<server.listen>/ws].
+        #[arg(long)]
+        url: Option<String>,
+        /// An admin JWT or API key for the comparison; without one, a short-lived admin token is made from the data
+        /// dir's secret (as `camhub token` does).
+        #[arg(long, env = "CAMHUB_TOKEN", hide_env_values = true)]
+        token: Option<Secret>,
     },
     /// Compare recordings on disk with the index; with --repair, make them agree (run while camhub is stopped).
     Check {
@@ -233,18 +241,20 @@ pub fn main() -> ExitCode {
 async fn dispatch(command: Command) -> ExitCode {
     match command {
         Command::Run { config } => {
+            let config_path = config.clone();
             let config = match load(config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            finish(crate::service::run(config, shutdown_signal()).await)
+            let reloading = crate::reload::Reloading { path: config_path, ..log_reloading() };
+            finish(crate::service::run(config, reloading, shutdown_signal()).await)
         }
         Command::Demo { data } => demo(data).await,
         Command::Testcam(args) => testcam(args).await,
-        Command::CheckConfig { config } => match load(Some(&config)) {
+        Command::CheckConfig { config, url, token } => match load(Some(&config)) {
             Ok(c) => {
                 println!("{}: ok ({} cameras, listen {})", config.display(), c.cameras.len(), c.server.listen);
-                ExitCode::SUCCESS
+                compare_with_running(&config, &c, url, token).await
             }
             Err(code) => code,
         },
@@ -300,10 +310,16 @@ async fn dispatch(command: Command) -> ExitCode {
 
 /// Loads and validates config; a problem is one line on stderr and exit 64.
 fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e: ConfigError| {
+    let config = Config::load(path).map_err(|e: ConfigError| {
         eprintln!("camhub: config error: {e}");
         ExitCode::from(EXIT_USAGE)
-    })
+    })?;
+    let reloading = log_reloading();
+    if let (Some(set), false) = (reloading.log, reloading.log_from_env) {
+        // Validated with the config: it parses.
+        let _ = set(&config.log.level);
+    }
+    Ok(config)
 }
 
 fn fail(message: String) -> ExitCode {
@@ -326,17 +342,34 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// Changes the running log filter; set once logging is installed.
+static LOG_FILTER: std::sync::OnceLock<crate::reload::LogFilter> = std::sync::OnceLock::new();
+
+/// Logs to stderr through a filter that can be changed while running: `RUST_LOG` when set, else `info` until the
+/// config's `[log] level` is read (and again on each reload).
 fn init_logging() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let colour = wants_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
+    let output = tracing_subscriber::fmt::layer().with_target(false).with_ansi(colour).with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(filter).with(output).init();
+    let set: crate::reload::LogFilter = std::sync::Arc::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    });
+    let _ = LOG_FILTER.set(set);
+}
+
+/// How the service changes its log filter on reload; `RUST_LOG`, when set, wins over the config.
+fn log_reloading() -> crate::reload::Reloading {
+    crate::reload::Reloading {
+        path: None,
+        log: LOG_FILTER.get().cloned(),
+        log_from_env: std::env::var_os("RUST_LOG").is_some(),
+    }
 }
 
 /// Colour only for a person at a terminal: a log file or the journal would keep the escape codes as text. `NO_COLOR`
@@ -538,10 +571,81 @@ async fn demo(data: PathBuf) -> ExitCode {
     println!("  health             : curl http://{listen}/health/cameras");
     println!();
     drop(rtsp_probe);
-    let result = crate::service::run_with_listener(config, listener, shutdown_signal()).await;
+    let result = crate::service::run_with_listener(config, log_reloading(), listener, shutdown_signal()).await;
     drop(door);
     drop(cam);
     finish(result)
+}
+
+/// `check-config`'s second half: asks the camhub running at `url` what a reload to this file would change, and prints
+/// it. No camhub there is not an error (the file is valid); a refusal is.
+async fn compare_with_running(
+    path: &std::path::Path,
+    config: &Config,
+    url: Option<String>,
+    token: Option<Secret>,
+) -> ExitCode {
+    let url = url.unwrap_or_else(|| default_url(config.server.listen));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("reading {}: {e}", path.display())),
+    };
+    let Ok(mut client) = Client::connect(&url).await else {
+        println!("no camhub answers at {url}: nothing to compare with");
+        return ExitCode::SUCCESS;
+    };
+    let token = match token {
+        Some(Secret(t)) => t,
+        None => {
+            let minted = async {
+                let (db, auth) = crate::service::open_storage(config).await?;
+                let token = auth.issue("check-config", Role::Admin, Duration::from_secs(60))?;
+                db.close().await;
+                anyhow::Ok(token)
+            };
+            match minted.await {
+                Ok(t) => t,
+                Err(e) => return fail(format!("cannot make an admin token from the data dir (give --token): {e:#}")),
+            }
+        }
+    };
+    if let Err(e) = client.authenticate(&token).await {
+        return client_failure(e);
+    }
+    let r = match client.call("reload_config", json!({ "dry_run": true, "config_toml": text })).await {
+        Ok(r) => r,
+        Err(e) => return client_failure(e),
+    };
+    print!("{}", describe_reload(&url, &r));
+    ExitCode::SUCCESS
+}
+
+/// A reload report as lines a person reads.
+fn describe_reload(url: &str, r: &Value) -> String {
+    let list = |key: &str| -> Vec<String> {
+        r[key].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    if r["changed"] != json!(true) {
+        return format!("the camhub at {url} runs this config already: a reload would change nothing\n");
+    }
+    let mut out = format!("a reload of the camhub at {url} would:\n");
+    let restarted = list("cameras_restarted");
+    for (key, what) in [("cameras_added", "add camera"), ("cameras_removed", "remove camera")] {
+        for id in list(key) {
+            out.push_str(&format!("  {what} {id}\n"));
+        }
+    }
+    for id in list("cameras_changed") {
+        let how = if restarted.contains(&id) { "restart it" } else { "running on" };
+        out.push_str(&format!("  change camera {id} ({how})\n"));
+    }
+    for key in list("applied_live") {
+        out.push_str(&format!("  apply {key} at once\n"));
+    }
+    for key in list("restart_required") {
+        out.push_str(&format!("  NOT apply {key}: needs a restart\n"));
+    }
+    out
 }
 
 /// One line for a port that cannot be had, naming the port and what it is for; exit 1.

@@ -25,7 +25,7 @@ impl ConfigError {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
@@ -42,9 +42,17 @@ pub struct Config {
     /// `None` when no `[inference]` section is given: detection is off.
     pub inference: Option<InferenceConfig>,
     pub discovery: DiscoveryConfig,
+    pub log: LogConfig,
 }
 
-#[derive(Debug, Clone)]
+/// What the service logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `camhub=debug,warn`); `RUST_LOG`, when set, wins over it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// WebSocket at `ws://LISTEN/ws`; the HTTP endpoints share the listener.
     pub listen: SocketAddr,
@@ -60,15 +68,17 @@ pub struct ServerConfig {
     pub notification_queue: usize,
     /// How long shutdown waits for cameras and connections to finish.
     pub shutdown_grace: Duration,
+    /// Reload when the config file changes on disk (SIGHUP and `reload_config` reload either way).
+    pub watch_config: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthConfig {
     /// HS256 secret; `None` means a random secret kept in the data dir.
     pub jwt_secret: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
     /// Data dir: the SQLite file, `recordings/` and `snapshots/`.
     pub root: PathBuf,
@@ -136,7 +146,7 @@ impl RecordingFormat {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecordingConfig {
     pub format: RecordingFormat,
     /// Length of each segment file; each starts on a keyframe.
@@ -147,7 +157,7 @@ pub struct RecordingConfig {
     pub fragment: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotConfig {
     /// JPEG quality, 1..=100.
     pub quality: u8,
@@ -156,7 +166,7 @@ pub struct SnapshotConfig {
 }
 
 /// camhub's own RTSP server, which republishes every camera at `rtsp://PUBLIC_HOST:PORT/<id>`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RtspServerConfig {
     pub enabled: bool,
     /// `IP:PORT` the server binds; loopback by default.
@@ -172,7 +182,7 @@ pub struct RtspServerConfig {
 
 /// A listener publishers push to: RTMP (`rtmp://HOST:PORT/live/<stream key>`, TCP) or SRT
 /// (`srt://HOST:PORT?streamid=<stream key>`, UDP).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PushListener {
     pub enabled: bool,
     /// `IP:PORT`; loopback by default.
@@ -180,7 +190,7 @@ pub struct PushListener {
 }
 
 /// A user of the RTSP server. `Debug` never shows the password.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct RtspUser {
     pub user: String,
     pub password: String,
@@ -193,7 +203,7 @@ impl std::fmt::Debug for RtspUser {
 }
 
 /// WebRTC playback over WHEP (`POST /whep/<id>` on the HTTP listener).
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct WebrtcConfig {
     pub enabled: bool,
     /// STUN and TURN servers as webrtcbin takes them: `stun://host:port`, `turn://user:pass@host:port`,
@@ -225,7 +235,7 @@ impl std::fmt::Debug for WebrtcConfig {
 /// Network camera discovery: `discover_external_streams` and periodic scans. camhub sends nothing to the network for
 /// it beyond what is named here or by a client: WS-Discovery probes go to the multicast group on the `interfaces`
 /// listed (none by default), and RTSP probes only to hosts given by name or address.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct DiscoveryConfig {
     /// Interfaces, by name, on which WS-Discovery probes are multicast. Empty (the default): no multicast probe is
     /// ever sent, and only hosts named explicitly are probed.
@@ -279,7 +289,7 @@ pub enum RecordMode {
 }
 
 /// How cameras are watched and reconnected.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MonitorConfig {
     /// No frame for this long means the camera is disconnected.
     pub stall_timeout: Duration,
@@ -305,7 +315,7 @@ pub enum RtspClient {
     Gstreamer,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CameraConfig {
     pub id: CameraId,
     pub name: String,
@@ -317,7 +327,7 @@ pub struct CameraConfig {
 }
 
 /// Where a configured camera's frames come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
     /// `url = "rtsp://..."`.
     Rtsp(url::Url),
@@ -328,7 +338,7 @@ pub enum SourceConfig {
 }
 
 /// Object detection: the ONNX Runtime library, where inference runs, and the models cameras may use.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InferenceConfig {
     /// ONNX Runtime's shared library (`libonnxruntime.so`), loaded at start.
     pub runtime: PathBuf,
@@ -359,7 +369,7 @@ impl Provider {
 }
 
 /// A detection model file and how to read it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub name: String,
     pub path: PathBuf,
@@ -434,7 +444,7 @@ pub struct DetectConfig {
 }
 
 /// Local V4L2 (USB) cameras, found through udev.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct V4l2Config {
     /// Whether to look for V4L2 devices at all.
     pub enabled: bool,
@@ -458,7 +468,7 @@ pub struct EncoderConfig {
 }
 
 /// A V4L2 camera's mode and settings, chosen in the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct V4l2CameraConfig {
     pub id: CameraId,
     pub name: Option<String>,
@@ -547,6 +557,19 @@ struct RawConfig {
     v4l2: RawV4l2,
     inference: Option<RawInference>,
     discovery: RawDiscovery,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { level: "info".into() }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -765,6 +788,7 @@ struct RawServer {
     rate_limit_burst: u32,
     notification_queue: usize,
     shutdown_grace_ms: u64,
+    watch_config: bool,
 }
 
 impl Default for RawServer {
@@ -777,6 +801,7 @@ impl Default for RawServer {
             rate_limit_burst: 400,
             notification_queue: 1024,
             shutdown_grace_ms: 10_000,
+            watch_config: true,
         }
     }
 }
@@ -1147,7 +1172,14 @@ impl RawConfig {
             });
         }
 
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::new(
+                "log.level",
+                format!("{:?} is not a log filter (info, debug, camhub=debug,warn)", self.log.level),
+            ));
+        }
         Ok(Config {
+            log: LogConfig { level: self.log.level },
             server: ServerConfig {
                 listen,
                 max_connections: s.max_connections,
@@ -1156,6 +1188,7 @@ impl RawConfig {
                 rate_limit_burst: s.rate_limit_burst,
                 notification_queue: s.notification_queue,
                 shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+                watch_config: s.watch_config,
             },
             auth: AuthConfig { jwt_secret: self.auth.jwt_secret },
             storage: StorageConfig {
@@ -1489,6 +1522,117 @@ impl RawWebrtc {
 
 fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
     if value == 0 { Err(ConfigError::new(key, "must be greater than 0")) } else { Ok(()) }
+}
+
+// ---- what a reload changes ----
+
+/// What differs between the running configuration and a new one, and how each difference is applied: configured
+/// cameras one by one, a few settings live, the rest only by a restart.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigDiff {
+    /// `[[cameras]]` entries new in the file.
+    pub cameras_added: Vec<CameraConfig>,
+    /// Configured cameras no longer in the file.
+    pub cameras_removed: Vec<CameraId>,
+    /// Configured cameras whose entry changed, with what changed.
+    pub cameras_changed: Vec<CameraChange>,
+    /// Keys that changed and apply without a restart.
+    pub live: Vec<&'static str>,
+    /// Keys that changed and only a restart applies; the running service keeps their old values.
+    pub restart: Vec<&'static str>,
+}
+
+/// A configured camera's entry before and after.
+#[derive(Debug, Clone)]
+pub struct CameraChange {
+    pub old: CameraConfig,
+    pub new: CameraConfig,
+}
+
+impl CameraChange {
+    /// Whether the camera must be started again: where its frames come from, its name or its sound changed. Its
+    /// record mode and detection change on the running camera.
+    pub fn restarts(&self) -> bool {
+        self.old.source != self.new.source || self.old.name != self.new.name || self.old.audio != self.new.audio
+    }
+}
+
+impl ConfigDiff {
+    pub fn is_empty(&self) -> bool {
+        self.cameras_added.is_empty()
+            && self.cameras_removed.is_empty()
+            && self.cameras_changed.is_empty()
+            && self.live.is_empty()
+            && self.restart.is_empty()
+    }
+}
+
+impl Config {
+    /// The differences from `self` (running) to `new`.
+    pub fn diff(&self, new: &Config) -> ConfigDiff {
+        let mut d = ConfigDiff::default();
+        for c in &new.cameras {
+            match self.cameras.iter().find(|o| o.id == c.id) {
+                None => d.cameras_added.push(c.clone()),
+                Some(o) if o != c => d.cameras_changed.push(CameraChange { old: o.clone(), new: c.clone() }),
+                Some(_) => {}
+            }
+        }
+        d.cameras_removed =
+            self.cameras.iter().filter(|o| !new.cameras.iter().any(|c| c.id == o.id)).map(|o| o.id.clone()).collect();
+
+        let (a, b) = (&self.server, &new.server);
+        let mut live = |changed: bool, key: &'static str| {
+            if changed {
+                d.live.push(key);
+            }
+        };
+        live(a.max_message_bytes != b.max_message_bytes, "server.max_message_bytes");
+        live(a.rate_limit_per_sec != b.rate_limit_per_sec, "server.rate_limit_per_sec");
+        live(a.rate_limit_burst != b.rate_limit_burst, "server.rate_limit_burst");
+        live(a.shutdown_grace != b.shutdown_grace, "server.shutdown_grace_ms");
+        live(self.storage.retention != new.storage.retention, "storage.retention_policy");
+        live(self.snapshots != new.snapshots, "snapshots");
+        live(self.log != new.log, "log.level");
+        let mut restart = |changed: bool, key: &'static str| {
+            if changed {
+                d.restart.push(key);
+            }
+        };
+        restart(a.listen != b.listen, "server.listen");
+        restart(a.max_connections != b.max_connections, "server.max_connections");
+        restart(a.notification_queue != b.notification_queue, "server.notification_queue");
+        restart(a.watch_config != b.watch_config, "server.watch_config");
+        restart(self.auth != new.auth, "auth");
+        restart(self.storage.root != new.storage.root, "storage.root");
+        restart(self.storage.min_free_bytes != new.storage.min_free_bytes, "storage.min_free_mb");
+        restart(self.storage.retention_interval != new.storage.retention_interval, "storage.retention_interval_s");
+        restart(self.monitor != new.monitor, "monitor");
+        restart(self.recording != new.recording, "recording");
+        restart(self.rtsp_server != new.rtsp_server, "rtsp_server");
+        restart(self.webrtc != new.webrtc, "webrtc");
+        restart(self.rtmp != new.rtmp, "rtmp");
+        restart(self.srt != new.srt, "srt");
+        restart(self.v4l2 != new.v4l2, "v4l2");
+        restart(self.inference != new.inference, "inference");
+        restart(self.discovery != new.discovery, "discovery");
+        d
+    }
+
+    /// The configuration the service runs with after applying `diff` of `new`: cameras and live settings from `new`,
+    /// the settings that need a restart as they were.
+    pub fn applying(&self, new: &Config) -> Config {
+        let mut next = self.clone();
+        next.cameras = new.cameras.clone();
+        next.server.max_message_bytes = new.server.max_message_bytes;
+        next.server.rate_limit_per_sec = new.server.rate_limit_per_sec;
+        next.server.rate_limit_burst = new.server.rate_limit_burst;
+        next.server.shutdown_grace = new.server.shutdown_grace;
+        next.storage.retention = new.storage.retention.clone();
+        next.snapshots = new.snapshots.clone();
+        next.log = new.log.clone();
+        next
+    }
 }
 
 #[cfg(test)]

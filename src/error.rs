@@ -129,6 +129,8 @@ wire_names! {
         Camera = "camera",
         /// ONNX Runtime or a detection model.
         Inference = "inference",
+        /// The config file, read again on reload.
+        Config = "config",
     }
 }
 

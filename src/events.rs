@@ -1,5 +1,6 @@
 //! The in-process event bus: every change worth telling a client about (camera status, cameras added and removed,
-//! recordings, snapshots, detections, streams found by network discovery, storage, start-up and shutdown) is published here once, naming cameras by id, and fanned
+//! recordings, snapshots, detections, streams found by network discovery, storage, config reloads, start-up and
+//! shutdown) is published here once, naming cameras by id, and fanned
 //! out to WebSocket connections, publishing and the event log, which render it as they need.
 //! Subscribers that fall behind lose the oldest events and learn how many (tokio `broadcast` semantics); a slow
 //! subscriber never slows the publisher.
@@ -28,6 +29,8 @@ pub const TOPICS: &[&str] = &[
     "storage.low_space",
     "detection",
     "discovery.found",
+    "config.reloaded",
+    "config.reload_failed",
 ];
 
 #[derive(Debug, Clone)]
@@ -88,6 +91,22 @@ pub enum EventKind {
     },
     /// A periodic network scan found a stream it had not found before (topic `discovery.found`).
     DiscoveryFound(Arc<FoundNote>),
+    /// The config file was read again and its changes applied (topic `config.reloaded`).
+    ConfigReloaded {
+        /// `signal`, `watcher` or `api`.
+        trigger: &'static str,
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+        /// Keys that changed and need a restart.
+        restart_required: Vec<String>,
+    },
+    /// A new config file was refused; the running config is kept (topic `config.reload_failed`).
+    ConfigReloadFailed {
+        trigger: &'static str,
+        key: String,
+        problem: String,
+    },
 }
 
 /// A stream a periodic network scan found, as discovery reports it: no credentials.
@@ -155,6 +174,8 @@ impl Event {
             EventKind::SystemShutdown => &["system.shutdown"],
             EventKind::Detection { .. } => &["detection"],
             EventKind::DiscoveryFound(_) => &["discovery.found"],
+            EventKind::ConfigReloaded { .. } => &["config.reloaded"],
+            EventKind::ConfigReloadFailed { .. } => &["config.reload_failed"],
         }
     }
 
@@ -170,7 +191,11 @@ impl Event {
             | EventKind::SnapshotTaken { camera, .. }
             | EventKind::Detection { camera, .. } => Some(camera),
             EventKind::DiscoveryFound(note) => note.camera.as_ref(),
-            EventKind::StorageLowSpace { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => None,
+            EventKind::StorageLowSpace { .. }
+            | EventKind::SystemStartup
+            | EventKind::SystemShutdown
+            | EventKind::ConfigReloaded { .. }
+            | EventKind::ConfigReloadFailed { .. } => None,
         }
     }
 }

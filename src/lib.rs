@@ -18,6 +18,7 @@ pub mod media;
 pub mod netprobe;
 pub mod publish;
 pub mod recording;
+pub mod reload;
 pub mod rpc;
 pub mod scanner;
 pub mod service;

@@ -20,7 +20,8 @@ use crate::camera::CameraManager;
 use crate::config::{Config, RecordMode};
 use crate::events::{EventBus, EventKind};
 use crate::media::runtime::MediaRuntime;
-use crate::recording::{self, Recordings, Trigger};
+use crate::recording::{self, Recordings, Trigger as RecordingTrigger};
+use crate::reload::{Reloading, Trigger};
 use crate::scanner::Scanner;
 use crate::snapshot::Snapshots;
 use crate::storage::Db;
@@ -40,17 +41,20 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<(Db, Authenticator)
 }
 
 /// Binds `config.server.listen` and runs until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, reloading: Reloading, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(config.server.listen).await.with_context(|| format!("binding {}", config.server.listen))?;
-    run_with_listener(config, listener, shutdown).await
+    run_with_listener(config, reloading, listener, shutdown).await
 }
 
 pub async fn run_with_listener(
     config: Config,
+    reloading: Reloading,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // SIGHUP reloads the config; its handler is installed before start-up, so an early one is held, not fatal.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     crate::media::init()?;
     let missing = crate::media::missing_elements();
     anyhow::ensure!(
@@ -108,12 +112,13 @@ pub async fn run_with_listener(
     }));
     detections.recover().await?;
     let streams = crate::publish::Publisher::new(&config, auth.clone(), media.handle().clone());
-    let grace = config.server.shutdown_grace;
     let configured = config.cameras.clone();
     let (rtmp, srt) = (config.rtmp.clone(), config.srt.clone());
     let publish_events = events.subscribe();
+    let watched = reloading.path.clone().filter(|_| config.server.watch_config);
     let app = Arc::new(App::new(Parts {
         config,
+        reloading,
         auth,
         events: events.clone(),
         cameras,
@@ -151,7 +156,7 @@ pub async fn run_with_listener(
         .context("starting the rtsp server")?;
     for c in configured.iter().filter(|c| c.record == RecordMode::Always) {
         if let Some(camera) = app.cameras().get(&c.id)
-            && let Err(e) = app.recordings().start(&camera, None, None, Trigger::Continuous).await
+            && let Err(e) = app.recordings().start(&camera, None, None, RecordingTrigger::Continuous).await
         {
             warn!(camera_id = %c.id, err = %e, "cannot start continuous recording");
         }
@@ -172,6 +177,8 @@ pub async fn run_with_listener(
     info!(%addr, ws = %format!("ws://{addr}/ws"), cameras = app.cameras().list().len(), "camhub listening");
     let serve = tokio::spawn(server.serve(listener));
 
+    let reloads = spawn_reloads(&app, watched.as_deref(), hangups.ok(), root_cancel.child_token());
+
     app.set_phase(Phase::Running);
     events.publish(EventKind::SystemStartup);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -188,6 +195,7 @@ pub async fn run_with_listener(
     // Readers and WebRTC peers are disconnected before the cameras they watch stop.
     app.streams().shutdown().await;
 
+    let grace = app.config().server.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         let _ = discovery.await;
         let _ = scans.await;
@@ -207,6 +215,7 @@ pub async fn run_with_listener(
     }
     guard.abort();
     prune.abort();
+    drop(reloads);
     // The log drains what shutdown itself published (recordings stopped, cameras lost) before the database closes.
     log_stop.cancel();
     let _ = log_task.await;
@@ -214,6 +223,55 @@ pub async fn run_with_listener(
     drop(media);
     info!("stopped");
     Ok(())
+}
+
+/// Reloads the config on SIGHUP and when the file changes on disk, one reload at a time and each change seen once
+/// (changes during a reload make one more); returns the watcher, which stops watching when dropped.
+fn spawn_reloads(
+    app: &Arc<App>,
+    path: Option<&std::path::Path>,
+    hangups: Option<tokio::signal::unix::Signal>,
+    stop: CancellationToken,
+) -> Option<impl Drop> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Trigger>(1);
+    let watcher = path.and_then(|path| {
+        let tx = tx.clone();
+        match crate::reload::watch(path, move || {
+            let _ = tx.try_send(Trigger::Watcher);
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(err = %e, "cannot watch the config file; SIGHUP and reload_config still reload it");
+                None
+            }
+        }
+    });
+    if let Some(mut hangups) = hangups {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    got = hangups.recv() => match got {
+                        Some(()) => { let _ = tx.send(Trigger::Signal).await; }
+                        None => break,
+                    },
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        loop {
+            let trigger = tokio::select! {
+                t = rx.recv() => match t { Some(t) => t, None => break },
+                _ = stop.cancelled() => break,
+            };
+            // Errors are logged and published by the reload itself.
+            let _ = app.reload(trigger, None).await;
+        }
+    });
+    watcher
 }
 
 /// Pings systemd's watchdog at half its interval, when systemd asked for one.

@@ -38,7 +38,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Snapshots {
     files: Files,
-    config: SnapshotConfig,
+    /// Quality and size; a config reload changes them for the next snapshot.
+    config: parking_lot::Mutex<SnapshotConfig>,
     events: EventBus,
     /// Makes temporary names unique within the process.
     counter: AtomicU64,
@@ -46,7 +47,12 @@ pub struct Snapshots {
 
 impl Snapshots {
     pub fn new(files: Files, config: SnapshotConfig, events: EventBus) -> Snapshots {
-        Snapshots { files, config, events, counter: AtomicU64::new(0) }
+        Snapshots { files, config: parking_lot::Mutex::new(config), events, counter: AtomicU64::new(0) }
+    }
+
+    /// Quality and size for the snapshots taken from now on.
+    pub fn set_config(&self, config: SnapshotConfig) {
+        *self.config.lock() = config;
     }
 
     /// Takes a snapshot of `camera`, named `filename` (validated; `.jpg` added when it has no JPEG extension).
@@ -76,7 +82,10 @@ impl Snapshots {
         camera.require_connected()?;
         let (caps, frames, frame_arrived) = fresh_gop(camera, requested).await?;
         let frames_decoded = frames.len();
-        let (quality, size) = (self.config.quality, self.config.size);
+        let (quality, size) = {
+            let c = self.config.lock();
+            (c.quality, c.size)
+        };
         let jpeg = tokio::task::spawn_blocking(move || decode_to_jpeg(&caps, frames, quality, size))
             .await
             .map_err(Error::internal)??;

@@ -104,22 +104,7 @@ impl CameraManager {
     pub async fn start(&self, configured: &[crate::config::CameraConfig]) -> Result<()> {
         let _change = self.changes.lock().await;
         for c in configured {
-            let (source, key) = match &c.source {
-                SourceConfig::Rtsp(url) => (CameraSource::Rtsp { url: url.clone() }, None),
-                SourceConfig::File(path) => (CameraSource::File { path: path.clone() }, None),
-                SourceConfig::Push { key_hash } => {
-                    (CameraSource::Push { slot: Arc::default() }, Some((key_hash.clone(), "(configured)".to_owned())))
-                }
-            };
-            if let Some((hash, _)) = &key
-                && self.keys.read().contains_key(hash)
-            {
-                return Err(Error::invalid_param("stream_key_sha256", "two cameras have the same stream key"));
-            }
-            self.db.upsert_camera(&row(&c.id, &c.name, &source, Origin::Config, key.as_ref())).await?;
-            let camera = Camera::new(c.id.clone(), c.name.clone(), source, Origin::Config);
-            camera.hub.set_sound(c.audio);
-            self.insert(camera, key)?;
+            self.insert_configured(c).await?;
         }
         for r in self.db.cameras().await? {
             if r.origin != Origin::Api.as_str() {
@@ -146,6 +131,52 @@ impl CameraManager {
             self.insert(Camera::new(id, r.name, source, Origin::Api), key)?;
         }
         Ok(())
+    }
+
+    /// A configured camera: persisted (as configured) and started.
+    async fn insert_configured(&self, c: &crate::config::CameraConfig) -> Result<Arc<Camera>> {
+        let (source, key) = match &c.source {
+            SourceConfig::Rtsp(url) => (CameraSource::Rtsp { url: url.clone() }, None),
+            SourceConfig::File(path) => (CameraSource::File { path: path.clone() }, None),
+            SourceConfig::Push { key_hash } => {
+                (CameraSource::Push { slot: Arc::default() }, Some((key_hash.clone(), "(configured)".to_owned())))
+            }
+        };
+        if let Some((hash, _)) = &key
+            && self.keys.read().contains_key(hash)
+        {
+            return Err(Error::invalid_param("stream_key_sha256", "two cameras have the same stream key"));
+        }
+        if self.get(&c.id).is_some() {
+            return Err(Error::invalid_state(State::CameraExists, &[State::Absent]));
+        }
+        self.db.upsert_camera(&row(&c.id, &c.name, &source, Origin::Config, key.as_ref())).await?;
+        let camera = Camera::new(c.id.clone(), c.name.clone(), source, Origin::Config);
+        camera.hub.set_sound(c.audio);
+        self.insert(camera, key)
+    }
+
+    /// A camera a reloaded config file added (or changed, after `remove_configured`): checked, persisted, started
+    /// and announced. A camera added at run time that has the id keeps it; the configured one is refused.
+    pub async fn add_configured(&self, c: &crate::config::CameraConfig) -> Result<Arc<Camera>> {
+        let _change = self.changes.lock().await;
+        if self.cameras.read().len() >= MAX_CAMERAS {
+            return Err(Error::invalid_state(State::CameraLimit, &[]));
+        }
+        let camera = self.insert_configured(c).await?;
+        self.announce(&camera);
+        Ok(camera)
+    }
+
+    /// A configured camera a reloaded config file no longer has (or changed): stopped, forgotten, unpersisted.
+    pub async fn remove_configured(&self, id: &CameraId) -> Result<Arc<Camera>> {
+        let _change = self.changes.lock().await;
+        let camera = self.get(id).ok_or_else(|| Error::camera_not_found(id.as_str()))?;
+        if camera.origin != Origin::Config {
+            return Err(Error::invalid_state(State::AddedAtRunTime, &[State::Configured]));
+        }
+        self.forget(id).await?;
+        Ok(camera)
     }
 
     /// A camera pushed with a new stream key, created at run time: checked, persisted and registered as one step.
@@ -214,6 +245,12 @@ impl CameraManager {
             Origin::Config => return Err(Error::invalid_state(State::Configured, &[State::AddedAtRunTime])),
             Origin::Discovered => return Err(Error::invalid_state(State::Discovered, &[State::AddedAtRunTime])),
         }
+        self.forget(id).await?;
+        Ok(camera)
+    }
+
+    /// Stops a camera and removes it from the registry and the database (the caller holds `changes`).
+    async fn forget(&self, id: &CameraId) -> Result<()> {
         self.db.delete_camera(id.as_str()).await?;
         let removed = self.cameras.write().remove(id);
         if let Some(entry) = removed {
@@ -235,7 +272,7 @@ impl CameraManager {
         }
         info!(camera_id = %id, "camera removed");
         self.events.publish(EventKind::CameraRemoved { camera: id.clone() });
-        Ok(camera)
+        Ok(())
     }
 
     /// Adds a local device seen for the first time in this run, plugged in at `plugged`: its stored id (by its

@@ -103,7 +103,7 @@ pub struct Detections {
     events: EventBus,
     recordings: Arc<Recordings>,
     /// The configured cameras' detection and record modes.
-    configured: HashMap<CameraId, (DetectConfig, RecordMode)>,
+    configured: Mutex<HashMap<CameraId, (DetectConfig, RecordMode)>>,
     running: Mutex<HashMap<CameraId, Running>>,
     runtime: tokio::runtime::Handle,
     tasks: TaskTracker,
@@ -145,7 +145,7 @@ impl Detections {
             files: p.files,
             events: p.events,
             recordings: p.recordings,
-            configured,
+            configured: Mutex::new(configured),
             running: Mutex::new(HashMap::new()),
             runtime: p.runtime,
             tasks: TaskTracker::new(),
@@ -232,7 +232,9 @@ impl Detections {
         let result = match stored {
             Some(s) if s.enabled => self.start(camera, s.labels, s.fps),
             Some(_) => Ok(()),
-            None if self.configured.get(&camera.id).is_some_and(|(d, _)| d.enabled) => self.start(camera, None, None),
+            None if self.configured.lock().get(&camera.id).is_some_and(|(d, _)| d.enabled) => {
+                self.start(camera, None, None)
+            }
             None => Ok(()),
         };
         if let Err(e) = result {
@@ -285,8 +287,9 @@ impl Detections {
         let unavailable =
             || Error::dependency(Dependency::Inference, self.unavailable.as_deref().unwrap_or("no engine"));
         let engine = self.engine.clone().ok_or_else(unavailable)?;
-        let model = match self.configured.get(camera) {
-            Some((d, _)) => engine.model(&d.model),
+        let configured = self.configured.lock().get(camera).map(|(d, _)| d.model.clone());
+        let model = match configured {
+            Some(name) => engine.model(&name),
             None => engine.models().into_iter().next(),
         };
         let model = model.ok_or_else(unavailable)?;
@@ -296,8 +299,9 @@ impl Detections {
     fn start(&self, camera: &Arc<Camera>, labels: Option<Vec<String>>, fps: Option<f64>) -> Result<()> {
         let (engine, model) = self.model_for(&camera.id)?;
         let model_name = model.config.name.clone();
-        let (detect, record) = match self.configured.get(&camera.id) {
-            Some((d, r)) => (Some(d.clone()), *r),
+        let configured = self.configured.lock().get(&camera.id).cloned();
+        let (detect, record) = match configured {
+            Some((d, r)) => (Some(d), r),
             None => (None, RecordMode::OnDemand),
         };
         let settings = Settings {
@@ -351,6 +355,18 @@ impl Detections {
         Ok(())
     }
 
+    /// A configured camera's detection or record mode changed (a config reload): its detector, if running, stops,
+    /// and the camera's next `restore` starts it as now configured.
+    pub fn reconfigure(&self, camera: &CameraId, configured: Option<(DetectConfig, RecordMode)>) {
+        match configured {
+            Some(c) => self.configured.lock().insert(camera.clone(), c),
+            None => self.configured.lock().remove(camera),
+        };
+        if let Some(running) = self.running.lock().remove(camera) {
+            running.stop.cancel();
+        }
+    }
+
     /// Waits for every detector and writer (after the shutdown token fired).
     pub async fn wait_stopped(&self) {
         self.tasks.close();
@@ -393,7 +409,7 @@ impl Detections {
             None => CameraDetection {
                 camera: camera.clone(),
                 enabled: false,
-                model: self.configured.get(camera).map(|(d, _)| d.model.clone()).unwrap_or_default(),
+                model: self.configured.lock().get(camera).map(|(d, _)| d.model.clone()).unwrap_or_default(),
                 target_fps: 0.0,
                 fps: 0.0,
                 labels: Vec::new(),

@@ -51,15 +51,55 @@ pub struct TopicEvent {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum EventData {
-    CameraStatus { status: CameraStatus, previous: CameraStatus, reason: Option<String> },
-    CameraAdded { name: String, kind: String },
-    RecordingStarted { session: String, filename: String, format: String },
-    RecordingStopped { session: String, filename: String, duration: f64, file_size: u64 },
-    RecordingFailed { session: String, filename: String, duration: f64, reason: String },
-    SnapshotTaken { filename: String, file_size: u64 },
-    StorageLowSpace { available: u64, floor: u64, freed: u64 },
+    CameraStatus {
+        status: CameraStatus,
+        previous: CameraStatus,
+        reason: Option<String>,
+    },
+    CameraAdded {
+        name: String,
+        kind: String,
+    },
+    RecordingStarted {
+        session: String,
+        filename: String,
+        format: String,
+    },
+    RecordingStopped {
+        session: String,
+        filename: String,
+        duration: f64,
+        file_size: u64,
+    },
+    RecordingFailed {
+        session: String,
+        filename: String,
+        duration: f64,
+        reason: String,
+    },
+    SnapshotTaken {
+        filename: String,
+        file_size: u64,
+    },
+    StorageLowSpace {
+        available: u64,
+        floor: u64,
+        freed: u64,
+    },
     Detection(DetectionData),
     DiscoveryFound(FoundData),
+    ConfigReloaded {
+        trigger: String,
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+        restart_required: Vec<String>,
+    },
+    ConfigReloadFailed {
+        trigger: String,
+        key: String,
+        problem: String,
+    },
     None {},
 }
 
@@ -154,6 +194,16 @@ pub fn event_data(event: &Event) -> EventData {
             height: note.height,
             auto_added: note.camera.is_some(),
         }),
+        EventKind::ConfigReloaded { trigger, added, removed, changed, restart_required } => EventData::ConfigReloaded {
+            trigger: (*trigger).to_owned(),
+            added: added.clone(),
+            removed: removed.clone(),
+            changed: changed.clone(),
+            restart_required: restart_required.clone(),
+        },
+        EventKind::ConfigReloadFailed { trigger, key, problem } => {
+            EventData::ConfigReloadFailed { trigger: (*trigger).to_owned(), key: key.clone(), problem: problem.clone() }
+        }
         EventKind::CameraRemoved { .. } | EventKind::SystemStartup | EventKind::SystemShutdown => EventData::None {},
     }
 }

@@ -2,6 +2,8 @@
 //! WebSocket JSON-RPC client. Nothing here imitates a component; every helper drives the real thing.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -206,10 +208,9 @@ impl Camhub {
         self.launch(extra);
     }
 
-    fn launch(&mut self, extra: &str) {
-        self.port = free_port();
-        self.rtsp_port = free_port();
-        let config = format!(
+    /// The config file camhub runs with: listen, storage, secret, then `extra`.
+    fn config_text(&self, extra: &str) -> String {
+        format!(
             "[server]\nlisten = \"127.0.0.1:{}\"\n{}\n[auth]\njwt_secret = \"{SECRET}\"\n[storage]\nroot = \"{}\"\n{}\n\
              [rtsp_server]\nlisten = \"127.0.0.1:{}\"\n{}\n[rtmp]\nlisten = \"127.0.0.1:0\"\n[srt]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
             self.port,
@@ -218,9 +219,26 @@ impl Camhub {
             self.storage_keys,
             self.rtsp_port,
             self.rtsp_keys,
-        );
-        let path = self.dir.join("camhub.toml");
-        std::fs::write(&path, config).expect("write config");
+        )
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("camhub.toml")
+    }
+
+    /// Replaces the config file, with `extra` instead of what it was started with, the way editors save: a new file
+    /// renamed over the old one. A running camhub is not restarted.
+    pub fn rewrite_config(&self, extra: &str) {
+        let tmp = self.dir.join(".camhub.toml.new");
+        std::fs::write(&tmp, self.config_text(extra)).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("rename config into place");
+    }
+
+    fn launch(&mut self, extra: &str) {
+        self.port = free_port();
+        self.rtsp_port = free_port();
+        let path = self.config_path();
+        std::fs::write(&path, self.config_text(extra)).expect("write config");
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("camhub.log")).expect("log file");
         let child = Command::new(BIN)

@@ -185,6 +185,7 @@ api! {
     CreateStreamKey = "create_stream_key", AtLeast(Operator), Task, ingest::CreateStreamKeyParams => ingest::StreamKeyCreated, ingest::create;
     ListStreamKeys = "list_stream_keys", AtLeast(Operator), InPlace, NoParams => ingest::StreamKeyList, ingest::list;
     RevokeStreamKey = "revoke_stream_key", AtLeast(Operator), Task, ingest::RevokeStreamKeyParams => ingest::StreamKeyRevoked, ingest::revoke;
+    ReloadConfig = "reload_config", AtLeast(Admin), Task, system::ReloadParams => system::Reloaded, system::reload_config;
 }
 
 /// Parses the params, runs the handler, serialises its result.

@@ -1,5 +1,5 @@
 //! Methods about the service as a whole: `ping`, `authenticate`, `get_system_status`, `get_server_info`,
-//! `get_status` and `get_metrics`.
+//! `get_status`, `get_metrics` and `reload_config`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -295,5 +295,55 @@ pub async fn metrics(rpc: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<Metr
         recording_metrics: RecordingMetrics { active: app.recordings().active_count() },
         stream_metrics: super::streams::metrics(&rpc),
         connection_metrics: ConnectionMetrics { active_connections: rpc.sessions.len() },
+    })
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadParams {
+    /// Say what a reload would do, and apply nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// With `dry_run`: a config's TOML text to compare with the config in force instead of the file camhub reads
+    /// (what `camhub check-config` sends before a new file is put in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_toml: Option<String>,
+}
+
+/// What a reload of the config file did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Reloaded {
+    /// Whether changes were applied: false for a dry run, or when the file holds no change.
+    pub applied: bool,
+    /// Whether the file differs from the config in force.
+    pub changed: bool,
+    pub cameras_added: Vec<String>,
+    pub cameras_removed: Vec<String>,
+    /// Cameras whose entry changed; those in `cameras_restarted` were started again (source, name or sound), the
+    /// others changed record mode or detection while running.
+    pub cameras_changed: Vec<String>,
+    pub cameras_restarted: Vec<String>,
+    /// Keys that changed and apply now.
+    pub applied_live: Vec<String>,
+    /// Keys that changed and need a restart; camhub runs on with their old values.
+    pub restart_required: Vec<String>,
+    /// Changes that could not be applied, each naming its camera or key.
+    pub problems: Vec<String>,
+}
+
+pub async fn reload_config(rpc: Arc<Rpc>, _: Arc<Session>, p: ReloadParams) -> Result<Reloaded> {
+    let trigger = if p.dry_run { crate::reload::Trigger::DryRun } else { crate::reload::Trigger::Api };
+    let r = rpc.app.reload(trigger, p.config_toml).await?;
+    let strings = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect();
+    Ok(Reloaded {
+        applied: r.applied,
+        changed: r.changed(),
+        applied_live: strings(&r.live),
+        restart_required: strings(&r.restart_required),
+        cameras_added: r.cameras_added,
+        cameras_removed: r.cameras_removed,
+        cameras_changed: r.cameras_changed,
+        cameras_restarted: r.cameras_restarted,
+        problems: r.problems,
     })
 }
