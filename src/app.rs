@@ -276,7 +276,7 @@ impl App {
         };
         let loaded = match (candidate, self.parts.reloading.path.clone()) {
             (Some(text), _) if trigger == Trigger::DryRun => Config::from_toml(&text),
-            (Some(_), _) => return Err(Error::invalid_param("config_toml", "only with dry_run")),
+            (Some(_), _) => return Err(Error::internal("a config text is only compared, in a dry run")),
             (None, Some(path)) => {
                 tokio::task::spawn_blocking(move || Config::load(Some(&path))).await.map_err(Error::internal)?
             }

@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::rpc::Rpc;
 use crate::rpc::session::Session;
 
+/// Longest config text `reload_config` compares.
+const MAX_CONFIG_CHARS: usize = 100_000;
+
 /// Longest credential `authenticate` reads.
 const MAX_TOKEN_CHARS: usize = 4096;
 
@@ -304,8 +307,8 @@ pub struct ReloadParams {
     /// Say what a reload would do, and apply nothing.
     #[serde(default)]
     pub dry_run: bool,
-    /// With `dry_run`: a config's TOML text to compare with the config in force instead of the file camhub reads
-    /// (what `camhub check-config` sends before a new file is put in place).
+    /// A config's TOML text to compare with the config in force instead of the file camhub reads, never applied (a
+    /// dry run; what `camhub check-config` sends before a new file is put in place).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_toml: Option<String>,
 }
@@ -332,7 +335,12 @@ pub struct Reloaded {
 }
 
 pub async fn reload_config(rpc: Arc<Rpc>, _: Arc<Session>, p: ReloadParams) -> Result<Reloaded> {
-    let trigger = if p.dry_run { crate::reload::Trigger::DryRun } else { crate::reload::Trigger::Api };
+    if p.config_toml.as_ref().is_some_and(|t| t.len() > MAX_CONFIG_CHARS) {
+        return Err(Error::invalid_param("config_toml", "at most 100000 characters"));
+    }
+    // A config's text is only ever compared, never applied.
+    let dry_run = p.dry_run || p.config_toml.is_some();
+    let trigger = if dry_run { crate::reload::Trigger::DryRun } else { crate::reload::Trigger::Api };
     let r = rpc.app.reload(trigger, p.config_toml).await?;
     let strings = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect();
     Ok(Reloaded {
