@@ -1648,6 +1648,43 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_applies_cameras_and_live_keys_and_keeps_the_rest_until_a_restart() {
+        let old = Config::from_toml(
+            "[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/a\"\n[[cameras]]\nid = \"b\"\nurl = \"rtsp://h/b\"\n\
+             [[cameras]]\nid = \"c\"\nurl = \"rtsp://h/c\"\n",
+        )
+        .unwrap();
+        let new = Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:9000\"\nrate_limit_per_sec = 50\n[log]\nlevel = \"debug\"\n\
+             [snapshots]\nquality = 50\n[storage]\nmax_age_days = 3\n\
+             [[cameras]]\nid = \"a\"\nurl = \"rtsp://h/a\"\n[[cameras]]\nid = \"b\"\nurl = \"rtsp://h/b2\"\n\
+             [[cameras]]\nid = \"c\"\nurl = \"rtsp://h/c\"\nrecord = \"always\"\n[[cameras]]\nid = \"d\"\nurl = \"rtsp://h/d\"\n",
+        )
+        .unwrap();
+        let d = old.diff(&new);
+        assert_eq!(d.cameras_added.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["d"]);
+        assert!(d.cameras_removed.is_empty());
+        let changed: Vec<(&str, bool)> = d.cameras_changed.iter().map(|c| (c.new.id.as_str(), c.restarts())).collect();
+        assert_eq!(changed, [("b", true), ("c", false)], "a new url restarts, a new record mode does not");
+        assert_eq!(
+            d.live,
+            ["server.rate_limit_per_sec", "storage.retention_policy", "snapshots", "log.level"],
+            "{d:?}"
+        );
+        assert_eq!(d.restart, ["server.listen"]);
+        // What runs after the reload differs from the file only by what needs a restart.
+        let running = old.applying(&new);
+        let after = running.diff(&new);
+        assert!(
+            after.cameras_added.is_empty() && after.cameras_changed.is_empty() && after.live.is_empty(),
+            "{after:?}"
+        );
+        assert_eq!(after.restart, ["server.listen"]);
+        assert_eq!(running.server.listen, old.server.listen);
+        assert!(old.diff(&old).is_empty());
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases = [
             ("[server]\nlisten = \"nope\"", "server.listen"),
