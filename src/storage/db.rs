@@ -573,3 +573,88 @@ impl Db {
         Ok(r.rows_affected())
     }
 }
+
+/// What `backup` needs of a database file: a consistent copy while camhub uses it, and what the copy holds.
+impl Db {
+    /// Opens an existing database as it is: no migrations (a newer or older camhub may be using it), nothing created.
+    pub async fn open_existing(path: &Path) -> Result<Db> {
+        if !path.is_file() {
+            return Err(Error::dependency(Dependency::Database, format!("{} does not exist", path.display())));
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(Error::from)?
+            .filename(path)
+            .create_if_missing(false)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        Ok(Db { pool })
+    }
+
+    /// Writes a consistent copy of the whole database to `dest` (`VACUUM INTO`), which must not exist. Runs as one
+    /// read transaction: with WAL, the service goes on writing meanwhile and the copy is the database as of its start.
+    pub async fn vacuum_into(&self, dest: &Path) -> Result<()> {
+        let dest = dest.to_str().ok_or_else(|| Error::internal("backup path is not UTF-8"))?;
+        sqlx::query("VACUUM INTO ?").bind(dest).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: `Ok` when SQLite finds the file sound, else what it found.
+    pub async fn integrity_check(&self) -> Result<(), String> {
+        let found: Vec<String> =
+            sqlx::query_scalar("PRAGMA integrity_check").fetch_all(&self.pool).await.map_err(|e| e.to_string())?;
+        if found == ["ok"] { Ok(()) } else { Err(found.join("; ")) }
+    }
+
+    /// The schema version: the newest migration applied (0 for an empty database).
+    pub async fn schema_version(&self) -> Result<i64> {
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(None);
+        Ok(version.unwrap_or(0))
+    }
+
+    /// How many segments the index holds, and their total duration (ms).
+    pub async fn segments_summary(&self) -> Result<(i64, i64)> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(duration_ms), 0) AS ms FROM segments")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("ms")?))
+    }
+}
+
+/// The schema version this camhub brings its databases to (its newest migration).
+pub fn latest_schema_version() -> i64 {
+    sqlx::migrate!("./migrations").iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// What `check --rebuild` changes besides inserting and deleting rows.
+impl Db {
+    /// Sets a segment's measured size and duration (its file changed since the row was written); the end follows.
+    pub async fn update_segment_measure(&self, filename: &str, size_bytes: i64, duration_ms: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE segments SET size_bytes = ?, duration_ms = ?, ended_at = started_at + ?, recovered = 1
+             WHERE filename = ?",
+        )
+        .bind(size_bytes)
+        .bind(duration_ms)
+        .bind(duration_ms)
+        .bind(filename)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends each session recreated from file names where its last indexed segment ends; returns how many.
+    pub async fn close_recovered_sessions(&self) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE recording_sessions SET ended_at = (SELECT MAX(ended_at) FROM segments
+                 WHERE segments.session_id = recording_sessions.id)
+             WHERE trigger = 'recovered' AND EXISTS (SELECT 1 FROM segments WHERE segments.session_id = recording_sessions.id)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
