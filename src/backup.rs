@@ -428,3 +428,51 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     std::fs::rename(&partial, path).map_err(|e| failed(path.display(), e))?;
     sync_parent(path).map_err(|e| failed(path.display(), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_naming(name: &str) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            camhub_version: "0.1.0".into(),
+            created_at: "2026-12-01T00:00:00.000Z".into(),
+            data_dir: "/var/lib/camhub".into(),
+            schema_version: 1,
+            segments: 0,
+            segments_duration_ms: 0,
+            files: vec![Entry {
+                name: name.into(),
+                kind: Kind::Database,
+                source: "/var/lib/camhub/camhub.db".into(),
+                size: 0,
+                sha256: hex::encode(Sha256::digest(b"")),
+                mode: "0600".into(),
+            }],
+        }
+    }
+
+    fn verify_with(manifest: &Manifest) -> Result<Manifest> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(MANIFEST), serde_json::to_vec(manifest).expect("json")).expect("manifest");
+        std::fs::write(dir.path().join(DB_FILE), b"").expect("db");
+        verify(dir.path())
+    }
+
+    #[test]
+    fn a_manifest_cannot_point_outside_its_backup_or_ask_for_a_newer_schema() {
+        assert!(verify_with(&manifest_naming(DB_FILE)).is_ok());
+        for name in ["../camhub.db", "/etc/passwd", "a/b"] {
+            let e = verify_with(&manifest_naming(name)).expect_err(name);
+            assert!(matches!(e, BackupError::Invalid { .. }), "{name}: {e}");
+        }
+        let mut newer = manifest_naming(DB_FILE);
+        newer.schema_version = latest_schema_version() + 1;
+        let e = verify_with(&newer).expect_err("newer schema");
+        assert!(e.to_string().contains("knows schemas up to"), "{e}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = verify(dir.path()).expect_err("no manifest");
+        assert!(e.to_string().contains("not a camhub backup"), "{e}");
+    }
+}

@@ -204,13 +204,15 @@ async fn a_backup_taken_while_recording_gives_back_every_recording_by_restore_an
     assert!(String::from_utf8_lossy(&refused.stderr).contains("camhub.db does not match the manifest"));
     assert_eq!(std::fs::read(data.join("camhub.db")).expect("database"), live, "the database was not touched");
 
-    // (a) The database and the key material lost; restore, then start: every recording is back.
+    // (a) The database, the key material and the config lost; restore, then start: every recording is back.
     delete_database(&data);
     std::fs::remove_file(&secret).expect("remove secret");
+    std::fs::remove_file(&config).expect("remove config");
     let out = camhub(&["restore", "--from", backup.to_str().expect("utf-8")], &config);
     assert!(out.status.success(), "restore failed");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("restored the database") && said.contains("jwt_secret"), "{said}");
+    assert!(said.contains("config restored to") && said.contains("restored the database"), "{said}");
+    assert!(said.contains(&format!("restored {} (mode 0600)", secret.display())), "{said}");
     assert_eq!(std::fs::read_to_string(&secret).expect("secret back"), "f".repeat(64));
     assert_eq!((mode(&secret), mode(&config)), (0o600, 0o600), "permissions kept");
     hub.start_again(RECORDING);

@@ -77,6 +77,9 @@ pub async fn reconcile(db: &Db, files: &Files, repair: bool) -> Result<Report> {
     }
     report.unindexed.sort();
     report.missing.sort();
+    if repair && !report.unindexed.is_empty() {
+        db.extend_sessions_to_segments().await?;
+    }
     if !report.is_clean() || report.interrupted_sessions > 0 {
         info!(
             unindexed = report.unindexed.len(),
@@ -249,7 +252,7 @@ pub async fn rebuild(db: &Db, dirs: &[PathBuf]) -> Result<RebuildReport> {
         }
     }
     report.removed.sort();
-    db.close_recovered_sessions().await?;
+    db.extend_sessions_to_segments().await?;
     info!(
         files = report.files,
         kept = report.kept,

@@ -646,15 +646,77 @@ impl Db {
         Ok(())
     }
 
-    /// Ends each session recreated from file names where its last indexed segment ends; returns how many.
-    pub async fn close_recovered_sessions(&self) -> Result<u64> {
+    /// Moves the end of each ended session to the end of its last segment where that is later (segments indexed from
+    /// files after the session was closed: recreated from names, or recorded after the backup a database came from);
+    /// returns how many.
+    pub async fn extend_sessions_to_segments(&self) -> Result<u64> {
         let r = sqlx::query(
-            "UPDATE recording_sessions SET ended_at = (SELECT MAX(ended_at) FROM segments
-                 WHERE segments.session_id = recording_sessions.id)
-             WHERE trigger = 'recovered' AND EXISTS (SELECT 1 FROM segments WHERE segments.session_id = recording_sessions.id)",
+            "UPDATE recording_sessions SET ended_at = last.last_end
+             FROM (SELECT session_id, MAX(ended_at) AS last_end FROM segments GROUP BY session_id) AS last
+             WHERE last.session_id = recording_sessions.id AND state != 'recording'
+                 AND last.last_end > COALESCE(recording_sessions.ended_at, 0)",
         )
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod backup_tests {
+    use super::*;
+
+    fn segment(session: &str, name: &str, started_at: i64, duration_ms: i64) -> SegmentRow {
+        SegmentRow {
+            session_id: session.into(),
+            camera: "cam".into(),
+            filename: name.into(),
+            format: "fmp4".into(),
+            started_at,
+            ended_at: started_at + duration_ms,
+            duration_ms,
+            size_bytes: 1000,
+            recovered: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_made_while_open_holds_what_was_committed_and_says_its_schema() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(&dir.path().join("camhub.db")).await.expect("open");
+        let session = SessionRow {
+            id: "s1".into(),
+            camera: "cam".into(),
+            format: "fmp4".into(),
+            requested_at: 1000,
+            started_at: 1000,
+            trigger: "api".into(),
+        };
+        db.insert_session(&session).await.expect("session");
+        db.insert_segment(&segment("s1", "a.mp4", 1000, 2000)).await.expect("segment");
+        let copy = dir.path().join("copy.db");
+        db.vacuum_into(&copy).await.expect("vacuum into");
+        assert!(db.vacuum_into(&copy).await.is_err(), "VACUUM INTO refuses an existing file");
+        let copied = Db::open_existing(&copy).await.expect("open the copy");
+        copied.integrity_check().await.expect("sound");
+        assert_eq!(copied.schema_version().await.expect("version"), latest_schema_version());
+        assert_eq!(copied.segments_summary().await.expect("summary"), (1, 2000));
+        copied.close().await;
+        assert!(Db::open_existing(&dir.path().join("absent.db")).await.is_err(), "nothing is created");
+        assert!(!dir.path().join("absent.db").exists());
+
+        // A session closed early, then segments found on disk: its end follows its last one.
+        db.finish_session("s1", 3000, "interrupted", None).await.expect("finish");
+        db.insert_segment(&segment("s1", "b.mp4", 3000, 2000)).await.expect("later segment");
+        assert_eq!(db.extend_sessions_to_segments().await.expect("extend"), 1);
+        let end: i64 = sqlx::query_scalar("SELECT ended_at FROM recording_sessions WHERE id = 's1'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("end");
+        assert_eq!(end, 5000);
+        assert_eq!(db.extend_sessions_to_segments().await.expect("again"), 0);
+        db.update_segment_measure("b.mp4", 1500, 1800).await.expect("measure");
+        let row = db.segment("b.mp4").await.expect("query").expect("row");
+        assert_eq!((row.size_bytes, row.duration_ms, row.ended_at, row.recovered), (1500, 1800, 4800, true));
     }
 }
