@@ -38,6 +38,9 @@ pub enum BackupError {
     /// The target directory already holds a backup.
     #[error("{} already holds a backup ({MANIFEST}); choose another directory or pass --overwrite", .0.display())]
     Exists(PathBuf),
+    /// The target directory is where the files backed up live: the copies would replace them.
+    #[error("{} holds the files to back up (the data dir or the config's directory); choose another directory", .0.display())]
+    Target(PathBuf),
     /// A camhub runs on the data dir.
     #[error("{0}; stop it first")]
     Running(LockError),
@@ -115,6 +118,11 @@ pub struct BackupPlan<'a> {
 /// transaction).
 pub async fn backup(plan: BackupPlan<'_>) -> Result<Manifest> {
     let to = plan.to;
+    // Copies are renamed over their names in `to`: there, they would replace the very files they copy.
+    let sources = [Some(plan.data_dir), plan.config.and_then(Path::parent)];
+    if sources.into_iter().flatten().any(|dir| same_dir(dir, to)) {
+        return Err(BackupError::Target(to.to_path_buf()));
+    }
     if to.join(MANIFEST).exists() {
         if !plan.overwrite {
             return Err(BackupError::Exists(to.to_path_buf()));
@@ -353,6 +361,12 @@ fn remove_backup(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether two paths name the same existing directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    let a = if a.as_os_str().is_empty() { Path::new(".") } else { a };
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
 fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -474,5 +488,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let e = verify(dir.path()).expect_err("no manifest");
         assert!(e.to_string().contains("not a camhub backup"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_backup_never_lands_on_the_files_it_copies() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let config = dir.path().join("etc/camhub.toml");
+        std::fs::create_dir_all(config.parent().expect("parent")).expect("etc");
+        std::fs::write(&config, "").expect("config");
+        for to in [data.clone(), data.join("."), config.parent().expect("parent").to_path_buf()] {
+            let plan = BackupPlan { data_dir: &data, config: Some(&config), to: &to, overwrite: true };
+            let e = backup(plan).await.expect_err("refused");
+            assert!(matches!(e, BackupError::Target(_)), "{}: {e}", to.display());
+        }
+        assert_eq!(std::fs::read_to_string(&config).expect("config kept"), "");
     }
 }

@@ -825,6 +825,7 @@ fn backup_failure(e: crate::backup::BackupError) -> ExitCode {
     eprintln!("camhub: {e}");
     ExitCode::from(match e {
         BackupError::Exists(_) => EXIT_CANT_CREATE,
+        BackupError::Target(_) => EXIT_USAGE,
         BackupError::Running(_) => EXIT_RUNNING,
         BackupError::Invalid { .. } => EXIT_DATA,
         BackupError::Failed(_) => 1,

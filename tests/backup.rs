@@ -104,6 +104,27 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The time between each segment's end and the next one's start, in seconds, oldest first (one session).
+async fn gaps_between_segments(hub: &Camhub) -> Vec<f64> {
+    let client = hub.client("viewer").await;
+    let list = client.call("list_recordings", json!({ "limit": 1000 })).await.expect("list_recordings");
+    let time = |v: &Value| humantime::parse_rfc3339(v.as_str().expect("time string")).expect("RFC 3339 time");
+    let mut spans: Vec<_> = list["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| (time(&f["start_time"]), time(&f["end_time"])))
+        .collect();
+    spans.sort();
+    spans
+        .windows(2)
+        .map(|w| match w[1].0.duration_since(w[0].1) {
+            Ok(gap) => gap.as_secs_f64(),
+            Err(overlap) => -overlap.duration().as_secs_f64(),
+        })
+        .collect()
+}
+
 async fn wait_for_segments(hub: &Camhub, at_least: usize, newer_than: Option<&str>) -> BTreeMap<String, f64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -166,6 +187,8 @@ async fn a_backup_taken_while_recording_gives_back_every_recording_by_restore_an
     let after_backup = wait_for_segments(&hub, in_backup + 2, Some(&newest)).await;
     let session = |name: &str| name.rsplitn(3, '_').nth(2).map(str::to_owned);
     assert!(after_backup.keys().all(|n| session(n) == session(&newest)), "one session throughout: {after_backup:?}");
+    let gaps = gaps_between_segments(&hub).await;
+    assert!(gaps.iter().all(|g| *g < 0.2), "the recording has a hole (seconds between segments): {gaps:?}");
     assert!(!hub.log().contains("database is locked"), "log:\n{}", hub.log());
 
     // Refusals while it runs: another backup into the same directory, a restore, a rebuild.
