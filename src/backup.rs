@@ -98,7 +98,7 @@ pub enum Kind {
 }
 
 impl Manifest {
-    fn entry(&self, kind: Kind) -> impl Iterator<Item = &Entry> {
+    fn entries(&self, kind: Kind) -> impl Iterator<Item = &Entry> {
         self.files.iter().filter(move |e| e.kind == kind)
     }
 }
@@ -207,7 +207,7 @@ pub fn verify(from: &Path) -> Result<Manifest> {
             crate::base::VERSION
         )));
     }
-    if manifest.entry(Kind::Database).count() != 1 {
+    if manifest.entries(Kind::Database).count() != 1 {
         return Err(invalid("the manifest lists no database".into()));
     }
     for entry in &manifest.files {
@@ -242,7 +242,7 @@ pub fn verify(from: &Path) -> Result<Manifest> {
 /// Writes the backup's config file to `path` if nothing is there (a restore onto a new machine), so the config can
 /// then be loaded. Returns whether it did.
 pub fn restore_missing_config(from: &Path, manifest: &Manifest, path: &Path) -> Result<bool> {
-    let Some(entry) = manifest.entry(Kind::Config).next() else { return Ok(false) };
+    let Some(entry) = manifest.entries(Kind::Config).next() else { return Ok(false) };
     if path.exists() {
         return Ok(false);
     }
@@ -263,7 +263,7 @@ pub async fn restore(from: &Path, manifest: &Manifest, data_dir: &Path, config: 
         e => failed("locking the data dir", e),
     })?;
     let mut done = Vec::new();
-    let entry = manifest.entry(Kind::Database).next().ok_or_else(|| failed("manifest", "no database"))?;
+    let entry = manifest.entries(Kind::Database).next().ok_or_else(|| failed("manifest", "no database"))?;
     let incoming = data_dir.join(format!("{DB_FILE}.restoring"));
     remove_if_present(&incoming)?;
     put_back(&from.join(&entry.name), &incoming, entry)?;
@@ -308,7 +308,7 @@ pub async fn restore(from: &Path, manifest: &Manifest, data_dir: &Path, config: 
         manifest.camhub_version
     ));
 
-    for entry in manifest.entry(Kind::Secret) {
+    for entry in manifest.entries(Kind::Secret) {
         let target = data_dir.join(&entry.name);
         let same = digest(&target).is_ok_and(|(_, sha)| sha == entry.sha256);
         if !same {
@@ -326,7 +326,7 @@ pub async fn restore(from: &Path, manifest: &Manifest, data_dir: &Path, config: 
         ));
     }
 
-    if let (Some(entry), Some(path)) = (manifest.entry(Kind::Config).next(), config) {
+    if let (Some(entry), Some(path)) = (manifest.entries(Kind::Config).next(), config) {
         let same = digest(path).is_ok_and(|(_, sha)| sha == entry.sha256);
         done.push(if same {
             format!("config {} is the backup's", path.display())
