@@ -162,12 +162,15 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// The file in the data dir that keeps the JWT secret when the config gives none (backups carry it).
+pub const SECRET_FILE: &str = "jwt_secret";
+
 /// The configured secret, or the one kept in the data dir (created, mode 0600, on first use).
 pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Vec<u8>> {
     if let Some(secret) = configured {
         return Ok(secret.as_bytes().to_vec());
     }
-    let path = data_dir.join("jwt_secret");
+    let path = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) if text.trim().len() >= 32 => return Ok(text.trim().as_bytes().to_vec()),
         Ok(_) => return Err(std::io::Error::other(format!("{} is too short", path.display()))),

@@ -1,5 +1,5 @@
-//! The command line: `run`, `demo`, `testcam`, `check-config`, `token`, `apikey create`, and the built-in API client
-//! `call` and `events`. Parses arguments, loads and validates config (a bad one exits 64 with one line), installs
+//! The command line: `run`, `demo`, `testcam`, `check-config`, `check`, `backup`, `restore`, `token`, `apikey create`,
+//! and the built-in API client `call` and `events`. Parses arguments, loads and validates config (a bad one exits 64 with one line), installs
 //! logging and signal handling, then calls the library. No service logic lives here.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,6 +22,12 @@ const EXIT_USAGE: u8 = 64;
 const EXIT_RPC_ERROR: u8 = 1;
 /// `call` and `events`: no connection, or it was lost.
 const EXIT_CONNECTION: u8 = 2;
+/// EX_DATAERR: `restore` was given a backup that is not whole (manifest, hashes) or not for this camhub.
+const EXIT_DATA: u8 = 65;
+/// EX_CANTCREAT: `backup` was pointed at a directory that already holds a backup.
+const EXIT_CANT_CREATE: u8 = 73;
+/// EX_TEMPFAIL: a camhub runs on the data dir (`restore`, `check --repair/--rebuild`); stop it and try again.
+const EXIT_RUNNING: u8 = 75;
 
 #[derive(Debug, Parser)]
 #[command(name = "camhub", version, about = "Cameras in, one WebSocket JSON-RPC API out")]
@@ -58,12 +64,38 @@ enum Command {
         #[arg(long, env = "CAMHUB_TOKEN", hide_env_values = true)]
         token: Option<Secret>,
     },
-    /// Compare recordings on disk with the index; with --repair, make them agree (run while camhub is stopped).
+    /// Compare recordings on disk with the index; with --repair, make them agree; with --rebuild, rebuild the index
+    /// from the files (a lost database, or one older than the disks). --repair and --rebuild refuse while camhub runs.
     Check {
         #[arg(long, env = "CAMHUB_CONFIG")]
         config: Option<PathBuf>,
         #[arg(long)]
         repair: bool,
+        /// Index every file without a row, measure again every file whose size changed, drop rows without a file.
+        #[arg(long, conflicts_with = "repair")]
+        rebuild: bool,
+    },
+    /// Copy the database (consistent, while camhub runs), the config and the key material into a directory with a
+    /// manifest (exit 73 if it already holds a backup).
+    Backup {
+        #[arg(long, env = "CAMHUB_CONFIG")]
+        config: Option<PathBuf>,
+        /// The backup directory (created, mode 0700).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Replace a backup already in DIR.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Put a backup back while camhub is stopped: its manifest checked first (exit 65 if a file changed), then the
+    /// database and key material restored with their permissions (exit 75 while camhub runs on the data dir).
+    Restore {
+        /// The config naming the data dir; if the file does not exist, the backup's config is written there first.
+        #[arg(long, env = "CAMHUB_CONFIG")]
+        config: Option<PathBuf>,
+        /// The backup directory.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
     },
     /// Print a signed JWT for a role.
     Token {
@@ -258,13 +290,21 @@ async fn dispatch(command: Command) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Check { config, repair } => {
+        Command::Check { config, repair, rebuild } => {
             let config = match load(config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            check(config, repair).await
+            if rebuild { rebuild_index(config).await } else { check(config, repair).await }
         }
+        Command::Backup { config: path, to, overwrite } => {
+            let config = match load(path.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            backup(&config, path.as_deref(), &to, overwrite).await
+        }
+        Command::Restore { config, from } => restore(config.as_deref(), &from).await,
         Command::Token { config, role, ttl, user } => {
             let config = match load(config.as_deref()) {
                 Ok(c) => c,
@@ -771,6 +811,15 @@ fn pretty(value: &Value) -> String {
 
 /// `camhub check`: prints every mismatch between recordings on disk and the index; exit 1 if any remain.
 async fn check(config: Config, repair: bool) -> ExitCode {
+    // Repairs change the index: not under a running service.
+    let _lock = if repair {
+        match lock_data_dir(&config) {
+            Ok(lock) => Some(lock),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
     let result = async {
         crate::media::init()?;
         let (db, _auth) = crate::service::open_storage(&config).await?;
@@ -802,6 +851,140 @@ async fn check(config: Config, repair: bool) -> ExitCode {
             if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+/// Takes the data dir's lock for a command that must not run beside the service; exit 75 if a camhub holds it.
+fn lock_data_dir(config: &Config) -> Result<crate::storage::lock::DataDirLock, ExitCode> {
+    use crate::storage::lock::{DataDirLock, LockError};
+    let root = &config.storage.root;
+    if let Err(e) = std::fs::create_dir_all(root) {
+        return Err(fail(format!("creating data dir {}: {e}", root.display())));
+    }
+    DataDirLock::acquire(root).map_err(|e| match e {
+        LockError::Held { .. } => {
+            eprintln!("camhub: {e}; stop it first");
+            ExitCode::from(EXIT_RUNNING)
+        }
+        LockError::Io { .. } => fail(e.to_string()),
+    })
+}
+
+/// `camhub check --rebuild`: the recordings index rebuilt from the files; exit 1 if a file could not be indexed.
+async fn rebuild_index(config: Config) -> ExitCode {
+    let _lock = match lock_data_dir(&config) {
+        Ok(lock) => lock,
+        Err(code) => return code,
+    };
+    let started = std::time::Instant::now();
+    let result = async {
+        crate::media::init()?;
+        let (db, _auth) = crate::service::open_storage(&config).await?;
+        let files = crate::storage::files::Files::new(&config.storage.root);
+        files.create_dirs()?;
+        let dirs = [files.dir(crate::storage::files::Area::Recordings)];
+        let report = crate::recording::recovery::rebuild(&db, &dirs).await;
+        db.close().await;
+        anyhow::Ok(report?)
+    };
+    match result.await {
+        Ok(r) => {
+            for name in &r.indexed {
+                println!("indexed: {name}");
+            }
+            for name in &r.remeasured {
+                println!("measured again (size changed): {name}");
+            }
+            for name in &r.removed {
+                println!("row removed (no file): {name}");
+            }
+            for name in &r.unrecoverable {
+                println!("unrecoverable (left in place, not indexed): {name}");
+            }
+            for path in &r.skipped {
+                println!("skipped (not a segment name, or a second copy): {path}");
+            }
+            if r.interrupted_sessions > 0 {
+                println!("sessions marked interrupted: {}", r.interrupted_sessions);
+            }
+            println!(
+                "rebuilt from {} files in {:.1} s: {} kept, {} indexed, {} measured again, {} rows removed, {} unrecoverable",
+                r.files,
+                started.elapsed().as_secs_f64(),
+                r.kept,
+                r.indexed.len(),
+                r.remeasured.len(),
+                r.removed.len(),
+                r.unrecoverable.len()
+            );
+            if r.unrecoverable.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+/// A refused backup or restore: one line, and the exit code of its kind.
+fn backup_failure(e: crate::backup::BackupError) -> ExitCode {
+    use crate::backup::BackupError;
+    eprintln!("camhub: {e}");
+    ExitCode::from(match e {
+        BackupError::Exists(_) => EXIT_CANT_CREATE,
+        BackupError::Target(_) => EXIT_USAGE,
+        BackupError::Running(_) => EXIT_RUNNING,
+        BackupError::Invalid { .. } => EXIT_DATA,
+        BackupError::Failed(_) => 1,
+    })
+}
+
+/// `camhub backup`: prints what it copied.
+async fn backup(config: &Config, path: Option<&std::path::Path>, to: &std::path::Path, overwrite: bool) -> ExitCode {
+    let plan = crate::backup::BackupPlan { data_dir: &config.storage.root, config: path, to, overwrite };
+    match crate::backup::backup(plan).await {
+        Ok(m) => {
+            println!("backup of {} written to {}", config.storage.root.display(), to.display());
+            for f in &m.files {
+                println!("  {:<12} {:>10} bytes  mode {}  sha256 {}", f.name, f.size, f.mode, f.sha256);
+            }
+            println!(
+                "  database schema {}, {} recordings indexed ({:.1} s), camhub {}, {}",
+                m.schema_version,
+                m.segments,
+                m.segments_duration_ms as f64 / 1000.0,
+                m.camhub_version,
+                m.created_at
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => backup_failure(e),
+    }
+}
+
+/// `camhub restore`: the backup checked, then put back; prints what it did.
+async fn restore(path: Option<&std::path::Path>, from: &std::path::Path) -> ExitCode {
+    let manifest = match crate::backup::verify(from) {
+        Ok(m) => m,
+        Err(e) => return backup_failure(e),
+    };
+    // On a new machine the config may be what is missing: the backup's is put where it was asked for.
+    if let Some(path) = path {
+        match crate::backup::restore_missing_config(from, &manifest, path) {
+            Ok(true) => println!("config restored to {}", path.display()),
+            Ok(false) => {}
+            Err(e) => return backup_failure(e),
+        }
+    }
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match crate::backup::restore(from, &manifest, &config.storage.root, path).await {
+        Ok(done) => {
+            for line in done {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => backup_failure(e),
     }
 }
 

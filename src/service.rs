@@ -63,6 +63,10 @@ pub async fn run_with_listener(
         missing.join(", ")
     );
 
+    // Held until `run` returns: `restore` and `check --repair/--rebuild` refuse while it is.
+    std::fs::create_dir_all(&config.storage.root)
+        .with_context(|| format!("creating data dir {}", config.storage.root.display()))?;
+    let _lock = crate::storage::lock::DataDirLock::acquire(&config.storage.root)?;
     let (db, auth) = open_storage(&config).await?;
     let files = Files::new(&config.storage.root);
     files.create_dirs().context("creating storage areas")?;

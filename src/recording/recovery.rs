@@ -1,10 +1,12 @@
-//! Start-up reconciliation of recordings on disk with the index, and the `camhub check` command. A segment file
-//! left open by a crash is made playable (a fragmented MP4 is trimmed to its last complete fragment), measured with a
-//! real demuxer and indexed; an index row whose file is gone is removed. Nothing outside `recordings/` is touched.
+//! Start-up reconciliation of recordings on disk with the index, the `camhub check` command and `check --rebuild`. A
+//! segment file left open by a crash is made playable (a fragmented MP4 is trimmed to its last complete fragment),
+//! measured with a real demuxer and indexed; an index row whose file is gone is removed. `rebuild` does the same for
+//! a lost or outdated index, over the recordings directories it is given, and measures again files whose size
+//! changed. Nothing outside the recordings directories is touched.
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use gstreamer as gst;
@@ -75,6 +77,9 @@ pub async fn reconcile(db: &Db, files: &Files, repair: bool) -> Result<Report> {
     }
     report.unindexed.sort();
     report.missing.sort();
+    if repair && !report.unindexed.is_empty() {
+        db.extend_sessions_to_segments().await?;
+    }
     if !report.is_clean() || report.interrupted_sessions > 0 {
         info!(
             unindexed = report.unindexed.len(),
@@ -96,20 +101,7 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
     let owned = path.to_path_buf();
     // All file work (reading boxes, trimming, demuxing, fsync) stays off the async runtime.
     let (duration, size, modified, format) =
-        tokio::task::spawn_blocking(move || -> Result<(Duration, u64, SystemTime, &'static str)> {
-            trim_fragmented_mp4(&owned).map_err(|e| storage_error(&owned, e))?;
-            let format = match owned.extension().and_then(|e| e.to_str()) {
-                Some("mkv") => "mkv",
-                _ if is_fragmented(&owned) => "fmp4",
-                _ => "mp4",
-            };
-            let duration = probe_duration(&owned)?;
-            sync_file_and_dir(&owned).map_err(|e| storage_error(&owned, e))?;
-            let meta = std::fs::metadata(&owned).map_err(|e| storage_error(&owned, e))?;
-            Ok((duration, meta.len(), meta.modified().unwrap_or_else(|_| SystemTime::now()), format))
-        })
-        .await
-        .map_err(Error::internal)??;
+        tokio::task::spawn_blocking(move || measure(&owned)).await.map_err(Error::internal)??;
     let session_start = millis(parsed.started_at);
     let session_id = match db.session_by_tag(&parsed.camera, &parsed.session_tag).await? {
         Some(id) => id,
@@ -147,6 +139,130 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
     db.insert_segment(&row).await?;
     info!(file = row.filename, duration_ms = row.duration_ms, "recovered recording");
     Ok(row)
+}
+
+/// Makes a segment file playable and measures it: (duration, size, last write, format). Blocks.
+fn measure(path: &Path) -> Result<(Duration, u64, SystemTime, &'static str)> {
+    trim_fragmented_mp4(path).map_err(|e| storage_error(path, e))?;
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("mkv") => "mkv",
+        _ if is_fragmented(path) => "fmp4",
+        _ => "mp4",
+    };
+    // The demuxer proves the file plays; in fMP4 it stops at the header's duration, which mp4mux writes a frame short,
+    // so the fragments' own timing says how long it is.
+    let probed = probe_duration(path)?;
+    let duration = match format {
+        "fmp4" => fragments_duration(path).ok().flatten().unwrap_or(probed),
+        _ => probed,
+    };
+    sync_file_and_dir(path).map_err(|e| storage_error(path, e))?;
+    let meta = std::fs::metadata(path).map_err(|e| storage_error(path, e))?;
+    Ok((duration, meta.len(), meta.modified().unwrap_or_else(|_| SystemTime::now()), format))
+}
+
+/// What `check --rebuild` found and did.
+#[derive(Debug, Default)]
+pub struct RebuildReport {
+    /// Segment files found in the directories scanned.
+    pub files: usize,
+    /// Rows that matched their file and were kept as they are.
+    pub kept: usize,
+    /// Files without a row, now indexed (sessions recreated from their names where the index had none).
+    pub indexed: Vec<String>,
+    /// Rows whose file's size had changed, measured again.
+    pub remeasured: Vec<String>,
+    /// Rows whose file is in none of the directories, removed.
+    pub removed: Vec<String>,
+    /// Files that could not be made playable (left in place, not indexed).
+    pub unrecoverable: Vec<String>,
+    /// Files whose names are not segment names, or that another directory scanned already holds (left alone).
+    pub skipped: Vec<String>,
+    /// Sessions left running by a previous process, now interrupted.
+    pub interrupted_sessions: usize,
+}
+
+/// Rebuilds the recordings index from the segment files in `dirs` (each a recordings directory), for a database that
+/// was lost or is older than the disks: files without a row are made playable, measured and indexed (their sessions
+/// found by the tag in their names, or recreated from them); rows whose file's size changed are measured again; rows
+/// whose file is in none of `dirs` are removed, so `dirs` must name every directory recordings live in. Run while
+/// camhub is stopped.
+pub async fn rebuild(db: &Db, dirs: &[PathBuf]) -> Result<RebuildReport> {
+    let mut report =
+        RebuildReport { interrupted_sessions: db.interrupt_open_sessions().await?.len(), ..Default::default() };
+    let listed = {
+        let dirs = dirs.to_vec();
+        crate::storage::files::blocking(move || {
+            let mut listed = Vec::new();
+            for dir in dirs {
+                let mut names = Vec::new();
+                for entry in std::fs::read_dir(&dir).map_err(|e| storage_error(&dir, e))?.flatten() {
+                    let Ok(name) = entry.file_name().into_string() else { continue };
+                    if entry.file_type().is_ok_and(|t| t.is_file()) && !name.starts_with('.') {
+                        let size = entry.metadata().map(|m| m.len()).map_err(|e| storage_error(&entry.path(), e))?;
+                        names.push((name, size));
+                    }
+                }
+                // Name order is camera, session start, session, sequence: each session's first segment comes first.
+                names.sort();
+                listed.push((dir, names));
+            }
+            Ok(listed)
+        })
+        .await?
+    };
+    let mut seen = HashSet::new();
+    for (dir, names) in listed {
+        for (name, size) in names {
+            let path = dir.join(&name);
+            if parse_segment_name(&name).is_none() || !seen.insert(name.clone()) {
+                report.skipped.push(path.display().to_string());
+                continue;
+            }
+            report.files += 1;
+            match db.segment(&name).await? {
+                Some(row) if row.size_bytes == size as i64 && row.duration_ms > 0 => report.kept += 1,
+                Some(_) => {
+                    let owned = path.clone();
+                    match tokio::task::spawn_blocking(move || measure(&owned)).await.map_err(Error::internal)? {
+                        Ok((duration, size, _, _)) => {
+                            db.update_segment_measure(&name, size as i64, duration.as_millis() as i64).await?;
+                            report.remeasured.push(name);
+                        }
+                        Err(e) => {
+                            warn!(err = %e, file = name, "cannot measure recording");
+                            report.unrecoverable.push(name);
+                        }
+                    }
+                }
+                None => match recover_file(db, &path).await {
+                    Ok(_) => report.indexed.push(name),
+                    Err(e) => {
+                        warn!(err = %e, file = name, "cannot recover recording");
+                        report.unrecoverable.push(name);
+                    }
+                },
+            }
+        }
+    }
+    for name in db.segment_filenames().await? {
+        if !seen.contains(&name) {
+            db.delete_segment(&name).await?;
+            report.removed.push(name);
+        }
+    }
+    report.removed.sort();
+    db.extend_sessions_to_segments().await?;
+    info!(
+        files = report.files,
+        kept = report.kept,
+        indexed = report.indexed.len(),
+        remeasured = report.remeasured.len(),
+        removed = report.removed.len(),
+        unrecoverable = report.unrecoverable.len(),
+        "recordings index rebuilt"
+    );
+    Ok(report)
 }
 
 fn storage_error(path: &Path, e: std::io::Error) -> Error {
@@ -187,6 +303,154 @@ fn is_fragmented(path: &Path) -> bool {
     let Ok(mut f) = std::fs::File::open(path) else { return false };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     boxes(&mut f, len).is_ok_and(|b| b.iter().any(|(k, _, _)| k == b"moof"))
+}
+
+/// The boxes inside a box's payload: (type, payload). Stops at the first that does not fit.
+fn children(mut buf: &[u8]) -> Vec<([u8; 4], &[u8])> {
+    let mut out = Vec::new();
+    while buf.len() >= 8 {
+        let size = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let kind = [buf[4], buf[5], buf[6], buf[7]];
+        let (header, size) = match size {
+            0 => (8, buf.len()),
+            1 if buf.len() >= 16 => (16, u64::from_be_bytes(buf[8..16].try_into().expect("eight bytes")) as usize),
+            s => (8, s),
+        };
+        if size < header || size > buf.len() {
+            break;
+        }
+        out.push((kind, &buf[header..size]));
+        buf = &buf[size..];
+    }
+    out
+}
+
+fn child<'a>(buf: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+    children(buf).into_iter().find(|(k, _)| k == kind).map(|(_, b)| b)
+}
+
+/// Big-endian fields read in order from a box payload.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_be_bytes(b.try_into().expect("four bytes")))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|b| u64::from_be_bytes(b.try_into().expect("eight bytes")))
+    }
+    /// A full box's version and flags.
+    fn version_flags(&mut self) -> Option<(u8, u32)> {
+        self.u32().map(|v| ((v >> 24) as u8, v & 0xff_ffff))
+    }
+}
+
+/// The video track of a `moov` payload: (track id, timescale, default sample duration from `trex`).
+fn video_track(moov: &[u8]) -> Option<(u32, u32, u32)> {
+    let trak = children(moov).into_iter().filter(|(k, _)| k == b"trak").map(|(_, b)| b).find(|trak| {
+        let hdlr = child(trak, b"mdia").and_then(|m| child(m, b"hdlr"));
+        hdlr.and_then(|h| h.get(8..12)) == Some(b"vide")
+    })?;
+    let mut tkhd = Fields(child(trak, b"tkhd")?);
+    let (version, _) = tkhd.version_flags()?;
+    tkhd.take(if version == 1 { 16 } else { 8 })?;
+    let id = tkhd.u32()?;
+    let mut mdhd = Fields(child(child(trak, b"mdia")?, b"mdhd")?);
+    let (version, _) = mdhd.version_flags()?;
+    mdhd.take(if version == 1 { 16 } else { 8 })?;
+    let timescale = mdhd.u32().filter(|t| *t > 0)?;
+    let default_duration = child(moov, b"mvex")
+        .map(children)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k == b"trex")
+        .find_map(|(_, trex)| {
+            let mut f = Fields(trex);
+            f.version_flags()?;
+            (f.u32()? == id).then_some(())?;
+            f.u32()?;
+            f.u32()
+        })
+        .unwrap_or(0);
+    Some((id, timescale, default_duration))
+}
+
+/// The video's length in a fragmented MP4 from its fragments' timing (`tfdt` and `trun` sample durations), every
+/// sample counted, the last one (written without a duration) as long as the one before; `None` for a file without
+/// fragments or a video track.
+fn fragments_duration(path: &Path) -> std::io::Result<Option<Duration>> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let read = |file: &mut std::fs::File, start: u64, end: u64| -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0; (end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf)?;
+        Ok(buf)
+    };
+    let list = boxes(&mut file, len)?;
+    let Some((_, start, end)) = list.iter().find(|(k, _, end)| k == b"moov" && *end <= len) else { return Ok(None) };
+    let moov = read(&mut file, *start, *end)?;
+    let Some((track, timescale, trex_duration)) = children(&moov).first().and_then(|(_, m)| video_track(m)) else {
+        return Ok(None);
+    };
+    let (mut first, mut last, mut spacing) = (None::<u64>, 0u64, 0u64);
+    for (_, start, end) in list.iter().filter(|(k, _, end)| k == b"moof" && *end <= len) {
+        let moof = read(&mut file, *start, *end)?;
+        let Some((_, moof)) = children(&moof).into_iter().next() else { continue };
+        for (_, traf) in children(moof).into_iter().filter(|(k, _)| k == b"traf") {
+            let Some(mut tfhd) = child(traf, b"tfhd").map(Fields) else { continue };
+            let Some((_, flags)) = tfhd.version_flags() else { continue };
+            if tfhd.u32() != Some(track) {
+                continue;
+            }
+            let skip = if flags & 0x01 != 0 { 8 } else { 0 } + if flags & 0x02 != 0 { 4 } else { 0 };
+            let default_duration = (flags & 0x08 != 0)
+                .then(|| {
+                    tfhd.take(skip)?;
+                    tfhd.u32()
+                })
+                .flatten()
+                .unwrap_or(trex_duration);
+            let base = child(traf, b"tfdt").and_then(|b| {
+                let mut f = Fields(b);
+                let (version, _) = f.version_flags()?;
+                if version == 1 { f.u64() } else { f.u32().map(u64::from) }
+            });
+            let mut time = base.unwrap_or(last);
+            first = Some(first.map_or(time, |f| f.min(time)));
+            for (_, trun) in children(traf).into_iter().filter(|(k, _)| k == b"trun") {
+                let mut f = Fields(trun);
+                let Some((_, flags)) = f.version_flags() else { continue };
+                let Some(count) = f.u32() else { continue };
+                let head = if flags & 0x01 != 0 { 4 } else { 0 } + if flags & 0x04 != 0 { 4 } else { 0 };
+                if f.take(head).is_none() {
+                    continue;
+                }
+                let per_sample = [0x100, 0x200, 0x400, 0x800].iter().filter(|bit| flags & **bit != 0).count() * 4;
+                for _ in 0..count {
+                    let Some(sample) = f.take(per_sample) else { break };
+                    let duration = if flags & 0x100 != 0 {
+                        u64::from(u32::from_be_bytes(sample[..4].try_into().expect("four bytes")))
+                    } else {
+                        u64::from(default_duration)
+                    };
+                    // mp4mux writes the last sample with no duration (it never learns when the next would have come);
+                    // it is shown as long as the one before it.
+                    if duration > 0 {
+                        spacing = duration;
+                    }
+                    time += if duration > 0 { duration } else { spacing };
+                }
+            }
+            last = last.max(time);
+        }
+    }
+    Ok(first.map(|f| Duration::from_nanos(((last - f.min(last)) as u128 * 1_000_000_000 / timescale as u128) as u64)))
 }
 
 /// Cuts a fragmented MP4 after its last complete `moof`+`mdat` pair. Other files are left alone.
@@ -270,6 +534,31 @@ mod tests {
         b.extend_from_slice(kind);
         b.extend(std::iter::repeat_n(0u8, payload));
         b
+    }
+
+    /// A real fragmented MP4 from mp4mux, as the recorder writes them: 30 frames at 15 fps last two seconds, though
+    /// mp4mux writes the last frame without a duration and the demuxer, trusting the header, drops it.
+    #[test]
+    fn a_fragmented_file_lasts_as_long_as_its_frames() {
+        crate::media::init().expect("GStreamer");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cam_2026-12-01T00-00-00.000Z_01234567_0000.mp4");
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=30 ! video/x-raw,width=64,height=48,framerate=15/1 ! x264enc key-int-max=15 ! \
+             h264parse ! mp4mux fragment-duration=500 ! filesink location=\"{}\"",
+            path.display()
+        ))
+        .expect("pipeline");
+        pipeline.set_state(gst::State::Playing).expect("play");
+        let bus = pipeline.bus().expect("bus");
+        let end =
+            bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos, gst::MessageType::Error]);
+        pipeline.set_state(gst::State::Null).expect("stop");
+        assert!(matches!(end.as_ref().map(|m| m.view()), Some(gst::MessageView::Eos(_))), "{end:?}");
+        assert!(is_fragmented(&path));
+        assert_eq!(fragments_duration(&path).expect("read"), Some(Duration::from_secs(2)));
+        let (duration, _, _, format) = measure(&path).expect("measure");
+        assert_eq!((duration, format), (Duration::from_secs(2), "fmp4"));
     }
 
     #[test]

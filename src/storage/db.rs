@@ -573,3 +573,150 @@ impl Db {
         Ok(r.rows_affected())
     }
 }
+
+/// What `backup` needs of a database file: a consistent copy while camhub uses it, and what the copy holds.
+impl Db {
+    /// Opens an existing database as it is: no migrations (a newer or older camhub may be using it), nothing created.
+    pub async fn open_existing(path: &Path) -> Result<Db> {
+        if !path.is_file() {
+            return Err(Error::dependency(Dependency::Database, format!("{} does not exist", path.display())));
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(Error::from)?
+            .filename(path)
+            .create_if_missing(false)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        Ok(Db { pool })
+    }
+
+    /// Writes a consistent copy of the whole database to `dest` (`VACUUM INTO`), which must not exist. Runs as one
+    /// read transaction: with WAL, the service goes on writing meanwhile and the copy is the database as of its start.
+    pub async fn vacuum_into(&self, dest: &Path) -> Result<()> {
+        let dest = dest.to_str().ok_or_else(|| Error::internal("backup path is not UTF-8"))?;
+        sqlx::query("VACUUM INTO ?").bind(dest).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: `Ok` when SQLite finds the file sound, else what it found.
+    pub async fn integrity_check(&self) -> Result<(), String> {
+        let found: Vec<String> =
+            sqlx::query_scalar("PRAGMA integrity_check").fetch_all(&self.pool).await.map_err(|e| e.to_string())?;
+        if found == ["ok"] { Ok(()) } else { Err(found.join("; ")) }
+    }
+
+    /// The schema version: the newest migration applied (0 for an empty database).
+    pub async fn schema_version(&self) -> Result<i64> {
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(None);
+        Ok(version.unwrap_or(0))
+    }
+
+    /// How many segments the index holds, and their total duration (ms).
+    pub async fn segments_summary(&self) -> Result<(i64, i64)> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(duration_ms), 0) AS ms FROM segments")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("ms")?))
+    }
+}
+
+/// The schema version this camhub brings its databases to (its newest migration).
+pub fn latest_schema_version() -> i64 {
+    sqlx::migrate!("./migrations").iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// What `check --rebuild` changes besides inserting and deleting rows.
+impl Db {
+    /// Sets a segment's measured size and duration (its file changed since the row was written); the end follows.
+    pub async fn update_segment_measure(&self, filename: &str, size_bytes: i64, duration_ms: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE segments SET size_bytes = ?, duration_ms = ?, ended_at = started_at + ?, recovered = 1
+             WHERE filename = ?",
+        )
+        .bind(size_bytes)
+        .bind(duration_ms)
+        .bind(duration_ms)
+        .bind(filename)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves the end of each ended session to the end of its last segment where that is later (segments indexed from
+    /// files after the session was closed: recreated from names, or recorded after the backup a database came from);
+    /// returns how many.
+    pub async fn extend_sessions_to_segments(&self) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE recording_sessions SET ended_at = last.last_end
+             FROM (SELECT session_id, MAX(ended_at) AS last_end FROM segments GROUP BY session_id) AS last
+             WHERE last.session_id = recording_sessions.id AND state != 'recording'
+                 AND last.last_end > COALESCE(recording_sessions.ended_at, 0)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod backup_tests {
+    use super::*;
+
+    fn segment(session: &str, name: &str, started_at: i64, duration_ms: i64) -> SegmentRow {
+        SegmentRow {
+            session_id: session.into(),
+            camera: "cam".into(),
+            filename: name.into(),
+            format: "fmp4".into(),
+            started_at,
+            ended_at: started_at + duration_ms,
+            duration_ms,
+            size_bytes: 1000,
+            recovered: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_made_while_open_holds_what_was_committed_and_says_its_schema() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(&dir.path().join("camhub.db")).await.expect("open");
+        let session = SessionRow {
+            id: "s1".into(),
+            camera: "cam".into(),
+            format: "fmp4".into(),
+            requested_at: 1000,
+            started_at: 1000,
+            trigger: "api".into(),
+        };
+        db.insert_session(&session).await.expect("session");
+        db.insert_segment(&segment("s1", "a.mp4", 1000, 2000)).await.expect("segment");
+        let copy = dir.path().join("copy.db");
+        db.vacuum_into(&copy).await.expect("vacuum into");
+        assert!(db.vacuum_into(&copy).await.is_err(), "VACUUM INTO refuses an existing file");
+        let copied = Db::open_existing(&copy).await.expect("open the copy");
+        copied.integrity_check().await.expect("sound");
+        assert_eq!(copied.schema_version().await.expect("version"), latest_schema_version());
+        assert_eq!(copied.segments_summary().await.expect("summary"), (1, 2000));
+        copied.close().await;
+        assert!(Db::open_existing(&dir.path().join("absent.db")).await.is_err(), "nothing is created");
+        assert!(!dir.path().join("absent.db").exists());
+
+        // A session closed early, then segments found on disk: its end follows its last one.
+        db.finish_session("s1", 3000, "interrupted", None).await.expect("finish");
+        db.insert_segment(&segment("s1", "b.mp4", 3000, 2000)).await.expect("later segment");
+        assert_eq!(db.extend_sessions_to_segments().await.expect("extend"), 1);
+        let end: i64 = sqlx::query_scalar("SELECT ended_at FROM recording_sessions WHERE id = 's1'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("end");
+        assert_eq!(end, 5000);
+        assert_eq!(db.extend_sessions_to_segments().await.expect("again"), 0);
+        db.update_segment_measure("b.mp4", 1500, 1800).await.expect("measure");
+        let row = db.segment("b.mp4").await.expect("query").expect("row");
+        assert_eq!((row.size_bytes, row.duration_ms, row.ended_at, row.recovered), (1500, 1800, 4800, true));
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod files;
+pub mod lock;
 
 pub use db::Db;
 
