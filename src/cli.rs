@@ -220,23 +220,40 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `run` reads its config before logging starts: the trace exporter, a layer of the logging, comes from it.
+    let run_config = match &cli.command {
+        Command::Run { config } => match load(config.as_deref()) {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        },
+        _ => None,
+    };
+    let telemetry = match init_logging(run_config.as_ref().map(|c| &c.telemetry)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("camhub: config error: telemetry.otlp_endpoint: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     // Clients and the API get a multi-thread runtime; cameras and recordings run on the media runtime's own thread
     // (`media::runtime`).
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(dispatch(cli.command))
+    let code = runtime.block_on(dispatch(cli.command, run_config));
+    drop(runtime);
+    // After the service has stopped, off the runtime: the last spans (the shutdown's own among them) go out.
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    code
 }
 
-async fn dispatch(command: Command) -> ExitCode {
+async fn dispatch(command: Command, run_config: Option<Config>) -> ExitCode {
     match command {
-        Command::Run { config } => {
-            let config = match load(config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+        Command::Run { .. } => {
+            let Some(config) = run_config else { return fail("run without its config".into()) };
             finish(crate::service::run(config, shutdown_signal()).await)
         }
         Command::Demo { data } => demo(data).await,
@@ -326,17 +343,30 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// The log on stderr (`RUST_LOG`, default info) and, with `[telemetry] otlp_endpoint`, trace export beside it, each
+/// with its own filter: `RUST_LOG=warn` quiets the log, not the traces.
+fn init_logging(
+    telemetry: Option<&crate::config::TelemetryConfig>,
+) -> Result<Option<crate::telemetry::Telemetry>, opentelemetry_otlp::ExporterBuildError> {
     use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colour = wants_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(colour)
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(filter);
+    let (exporter, traces) = match telemetry.map(crate::telemetry::layer).transpose()?.flatten() {
+        Some((exporter, layer)) => (Some(exporter), Some(layer)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(log).with(traces).init();
+    if let Some(endpoint) = telemetry.and_then(|t| t.otlp_endpoint.as_ref()).filter(|_| exporter.is_some()) {
+        tracing::info!(%endpoint, "exporting traces over OTLP/HTTP");
+    }
+    Ok(exporter)
 }
 
 /// Colour only for a person at a terminal: a log file or the journal would keep the escape codes as text. `NO_COLOR`

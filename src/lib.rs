@@ -23,3 +23,4 @@ pub mod scanner;
 pub mod service;
 pub mod snapshot;
 pub mod storage;
+pub mod telemetry;
