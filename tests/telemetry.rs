@@ -313,3 +313,49 @@ fn a_bad_endpoint_is_a_config_error_naming_the_key() {
     assert!(stderr.contains("telemetry.otlp_endpoint"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detection_event_is_a_span_and_the_recording_it_starts_its_child() {
+    let started = Instant::now();
+    let person = common::asset("photos/person.jpg");
+    let args = ["--width", "640", "--height", "360", "--fps", "15", "--bitrate", "800", "--image"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend([person.to_str().expect("utf-8 path"), "--image-schedule", "2:30"]);
+    let cam = TestCam::start_with(common::free_port(), 1, &args);
+    let work = tempfile::tempdir().expect("temp dir");
+    let collector = Collector::start(work.path());
+    let config = format!(
+        "{}{}record = \"events\"\ndetect = {{ model = \"coco\", labels = [\"person\"], end_after_s = 2, post_capture_s = 1 }}\n\
+         [telemetry]\notlp_endpoint = \"http://127.0.0.1:{}\"\n",
+        common::inference_toml(),
+        common::camera_toml("door", &cam.url(0)),
+        collector.port
+    );
+    let mut hub = Camhub::start(&config);
+    let client = hub.client("operator").await;
+    client.call("subscribe_events", json!({ "topics": ["detection"] })).await.expect("subscribe");
+    let new = client
+        .wait_notification("event", Duration::from_secs(40), |p| {
+            p["data"]["type"] == "new" && p["data"]["label"] == "person"
+        })
+        .await;
+    let new = new.unwrap_or_else(|| panic!("no person detected; log:\n{}", hub.log()));
+    let event_id = new["data"]["event_id"].as_i64().expect("event id").to_string();
+    drop(client);
+    hub.stop();
+    let spans = collector.wait_for(Duration::from_secs(10), |spans| {
+        spans.iter().any(|s| s.name == "detection.event") && spans.iter().any(|s| s.name == "recording")
+    });
+    let dump = spans.iter().map(|s| format!("{} {:?}", s.name, s.attributes)).collect::<Vec<_>>().join("\n");
+    let event = spans
+        .iter()
+        .find(|s| s.name == "detection.event" && s.attr("phase") == "new" && s.attr("event_id") == event_id)
+        .unwrap_or_else(|| panic!("no detection.event span for event {event_id}; spans:\n{dump}"));
+    assert_eq!((event.attr("camera_id"), event.attr("label")), ("door", "person"), "{event:?}");
+    assert!(event.parent_id.is_empty(), "a detection event is a root span: {event:?}");
+    let recording = spans.iter().find(|s| s.name == "recording").unwrap_or_else(|| panic!("no recording:\n{dump}"));
+    assert_eq!(recording.attr("trigger"), "detection", "{recording:?}");
+    assert_eq!((recording.trace_id.as_str(), recording.parent_id.as_str()), (event.trace_id.as_str(), event.id.as_str()));
+    assert_eq!(event.attr("recording"), recording.attr("file"), "the event names the recording it started");
+    eprintln!("detection trace checked; test took {:.1} s", started.elapsed().as_secs_f64());
+}
