@@ -1,7 +1,8 @@
 //! Traces over OTLP: camhub with `[telemetry] otlp_endpoint` sends its spans to a real OpenTelemetry collector
 //! (rotel, the Rust collector shipped on PyPI, installed by `scripts/install-test-peers.sh`), which prints every span
 //! it receives in the collector's debug format. The test reads that print-out and checks span names, attributes and
-//! parent/child links: an RPC that carries a client's `traceparent` joins the client's trace, a snapshot and a
+//! parent/child links: an RPC that carries a client's `traceparent` (in its params, or on the WebSocket upgrade)
+//! joins the client's trace, a snapshot and a
 //! recording are children of the RPCs that asked for them, each segment a child of its recording, camera connect
 //! attempts and file downloads (with a `traceparent` header) have spans of their own, and the spans that ended just
 //! before a graceful stop still arrive (the exporter flushes on shutdown).
@@ -161,6 +162,9 @@ impl Drop for Collector {
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+const UPGRADE_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+const UPGRADE_SPAN: &str = "10f067aa0ba902b8";
+const OWN_TRACE: &str = "6bf92f3577b34da6a3ce929d0e0e4738";
 const DOWNLOAD_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const DOWNLOAD_SPAN: &str = "b7ad6b7169203331";
 
@@ -195,6 +199,26 @@ async fn spans_arrive_at_a_real_collector_with_their_names_attributes_and_links(
     client.call("start_recording", json!({ "device": "cam0" })).await.expect("start recording");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let stopped = client.call("stop_recording", json!({ "device": "cam0" })).await.expect("stop recording");
+
+    // A traceparent header on the WebSocket upgrade: the parent of the connection's requests that name none; a
+    // request's own wins.
+    {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = hub.ws_url().into_client_request().expect("a request");
+        let header = format!("00-{UPGRADE_TRACE}-{UPGRADE_SPAN}-01");
+        request.headers_mut().insert("traceparent", header.parse().expect("a header value"));
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade with traceparent");
+        let own = format!("00-{OWN_TRACE}-{CLIENT_SPAN}-01");
+        for (id, params) in [(1, json!({})), (2, json!({ "traceparent": own }))] {
+            let call = json!({ "jsonrpc": "2.0", "id": id, "method": "ping", "params": params });
+            ws.send(Message::Text(call.to_string().into())).await.expect("send");
+            let reply = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a reply in time");
+            let Some(Ok(Message::Text(text))) = reply else { panic!("no reply to ping: {reply:?}") };
+            assert!(text.contains("pong"), "{text}");
+        }
+    }
 
     // A download with a traceparent header.
     let files = client.call("list_recordings", json!({})).await.expect("list");
@@ -251,6 +275,14 @@ async fn spans_arrive_at_a_real_collector_with_their_names_attributes_and_links(
     let refused = spans.iter().find(|s| s.attr("method") == "get_camera_list" && s.attr("outcome") == "error");
     assert!(refused.is_some_and(|s| s.attr("error_code") == "-32602"), "the refused call's span; spans:\n{dump}");
     assert_eq!(rpc("authenticate").attr("outcome"), "ok");
+
+    // The upgrade's traceparent, and a request's own over it.
+    let pings: Vec<_> = spans.iter().filter(|s| s.name == "rpc" && s.attr("method") == "ping").collect();
+    assert!(
+        pings.iter().any(|s| (s.trace_id.as_str(), s.parent_id.as_str()) == (UPGRADE_TRACE, UPGRADE_SPAN)),
+        "a ping in the upgrade's trace; spans:\n{dump}"
+    );
+    assert!(pings.iter().any(|s| s.trace_id == OWN_TRACE), "a ping in its own trace; spans:\n{dump}");
 
     // The camera's connect attempt.
     let connect = spans
@@ -355,7 +387,10 @@ async fn a_detection_event_is_a_span_and_the_recording_it_starts_its_child() {
     assert!(event.parent_id.is_empty(), "a detection event is a root span: {event:?}");
     let recording = spans.iter().find(|s| s.name == "recording").unwrap_or_else(|| panic!("no recording:\n{dump}"));
     assert_eq!(recording.attr("trigger"), "detection", "{recording:?}");
-    assert_eq!((recording.trace_id.as_str(), recording.parent_id.as_str()), (event.trace_id.as_str(), event.id.as_str()));
+    assert_eq!(
+        (recording.trace_id.as_str(), recording.parent_id.as_str()),
+        (event.trace_id.as_str(), event.id.as_str())
+    );
     assert_eq!(event.attr("recording"), recording.attr("file"), "the event names the recording it started");
     eprintln!("detection trace checked; test took {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -314,7 +314,9 @@ async fn dispatch(
         Err(e) => {
             span.record("outcome", "error");
             span.record("error_code", e.code());
-            span.record("otel.status_code", "ERROR");
+            if errors::is_server_fault(e.code()) {
+                span.record("otel.status_code", "ERROR");
+            }
             error_json(id, e)
         }
     }
