@@ -112,6 +112,14 @@ pub fn remote_parent(traceparent: &str, tracestate: Option<&str>) -> Option<Pare
     cx.span().span_context().is_valid().then_some(cx)
 }
 
+/// Makes the current span the trace parent of `span`, a new span made with `parent: None`: for work that outlives
+/// the request that started it (a recording session). In the trace it is the request's child; in the process it holds
+/// nothing open (a tracing span stays open, and unsent, while a child of it lives).
+pub fn follow_current(span: &tracing::Span) {
+    // Fails only when no exporter is installed: nothing to do.
+    let _ = span.set_parent(tracing::Span::current().context());
+}
+
 /// Makes `parent` the parent of `span` (a new span, not yet entered). Without an exporter this does nothing.
 pub fn adopt(span: &tracing::Span, parent: Option<&Parent>) {
     if let Some(cx) = parent {

@@ -340,7 +340,8 @@ impl Detections {
                 dropped.dropped.fetch_add(1, Ordering::Relaxed);
             }
         });
-        let span = info_span!("detection", camera_id = %camera.id);
+        // Not the child of the request that turned detection on: it runs for as long as the camera does.
+        let span = info_span!(parent: None, "detection", camera_id = %camera.id);
         info!(camera_id = %camera.id, model = model.config.name, "detection started");
         self.tasks.spawn_on(
             detector::run(camera.id.clone(), consumer, engine, model, shared, stop.clone(), report)

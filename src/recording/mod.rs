@@ -217,7 +217,9 @@ impl Recordings {
         let this = self.clone();
         let task_info = info.clone();
         let camera_id = camera.id.clone();
+        // Its own root in the process (a session may last for days), the child of what started it in the trace.
         let span = info_span!(
+            parent: None,
             "recording",
             camera_id = %camera.id,
             session = info.id,
@@ -229,6 +231,7 @@ impl Recordings {
             duration_ms = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
+        crate::telemetry::follow_current(&span);
         self.tasks.spawn_on(
             async move {
                 let dir = this.files.dir(Area::Recordings);

@@ -363,6 +363,10 @@ fn take_trace_context(params: Option<String>) -> (Option<String>, Option<Parent>
         return (params, None);
     };
     let (traceparent, tracestate) = (object.remove("traceparent"), object.remove("tracestate"));
+    if traceparent.is_none() {
+        // The text was a value, not the member's name: the params stay as they came.
+        return (params, None);
+    }
     let parent = traceparent
         .as_ref()
         .and_then(|v| v.as_str())
@@ -505,6 +509,23 @@ fn error_json(id: Id<'_>, error: ErrorObjectOwned) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_context_leaves_the_params_before_the_method_sees_them() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let raw = format!(r#"{{"device":"cam0","traceparent":"{tp}","tracestate":"k=v"}}"#);
+        let (params, parent) = take_trace_context(Some(raw));
+        assert_eq!(params.as_deref(), Some(r#"{"device":"cam0"}"#));
+        assert!(parent.is_some());
+        // Invalid: dropped all the same, and no parent.
+        let (params, parent) = take_trace_context(Some(r#"{"traceparent":"nonsense"}"#.to_owned()));
+        assert_eq!((params.as_deref(), parent.is_none()), (Some("{}"), true));
+        // The word as a value, positional params, no params: untouched.
+        for raw in [Some(r#"{"filename":"traceparent","b":1}"#), Some(r#"["traceparent"]"#), None] {
+            let (params, parent) = take_trace_context(raw.map(str::to_owned));
+            assert_eq!((params.as_deref(), parent.is_none()), (raw, true));
+        }
+    }
 
     #[test]
     fn an_over_long_frame_is_answered_with_its_id() {
