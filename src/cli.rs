@@ -260,25 +260,44 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `run` reads its config before logging starts: the trace exporter, a layer of the logging, comes from it.
+    let run_config = match &cli.command {
+        Command::Run { config } => match load(config.as_deref()) {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        },
+        _ => None,
+    };
+    let telemetry = match init_logging(run_config.as_ref().map(|c| &c.telemetry)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("camhub: config error: telemetry.otlp_endpoint: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Some(config) = &run_config {
+        apply_log_level(config);
+    }
     // Clients and the API get a multi-thread runtime; cameras and recordings run on the media runtime's own thread
     // (`media::runtime`).
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(dispatch(cli.command))
+    let code = runtime.block_on(dispatch(cli.command, run_config));
+    drop(runtime);
+    // After the service has stopped, off the runtime: the last spans (the shutdown's own among them) go out.
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    code
 }
 
-async fn dispatch(command: Command) -> ExitCode {
+async fn dispatch(command: Command, run_config: Option<Config>) -> ExitCode {
     match command {
-        Command::Run { config } => {
-            let config_path = config.clone();
-            let config = match load(config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let reloading = crate::reload::Reloading { path: config_path, ..log_reloading() };
+        Command::Run { config: path } => {
+            let Some(config) = run_config else { return fail("run without its config".into()) };
+            let reloading = crate::reload::Reloading { path, ..log_reloading() };
             finish(crate::service::run(config, reloading, shutdown_signal()).await)
         }
         Command::Demo { data } => demo(data).await,
@@ -354,11 +373,7 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
         eprintln!("camhub: config error: {e}");
         ExitCode::from(EXIT_USAGE)
     })?;
-    let reloading = log_reloading();
-    if let (Some(set), false) = (reloading.log, reloading.log_from_env) {
-        // Validated with the config: it parses.
-        let _ = set(&config.log.level);
-    }
+    apply_log_level(&config);
     Ok(config)
 }
 
@@ -385,22 +400,37 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 /// Changes the running log filter; set once logging is installed.
 static LOG_FILTER: std::sync::OnceLock<crate::reload::LogFilter> = std::sync::OnceLock::new();
 
-/// Logs to stderr through a filter that can be changed while running: `RUST_LOG` when set, else `info` until the
-/// config's `[log] level` is read (and again on each reload).
-fn init_logging() {
+/// The log on stderr and, with `[telemetry] otlp_endpoint`, trace export beside it, each with its own filter:
+/// `RUST_LOG=warn` quiets the log, not the traces. The log's filter can be changed while running (`LOG_FILTER`):
+/// `RUST_LOG` when set, else `info` until the config's `[log] level` is read (and again on each reload).
+fn init_logging(
+    telemetry: Option<&crate::config::TelemetryConfig>,
+) -> Result<Option<crate::telemetry::Telemetry>, opentelemetry_otlp::ExporterBuildError> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let colour = wants_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
-    let output = tracing_subscriber::fmt::layer().with_target(false).with_ansi(colour).with_writer(std::io::stderr);
-    tracing_subscriber::registry().with(filter).with(output).init();
+    let log = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let (exporter, traces) = match telemetry.map(crate::telemetry::layer).transpose()?.flatten() {
+        Some((exporter, layer)) => (Some(exporter), Some(layer)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(log).with(traces).init();
     let set: crate::reload::LogFilter = std::sync::Arc::new(move |level: &str| {
         let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
     });
     let _ = LOG_FILTER.set(set);
+    if let Some(endpoint) = telemetry.and_then(|t| t.otlp_endpoint.as_ref()).filter(|_| exporter.is_some()) {
+        tracing::info!(%endpoint, "exporting traces over OTLP/HTTP");
+    }
+    Ok(exporter)
 }
 
 /// How the service changes its log filter on reload; `RUST_LOG`, when set, wins over the config.
@@ -409,6 +439,15 @@ fn log_reloading() -> crate::reload::Reloading {
         path: None,
         log: LOG_FILTER.get().cloned(),
         log_from_env: std::env::var_os("RUST_LOG").is_some(),
+    }
+}
+
+/// Puts the config's `[log] level` in force, unless `RUST_LOG` is set (or logging is not installed yet).
+fn apply_log_level(config: &Config) {
+    let reloading = log_reloading();
+    if let (Some(set), false) = (reloading.log, reloading.log_from_env) {
+        // Validated with the config: it parses.
+        let _ = set(&config.log.level);
     }
 }
 

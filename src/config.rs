@@ -43,6 +43,18 @@ pub struct Config {
     pub inference: Option<InferenceConfig>,
     pub discovery: DiscoveryConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: trace export over OTLP/HTTP. No `otlp_endpoint`, no exporter: spans stay in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// The collector's base URL (`http://HOST:4318`); traces go to `/v1/traces` under it.
+    pub otlp_endpoint: Option<url::Url>,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// The share of new traces kept (0.0..=1.0); a trace whose parent came from a client follows the client's choice.
+    pub sampling_ratio: f64,
 }
 
 /// What the service logs.
@@ -558,6 +570,7 @@ struct RawConfig {
     inference: Option<RawInference>,
     discovery: RawDiscovery,
     log: RawLog,
+    telemetry: RawTelemetry,
 }
 
 #[derive(Debug, Deserialize)]
@@ -569,6 +582,50 @@ struct RawLog {
 impl Default for RawLog {
     fn default() -> Self {
         RawLog { level: "info".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+    service_name: String,
+    sampling_ratio: f64,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        RawTelemetry { otlp_endpoint: None, service_name: "camhub".into(), sampling_ratio: 1.0 }
+    }
+}
+
+impl RawTelemetry {
+    fn validate(self) -> Result<TelemetryConfig, ConfigError> {
+        let otlp_endpoint = match self.otlp_endpoint.filter(|e| !e.is_empty()) {
+            None => None,
+            Some(text) => {
+                let url = url::Url::parse(&text).map_err(|e| {
+                    ConfigError::new("telemetry.otlp_endpoint", format!("not a URL ({e}); e.g. http://127.0.0.1:4318"))
+                })?;
+                if url.scheme() != "http" || url.host().is_none() {
+                    // The exporter's client is built without TLS, like every other client of camhub's.
+                    return Err(ConfigError::new("telemetry.otlp_endpoint", "must be http://HOST:PORT"));
+                }
+                if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+                    return Err(ConfigError::new("telemetry.otlp_endpoint", "no credentials or query in the URL"));
+                }
+                Some(url)
+            }
+        };
+        let name_ok = (1..=64).contains(&self.service_name.len())
+            && self.service_name.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b'=');
+        if !name_ok {
+            return Err(ConfigError::new("telemetry.service_name", "1..64 printable characters, no ',' or '='"));
+        }
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return Err(ConfigError::new("telemetry.sampling_ratio", "must be between 0.0 and 1.0"));
+        }
+        Ok(TelemetryConfig { otlp_endpoint, service_name: self.service_name, sampling_ratio: self.sampling_ratio })
     }
 }
 
@@ -1125,6 +1182,7 @@ impl RawConfig {
         let srt = push_listener("srt", self.srt.enabled, &self.srt.listen)?;
         let webrtc = self.webrtc.validate()?;
         let discovery = self.discovery.validate()?;
+        let telemetry = self.telemetry.validate()?;
 
         let mut cameras = Vec::with_capacity(self.cameras.len());
         for (i, c) in self.cameras.into_iter().enumerate() {
@@ -1221,6 +1279,7 @@ impl RawConfig {
             v4l2,
             inference,
             discovery,
+            telemetry,
         })
     }
 }
@@ -1616,6 +1675,7 @@ impl Config {
         restart(self.v4l2 != new.v4l2, "v4l2");
         restart(self.inference != new.inference, "inference");
         restart(self.discovery != new.discovery, "discovery");
+        restart(self.telemetry != new.telemetry, "telemetry");
         d
     }
 
@@ -1645,6 +1705,15 @@ mod tests {
         assert!(c.server.listen.ip().is_loopback());
         assert_eq!(c.monitor.stall_timeout, Duration::from_secs(2));
         assert!(c.monitor.reconnect_initial <= Duration::from_millis(500));
+        assert_eq!(c.telemetry.otlp_endpoint, None, "no export unless asked for");
+    }
+
+    #[test]
+    fn telemetry_takes_an_http_collector() {
+        let c = Config::from_toml("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsampling_ratio = 0.25")
+            .expect("valid telemetry");
+        assert_eq!(c.telemetry.otlp_endpoint.as_ref().map(|u| u.as_str()), Some("http://127.0.0.1:4318/"));
+        assert_eq!((c.telemetry.service_name.as_str(), c.telemetry.sampling_ratio), ("camhub", 0.25));
     }
 
     #[test]
@@ -1699,6 +1768,12 @@ mod tests {
             ("[monitor]\nreconnect_jitter = 3.0", "monitor.reconnect_jitter"),
             ("[v4l2]\nmax_fps = 0", "v4l2.max_fps"),
             ("[v4l2]\npreset = \"warp\"", "v4l2.preset"),
+            ("[telemetry]\notlp_endpoint = \"127.0.0.1:4318\"", "telemetry.otlp_endpoint"),
+            ("[telemetry]\notlp_endpoint = \"https://collector:4318\"", "telemetry.otlp_endpoint"),
+            ("[telemetry]\notlp_endpoint = \"http://u:p@collector:4318\"", "telemetry.otlp_endpoint"),
+            ("[telemetry]\nsampling_ratio = 1.5", "telemetry.sampling_ratio"),
+            ("[telemetry]\nservice_name = \"\"", "telemetry.service_name"),
+            ("[telemetry]\nendpoint = \"http://h:4318\"", "telemetry.endpoint"),
             ("[[v4l2.cameras]]\nid = \"door\"", "v4l2.cameras[0].id"),
             ("[[v4l2.cameras]]\nid = \"camera0\"\nwidth = 640", "v4l2.cameras[0].width"),
             ("[[v4l2.cameras]]\nid = \"camera0\"\nformat = \"TOOLONG\"", "v4l2.cameras[0].format"),

@@ -25,3 +25,4 @@ pub mod scanner;
 pub mod service;
 pub mod snapshot;
 pub mod storage;
+pub mod telemetry;

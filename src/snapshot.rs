@@ -10,6 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::camera::Camera;
 use crate::config::SnapshotConfig;
@@ -55,8 +57,37 @@ impl Snapshots {
         *self.config.lock() = config;
     }
 
-    /// Takes a snapshot of `camera`, named `filename` (validated; `.jpg` added when it has no JPEG extension).
+    /// Takes a snapshot of `camera`, named `filename` (validated; `.jpg` added when it has no JPEG extension), in a
+    /// `snapshot` span that says how it went.
     pub async fn take(&self, camera: &Arc<Camera>, filename: Option<&str>) -> Result<Snapshot> {
+        let span = tracing::info_span!(
+            "snapshot",
+            camera_id = %camera.id,
+            file = Empty,
+            outcome = Empty,
+            reason = Empty,
+            size_bytes = Empty,
+            frames_decoded = Empty,
+            otel.status_code = Empty,
+        );
+        let result = self.shoot(camera, filename).instrument(span.clone()).await;
+        match &result {
+            Ok(s) => {
+                span.record("outcome", "ok");
+                span.record("file", s.filename.as_str());
+                span.record("size_bytes", s.file_size);
+                span.record("frames_decoded", s.frames_decoded);
+            }
+            Err(e) => {
+                span.record("outcome", "error");
+                span.record("reason", e.to_string());
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        result
+    }
+
+    async fn shoot(&self, camera: &Arc<Camera>, filename: Option<&str>) -> Result<Snapshot> {
         let requested = Instant::now();
         let taken_at = SystemTime::now();
         let filename = match filename {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use super::source::{Attempt, Connection, Source};
 use super::{Camera, CameraStatus};
@@ -54,8 +55,8 @@ impl Backoff {
 pub async fn supervise(camera: Arc<Camera>, monitor: MonitorConfig, events: EventBus, cancel: CancellationToken) {
     let source = super::source::of(&camera.source, &monitor);
     let mut backoff = Backoff::new(monitor.reconnect_initial, source.retry_max(&monitor), monitor.reconnect_jitter);
-    loop {
-        match attempt(&camera, source.as_ref(), &monitor, &events, &cancel).await {
+    for number in 1.. {
+        match attempt(&camera, source.as_ref(), &monitor, &events, &cancel, number).await {
             Ended::Cancelled => break,
             Ended::Failed { connected, failure } => {
                 if connected {
@@ -82,18 +83,48 @@ async fn attempt(
     monitor: &MonitorConfig,
     events: &EventBus,
     cancel: &CancellationToken,
+    number: u64,
 ) -> Ended {
+    // The attempt's way to its first frame, as a span of its own (the connection that follows may last for days).
+    let connecting = info_span!(
+        "camera.connect",
+        camera_id = %camera.id,
+        source = camera.source.kind(),
+        attempt = number,
+        outcome = Empty,
+        reason = Empty,
+        after_ms = Empty,
+        otel.status_code = Empty,
+    );
     let attempt = Attempt { hub: camera.hub.clone(), stop: cancel.child_token(), monitor: monitor.clone() };
     let connected = tokio::select! {
-        c = source.connect(&attempt) => c,
-        _ = cancel.cancelled() => return Ended::Cancelled,
+        c = source.connect(&attempt).instrument(connecting.clone()) => c,
+        _ = cancel.cancelled() => {
+            connecting.record("outcome", "cancelled");
+            return Ended::Cancelled;
+        }
     };
     let ended = match connected {
-        Ok(connection) => watch(camera, monitor, events, cancel, &attempt, connection).await,
-        Err(failure) => Ended::Failed { connected: false, failure },
+        Ok(connection) => watch(camera, monitor, events, cancel, &attempt, connection, connecting).await,
+        Err(failure) => {
+            connect_failed(&connecting, &failure);
+            Ended::Failed { connected: false, failure }
+        }
     };
     camera.hub.reset();
     ended
+}
+
+/// Marks a connect span with the failure that ended the attempt before its first frame.
+fn connect_failed(span: &Span, failure: &Failure) {
+    let outcome = match failure.kind {
+        FailureKind::Retry => "failed",
+        FailureKind::Refused => "refused",
+        FailureKind::Unsupported => "unsupported",
+    };
+    span.record("outcome", outcome);
+    span.record("reason", failure.reason.as_str());
+    span.record("otel.status_code", "ERROR");
 }
 
 /// Watches one connection: CONNECTED on its first frame, and its end when it ends (with why), the stall watchdog
@@ -105,22 +136,35 @@ async fn watch(
     cancel: &CancellationToken,
     attempt: &Attempt,
     mut connection: Connection<'_>,
+    connecting: Span,
 ) -> Ended {
     let started = Instant::now();
     let mut connected = false;
+    // Open until the first frame (then closed, with its outcome) or the attempt's end.
+    let mut connecting = Some(connecting);
     let verdict = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ended::Cancelled,
             _ = camera.hub.first_frame(), if !connected => {
                 connected = true;
-                info!(after_ms = started.elapsed().as_millis() as u64, "connected");
+                let after_ms = started.elapsed().as_millis() as u64;
+                if let Some(span) = connecting.take() {
+                    span.record("outcome", "connected");
+                    span.record("after_ms", after_ms);
+                    span.in_scope(|| info!(after_ms, "connected"));
+                }
                 camera.update_state(|s| {
                     s.connected_since = Some(Instant::now());
                     s.last_error = None;
                 });
                 set_status(camera, events, CameraStatus::Connected, None);
             }
-            failure = &mut connection => return Ended::Failed { connected, failure },
+            failure = &mut connection => {
+                if let Some(span) = connecting.take() {
+                    connect_failed(&span, &failure);
+                }
+                return Ended::Failed { connected, failure };
+            }
             // The stall watchdog, on the shared pacing grid: a quarter of a second is plenty against a 2 s timeout.
             _ = crate::media::pace(Duration::from_millis(250)) => {
                 let since = camera.hub.since_last_frame();
@@ -135,6 +179,13 @@ async fn watch(
             }
         }
     };
+    match (connecting, &verdict) {
+        (Some(span), Ended::Failed { failure, .. }) => connect_failed(&span, failure),
+        (Some(span), Ended::Cancelled) => {
+            span.record("outcome", "cancelled");
+        }
+        (None, _) => {}
+    }
     attempt.stop.cancel();
     connection.await;
     verdict

@@ -344,7 +344,8 @@ impl Detections {
                 dropped.dropped.fetch_add(1, Ordering::Relaxed);
             }
         });
-        let span = info_span!("detection", camera_id = %camera.id);
+        // Not the child of the request that turned detection on: it runs for as long as the camera does.
+        let span = info_span!(parent: None, "detection", camera_id = %camera.id);
         info!(camera_id = %camera.id, model = model.config.name, "detection started");
         self.tasks.spawn_on(
             detector::run(camera.id.clone(), consumer, engine, model, shared, stop.clone(), report)
@@ -497,7 +498,23 @@ impl Writer {
         self.stop_recording_when_due(true).await;
     }
 
+    /// Writes one sighting in a `detection.event` span (the recording it starts, if any, is its child).
     async fn write(&mut self, s: Sighting, picture: Option<gst::Sample>) {
+        let span = info_span!(
+            "detection.event",
+            camera_id = %self.camera_id,
+            phase = s.phase.as_str(),
+            label = s.label,
+            track = s.track,
+            score = s.score as f64,
+            event_id = tracing::field::Empty,
+            picture = tracing::field::Empty,
+            recording = tracing::field::Empty,
+        );
+        self.write_sighting(s, picture).instrument(span).await
+    }
+
+    async fn write_sighting(&mut self, s: Sighting, picture: Option<gst::Sample>) {
         let frame_ms = millis(s.frame_time);
         let mut row = match (s.phase, self.open.remove(&s.track)) {
             (Phase::New, _) => DetectionRow {
@@ -548,6 +565,14 @@ impl Writer {
         }
         if let Err(e) = self.db.update_detection(&row).await {
             warn!(err = %e, "cannot update a detection event");
+        }
+        let span = tracing::Span::current();
+        span.record("event_id", row.id);
+        if let Some(name) = &row.snapshot {
+            span.record("picture", name.as_str());
+        }
+        if let Some(file) = &row.recording {
+            span.record("recording", file.as_str());
         }
         self.events.publish(EventKind::Detection {
             camera: self.camera_id.clone(),

@@ -45,13 +45,17 @@ impl Server {
     }
 
     pub fn router(&self) -> Router {
+        // The requests that do work for a client get a span each; health checks, scrapes and the page do not.
+        let traced = Router::new()
+            .merge(files::routes())
+            .merge(whep::routes())
+            .merge(whip::routes())
+            .route_layer(axum::middleware::from_fn(traced));
         Router::new()
             .route("/ws", axum::routing::get(crate::rpc::connection::upgrade))
             .merge(health::routes())
             .merge(metrics::routes())
-            .merge(files::routes())
-            .merge(whep::routes())
-            .merge(whip::routes())
+            .merge(traced)
             .merge(web::routes())
             .with_state(self.clone())
     }
@@ -70,6 +74,35 @@ impl Server {
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
     }
+}
+
+/// Runs a request in an `http` span named by its route (`POST /whep/{id}`), a child of the client's trace when the
+/// request carries a W3C `traceparent` header.
+async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let span = {
+        let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str()).unwrap_or("");
+        let method = request.method().as_str();
+        let span = tracing::info_span!(
+            "http",
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = method,
+            http.route = route,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let text = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        let parent = text("traceparent").and_then(|tp| crate::telemetry::remote_parent(tp, text("tracestate")));
+        crate::telemetry::adopt(&span, parent.as_ref());
+        span
+    };
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
 }
 
 /// Verifies `Authorization: Bearer <jwt or key>` or `X-API-Key: <key>` for a viewer or above.

@@ -129,7 +129,8 @@ impl Whep {
         }
         counters.webrtc_sessions.fetch_add(1, Ordering::Relaxed);
         let answer = negotiated.answer.clone();
-        let span = info_span!("whep", camera_id = %camera.id, session = &session[..8]);
+        // Not the child of the signalling request, which it outlives.
+        let span = info_span!(parent: None, "whep", camera_id = %camera.id, session = &session[..8]);
         info!(parent: &span, "webrtc session started");
         let hub = Arc::downgrade(&camera.hub);
         let timeout = self.config.disconnect_timeout;

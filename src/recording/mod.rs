@@ -217,7 +217,21 @@ impl Recordings {
         let this = self.clone();
         let task_info = info.clone();
         let camera_id = camera.id.clone();
-        let span = info_span!("recording", camera_id = %camera.id, session = info.id);
+        // Its own root in the process (a session may last for days), the child of what started it in the trace.
+        let span = info_span!(
+            parent: None,
+            "recording",
+            camera_id = %camera.id,
+            session = info.id,
+            file = info.first_filename,
+            format = format.as_str(),
+            trigger = trigger.as_str(),
+            outcome = tracing::field::Empty,
+            reason = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        crate::telemetry::follow_current(&span);
         self.tasks.spawn_on(
             async move {
                 let dir = this.files.dir(Area::Recordings);
@@ -236,6 +250,16 @@ impl Recordings {
                     (ending, _) => ending,
                 };
                 let summary = this.finish(task_info, ending).await;
+                let span = tracing::Span::current();
+                span.record("duration_ms", summary.duration.as_millis() as u64);
+                match &summary.ending {
+                    Ending::Stopped => span.record("outcome", "stopped"),
+                    Ending::Failed(reason) => {
+                        span.record("outcome", "error");
+                        span.record("reason", reason.as_str());
+                        span.record("otel.status_code", "ERROR")
+                    }
+                };
                 this.active.lock().remove(&camera_id);
                 let _ = done_tx.send(Some(summary));
             }

@@ -16,7 +16,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::base::time::millis;
 use crate::base::{AudioCodec, CameraId};
@@ -90,6 +91,8 @@ struct SegmentWriter {
     /// Session time of the last frame and the interval before it (to give the last frame a duration).
     last: gst::ClockTime,
     last_interval: gst::ClockTime,
+    /// From opening to indexing (or failing), a child of the session's span.
+    span: Span,
 }
 
 /// One `appsrc` of a segment and what waits for its next flush: handing the muxer a few frames at a time, rather than
@@ -164,6 +167,18 @@ impl SegmentWriter {
             // Never overwrite a recording.
             return Err(fail(format!("{} exists", path.display())));
         }
+        let span = info_span!(
+            "recording.segment",
+            camera_id = %info.camera,
+            session = info.id,
+            file = info.segment_name(seq),
+            seq,
+            outcome = Empty,
+            reason = Empty,
+            duration_ms = Empty,
+            size_bytes = Empty,
+            otel.status_code = Empty,
+        );
         let pipeline = gst::Pipeline::with_name(&format!("record-{}-{seq}", info.camera));
         let video = Input::new(caps);
         let muxer = match info.format {
@@ -210,7 +225,7 @@ impl SegmentWriter {
         muxer.link(&sink).map_err(|e| fail(e.to_string()))?;
         let messages = pipeline.bus().ok_or_else(|| fail("pipeline without bus".into()))?.stream();
         pipeline.set_state(gst::State::Playing).map_err(|e| fail(format!("cannot start: {e}")))?;
-        debug!(file = %path.display(), audio = audio.is_some(), "segment opened");
+        span.in_scope(|| debug!(file = %path.display(), audio = audio.is_some(), "segment opened"));
         Ok(SegmentWriter {
             pipeline,
             video,
@@ -221,6 +236,7 @@ impl SegmentWriter {
             start,
             last: start,
             last_interval: gst::ClockTime::ZERO,
+            span,
         })
     }
 
@@ -300,8 +316,24 @@ impl SegmentWriter {
     }
 
     /// Finalises the file (EOS through the muxer), stops the pipeline, syncs and indexes it. A file that cannot be
-    /// finalised is recovered (made playable) and indexed like one left by a crash.
-    async fn close(mut self, info: &SessionInfo, db: &Db) -> Result<()> {
+    /// finalised is recovered (made playable) and indexed like one left by a crash. Ends the segment's span.
+    async fn close(self, info: &SessionInfo, db: &Db) -> Result<()> {
+        let span = self.span.clone();
+        let result = self.finalise(info, db).instrument(span.clone()).await;
+        match &result {
+            Ok(()) => {
+                span.record("outcome", "indexed");
+            }
+            Err(e) => {
+                span.record("outcome", "failed");
+                span.record("reason", e.to_string());
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        result
+    }
+
+    async fn finalise(mut self, info: &SessionInfo, db: &Db) -> Result<()> {
         let flushed = self.flush();
         let _ = self.video.appsrc.end_of_stream();
         if let Some(audio) = self.audio.as_ref().filter(|a| !a.ended) {
@@ -354,6 +386,8 @@ impl SegmentWriter {
             recovered: false,
         };
         db.insert_segment(&row).await?;
+        self.span.record("duration_ms", row.duration_ms);
+        self.span.record("size_bytes", size);
         info!(file = row.filename, seq = self.seq, duration_ms = row.duration_ms, size, "segment indexed");
         Ok(())
     }

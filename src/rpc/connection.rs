@@ -18,6 +18,8 @@ use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::telemetry::{self, Parent};
+
 use super::methods::{self, Access, Answer, Method, MethodInfo};
 use super::session::Session;
 use super::{Rpc, errors, notify};
@@ -37,6 +39,9 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // A client's trace context on the upgrade is the parent of each of its requests that names none of its own.
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parent = text("traceparent").and_then(|tp| telemetry::remote_parent(tp, text("tracestate")));
     let Ok(slot) = rpc.connection_slots.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
@@ -54,7 +59,7 @@ pub async fn upgrade(
             session.set_principal(p, &token);
         }
         let span = info_span!("ws", conn_id = session.conn_id, %peer);
-        Connection::new(rpc.clone(), session.clone()).run(socket).instrument(span).await;
+        Connection::new(rpc.clone(), session.clone(), parent).run(socket).instrument(span).await;
         rpc.sessions.close(session.conn_id);
         drop(slot);
     })
@@ -98,6 +103,8 @@ struct Connection {
     /// a request never waits to queue its response.
     responses_tx: mpsc::Sender<String>,
     responses_rx: mpsc::Receiver<String>,
+    /// The trace context the client sent on the upgrade (`traceparent` header), if any.
+    parent: Option<Parent>,
 }
 
 /// The envelope of a request; params and id stay raw for jsonrpsee.
@@ -119,7 +126,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Id<'de>>, D:
 }
 
 impl Connection {
-    fn new(rpc: Arc<Rpc>, session: Arc<Session>) -> Connection {
+    fn new(rpc: Arc<Rpc>, session: Arc<Session>, parent: Option<Parent>) -> Connection {
         let cfg = &rpc.app.config().server;
         let limiter = RateLimiter::new(cfg.rate_limit_per_sec, cfg.rate_limit_burst);
         let (responses_tx, responses_rx) = mpsc::channel(MAX_IN_FLIGHT * 2);
@@ -130,6 +137,7 @@ impl Connection {
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             responses_tx,
             responses_rx,
+            parent,
         }
     }
 
@@ -249,10 +257,20 @@ impl Connection {
             let e = errors::protocol(errors::METHOD_NOT_FOUND, format!("no method {method:?}"));
             return id.is_some().then(|| error_json(reply_id, e));
         };
-        let params = envelope.params.map(|p| p.get().to_owned());
+        let (params, own_parent) = take_trace_context(envelope.params.map(|p| p.get().to_owned()));
+        let span = info_span!(
+            "rpc",
+            method = info.name,
+            conn_id = self.session.conn_id,
+            otel.kind = "server",
+            outcome = tracing::field::Empty,
+            error_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        telemetry::adopt(&span, own_parent.as_ref().or(self.parent.as_ref()));
         if info.answer == Answer::InPlace {
             // Cheap enough to answer in place: no task, no queue, one write.
-            let response = dispatch(&self.rpc, &self.session, info, params.as_deref(), reply_id).await;
+            let response = dispatch(&self.rpc, &self.session, info, params.as_deref(), reply_id).instrument(span).await;
             return id.is_some().then_some(response);
         }
         let permit = match self.in_flight.clone().acquire_owned().await {
@@ -262,7 +280,6 @@ impl Connection {
         let rpc = self.rpc.clone();
         let session = self.session.clone();
         let tx = self.responses_tx.clone();
-        let span = info_span!("rpc", method = info.name);
         tokio::spawn(
             async move {
                 let started = Instant::now();
@@ -280,7 +297,7 @@ impl Connection {
     }
 }
 
-/// Authenticates by a request's own `auth_token` when it has one, checks access, then runs the method.
+/// Answers one request (in its `rpc` span, which it marks with the outcome).
 async fn dispatch(
     rpc: &Arc<Rpc>,
     session: &Arc<Session>,
@@ -288,6 +305,31 @@ async fn dispatch(
     params: Option<&str>,
     id: Id<'static>,
 ) -> String {
+    let span = tracing::Span::current();
+    match answer(rpc, session, info, params).await {
+        Ok(result) => {
+            span.record("outcome", "ok");
+            success_json(id, &result)
+        }
+        Err(e) => {
+            span.record("outcome", "error");
+            span.record("error_code", e.code());
+            if errors::is_server_fault(e.code()) {
+                span.record("otel.status_code", "ERROR");
+            }
+            error_json(id, e)
+        }
+    }
+}
+
+/// Authenticates by a request's own `auth_token` when it has one, checks access, then runs the method: its result
+/// as JSON text, or the error object.
+async fn answer(
+    rpc: &Arc<Rpc>,
+    session: &Arc<Session>,
+    info: &'static MethodInfo,
+    params: Option<&str>,
+) -> Result<String, ErrorObjectOwned> {
     let method = info.name;
     // Clients of the Python edition send `auth_token` inside every request's params. It authenticates an
     // unauthenticated connection as `authenticate` would, and must be valid on an authenticated one; it is never
@@ -299,22 +341,37 @@ async fn dispatch(
         && raw.contains("\"auth_token\"")
         && let Some((rest, token)) = take_auth_token(raw)
     {
-        if let Err(e) = authenticate_request(rpc, session, &token).await {
-            return error_json(id, e.into());
-        }
+        authenticate_request(rpc, session, &token).await?;
         stripped = rest;
         params = Some(&stripped);
     }
-    if let Access::AtLeast(role) = info.access
-        && let Err(e) = session.authorize(role)
-    {
-        return error_json(id, e.into());
+    if let Access::AtLeast(role) = info.access {
+        session.authorize(role)?;
     }
     match methods::call(rpc, session, method, params).await {
-        Some(Ok(result)) => success_json(id, &result),
-        Some(Err(e)) => error_json(id, e.into()),
-        None => error_json(id, errors::protocol(errors::METHOD_NOT_FOUND, format!("no method {method:?}"))),
+        Some(result) => result.map_err(Into::into),
+        None => Err(errors::protocol(errors::METHOD_NOT_FOUND, format!("no method {method:?}"))),
     }
+}
+
+/// The params without `traceparent` and `tracestate`, and the remote parent they name: W3C trace context, which any
+/// request may carry among its params (by-name params only, like `auth_token`). The method never sees them; one that
+/// is not a valid traceparent is dropped and ignored, as W3C asks of an invalid header.
+fn take_trace_context(params: Option<String>) -> (Option<String>, Option<Parent>) {
+    let Some(raw) = params.as_deref().filter(|raw| raw.contains("\"traceparent\"")) else { return (params, None) };
+    let Ok(mut object) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw) else {
+        return (params, None);
+    };
+    let (traceparent, tracestate) = (object.remove("traceparent"), object.remove("tracestate"));
+    if traceparent.is_none() {
+        // The text was a value, not the member's name: the params stay as they came.
+        return (params, None);
+    }
+    let parent = traceparent
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .and_then(|tp| telemetry::remote_parent(tp, tracestate.as_ref().and_then(|v| v.as_str())));
+    (Some(serde_json::Value::Object(object).to_string()), parent)
 }
 
 /// The params without `auth_token`, and its value, when they are an object holding it as a string.
@@ -452,6 +509,23 @@ fn error_json(id: Id<'_>, error: ErrorObjectOwned) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_context_leaves_the_params_before_the_method_sees_them() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let raw = format!(r#"{{"device":"cam0","traceparent":"{tp}","tracestate":"k=v"}}"#);
+        let (params, parent) = take_trace_context(Some(raw));
+        assert_eq!(params.as_deref(), Some(r#"{"device":"cam0"}"#));
+        assert!(parent.is_some());
+        // Invalid: dropped all the same, and no parent.
+        let (params, parent) = take_trace_context(Some(r#"{"traceparent":"nonsense"}"#.to_owned()));
+        assert_eq!((params.as_deref(), parent.is_none()), (Some("{}"), true));
+        // The word as a value, positional params, no params: untouched.
+        for raw in [Some(r#"{"filename":"traceparent","b":1}"#), Some(r#"["traceparent"]"#), None] {
+            let (params, parent) = take_trace_context(raw.map(str::to_owned));
+            assert_eq!((params.as_deref(), parent.is_none()), (raw, true));
+        }
+    }
 
     #[test]
     fn an_over_long_frame_is_answered_with_its_id() {

@@ -22,6 +22,12 @@ pub const UNSUPPORTED: i32 = -32030;
 pub const RATE_LIMITED: i32 = -32040;
 pub const DEPENDENCY_FAILED: i32 = -32050;
 
+/// Whether an error code says the server failed (its span's status is ERROR), rather than that the request was
+/// refused as asked (bad params, no access, not found, wrong state: the client's to fix).
+pub fn is_server_fault(code: i32) -> bool {
+    matches!(code, INTERNAL | DEPENDENCY_FAILED | INSUFFICIENT_STORAGE)
+}
+
 /// The `data` of each error object, as the spec's catalog (`components.errors`) describes it.
 #[derive(Serialize)]
 #[serde(untagged)]

@@ -103,6 +103,8 @@ pub struct Camhub {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
+    /// Extra environment of the process, kept across restarts.
+    env: Vec<(String, String)>,
 }
 
 impl Camhub {
@@ -124,6 +126,26 @@ impl Camhub {
             dir,
             _tmp: Some(tmp),
             child: None,
+            env: Vec::new(),
+        };
+        hub.launch(extra);
+        hub
+    }
+
+    /// Like `start`, with extra environment variables for the process.
+    pub fn start_with_env(env: &[(&str, &str)], extra: &str) -> Camhub {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut hub = Camhub {
+            port: 0,
+            rtsp_port: 0,
+            server_keys: String::new(),
+            storage_keys: String::new(),
+            rtsp_keys: String::new(),
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         hub.launch(extra);
         hub
@@ -140,6 +162,7 @@ impl Camhub {
             dir: dir.to_path_buf(),
             _tmp: None,
             child: None,
+            env: Vec::new(),
         };
         hub.launch(extra);
         hub
@@ -158,6 +181,7 @@ impl Camhub {
             dir,
             _tmp: Some(tmp),
             child: None,
+            env: Vec::new(),
         };
         hub.launch(extra);
         hub
@@ -246,6 +270,7 @@ impl Camhub {
             .arg(&path)
             .env("RUST_LOG", "camhub=debug,info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
