@@ -263,6 +263,7 @@ impl App {
     /// `candidate` (a config's text, checked before it is put in place).
     pub async fn reload(&self, trigger: Trigger, candidate: Option<String>) -> Result<Report> {
         let _one = self.reloads.lock().await;
+        let began = Instant::now();
         let refuse = |key: String, problem: String| {
             warn!(trigger = trigger.as_str(), key, problem, "config reload refused; the running config is kept");
             if trigger != Trigger::DryRun {
@@ -366,6 +367,7 @@ impl App {
             live = ?report.live,
             restart_required = ?report.restart_required,
             problems = ?report.problems,
+            elapsed_ms = began.elapsed().as_millis() as u64,
             "config reloaded"
         );
         self.parts.events.publish(EventKind::ConfigReloaded {
