@@ -1,6 +1,7 @@
 //! Start-up reconciliation of recordings on disk with the index, and the `camhub check` command. A segment file
 //! left open by a crash is made playable (a fragmented MP4 is trimmed to its last complete fragment), measured with a
-//! real demuxer and indexed; an index row whose file is gone is removed. Nothing outside `recordings/` is touched.
+//! real demuxer and indexed; an index row whose file is gone from a present root is removed (rows of a root that is
+//! away stay: a missing disk is not a lost recording). Nothing outside the recordings roots is touched.
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -17,7 +18,8 @@ use crate::base::time::millis;
 use crate::error::{Dependency, Error, Result};
 use crate::storage::Db;
 use crate::storage::db::{SegmentRow, SessionRow};
-use crate::storage::files::{Area, Files, sync_file_and_dir};
+use crate::storage::files::sync_file_and_dir;
+use crate::storage::roots::Present;
 
 /// What reconciliation found (and, when repairing, fixed).
 #[derive(Debug, Default)]
@@ -40,38 +42,14 @@ impl Report {
     }
 }
 
-/// Compares `recordings/` with the index; with `repair`, makes them agree.
-pub async fn reconcile(db: &Db, files: &Files, repair: bool) -> Result<Report> {
+/// Compares each present root with the index; with `repair`, makes them agree.
+pub async fn reconcile(db: &Db, roots: &[Present], repair: bool) -> Result<Report> {
     let mut report = Report::default();
     if repair {
         report.interrupted_sessions = db.interrupt_open_sessions().await?.len();
     }
-    let dir = files.dir(Area::Recordings);
-    let indexed: HashSet<String> = db.segment_filenames().await?.into_iter().collect();
-    let mut on_disk = HashSet::new();
-    for entry in std::fs::read_dir(&dir).map_err(|e| storage_error(&dir, e))?.flatten() {
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        if !entry.file_type().is_ok_and(|t| t.is_file()) || name.starts_with('.') {
-            continue;
-        }
-        on_disk.insert(name.clone());
-        if !indexed.contains(&name) {
-            report.unindexed.push(name.clone());
-            if repair && let Err(e) = recover_file(db, &entry.path()).await {
-                warn!(err = %e, file = name, "cannot recover recording");
-                report.unrecoverable.push(name);
-            }
-        } else if let Some(row) = db.segment(&name).await?
-            && entry.metadata().is_ok_and(|m| m.len() as i64 != row.size_bytes)
-        {
-            report.size_mismatch.push(name);
-        }
-    }
-    for name in indexed.difference(&on_disk) {
-        report.missing.push(name.clone());
-        if repair {
-            db.delete_segment(name).await?;
-        }
+    for root in roots {
+        reconcile_root(db, &root.id, &root.dir, repair, &mut report).await?;
     }
     report.unindexed.sort();
     report.missing.sort();
@@ -88,8 +66,45 @@ pub async fn reconcile(db: &Db, files: &Files, repair: bool) -> Result<Report> {
     Ok(report)
 }
 
-/// Makes a segment file playable, measures it with a demuxer, and indexes it.
-pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
+/// Compares one root's directory (`root` its id) with its rows in the index; with `repair`, makes them agree.
+pub async fn reconcile_root(db: &Db, root: &str, dir: &Path, repair: bool, report: &mut Report) -> Result<()> {
+    let indexed: HashSet<String> = db.segment_filenames_on(root).await?.into_iter().collect();
+    let elsewhere: HashSet<String> = db.segment_filenames().await?.into_iter().collect();
+    let mut on_disk = HashSet::new();
+    let entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| storage_error(dir, e))?.flatten().collect();
+    for entry in entries {
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if !entry.file_type().is_ok_and(|t| t.is_file()) || name.starts_with('.') {
+            continue;
+        }
+        on_disk.insert(name.clone());
+        if !indexed.contains(&name) {
+            if elsewhere.contains(&name) {
+                // The same name indexed on another root: a copy, never indexed twice.
+                continue;
+            }
+            report.unindexed.push(name.clone());
+            if repair && let Err(e) = recover_file(db, root, &entry.path()).await {
+                warn!(err = %e, file = name, "cannot recover recording");
+                report.unrecoverable.push(name);
+            }
+        } else if let Some(row) = db.segment(&name).await?
+            && entry.metadata().is_ok_and(|m| m.len() as i64 != row.size_bytes)
+        {
+            report.size_mismatch.push(name);
+        }
+    }
+    for name in indexed.difference(&on_disk) {
+        report.missing.push(name.clone());
+        if repair {
+            db.delete_segment(name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes a segment file on root `root` playable, measures it with a demuxer, and indexes it.
+pub async fn recover_file(db: &Db, root: &str, path: &Path) -> Result<SegmentRow> {
     let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::internal("unnamed file"))?.to_owned();
     let parsed =
         parse_segment_name(&name).ok_or_else(|| Error::internal(format!("{name} is not a camhub segment name")))?;
@@ -97,6 +112,8 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
     // All file work (reading boxes, trimming, demuxing, fsync) stays off the async runtime.
     let (duration, size, modified, format) =
         tokio::task::spawn_blocking(move || -> Result<(Duration, u64, SystemTime, &'static str)> {
+            // When it was last written, read before trimming (which writes).
+            let modified = std::fs::metadata(&owned).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
             trim_fragmented_mp4(&owned).map_err(|e| storage_error(&owned, e))?;
             let format = match owned.extension().and_then(|e| e.to_str()) {
                 Some("mkv") => "mkv",
@@ -106,7 +123,7 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
             let duration = probe_duration(&owned)?;
             sync_file_and_dir(&owned).map_err(|e| storage_error(&owned, e))?;
             let meta = std::fs::metadata(&owned).map_err(|e| storage_error(&owned, e))?;
-            Ok((duration, meta.len(), meta.modified().unwrap_or_else(|_| SystemTime::now()), format))
+            Ok((duration, meta.len(), modified, format))
         })
         .await
         .map_err(Error::internal)??;
@@ -129,10 +146,14 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
             id
         }
     };
-    // The first segment starts with the session's first frame (its name says when); a later one ends at the
-    // file's last write.
+    // Where the recorder noted the segment's start, that; otherwise the first segment starts with the session's
+    // first frame (its name says when), and a later one ends at the file's last write.
     let duration_ms = duration.as_millis() as i64;
-    let started_at = if parsed.seq == 0 { session_start } else { millis(modified) - duration_ms };
+    let started_at = match db.open_segment_start(&name).await? {
+        Some(noted) => noted,
+        None if parsed.seq == 0 => session_start,
+        None => millis(modified) - duration_ms,
+    };
     let row = SegmentRow {
         session_id,
         camera: parsed.camera,
@@ -143,6 +164,7 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
         duration_ms: duration.as_millis() as i64,
         size_bytes: size as i64,
         recovered: true,
+        root: root.to_owned(),
     };
     db.insert_segment(&row).await?;
     info!(file = row.filename, duration_ms = row.duration_ms, "recovered recording");
