@@ -186,7 +186,7 @@ async fn a_failing_root_costs_under_a_second_and_a_returning_one_is_used_again()
         .collect();
     let storage = format!("min_free_mb = 16\n{roots}");
     let extra = format!("[recording]\nsegment_seconds = 3\nfragment_ms = 500\n{}", camera_toml("cam", &cam.url(0)));
-    let hub = Camhub::start_at(&data, &storage, &extra);
+    let mut hub = Camhub::start_at(&data, &storage, &extra);
     let client = hub.client("admin").await;
     client
         .wait_status("cam", CONNECT, |s| s["status"] == "CONNECTED")
@@ -297,6 +297,36 @@ async fn a_failing_root_costs_under_a_second_and_a_returning_one_is_used_again()
         );
         assert!(gap <= MAX_GAP * 1000.0, "{fault}: {gap:.0} ms lost");
     }
+
+    // A goes away for good: its files stay listed (a missing disk is not a lost recording), are unavailable for
+    // download and deletion, and a restart while it is away keeps their rows.
+    let on_a: Vec<String> = a.recordings().into_iter().collect();
+    assert!(!on_a.is_empty());
+    a.umount_lazy();
+    wait_root_state(&client, &a, "missing", Duration::from_secs(5), &hub).await;
+    let (code, _, body) =
+        common::http_request(hub.port, &format!("/files/recordings/{}", on_a[0]), &[("X-API-Key", &key)])
+            .expect("download");
+    let body = String::from_utf8_lossy(&body);
+    assert!(code == 404 && body.contains("not available"), "{code} {body}");
+    let info = client.call("get_recording_info", json!({ "filename": on_a[0] })).await.expect("still indexed");
+    assert_eq!(info["available"], false, "{info}");
+    let refused = client.call("delete_recording", json!({ "filename": on_a[0] })).await.expect_err("root away");
+    assert!(refused.to_string().contains("not available"), "{refused}");
+    drop(client);
+    hub.restart(&extra);
+    let client = hub.client("admin").await;
+    let listed = client.call("list_recordings", json!({ "limit": 1000 })).await.expect("list");
+    assert_eq!(listed["total"].as_u64(), Some(indexed.len() as u64), "rows of the absent root were dropped: {listed}");
+    assert_eq!(storage_root(&client, &a.dir).await["state"], "missing");
+    // A back after the restart: checked by its marker, and served again.
+    a.mount().expect("mount A again");
+    wait_root_state(&client, &a, "ok", Duration::from_secs(10), &hub).await;
+    let (code, ..) = common::http_request(hub.port, &format!("/files/recordings/{}", on_a[0]), &[("X-API-Key", &key)])
+        .expect("download");
+    assert_eq!(code, 200);
+    let info = client.call("get_recording_info", json!({ "filename": on_a[0] })).await.expect("indexed");
+    assert_eq!(info["available"], true, "{info}");
     drop(client);
     drop(hub);
 }

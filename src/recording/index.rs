@@ -31,6 +31,8 @@ pub struct Segment {
     pub recovered: bool,
     /// The storage root holding it.
     pub root: String,
+    /// Its root is there (set by `Recordings`, which knows the roots).
+    pub available: bool,
 }
 
 impl From<&SegmentRow> for Segment {
@@ -46,6 +48,7 @@ impl From<&SegmentRow> for Segment {
             size: r.size_bytes.max(0) as u64,
             recovered: r.recovered,
             root: r.root.clone(),
+            available: true,
         }
     }
 }

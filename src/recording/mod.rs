@@ -331,12 +331,18 @@ impl Recordings {
 
     /// Recording files, newest first, and how many there are.
     pub async fn list(&self, limit: i64, offset: i64) -> Result<(Vec<Segment>, u64)> {
-        index::list(&self.db, limit, offset).await
+        let (mut segments, total) = index::list(&self.db, limit, offset).await?;
+        for s in &mut segments {
+            s.available = self.roots.dir_of(&s.root).is_some();
+        }
+        Ok((segments, total))
     }
 
     /// One recording file by name.
     pub async fn info(&self, filename: &str) -> Result<Segment> {
-        index::get(&self.db, filename).await
+        let mut segment = index::get(&self.db, filename).await?;
+        segment.available = self.roots.dir_of(&segment.root).is_some();
+        Ok(segment)
     }
 
     /// Deletes one recording file (row, file, directory synced); refused while its root is away.
@@ -465,7 +471,8 @@ impl Recordings {
                 match recovery::reconcile_root(&self.db, &id, &dir, true, &mut report).await {
                     Ok(()) => info!(
                         root = id,
-                        recovered = report.unindexed.len(),
+                        unindexed = report.unindexed.len(),
+                        unrecoverable = report.unrecoverable.len(),
                         gone = report.missing.len(),
                         "storage root back: its files listed again"
                     ),

@@ -70,8 +70,10 @@ impl SessionInfo {
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// How often the open segment is fsynced: a disk that dies takes at most what was written since (and that is still
-/// held in memory, to be carried to another root). The muxer holds back up to a fragment, so what is on disk after a
-/// sync reaches `SYNC_MARGIN` plus a fragment before the last frame handed over.
+/// held in memory, to be carried to another root). What is on disk after a sync reaches `held_back` before the last
+/// frame handed over: mp4mux cuts fragments at keyframes, so it holds back up to a fragment and a GOP shorter than
+/// it (a longer GOP makes each keyframe a fragment boundary), or a second (MP4's index update) plus `SYNC_MARGIN`
+/// for the muxer's own thread.
 const SYNC_EVERY: Duration = Duration::from_millis(1000);
 const SYNC_MARGIN: gst::ClockTime = gst::ClockTime::from_mseconds(300);
 /// The most video held to carry over while syncs do not complete.
@@ -683,7 +685,8 @@ pub async fn run(
     // The open segment's periodic fsync in flight: (task, segment seq, session time it makes durable).
     let mut syncing: Option<(tokio::task::JoinHandle<std::io::Result<()>>, u32, gst::ClockTime)> = None;
     let mut last_sync = Instant::now();
-    let fragment = gst::ClockTime::from_nseconds(config.fragment.as_nanos() as u64);
+    let held_back =
+        gst::ClockTime::from_nseconds(config.fragment.as_nanos() as u64 * 2).max(gst::ClockTime::SECOND) + SYNC_MARGIN;
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let ending = loop {
         tokio::select! {
@@ -742,12 +745,17 @@ pub async fn run(
                         break Ending::Failed(format!("{reason}; {e}"));
                     }
                 }
+                // A sync of a segment no longer open (its root failed under it) may never return: forgotten, so the
+                // new segment gets its own.
+                if syncing.as_ref().is_some_and(|s| session.writer.as_ref().is_none_or(|w| w.seq != s.1)) {
+                    syncing = None;
+                }
                 if syncing.is_none()
                     && last_sync.elapsed() >= SYNC_EVERY
                     && let Some(w) = session.writer.as_ref()
                 {
                     last_sync = Instant::now();
-                    let durable = w.last.saturating_sub(fragment + SYNC_MARGIN);
+                    let durable = w.last.saturating_sub(held_back);
                     let path = w.path.clone();
                     syncing = Some((tokio::task::spawn_blocking(move || sync_file_and_dir(&path)), w.seq, durable));
                 }

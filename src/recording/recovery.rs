@@ -85,8 +85,12 @@ pub async fn reconcile_root(db: &Db, root: &str, dir: &Path, repair: bool, repor
             }
             report.unindexed.push(name.clone());
             if repair && let Err(e) = recover_file(db, root, &entry.path()).await {
-                warn!(err = %e, file = name, "cannot recover recording");
-                report.unrecoverable.push(name);
+                if entry.path().exists() {
+                    warn!(err = %e, file = name, "cannot recover recording");
+                    report.unrecoverable.push(name);
+                } else {
+                    info!(err = %e, file = name, "empty recording removed");
+                }
             }
         } else if let Some(row) = db.segment(&name).await?
             && entry.metadata().is_ok_and(|m| m.len() as i64 != row.size_bytes)
@@ -115,6 +119,16 @@ pub async fn recover_file(db: &Db, root: &str, path: &Path) -> Result<SegmentRow
             // When it was last written, read before trimming (which writes).
             let modified = std::fs::metadata(&owned).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
             trim_fragmented_mp4(&owned).map_err(|e| storage_error(&owned, e))?;
+            if holds_no_media(&owned) {
+                // Cut before its first whole fragment (a disk that failed under a new segment): it holds no video,
+                // and the recording went on elsewhere with these frames. Removed, so it is not left as a stray.
+                std::fs::remove_file(&owned).map_err(|e| storage_error(&owned, e))?;
+                let _ = crate::storage::files::sync_parent(&owned);
+                return Err(Error::dependency(
+                    Dependency::Storage,
+                    format!("{} held no whole fragment: removed", owned.display()),
+                ));
+            }
             let format = match owned.extension().and_then(|e| e.to_str()) {
                 Some("mkv") => "mkv",
                 _ if is_fragmented(&owned) => "fmp4",
@@ -203,6 +217,19 @@ fn boxes(file: &mut std::fs::File, len: u64) -> std::io::Result<Vec<([u8; 4], u6
         pos += size;
     }
     Ok(out)
+}
+
+/// An MP4 with no media data at all (only its header boxes, or nothing), or an empty file.
+fn holds_no_media(path: &Path) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        return true;
+    }
+    if path.extension().and_then(|e| e.to_str()) != Some("mp4") {
+        return false;
+    }
+    boxes(&mut f, len).is_ok_and(|b| !b.iter().any(|(k, _, _)| k == b"moof" || k == b"mdat"))
 }
 
 fn is_fragmented(path: &Path) -> bool {

@@ -125,6 +125,10 @@ pub struct RecordingFile {
     pub end_time: String,
     /// Indexed by start-up recovery from a file a crash cut short.
     pub recovered: bool,
+    /// The storage root holding the file.
+    pub storage_root: String,
+    /// False while that root is away: listed, not downloadable or deletable.
+    pub available: bool,
 }
 
 impl From<&Segment> for RecordingFile {
@@ -142,6 +146,8 @@ impl From<&Segment> for RecordingFile {
             start_time: iso(s.started_at),
             end_time: iso(s.ended_at),
             recovered: s.recovered,
+            storage_root: s.root.clone(),
+            available: s.available,
         }
     }
 }
