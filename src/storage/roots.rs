@@ -24,8 +24,11 @@ pub const MARKER: &str = ".camhub-root";
 /// The id of `<storage.root>/recordings`, where recordings lived before several roots (and rows made then point).
 pub const DEFAULT_ROOT: &str = "default";
 const DATABASE_ID_SETTING: &str = "database_id";
-/// How long a root a writer saw fail stays failed before it is checked again.
+/// How long a root a writer saw fail stays failed before it is checked again; doubled for each failure that follows
+/// within `FAILURES_FORGOTTEN`, up to `FAILED_FOR_MAX`, so a disk that keeps failing is not tried every few seconds.
 const FAILED_FOR: Duration = Duration::from_secs(3);
+const FAILED_FOR_MAX: Duration = Duration::from_secs(300);
+const FAILURES_FORGOTTEN: Duration = Duration::from_secs(600);
 
 /// What a root is fit for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -114,6 +117,8 @@ struct View {
     dev: Option<u64>,
     /// Set when a writer saw the root fail: failed until then, whatever the check finds.
     failed_until: Option<Instant>,
+    /// Failures in a row (each within `FAILURES_FORGOTTEN` of the last) and when the last was.
+    failures: (u32, Option<Instant>),
     /// Checked once already (the first check is start-up, whose reconciliation lists its files).
     checked: bool,
 }
@@ -185,6 +190,7 @@ impl Roots {
                     lock: None,
                     dev: None,
                     failed_until: None,
+                    failures: (0, None),
                     checked: false,
                 }),
             })
@@ -295,7 +301,12 @@ impl Roots {
         }
         v.state = RootState::Failed;
         v.detail = Some(why.to_owned());
-        v.failed_until = Some(Instant::now() + FAILED_FOR);
+        let now = Instant::now();
+        let recent = v.failures.1.is_some_and(|last| now.duration_since(last) < FAILURES_FORGOTTEN);
+        let n = if recent { v.failures.0.saturating_add(1) } else { 1 };
+        v.failures = (n, Some(now));
+        let hold = FAILED_FOR.saturating_mul(1 << (n - 1).min(8)).min(FAILED_FOR_MAX);
+        v.failed_until = Some(now + hold);
     }
 
     /// A writer found root `id` failing (an I/O error, a refused write): it is not used for a while.
