@@ -1,5 +1,6 @@
 //! Several storage roots on real loop-mounted ext4 filesystems (needs root): a recording on root A moves to root B
-//! within a second when A is lazily unmounted, remounted read-only or filled; every indexed file plays (decoded by
+//! within a second when A is lazily unmounted, turned read-only by a filesystem error, fails with I/O errors (ext4's
+//! shutdown ioctl) or is filled; every indexed file plays (decoded by
 //! FFmpeg) and the index matches the disks; A back is used again and its files are listed; a disk carrying another
 //! camhub's marker is refused with a clear message. The gaps are measured from the index's start times and the
 //! files' demuxed durations (ffprobe).
@@ -66,6 +67,19 @@ impl Disk {
         let device = source.rsplit('/').next().unwrap_or_default().to_owned();
         std::fs::write(format!("/sys/fs/ext4/{device}/trigger_fs_error"), "1")
             .unwrap_or_else(|e| panic!("cannot trigger an ext4 error on {source}: {e}"));
+    }
+
+    /// The disk stops answering: ext4's shutdown ioctl (`EXT4_IOC_SHUTDOWN`, without flushing its journal) makes every
+    /// read and write on it fail with EIO, as a dead disk or a pulled cable does.
+    fn shut_down(&self) {
+        use std::os::fd::AsRawFd;
+        const EXT4_IOC_SHUTDOWN: u64 = 0x8004_587d; // _IOR('X', 125, __u32)
+        const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
+        let dir = std::fs::File::open(&self.dir).expect("open the mountpoint");
+        let flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
+        // SAFETY: the ioctl reads one u32 through the pointer, which outlives the call; the descriptor is open.
+        let rc = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags as *const u32) };
+        assert_eq!(rc, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
     }
 
     /// Brings back a disk that went read-only on an error, as an operator would: unmount, fsck, mount. Waits until
@@ -210,7 +224,7 @@ async fn a_failing_root_costs_under_a_second_and_a_returning_one_is_used_again()
     let mut faults: Vec<(&str, SystemTime)> = Vec::new();
     let mut detection_ms = BTreeMap::new();
     let mut fillers = Vec::new();
-    for fault in ["lazy_unmount", "read_only", "full"] {
+    for fault in ["lazy_unmount", "read_only", "io_error", "full"] {
         let on_a = a.recordings();
         let before_b = b.recordings();
         let at = SystemTime::now();
@@ -218,6 +232,7 @@ async fn a_failing_root_costs_under_a_second_and_a_returning_one_is_used_again()
         match fault {
             "lazy_unmount" => a.umount_lazy(),
             "read_only" => a.fail_to_read_only(),
+            "io_error" => a.shut_down(),
             _ => fillers.push(a.fill(4 << 20)),
         }
         faults.push((fault, at));
@@ -226,6 +241,7 @@ async fn a_failing_root_costs_under_a_second_and_a_returning_one_is_used_again()
         let state = match fault {
             "lazy_unmount" => "missing",
             "read_only" => "read_only",
+            "io_error" => "failed",
             _ => "full",
         };
         wait_root_state(&client, &a, state, Duration::from_secs(5), &hub).await;
@@ -233,7 +249,7 @@ async fn a_failing_root_costs_under_a_second_and_a_returning_one_is_used_again()
         // A comes back: checked, used again for the next segment, its files listed.
         match fault {
             "lazy_unmount" => a.mount().expect("mount A again"),
-            "read_only" => a.repair_and_mount().await,
+            "read_only" | "io_error" => a.repair_and_mount().await,
             _ => std::fs::remove_file(fillers.pop().expect("filler")).expect("remove filler"),
         }
         wait_root_state(&client, &a, "ok", Duration::from_secs(10), &hub).await;
@@ -328,5 +344,9 @@ async fn a_failing_root_costs_under_a_second_and_a_returning_one_is_used_again()
     let info = client.call("get_recording_info", json!({ "filename": on_a[0] })).await.expect("indexed");
     assert_eq!(info["available"], true, "{info}");
     drop(client);
+    // What camhub said about its roots, for the record.
+    for line in hub.log().lines().filter(|l| l.contains("storage root") || l.contains("moved to another root")) {
+        eprintln!("{line}");
+    }
     drop(hub);
 }

@@ -255,7 +255,7 @@ impl Roots {
             warn!(err = %e, "cannot record the storage root in the database");
         }
         let path = root.config.path.display().to_string();
-        let (before, now, came_back) = {
+        let (before, now, came_back, first) = {
             let mut v = root.view.lock();
             if let Some(until) = v.failed_until {
                 if Instant::now() < until && found.lock.is_some() {
@@ -278,9 +278,9 @@ impl Roots {
             v.dev = if v.lock.is_some() { found.dev } else { None };
             let writable = |s: RootState| matches!(s, RootState::Ok | RootState::Full);
             let came_back = !first && writable(found.state) && !writable(before);
-            (before, found.state, came_back)
+            (before, found.state, came_back, first)
         };
-        if before != now {
+        if before != now || first {
             let detail = found.detail.as_deref().unwrap_or("");
             match now {
                 RootState::Ok => info!(root = path, id = found.id.as_deref().unwrap_or(""), "storage root ok"),
