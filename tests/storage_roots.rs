@@ -36,8 +36,13 @@ struct Disk {
 
 impl Disk {
     fn make(base: &Path, name: &str) -> Disk {
+        Disk::make_at(base, name, &base.join(name))
+    }
+
+    /// A new disk (image `name`) mounted at `dir`.
+    fn make_at(base: &Path, name: &str, dir: &Path) -> Disk {
         let image = base.join(format!("{name}.img"));
-        let dir = base.join(name);
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir).expect("mountpoint");
         run("truncate", &["-s", "64M", &image.to_string_lossy()]).expect("truncate");
         run("mkfs.ext4", &["-q", "-F", &image.to_string_lossy()]).expect("mkfs.ext4 (e2fsprogs)");
@@ -343,6 +348,16 @@ async fn a_failing_root_costs_under_a_second_and_a_returning_one_is_used_again()
     assert_eq!(code, 200);
     let info = client.call("get_recording_info", json!({ "filename": on_a[0] })).await.expect("indexed");
     assert_eq!(info["available"], true, "{info}");
+    let old_id = storage_root(&client, &a.dir).await["id"].clone();
+
+    // A replaced by a new, empty disk at its mountpoint: a new root (new id); A's files stay listed, unavailable.
+    a.umount_lazy();
+    wait_root_state(&client, &a, "missing", Duration::from_secs(5), &hub).await;
+    let replacement = Disk::make_at(base.path(), "a2", &a.dir);
+    let root = wait_root_state(&client, &replacement, "ok", Duration::from_secs(10), &hub).await;
+    assert_ne!(root["id"], old_id, "a new disk took the old one's identity: {root}");
+    let info = client.call("get_recording_info", json!({ "filename": on_a[0] })).await.expect("still indexed");
+    assert_eq!(info["available"], false, "{info}");
     drop(client);
     // What camhub said about its roots, for the record.
     for line in hub.log().lines().filter(|l| l.contains("storage root") || l.contains("moved to another root")) {

@@ -503,7 +503,10 @@ fn attach(path: &Path, min_free: u64, database_id: &str, legacy: bool, known: &[
             Err(e) => return Found::gone(RootState::Foreign, format!("unreadable marker {MARKER}: {e}")),
         },
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            if known.iter().any(|(_, p)| *p == path_text) {
+            // A known root without its marker is its disk's bare mountpoint (unmounted): never marked again. Only a
+            // fresh, empty filesystem mounted there (a replaced disk) becomes a new root.
+            let fresh_disk = is_empty(path) && is_mount_point(path, &dir);
+            if known.iter().any(|(_, p)| *p == path_text) && !fresh_disk {
                 return Found::gone(
                     RootState::Missing,
                     format!("no {MARKER}: not the disk camhub recorded to here (not mounted?)"),
@@ -548,6 +551,11 @@ fn attach(path: &Path, min_free: u64, database_id: &str, legacy: bool, known: &[
         Err(std::fs::TryLockError::Error(e)) => return Found::gone(RootState::Failed, format!("cannot lock: {e}")),
     }
     measure(path, &marker_path, min_free, std::sync::Arc::new(lock), dir.dev(), marker.root_id, record)
+}
+
+/// Whether `path` is the root of a filesystem of its own (its parent is on another one).
+fn is_mount_point(path: &Path, meta: &std::fs::Metadata) -> bool {
+    path.parent().and_then(|p| std::fs::metadata(p).ok()).is_some_and(|parent| parent.dev() != meta.dev())
 }
 
 /// Nothing in it but what `mkfs` leaves (`lost+found`).
