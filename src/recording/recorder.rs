@@ -460,8 +460,9 @@ struct Segmenter<'a> {
     segment: gst::ClockTime,
     /// Segments to finalise (in the background, while the next one is written).
     closed: Vec<SegmentWriter>,
-    /// The open segment's video not yet known to be on disk, from the keyframe before its last sync (buffer, session
-    /// time, pts delay, keyframe), and the sound written with it: what a segment moved to another root starts with,
+    /// The video not yet known to be on disk (of the open segment, and of the one before it while that is closing),
+    /// from the keyframe before the open segment's last sync (buffer, session time, pts delay, keyframe), and the
+    /// sound written with it: what a segment moved to another root starts with,
     /// so the move loses nothing the camera sent.
     carry: std::collections::VecDeque<(gst::Buffer, gst::ClockTime, gst::ClockTime, bool)>,
     carry_audio: std::collections::VecDeque<(gst::Buffer, gst::ClockTime)>,
@@ -529,9 +530,9 @@ impl Segmenter<'_> {
                     }
                     self.split_pending = false;
                     let caps = caps.clone();
+                    // What is kept to carry over is not cleared: the segment just closed is on disk only once its
+                    // close has synced it, and until then a root failure moves its tail too.
                     self.open_writer(&caps, at, None)?;
-                    self.carry.clear();
-                    self.carry_audio.clear();
                 }
                 if let Some(w) = self.writer.as_mut() {
                     w.push(buffer, at, delay);
