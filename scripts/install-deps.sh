@@ -21,7 +21,9 @@ if [ "${1:-}" = "--test" ]; then
   # iproute2: ip netns and veth pairs for the network discovery test (tests/discovery.rs); python3-venv: its peer.
   # nginx, libnginx-mod-rtmp: nginx-rtmp, relaying to camhub in tests/sources.rs and the peer of
   # scripts/bench/sources.sh (run there from a config of its own, never as the system service).
+  # e2fsprogs, util-linux, mount: loop-mounted ext4 disks of the storage roots test (tests/storage_roots.rs, as root).
   packages+=(ffmpeg procps gstreamer1.0-plugins-base-apps chromium nodejs iproute2 python3-venv nginx libnginx-mod-rtmp)
+  packages+=(e2fsprogs util-linux mount)
   # NodeSource's nodejs carries npm; Debian's nodejs needs its npm package.
   command -v npm >/dev/null || packages+=(npm)
 fi

@@ -864,7 +864,16 @@ async fn check(config: Config, repair: bool) -> ExitCode {
         let (db, _auth) = crate::service::open_storage(&config).await?;
         let files = crate::storage::files::Files::new(&config.storage.root);
         files.create_dirs()?;
-        let report = crate::recording::recovery::reconcile(&db, &files, repair).await?;
+        let roots = crate::storage::roots::Roots::open(db.clone(), &config.storage).await?;
+        for root in roots.statuses().iter().filter(|r| r.state != crate::storage::roots::RootState::Ok) {
+            println!(
+                "storage root {} not checked: {} ({})",
+                root.path.display(),
+                root.state.as_str(),
+                root.detail.as_deref().unwrap_or("")
+            );
+        }
+        let report = crate::recording::recovery::reconcile(&db, &roots.present(), repair).await?;
         db.close().await;
         anyhow::Ok(report)
     };
@@ -921,8 +930,18 @@ async fn rebuild_index(config: Config) -> ExitCode {
         let (db, _auth) = crate::service::open_storage(&config).await?;
         let files = crate::storage::files::Files::new(&config.storage.root);
         files.create_dirs()?;
-        let dirs = [files.dir(crate::storage::files::Area::Recordings)];
-        let report = crate::recording::recovery::rebuild(&db, &dirs).await;
+        // A database lost and started afresh takes the id the disks carry: they are its own, not foreign.
+        crate::storage::roots::Roots::adopt(&db, &config.storage).await?;
+        let roots = crate::storage::roots::Roots::open(db.clone(), &config.storage).await?;
+        for root in roots.statuses().iter().filter(|r| r.state != crate::storage::roots::RootState::Ok) {
+            println!(
+                "storage root {} not rebuilt: {} ({})",
+                root.path.display(),
+                root.state.as_str(),
+                root.detail.as_deref().unwrap_or("")
+            );
+        }
+        let report = crate::recording::recovery::rebuild(&db, &roots.present()).await;
         db.close().await;
         anyhow::Ok(report?)
     };

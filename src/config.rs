@@ -100,6 +100,27 @@ pub struct StorageConfig {
     pub retention: RetentionConfig,
     /// How often the retention task runs.
     pub retention_interval: Duration,
+    /// Where recordings go (`[[storage.roots]]`), in order of preference; with none given, `<root>/recordings` with
+    /// `min_free_bytes` is the one root, as it always was.
+    pub roots: Vec<RootConfig>,
+}
+
+/// One storage root for recordings (a disk, usually): its directory and the free space kept on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootConfig {
+    pub path: PathBuf,
+    pub min_free_bytes: u64,
+}
+
+impl StorageConfig {
+    /// The recordings roots in force: the configured ones, or `<root>/recordings` alone.
+    pub fn recording_roots(&self) -> Vec<RootConfig> {
+        if self.roots.is_empty() {
+            vec![RootConfig { path: self.root.join("recordings"), min_free_bytes: self.min_free_bytes }]
+        } else {
+            self.roots.clone()
+        }
+    }
 }
 
 /// What to keep. `None` limits are off.
@@ -550,6 +571,29 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
     ConfigError::new(key, problem.trim())
 }
 
+/// `[[storage.roots]]`: absolute, distinct directories, none of them the data dir or inside another.
+fn validate_roots(data_dir: &Path, default_min_free_mb: u64, raw: &[RawRoot]) -> Result<Vec<RootConfig>, ConfigError> {
+    let mut roots: Vec<RootConfig> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let key = || format!("storage.roots[{i}].path");
+        if r.path.as_os_str().is_empty() {
+            return Err(ConfigError::new(key(), "missing: the directory recordings go to"));
+        }
+        if !r.path.is_absolute() {
+            return Err(ConfigError::new(key(), format!("{} is not an absolute path", r.path.display())));
+        }
+        if r.path == data_dir {
+            return Err(ConfigError::new(key(), "must not be storage.root itself (use a directory on the disk)"));
+        }
+        if let Some(other) = roots.iter().position(|o| r.path.starts_with(&o.path) || o.path.starts_with(&r.path)) {
+            return Err(ConfigError::new(key(), format!("overlaps storage.roots[{other}].path")));
+        }
+        let mb = r.min_free_mb.unwrap_or(default_min_free_mb);
+        roots.push(RootConfig { path: r.path.clone(), min_free_bytes: mb * 1024 * 1024 });
+    }
+    Ok(roots)
+}
+
 // ---- raw, as written ----
 
 #[derive(Debug, Default, Deserialize)]
@@ -878,6 +922,15 @@ struct RawStorage {
     max_age_days: Option<f64>,
     max_size_gb: Option<f64>,
     retention_interval_s: u64,
+    roots: Vec<RawRoot>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRoot {
+    path: PathBuf,
+    /// Defaults to `storage.min_free_mb`.
+    min_free_mb: Option<u64>,
 }
 
 impl Default for RawStorage {
@@ -889,6 +942,7 @@ impl Default for RawStorage {
             max_age_days: Some(30.0),
             max_size_gb: None,
             retention_interval_s: 60,
+            roots: Vec::new(),
         }
     }
 }
@@ -1126,6 +1180,7 @@ impl RawConfig {
             return Err(ConfigError::new("storage.max_size_gb", "must be greater than 0"));
         }
         positive("storage.retention_interval_s", st.retention_interval_s as usize)?;
+        let roots = validate_roots(&st.root, st.min_free_mb, &st.roots)?;
 
         let r = self.recording;
         let format = RecordingFormat::parse(&r.format)
@@ -1254,6 +1309,7 @@ impl RawConfig {
                 min_free_bytes: st.min_free_mb * 1024 * 1024,
                 retention,
                 retention_interval: Duration::from_secs(st.retention_interval_s),
+                roots,
             },
             recording: RecordingConfig {
                 format,
@@ -1665,6 +1721,7 @@ impl Config {
         restart(self.auth != new.auth, "auth");
         restart(self.storage.root != new.storage.root, "storage.root");
         restart(self.storage.min_free_bytes != new.storage.min_free_bytes, "storage.min_free_mb");
+        restart(self.storage.roots != new.storage.roots, "storage.roots");
         restart(self.storage.retention_interval != new.storage.retention_interval, "storage.retention_interval_s");
         restart(self.monitor != new.monitor, "monitor");
         restart(self.recording != new.recording, "recording");
@@ -1790,6 +1847,10 @@ mod tests {
             ("[discovery]\nhosts = [\"10.0.0.0/24\"]", "discovery.hosts[0]"),
             ("[discovery]\npassword = \"secret\"", "discovery.password"),
             ("[discovery]\nauto_add = \"maybe\"", "discovery.auto_add"),
+            ("[[storage.roots]]\npath = \"relative/dir\"", "storage.roots[0].path"),
+            ("[[storage.roots]]\nmin_free_mb = 5", "storage.roots[0].path"),
+            ("[[storage.roots]]\npath = \"/mnt/a\"\n[[storage.roots]]\npath = \"/mnt/a/b\"", "storage.roots[1].path"),
+            ("[[storage.roots]]\npath = \"/mnt/a\"\nsize = 5", "storage.roots[0].size"),
         ];
         for (text, key) in cases {
             let e = Config::from_toml(text).expect_err(text);

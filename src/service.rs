@@ -26,6 +26,7 @@ use crate::scanner::Scanner;
 use crate::snapshot::Snapshots;
 use crate::storage::Db;
 use crate::storage::files::Files;
+use crate::storage::roots::Roots;
 
 /// Events kept in the log, and detection events with their pictures.
 const EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -70,7 +71,8 @@ pub async fn run_with_listener(
     let (db, auth) = open_storage(&config).await?;
     let files = Files::new(&config.storage.root);
     files.create_dirs().context("creating storage areas")?;
-    let report = recording::recovery::reconcile(&db, &files, true).await.context("reconciling recordings")?;
+    let roots = Arc::new(Roots::open(db.clone(), &config.storage).await.context("opening storage roots")?);
+    let report = recording::recovery::reconcile(&db, &roots.present(), true).await.context("reconciling recordings")?;
     if !report.unrecoverable.is_empty() {
         warn!(files = ?report.unrecoverable, "recordings that could not be recovered were left in place, unindexed");
     }
@@ -89,7 +91,7 @@ pub async fn run_with_listener(
     let recordings = Arc::new(
         Recordings::new(
             db.clone(),
-            files.clone(),
+            (files.clone(), roots.clone()),
             events.clone(),
             config.recording.clone(),
             config.storage.clone(),
@@ -151,6 +153,7 @@ pub async fn run_with_listener(
         app.set_listener(Listener::Srt, bound);
     }
     let guard = tokio::spawn(app.recordings().clone().guard());
+    let root_checks = tokio::spawn(app.recordings().clone().watch_roots());
     let prune = tokio::spawn(app.detections().clone().prune(EVENT_RETENTION, root_cancel.child_token()));
     let weak = Arc::downgrade(&app);
     let cameras: crate::publish::rtsp_server::CameraList =
@@ -218,6 +221,7 @@ pub async fn run_with_listener(
         w.abort();
     }
     guard.abort();
+    root_checks.abort();
     prune.abort();
     drop(reloads);
     // The log drains what shutdown itself published (recordings stopped, cameras lost) before the database closes.

@@ -35,9 +35,17 @@ async fn file(
         Ok(p) => p,
         Err(e) => return (crate::rpc::errors::http_status(&e), e.to_string()).into_response(),
     };
-    if area == Area::Recordings && !app.recordings().is_indexed(&name).await {
-        return (StatusCode::NOT_FOUND, "no such recording").into_response();
-    }
+    // A recording is served from the root its row names; one on a root that is away is unavailable, said plainly.
+    let path = match area {
+        Area::Recordings => match app.recordings().locate(&name).await {
+            Ok(p) => p,
+            Err(crate::error::Error::NotFound { .. }) => {
+                return (StatusCode::NOT_FOUND, "no such recording").into_response();
+            }
+            Err(e) => return (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+        },
+        _ => path,
+    };
     let content_type = match area {
         Area::Snapshots | Area::Events => "image/jpeg",
         Area::Recordings if name.ends_with(".mkv") => "video/x-matroska",

@@ -62,15 +62,16 @@ struct CameraFigures {
     sent_bytes: u64,
 }
 
-/// One storage root's figures (today one root, the data dir; the label lets more slot in).
+/// One storage root's figures, by its path.
 #[derive(Debug)]
 struct RootFigures {
     root: String,
     size: u64,
     available: u64,
     recordings: u64,
-    snapshots: u64,
     min_free: u64,
+    /// Its state is `ok`: new segments may go there.
+    usable: bool,
 }
 
 /// Everything one scrape reports, read at once.
@@ -81,6 +82,8 @@ struct Figures {
     websocket_connections: usize,
     cameras: Vec<CameraFigures>,
     roots: Vec<RootFigures>,
+    /// Snapshot files in the data dir; `None` when storage could not be measured.
+    snapshots: Option<u64>,
     active_recordings: usize,
     detection: InferenceStatus,
 }
@@ -108,20 +111,24 @@ impl Figures {
                 }
             })
             .collect();
-        let (roots, active_recordings) = match app.recordings().storage().await {
+        let (roots, snapshots, active_recordings) = match app.recordings().storage().await {
             Ok(s) => {
-                let root = RootFigures {
-                    root: app.config().storage.root.display().to_string(),
-                    size: s.total,
-                    available: s.available,
-                    recordings: s.recordings,
-                    snapshots: s.snapshots,
-                    min_free: s.floor,
-                };
-                (vec![root], s.active)
+                let roots = s
+                    .roots
+                    .iter()
+                    .map(|(r, recordings)| RootFigures {
+                        root: r.path.display().to_string(),
+                        size: r.total,
+                        available: r.available,
+                        recordings: *recordings,
+                        min_free: r.min_free,
+                        usable: r.state == crate::storage::roots::RootState::Ok,
+                    })
+                    .collect();
+                (roots, Some(s.snapshots), s.active)
             }
-            // A disk that cannot be measured has no samples this scrape (absent, not zero).
-            Err(_) => (Vec::new(), app.recordings().active_count()),
+            // Storage that cannot be measured has no samples this scrape (absent, not zero).
+            Err(_) => (Vec::new(), None, app.recordings().active_count()),
         };
         Figures {
             uptime_seconds: app.uptime_secs(),
@@ -129,6 +136,7 @@ impl Figures {
             websocket_connections: server.rpc.sessions.len(),
             cameras,
             roots,
+            snapshots,
             active_recordings,
             detection: app.detections().status(),
         }
@@ -216,10 +224,19 @@ impl Figures {
         family(e, "storage_used", "Space used on the root's filesystem (by anything).", bytes, Gauge, used)?;
         let recordings = per_root(|r| r.recordings);
         family(e, "storage_recordings", "Recording files on the root.", bytes, Gauge, recordings)?;
-        let snapshots = per_root(|r| r.snapshots);
-        family(e, "storage_snapshots", "Snapshot files on the root.", bytes, Gauge, snapshots)?;
         let floor = per_root(|r| r.min_free);
         family(e, "storage_min_free", "The free space recording keeps on the root.", bytes, Gauge, floor)?;
+        let usable = per_root(|r| u64::from(r.usable));
+        family(
+            e,
+            "storage_root_usable",
+            "1 while new segments may go to the root (its state is ok).",
+            None,
+            Gauge,
+            usable,
+        )?;
+        let snapshots = self.snapshots.map(|b| ([("", ""); 0], b));
+        family(e, "storage_snapshots", "Snapshot files in the data dir.", bytes, Gauge, snapshots)?;
         let active = [([("", ""); 0], self.active_recordings as u64)];
         family(e, "recordings_active", "Recording sessions in progress.", None, Gauge, active)
     }
@@ -293,9 +310,10 @@ mod tests {
                 size: 1000,
                 available: 400,
                 recordings: 500,
-                snapshots: 7,
                 min_free: 100,
+                usable: true,
             }],
+            snapshots: Some(7),
             active_recordings: 1,
             detection: InferenceStatus {
                 unavailable: None,
@@ -365,8 +383,9 @@ mod tests {
             "camhub_storage_available_bytes{root=\"/var/lib/camhub\"} 400",
             "camhub_storage_used_bytes{root=\"/var/lib/camhub\"} 600",
             "camhub_storage_recordings_bytes{root=\"/var/lib/camhub\"} 500",
-            "camhub_storage_snapshots_bytes{root=\"/var/lib/camhub\"} 7",
             "camhub_storage_min_free_bytes{root=\"/var/lib/camhub\"} 100",
+            "camhub_storage_root_usable{root=\"/var/lib/camhub\"} 1",
+            "camhub_storage_snapshots_bytes 7",
             "camhub_recordings_active 1",
             "camhub_detection_frames_decoded_total{camera=\"cam0\"} 10",
             "camhub_detection_objects_total{camera=\"cam0\"} 2",

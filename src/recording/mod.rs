@@ -1,7 +1,9 @@
 //! Recordings: one session per camera at a time, started on demand or continuously from config, each a hub consumer
 //! (`recorder`), with pre-roll from the hub's history, an optional duration, and segments indexed as they close.
 //! Also the storage guard: the retention policy and the free-space floor, which stops recordings cleanly (with an
-//! ERROR notification and playable files) when space cannot be freed. Start-up recovery lives in `recovery`.
+//! ERROR notification and playable files) when no storage root has room, and the storage roots' health checks
+//! (`watch_roots`), after which a root that came back has its files listed again. Start-up recovery lives in
+//! `recovery`.
 
 pub mod index;
 pub mod naming;
@@ -29,6 +31,7 @@ use crate::storage::Db;
 use crate::storage::db::SessionRow;
 use crate::storage::disk_usage;
 use crate::storage::files::{Area, Files, blocking};
+use crate::storage::roots::{RootStatus, Roots};
 pub use index::Segment;
 pub use recorder::{Ending, SessionInfo};
 use retention::Cleanup;
@@ -36,6 +39,9 @@ use retention::Cleanup;
 /// Frames (video and audio) a recording may fall behind before it drops (and resynchronises at a keyframe).
 const QUEUE_FRAMES: usize = 1024;
 const RETENTION_SETTING: &str = "retention_policy";
+/// How often each storage root is checked (marker, filesystem, free space, read-only flag): with the recorder's
+/// 200 ms flush, a root that goes away is left within half a second or so.
+const ROOT_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Why a session exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +74,8 @@ pub struct StorageInfo {
     pub policy: RetentionConfig,
     /// Recordings in progress.
     pub active: usize,
+    /// Each storage root, with the bytes of recordings on it.
+    pub roots: Vec<(RootStatus, u64)>,
 }
 
 /// A finished session, as `stop_recording` reports it.
@@ -97,6 +105,8 @@ struct Active {
 pub struct Recordings {
     db: Db,
     files: Files,
+    /// Where segment files go and are found.
+    roots: Arc<Roots>,
     events: EventBus,
     config: RecordingConfig,
     storage: StorageConfig,
@@ -116,7 +126,8 @@ pub struct Recordings {
 impl Recordings {
     pub async fn new(
         db: Db,
-        files: Files,
+        // The data dir's areas (snapshots' size is reported) and where recordings go.
+        (files, roots): (Files, Arc<Roots>),
         events: EventBus,
         config: RecordingConfig,
         storage: StorageConfig,
@@ -133,6 +144,7 @@ impl Recordings {
         Ok(Recordings {
             db,
             files,
+            roots,
             events,
             config,
             storage,
@@ -234,11 +246,10 @@ impl Recordings {
         crate::telemetry::follow_current(&span);
         self.tasks.spawn_on(
             async move {
-                let dir = this.files.dir(Area::Recordings);
                 let ending = recorder::run(
                     task_info.clone(),
                     this.config.clone(),
-                    dir,
+                    this.roots.clone(),
                     this.db.clone(),
                     consumer,
                     stop,
@@ -337,52 +348,102 @@ impl Recordings {
     async fn ensure_space(&self) -> Result<()> {
         let cleanup = self.enforce().await?;
         if cleanup.still_low {
-            return Err(Error::InsufficientStorage {
-                available: cleanup.available,
-                required: self.storage.min_free_bytes,
-            });
+            return Err(Error::InsufficientStorage { available: cleanup.available, required: cleanup.floor });
         }
         Ok(())
     }
 
     /// Recording files, newest first, and how many there are.
     pub async fn list(&self, limit: i64, offset: i64) -> Result<(Vec<Segment>, u64)> {
-        index::list(&self.db, limit, offset).await
+        let (mut segments, total) = index::list(&self.db, limit, offset).await?;
+        for s in &mut segments {
+            s.available = self.roots.dir_of(&s.root).is_some();
+        }
+        Ok((segments, total))
     }
 
     /// One recording file by name.
     pub async fn info(&self, filename: &str) -> Result<Segment> {
-        index::get(&self.db, &self.files, filename).await
+        let mut segment = index::get(&self.db, filename).await?;
+        segment.available = self.roots.dir_of(&segment.root).is_some();
+        Ok(segment)
     }
 
-    /// Deletes one recording file (row, file, directory synced).
+    /// Deletes one recording file (row, file, directory synced); refused while its root is away.
     pub async fn delete(&self, filename: &str) -> Result<()> {
-        index::delete(&self.db, &self.files, filename).await.map(drop)
+        index::delete(&self.db, &self.roots, filename).await.map(drop)
     }
 
-    /// Whether an indexed (complete, synced) recording has this name: only those are served.
-    pub async fn is_indexed(&self, filename: &str) -> bool {
-        matches!(self.db.segment(filename).await, Ok(Some(_)))
+    /// The path of an indexed (complete, synced) recording: only those are served. Not found when no row names it;
+    /// a storage error saying so when its root is away.
+    pub async fn locate(&self, filename: &str) -> Result<std::path::PathBuf> {
+        index::locate(&self.db, &self.roots, filename).await
     }
 
-    /// The disk the data dir is on, what each area holds, the floor and the policy; measured off the runtime.
+    /// The roots, what each holds, the floor and the policy; measured off the runtime. The totals are the roots'
+    /// filesystems (each counted once), so with the one default root they are the data dir's disk, as ever.
     pub async fn storage(&self) -> Result<StorageInfo> {
         let files = self.files.clone();
+        let statuses = self.roots.statuses();
+        let present = self.roots.present();
+        let dirs: Vec<_> = statuses
+            .iter()
+            .map(|s| present.iter().find(|p| Some(&p.id) == s.id.as_ref()).map(|p| p.dir.clone()))
+            .collect();
         let measured = blocking(move || {
-            let (total, available) = disk_usage(files.root()).map_err(|e| Error::dependency(Dependency::Storage, e))?;
-            Ok((total, available, files.area_size(Area::Recordings), files.area_size(Area::Snapshots)))
+            let sizes: Vec<u64> =
+                dirs.iter().map(|d| d.as_deref().map(crate::storage::roots::recordings_size).unwrap_or(0)).collect();
+            Ok((sizes, files.area_size(Area::Snapshots)))
         })
         .await?;
-        let (total, available, recordings, snapshots) = measured;
+        let (sizes, snapshots) = measured;
+        let mut seen = Vec::new();
+        let (mut total, mut available) = (0, 0);
+        for s in statuses.iter().filter(|s| s.dev.is_some()) {
+            if !seen.contains(&s.dev) {
+                seen.push(s.dev);
+                total += s.total;
+                available += s.available;
+            }
+        }
+        if seen.is_empty() {
+            // No root is there: the data dir's disk, so the figures stay meaningful.
+            let root = self.files.root().to_path_buf();
+            (total, available) =
+                blocking(move || disk_usage(&root).map_err(|e| Error::dependency(Dependency::Storage, e)))
+                    .await
+                    .unwrap_or((0, 0));
+        }
         Ok(StorageInfo {
             total,
             available,
-            recordings,
+            recordings: sizes.iter().sum(),
             snapshots,
             floor: self.storage.min_free_bytes,
             policy: self.policy(),
             active: self.active_count(),
+            roots: statuses.into_iter().zip(sizes).collect(),
         })
+    }
+
+    /// Checks every storage root every `ROOT_CHECK_EVERY` (one task per root, so a disk that hangs holds up only its
+    /// own check) until shutdown.
+    pub async fn watch_roots(self: Arc<Self>) {
+        let tasks = TaskTracker::new();
+        for i in 0..self.roots.len() {
+            let roots = self.roots.clone();
+            let shutdown = self.shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = crate::media::pace(ROOT_CHECK_EVERY) => roots.check(i).await,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            });
+        }
+        tasks.close();
+        tasks.wait().await;
     }
 
     pub fn policy(&self) -> RetentionConfig {
@@ -400,7 +461,7 @@ impl Recordings {
     /// One retention pass: policy, then the free-space floor.
     pub async fn enforce(&self) -> Result<Cleanup> {
         let policy = self.policy();
-        let cleanup = retention::enforce(&self.db, &self.files, &policy, self.storage.min_free_bytes).await?;
+        let cleanup = retention::enforce(&self.db, &self.roots, &policy).await?;
         // Told once per low-space episode, and again whenever recordings were deleted to defend the floor: the
         // guard checks every second while space is low, and a client wants news, not a heartbeat.
         let newly_low = cleanup.was_low && !self.low.swap(true, std::sync::atomic::Ordering::Relaxed);
@@ -410,7 +471,7 @@ impl Recordings {
         if newly_low || (cleanup.was_low && cleanup.files_deleted > 0) {
             self.events.publish(EventKind::StorageLowSpace {
                 available: cleanup.available,
-                floor: self.storage.min_free_bytes,
+                floor: cleanup.floor,
                 freed: cleanup.space_freed,
             });
         }
@@ -418,7 +479,8 @@ impl Recordings {
     }
 
     /// The storage guard: checks free space every second while anything records (and applies the policy every
-    /// `retention_interval`); stops all recordings cleanly when the floor cannot be kept.
+    /// `retention_interval`); stops all recordings cleanly when no root can keep its floor. Lists again the files
+    /// of a root that came back.
     pub async fn guard(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_policy_pass = tokio::time::Instant::now() - self.storage.retention_interval;
@@ -427,14 +489,23 @@ impl Recordings {
                 _ = tick.tick() => {}
                 _ = self.shutdown.cancelled() => break,
             }
+            for id in self.roots.take_returned() {
+                let Some(dir) = self.roots.dir_of(&id) else { continue };
+                let mut report = recovery::Report::default();
+                match recovery::reconcile_root(&self.db, &id, &dir, true, &mut report).await {
+                    Ok(()) => info!(
+                        root = id,
+                        unindexed = report.unindexed.len(),
+                        unrecoverable = report.unrecoverable.len(),
+                        gone = report.missing.len(),
+                        "storage root back: its files listed again"
+                    ),
+                    Err(e) => warn!(err = %e, root = id, "cannot list the files of a returned storage root"),
+                }
+            }
             let policy_due = last_policy_pass.elapsed() >= self.storage.retention_interval;
-            // statvfs can block on a sick disk: asked on the blocking pool.
-            let root = self.files.root().to_path_buf();
-            let floor = self.storage.min_free_bytes;
-            let low =
-                tokio::task::spawn_blocking(move || disk_usage(&root).is_ok_and(|(_, available)| available < floor))
-                    .await
-                    .unwrap_or(false);
+            // The roots' health checks keep their free space current (statvfs off the runtime, per root).
+            let low = self.roots.any_full();
             let defend_floor = low && self.active_count() > 0;
             if !policy_due && !defend_floor {
                 continue;
@@ -444,11 +515,7 @@ impl Recordings {
             }
             match self.enforce().await {
                 Ok(c) if c.still_low && self.active_count() > 0 => {
-                    warn!(
-                        available = c.available,
-                        floor = self.storage.min_free_bytes,
-                        "disk full: stopping recordings"
-                    );
+                    warn!(available = c.available, floor = c.floor, "every storage root is full: stopping recordings");
                     let cameras: Vec<CameraId> = self.active.lock().keys().cloned().collect();
                     for camera in cameras {
                         self.fail(&camera, "insufficient storage");

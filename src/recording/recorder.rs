@@ -7,8 +7,15 @@
 //! every format, G.711 in MKV only (ISO MP4 has no place for it; such a session records the picture and says so once).
 //! Audio is placed on the session timeline with the video's offset, so the two stay in sync across gaps, and goes to
 //! the segment whose time holds it.
+//!
+//! Segments go to the first healthy storage root with room (`storage::roots`). When the open segment's root fails (a
+//! write error on the bus, or the root's health check finding it gone, read-only, failed or full while another root
+//! is ok), the session moves to another root at once: a new segment there starts with the frames kept since the last
+//! keyframe (and their sound), so the switch loses nothing the camera sent; the abandoned segment is finalised and
+//! indexed where its root still allows, or left for the root's return, when its files are listed again.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -29,6 +36,7 @@ use crate::media::{audio_codec_of, make};
 use crate::storage::Db;
 use crate::storage::db::SegmentRow;
 use crate::storage::files::sync_file_and_dir;
+use crate::storage::roots::Roots;
 
 /// What a session is, fixed at its start.
 #[derive(Debug, Clone)]
@@ -62,6 +70,16 @@ impl SessionInfo {
 /// crash loses at most this plus a fragment.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
+/// How often the open segment is fsynced: a disk that dies takes at most what was written since (and that is still
+/// held in memory, to be carried to another root). What is on disk after a sync reaches `held_back` before the last
+/// frame handed over: mp4mux cuts fragments at keyframes, so it holds back up to a fragment and a GOP shorter than
+/// it (a longer GOP makes each keyframe a fragment boundary), or a second (MP4's index update) plus `SYNC_MARGIN`
+/// for the muxer's own thread.
+const SYNC_EVERY: Duration = Duration::from_millis(1000);
+const SYNC_MARGIN: gst::ClockTime = gst::ClockTime::from_mseconds(300);
+/// The most video held to carry over while syncs do not complete.
+const CARRY_MAX: gst::ClockTime = gst::ClockTime::from_seconds(30);
+
 /// How far the picture may run ahead of the sound in a segment before its audio track is ended: the muxer waits for
 /// data on every pad, so a camera that stops sending sound must not hold the picture back.
 const AUDIO_STALL: gst::ClockTime = gst::ClockTime::from_seconds(2);
@@ -85,6 +103,8 @@ struct SegmentWriter {
     audio: Option<AudioInput>,
     messages: gst::bus::BusStream,
     path: PathBuf,
+    /// The storage root the file is on.
+    root: String,
     seq: u32,
     /// Session time of the segment's first frame; the file's own timestamps start at 0.
     start: gst::ClockTime,
@@ -155,7 +175,7 @@ impl SegmentWriter {
     fn open(
         info: &SessionInfo,
         config: &RecordingConfig,
-        dir: &Path,
+        (root, dir): (&str, &Path),
         seq: u32,
         caps: &gst::Caps,
         audio_caps: Option<&gst::Caps>,
@@ -232,6 +252,7 @@ impl SegmentWriter {
             audio,
             messages,
             path,
+            root: root.to_owned(),
             seq,
             start,
             last: start,
@@ -316,10 +337,11 @@ impl SegmentWriter {
     }
 
     /// Finalises the file (EOS through the muxer), stops the pipeline, syncs and indexes it. A file that cannot be
-    /// finalised is recovered (made playable) and indexed like one left by a crash. Ends the segment's span.
-    async fn close(self, info: &SessionInfo, db: &Db) -> Result<()> {
+    /// finalised (or whose pipeline is `broken` already) is recovered (made playable) and indexed like one left by a
+    /// crash. Ends the segment's span.
+    async fn close(self, info: &SessionInfo, db: &Db, broken: bool) -> Result<()> {
         let span = self.span.clone();
-        let result = self.finalise(info, db).instrument(span.clone()).await;
+        let result = self.finalise(info, db, broken).instrument(span.clone()).await;
         match &result {
             Ok(()) => {
                 span.record("outcome", "indexed");
@@ -333,13 +355,14 @@ impl SegmentWriter {
         result
     }
 
-    async fn finalise(mut self, info: &SessionInfo, db: &Db) -> Result<()> {
-        let flushed = self.flush();
+    async fn finalise(mut self, info: &SessionInfo, db: &Db, broken: bool) -> Result<()> {
+        let flushed = if broken { Err(Error::internal("pipeline failed")) } else { self.flush() };
         let _ = self.video.appsrc.end_of_stream();
         if let Some(audio) = self.audio.as_ref().filter(|a| !a.ended) {
             let _ = audio.input.appsrc.end_of_stream();
         }
-        let finalised = tokio::time::timeout(Duration::from_secs(10), async {
+        let wait = if broken { Duration::ZERO } else { Duration::from_secs(10) };
+        let finalised = tokio::time::timeout(wait, async {
             while let Some(message) = self.messages.next().await {
                 match message.view() {
                     gst::MessageView::Eos(_) => return Ok(()),
@@ -355,7 +378,7 @@ impl SegmentWriter {
         let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
         if let Err(e) = flushed.map_err(|e| e.to_string()).and(finalised) {
             warn!(err = e, file = %self.path.display(), "segment not finalised; recovering it");
-            super::recovery::recover_file(db, &self.path).await?;
+            super::recovery::recover_file(db, &self.root, &self.path).await?;
             return Err(Error::dependency(Dependency::RecordingPipeline, e));
         }
         let duration = self.elapsed() + self.last_interval;
@@ -384,11 +407,19 @@ impl SegmentWriter {
             duration_ms: duration.mseconds() as i64,
             size_bytes: size as i64,
             recovered: false,
+            root: self.root.clone(),
         };
         db.insert_segment(&row).await?;
         self.span.record("duration_ms", row.duration_ms);
         self.span.record("size_bytes", size);
-        info!(file = row.filename, seq = self.seq, duration_ms = row.duration_ms, size, "segment indexed");
+        info!(
+            file = row.filename,
+            root = row.root,
+            seq = self.seq,
+            duration_ms = row.duration_ms,
+            size,
+            "segment indexed"
+        );
         Ok(())
     }
 }
@@ -445,7 +476,8 @@ impl Timeline {
 struct Segmenter<'a> {
     info: &'a SessionInfo,
     config: &'a RecordingConfig,
-    dir: &'a Path,
+    roots: &'a Roots,
+    db: &'a Db,
     timeline: Timeline,
     caps: Option<gst::Caps>,
     /// The camera's sound on this connection, if any (forgotten at a gap).
@@ -462,6 +494,14 @@ struct Segmenter<'a> {
     segment: gst::ClockTime,
     /// Segments to finalise (in the background, while the next one is written).
     closed: Vec<SegmentWriter>,
+    /// The video not yet known to be on disk (of the open segment, and of the one before it while that is closing),
+    /// from the keyframe before the open segment's last sync (buffer, session time, pts delay, keyframe), and the
+    /// sound written with it: what a segment moved to another root starts with,
+    /// so the move loses nothing the camera sent.
+    carry: std::collections::VecDeque<(gst::Buffer, gst::ClockTime, gst::ClockTime, bool)>,
+    carry_audio: std::collections::VecDeque<(gst::Buffer, gst::ClockTime)>,
+    /// Segments left on a failed root (and whether their pipeline is broken), to close as far as their root allows.
+    abandoned: Vec<(SegmentWriter, bool)>,
 }
 
 impl Segmenter<'_> {
@@ -524,21 +564,17 @@ impl Segmenter<'_> {
                     }
                     self.split_pending = false;
                     let caps = caps.clone();
-                    let audio = self.recorded_audio();
-                    let writer = SegmentWriter::open(
-                        self.info,
-                        self.config,
-                        self.dir,
-                        self.next_seq,
-                        &caps,
-                        audio.as_ref(),
-                        at,
-                    )?;
-                    self.writer = Some(writer);
-                    self.next_seq += 1;
+                    // What is kept to carry over is not cleared: the segment just closed is on disk only once its
+                    // close has synced it, and until then a root failure moves its tail too.
+                    self.open_writer(&caps, at, None)?;
                 }
                 if let Some(w) = self.writer.as_mut() {
                     w.push(buffer, at, delay);
+                    self.carry.push_back((buffer.clone(), at, delay, frame.keyframe));
+                    if at.saturating_sub(self.carry.front().map_or(at, |c| c.1)) > CARRY_MAX {
+                        // Syncs have not completed for a long while (a hung disk): keep memory bounded.
+                        self.forget_carry_before(at.saturating_sub(CARRY_MAX));
+                    }
                 }
                 self.place_held_audio();
             }
@@ -559,12 +595,82 @@ impl Segmenter<'_> {
         Ok(())
     }
 
+    /// Opens the next segment, starting at session time `at`, on the first healthy root (other than `except`).
+    fn open_writer(&mut self, caps: &gst::Caps, at: gst::ClockTime, except: Option<&str>) -> Result<()> {
+        let (root, dir) = self.roots.pick(except).ok_or_else(|| {
+            Error::dependency(Dependency::Storage, "no storage root is available (missing, read-only, failed or full)")
+        })?;
+        let audio = self.recorded_audio();
+        let writer =
+            SegmentWriter::open(self.info, self.config, (&root, &dir), self.next_seq, caps, audio.as_ref(), at)?;
+        // Its exact start, for a recovery of the file that a failure may make necessary.
+        let (db, name) = (self.db.clone(), self.info.segment_name(self.next_seq));
+        let started_at = millis(self.info.started_at) + at.mseconds() as i64;
+        tokio::spawn(async move {
+            if let Err(e) = db.note_open_segment(&name, started_at).await {
+                debug!(err = %e, "cannot note the open segment");
+            }
+        });
+        self.writer = Some(writer);
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Moves the session off the open segment's root (which failed for `reason`): a new segment on another root
+    /// starts with the frames since the last keyframe, and the old one is left to close as far as its root allows.
+    fn switch_root(&mut self, reason: &str, broken: bool) -> Result<()> {
+        let Some(old) = self.writer.take() else { return Ok(()) };
+        let from = old.root.clone();
+        self.abandoned.push((old, broken));
+        let carry = std::mem::take(&mut self.carry);
+        let carry_audio = std::mem::take(&mut self.carry_audio);
+        let (Some(caps), Some(&(_, first, _, true))) = (self.caps.clone(), carry.front()) else {
+            // Nothing to carry over: the next keyframe opens the next segment.
+            return Ok(());
+        };
+        self.open_writer(&caps, first, Some(&from))?;
+        let w = self.writer.as_mut().expect("just opened");
+        warn!(reason, from, to = w.root, file = %w.path.display(), carried_frames = carry.len(), "storage root failed: recording moved to another root");
+        for (buffer, at, delay, _) in &carry {
+            w.push(buffer, *at, *delay);
+        }
+        for (buffer, at) in &carry_audio {
+            w.push_audio(buffer, *at);
+        }
+        // Not on disk on the new root either until its first sync.
+        self.carry = carry;
+        self.carry_audio = carry_audio;
+        Ok(())
+    }
+
+    /// The open segment `seq` is on disk up to session time `durable`: what is kept to carry over starts at the last
+    /// keyframe at or before it.
+    fn synced(&mut self, seq: u32, durable: gst::ClockTime) {
+        if self.writer.as_ref().is_some_and(|w| w.seq == seq) {
+            self.forget_carry_before(durable);
+        }
+    }
+
+    fn forget_carry_before(&mut self, t: gst::ClockTime) {
+        let Some(keep) = self.carry.iter().rposition(|c| c.3 && c.1 <= t) else { return };
+        self.carry.drain(..keep);
+        let first = self.carry.front().map(|c| c.1).unwrap_or(t);
+        while self.carry_audio.front().is_some_and(|a| a.1 < first) {
+            self.carry_audio.pop_front();
+        }
+    }
+
     /// Writes the held audio to the segment whose time holds it: the open one, or the one before it while that is
     /// not finalised yet (later, a frame from before the open segment is dropped, never misplaced).
     fn place_held_audio(&mut self) {
         for (buffer, at) in std::mem::take(&mut self.held_audio) {
             match self.writer.as_mut() {
-                Some(w) if at >= w.start => w.push_audio(&buffer, at),
+                Some(w) if at >= w.start => {
+                    w.push_audio(&buffer, at);
+                    if self.carry.front().is_some_and(|c| at >= c.1) {
+                        self.carry_audio.push_back((buffer, at));
+                    }
+                }
                 _ => {
                     if let Some(previous) = self.closed.last_mut() {
                         previous.push_audio(&buffer, at);
@@ -581,7 +687,7 @@ impl Segmenter<'_> {
 pub async fn run(
     info: SessionInfo,
     config: RecordingConfig,
-    dir: PathBuf,
+    roots: Arc<Roots>,
     db: Db,
     mut consumer: Consumer,
     stop: CancellationToken,
@@ -590,7 +696,8 @@ pub async fn run(
     let mut session = Segmenter {
         info: &info,
         config: &config,
-        dir: &dir,
+        roots: &roots,
+        db: &db,
         timeline: Timeline::default(),
         caps: None,
         audio_caps: None,
@@ -601,9 +708,20 @@ pub async fn run(
         split_pending: false,
         segment: gst::ClockTime::from_nseconds(config.segment.as_nanos() as u64),
         closed: Vec::new(),
+        carry: Default::default(),
+        carry_audio: Default::default(),
+        abandoned: Vec::new(),
     };
     // Segments being finalised while the next one is written.
     let mut closing: tokio::task::JoinSet<Result<()>> = tokio::task::JoinSet::new();
+    // Segments left on a failed root: closed as far as their root allows; a failure there is the root's, not the
+    // session's (what could not be indexed is listed again when the root returns).
+    let mut abandoned: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+    // The open segment's periodic fsync in flight: (task, segment seq, session time it makes durable).
+    let mut syncing: Option<(tokio::task::JoinHandle<std::io::Result<()>>, u32, gst::ClockTime)> = None;
+    let mut last_sync = Instant::now();
+    let held_back =
+        gst::ClockTime::from_nseconds(config.fragment.as_nanos() as u64 * 2).max(gst::ClockTime::SECOND) + SYNC_MARGIN;
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let ending = loop {
         tokio::select! {
@@ -635,17 +753,52 @@ pub async fn run(
                 if let Some(ending) = outcome {
                     break ending;
                 }
-                if let Some(w) = session.writer.as_mut() {
-                    if let Err(e) = w.flush() {
-                        break Ending::Failed(e.to_string());
-                    }
-                    if let Some(e) = w.poll_error() {
-                        break Ending::Failed(e);
+                let mut sync_failed = None;
+                if syncing.as_ref().is_some_and(|s| s.0.is_finished())
+                    && let Some((task, seq, durable)) = syncing.take()
+                {
+                    match task.await {
+                        Ok(Ok(())) => session.synced(seq, durable),
+                        Ok(Err(e)) if session.writer.as_ref().is_some_and(|w| w.seq == seq) => {
+                            sync_failed = Some(format!("fsync: {e}"));
+                        }
+                        _ => {}
                     }
                 }
+                if let Some(w) = session.writer.as_mut() {
+                    let failed = match w.flush() {
+                        Err(e) => Some(e.to_string()),
+                        Ok(()) => w.poll_error().or(sync_failed),
+                    };
+                    if let Some(e) = &failed {
+                        roots.fail(&w.root, e);
+                    }
+                    let reason = failed.clone().or_else(|| roots.trouble(&w.root));
+                    if let Some(reason) = reason
+                        && let Err(e) = session.switch_root(&reason, failed.is_some())
+                    {
+                        break Ending::Failed(format!("{reason}; {e}"));
+                    }
+                }
+                // A sync of a segment no longer open (its root failed under it) may never return: forgotten, so the
+                // new segment gets its own.
+                if syncing.as_ref().is_some_and(|s| session.writer.as_ref().is_none_or(|w| w.seq != s.1)) {
+                    syncing = None;
+                }
+                if syncing.is_none()
+                    && last_sync.elapsed() >= SYNC_EVERY
+                    && let Some(w) = session.writer.as_ref()
+                {
+                    last_sync = Instant::now();
+                    let durable = w.last.saturating_sub(held_back);
+                    let path = w.path.clone();
+                    syncing = Some((tokio::task::spawn_blocking(move || sync_file_and_dir(&path)), w.seq, durable));
+                }
                 for old in session.closed.drain(..) {
-                    let (info, db) = (info.clone(), db.clone());
-                    closing.spawn(async move { old.close(&info, &db).await });
+                    closing.spawn(close_segment(old, info.clone(), db.clone(), roots.clone()));
+                }
+                for (old, broken) in session.abandoned.drain(..) {
+                    abandoned.spawn(close_abandoned(old, broken, info.clone(), db.clone()));
                 }
             }
         }
@@ -662,11 +815,13 @@ pub async fn run(
     drop(consumer);
     let mut ending = ending;
     for old in session.closed.drain(..) {
-        let (info, db) = (info.clone(), db.clone());
-        closing.spawn(async move { old.close(&info, &db).await });
+        closing.spawn(close_segment(old, info.clone(), db.clone(), roots.clone()));
+    }
+    for (old, broken) in session.abandoned.drain(..) {
+        abandoned.spawn(close_abandoned(old, broken, info.clone(), db.clone()));
     }
     if let Some(w) = session.writer.take()
-        && let Err(e) = w.close(&info, &db).await
+        && let Err(e) = close_segment(w, info.clone(), db.clone(), roots.clone()).await
         && matches!(ending, Ending::Stopped)
     {
         ending = Ending::Failed(e.to_string());
@@ -678,7 +833,33 @@ pub async fn run(
             ending = Ending::Failed(e.to_string());
         }
     }
+    while abandoned.join_next().await.is_some() {}
     ending
+}
+
+/// Closes a finished segment. A failure is the session's, unless the segment's root failed meanwhile (a disk that
+/// went away as the segment ended): then the file is listed again when its root returns, and the session goes on.
+async fn close_segment(old: SegmentWriter, info: SessionInfo, db: Db, roots: Arc<Roots>) -> Result<()> {
+    let (root, file) = (old.root.clone(), old.path.display().to_string());
+    match old.close(&info, &db, false).await {
+        Err(e) if !roots.is_ok(&root) => {
+            warn!(err = %e, file, "segment on a failed root not indexed now: listed when its root returns");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Closes a segment left on a failed root: finalised, synced and indexed where the root still allows (a full root,
+/// a lazily unmounted one still finishes the file it had open), recovered where it can be; otherwise left for the
+/// root's return, whose files are listed again then.
+async fn close_abandoned(old: SegmentWriter, broken: bool, info: SessionInfo, db: Db) {
+    let file = old.path.display().to_string();
+    match tokio::time::timeout(Duration::from_secs(15), old.close(&info, &db, broken)).await {
+        Ok(Ok(())) => info!(file, "segment on the failed root closed and indexed"),
+        Ok(Err(e)) => warn!(err = %e, file, "segment on the failed root not indexed now: listed when its root returns"),
+        Err(_) => warn!(file, "segment on the failed root did not close in 15 s: listed when its root returns"),
+    }
 }
 
 #[cfg(test)]

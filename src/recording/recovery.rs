@@ -1,8 +1,9 @@
 //! Start-up reconciliation of recordings on disk with the index, the `camhub check` command and `check --rebuild`. A
 //! segment file left open by a crash is made playable (a fragmented MP4 is trimmed to its last complete fragment),
-//! measured with a real demuxer and indexed; an index row whose file is gone is removed. `rebuild` does the same for
-//! a lost or outdated index, over the recordings directories it is given, and measures again files whose size
-//! changed. Nothing outside the recordings directories is touched.
+//! measured with a real demuxer and indexed; an index row whose file is gone from a present root is removed (rows of a
+//! root that is away stay: a missing disk is not a lost recording). `rebuild` does the same for a lost or outdated
+//! index, over every root's recordings directory, and measures again files whose size changed. Nothing outside the
+//! recordings roots is touched.
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -19,7 +20,8 @@ use crate::base::time::millis;
 use crate::error::{Dependency, Error, Result};
 use crate::storage::Db;
 use crate::storage::db::{SegmentRow, SessionRow};
-use crate::storage::files::{Area, Files, sync_file_and_dir};
+use crate::storage::files::sync_file_and_dir;
+use crate::storage::roots::Present;
 
 /// What reconciliation found (and, when repairing, fixed).
 #[derive(Debug, Default)]
@@ -42,38 +44,14 @@ impl Report {
     }
 }
 
-/// Compares `recordings/` with the index; with `repair`, makes them agree.
-pub async fn reconcile(db: &Db, files: &Files, repair: bool) -> Result<Report> {
+/// Compares each present root with the index; with `repair`, makes them agree.
+pub async fn reconcile(db: &Db, roots: &[Present], repair: bool) -> Result<Report> {
     let mut report = Report::default();
     if repair {
         report.interrupted_sessions = db.interrupt_open_sessions().await?.len();
     }
-    let dir = files.dir(Area::Recordings);
-    let indexed: HashSet<String> = db.segment_filenames().await?.into_iter().collect();
-    let mut on_disk = HashSet::new();
-    for entry in std::fs::read_dir(&dir).map_err(|e| storage_error(&dir, e))?.flatten() {
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        if !entry.file_type().is_ok_and(|t| t.is_file()) || name.starts_with('.') {
-            continue;
-        }
-        on_disk.insert(name.clone());
-        if !indexed.contains(&name) {
-            report.unindexed.push(name.clone());
-            if repair && let Err(e) = recover_file(db, &entry.path()).await {
-                warn!(err = %e, file = name, "cannot recover recording");
-                report.unrecoverable.push(name);
-            }
-        } else if let Some(row) = db.segment(&name).await?
-            && entry.metadata().is_ok_and(|m| m.len() as i64 != row.size_bytes)
-        {
-            report.size_mismatch.push(name);
-        }
-    }
-    for name in indexed.difference(&on_disk) {
-        report.missing.push(name.clone());
-        if repair {
-            db.delete_segment(name).await?;
-        }
+    for root in roots {
+        reconcile_root(db, &root.id, &root.dir, repair, &mut report).await?;
     }
     report.unindexed.sort();
     report.missing.sort();
@@ -93,8 +71,49 @@ pub async fn reconcile(db: &Db, files: &Files, repair: bool) -> Result<Report> {
     Ok(report)
 }
 
-/// Makes a segment file playable, measures it with a demuxer, and indexes it.
-pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
+/// Compares one root's directory (`root` its id) with its rows in the index; with `repair`, makes them agree.
+pub async fn reconcile_root(db: &Db, root: &str, dir: &Path, repair: bool, report: &mut Report) -> Result<()> {
+    let indexed: HashSet<String> = db.segment_filenames_on(root).await?.into_iter().collect();
+    let elsewhere: HashSet<String> = db.segment_filenames().await?.into_iter().collect();
+    let mut on_disk = HashSet::new();
+    let entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| storage_error(dir, e))?.flatten().collect();
+    for entry in entries {
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if !entry.file_type().is_ok_and(|t| t.is_file()) || name.starts_with('.') {
+            continue;
+        }
+        on_disk.insert(name.clone());
+        if !indexed.contains(&name) {
+            if elsewhere.contains(&name) {
+                // The same name indexed on another root: a copy, never indexed twice.
+                continue;
+            }
+            report.unindexed.push(name.clone());
+            if repair && let Err(e) = recover_file(db, root, &entry.path()).await {
+                if entry.path().exists() {
+                    warn!(err = %e, file = name, "cannot recover recording");
+                    report.unrecoverable.push(name);
+                } else {
+                    info!(err = %e, file = name, "empty recording removed");
+                }
+            }
+        } else if let Some(row) = db.segment(&name).await?
+            && entry.metadata().is_ok_and(|m| m.len() as i64 != row.size_bytes)
+        {
+            report.size_mismatch.push(name);
+        }
+    }
+    for name in indexed.difference(&on_disk) {
+        report.missing.push(name.clone());
+        if repair {
+            db.delete_segment(name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes a segment file on root `root` playable, measures it with a demuxer, and indexes it.
+pub async fn recover_file(db: &Db, root: &str, path: &Path) -> Result<SegmentRow> {
     let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::internal("unnamed file"))?.to_owned();
     let parsed =
         parse_segment_name(&name).ok_or_else(|| Error::internal(format!("{name} is not a camhub segment name")))?;
@@ -121,10 +140,14 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
             id
         }
     };
-    // The first segment starts with the session's first frame (its name says when); a later one ends at the
-    // file's last write.
+    // Where the recorder noted the segment's start, that; otherwise the first segment starts with the session's
+    // first frame (its name says when), and a later one ends at the file's last write.
     let duration_ms = duration.as_millis() as i64;
-    let started_at = if parsed.seq == 0 { session_start } else { millis(modified) - duration_ms };
+    let started_at = match db.open_segment_start(&name).await? {
+        Some(noted) => noted,
+        None if parsed.seq == 0 => session_start,
+        None => millis(modified) - duration_ms,
+    };
     let row = SegmentRow {
         session_id,
         camera: parsed.camera,
@@ -135,6 +158,7 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
         duration_ms: duration.as_millis() as i64,
         size_bytes: size as i64,
         recovered: true,
+        root: root.to_owned(),
     };
     db.insert_segment(&row).await?;
     info!(file = row.filename, duration_ms = row.duration_ms, "recovered recording");
@@ -143,7 +167,19 @@ pub async fn recover_file(db: &Db, path: &Path) -> Result<SegmentRow> {
 
 /// Makes a segment file playable and measures it: (duration, size, last write, format). Blocks.
 fn measure(path: &Path) -> Result<(Duration, u64, SystemTime, &'static str)> {
+    // When it was last written, read before trimming (which writes).
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
     trim_fragmented_mp4(path).map_err(|e| storage_error(path, e))?;
+    if holds_no_media(path) {
+        // Cut before its first whole fragment (a disk that failed under a new segment): it holds no video, and the
+        // recording went on elsewhere with these frames. Removed, so it is not left as a stray.
+        std::fs::remove_file(path).map_err(|e| storage_error(path, e))?;
+        let _ = crate::storage::files::sync_parent(path);
+        return Err(Error::dependency(
+            Dependency::Storage,
+            format!("{} held no whole fragment: removed", path.display()),
+        ));
+    }
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some("mkv") => "mkv",
         _ if is_fragmented(path) => "fmp4",
@@ -158,7 +194,7 @@ fn measure(path: &Path) -> Result<(Duration, u64, SystemTime, &'static str)> {
     };
     sync_file_and_dir(path).map_err(|e| storage_error(path, e))?;
     let meta = std::fs::metadata(path).map_err(|e| storage_error(path, e))?;
-    Ok((duration, meta.len(), meta.modified().unwrap_or_else(|_| SystemTime::now()), format))
+    Ok((duration, meta.len(), modified, format))
 }
 
 /// What `check --rebuild` found and did.
@@ -182,19 +218,19 @@ pub struct RebuildReport {
     pub interrupted_sessions: usize,
 }
 
-/// Rebuilds the recordings index from the segment files in `dirs` (each a recordings directory), for a database that
-/// was lost or is older than the disks: files without a row are made playable, measured and indexed (their sessions
+/// Rebuilds the recordings index from the segment files on the present `roots`, for a database that was lost or is
+/// older than the disks: files without a row are made playable, measured and indexed on their root (their sessions
 /// found by the tag in their names, or recreated from them); rows whose file's size changed are measured again; rows
-/// whose file is in none of `dirs` are removed, so `dirs` must name every directory recordings live in. Run while
-/// camhub is stopped.
-pub async fn rebuild(db: &Db, dirs: &[PathBuf]) -> Result<RebuildReport> {
+/// of a present root whose file is not on it are removed (rows of a root that is away stay). Run while camhub is
+/// stopped.
+pub async fn rebuild(db: &Db, roots: &[Present]) -> Result<RebuildReport> {
     let mut report =
         RebuildReport { interrupted_sessions: db.interrupt_open_sessions().await?.len(), ..Default::default() };
     let listed = {
-        let dirs = dirs.to_vec();
+        let dirs: Vec<(String, PathBuf)> = roots.iter().map(|r| (r.id.clone(), r.dir.clone())).collect();
         crate::storage::files::blocking(move || {
             let mut listed = Vec::new();
-            for dir in dirs {
+            for (root, dir) in dirs {
                 let mut names = Vec::new();
                 for entry in std::fs::read_dir(&dir).map_err(|e| storage_error(&dir, e))?.flatten() {
                     let Ok(name) = entry.file_name().into_string() else { continue };
@@ -205,15 +241,15 @@ pub async fn rebuild(db: &Db, dirs: &[PathBuf]) -> Result<RebuildReport> {
                 }
                 // Name order is camera, session start, session, sequence: each session's first segment comes first.
                 names.sort();
-                listed.push((dir, names));
+                listed.push((root, dir, names));
             }
             Ok(listed)
         })
         .await?
     };
     let mut seen = HashSet::new();
-    for (dir, names) in listed {
-        for (name, size) in names {
+    for (root, dir, names) in &listed {
+        for (name, size) in names.iter().cloned() {
             let path = dir.join(&name);
             if parse_segment_name(&name).is_none() || !seen.insert(name.clone()) {
                 report.skipped.push(path.display().to_string());
@@ -221,7 +257,9 @@ pub async fn rebuild(db: &Db, dirs: &[PathBuf]) -> Result<RebuildReport> {
             }
             report.files += 1;
             match db.segment(&name).await? {
-                Some(row) if row.size_bytes == size as i64 && row.duration_ms > 0 => report.kept += 1,
+                Some(row) if row.size_bytes == size as i64 && row.duration_ms > 0 && row.root == *root => {
+                    report.kept += 1
+                }
                 Some(_) => {
                     let owned = path.clone();
                     match tokio::task::spawn_blocking(move || measure(&owned)).await.map_err(Error::internal)? {
@@ -235,7 +273,7 @@ pub async fn rebuild(db: &Db, dirs: &[PathBuf]) -> Result<RebuildReport> {
                         }
                     }
                 }
-                None => match recover_file(db, &path).await {
+                None => match recover_file(db, root, &path).await {
                     Ok(_) => report.indexed.push(name),
                     Err(e) => {
                         warn!(err = %e, file = name, "cannot recover recording");
@@ -245,10 +283,12 @@ pub async fn rebuild(db: &Db, dirs: &[PathBuf]) -> Result<RebuildReport> {
             }
         }
     }
-    for name in db.segment_filenames().await? {
-        if !seen.contains(&name) {
-            db.delete_segment(&name).await?;
-            report.removed.push(name);
+    for (root, _, _) in &listed {
+        for name in db.segment_filenames_on(root).await? {
+            if !seen.contains(&name) {
+                db.delete_segment(&name).await?;
+                report.removed.push(name);
+            }
         }
     }
     report.removed.sort();
@@ -297,6 +337,19 @@ fn boxes(file: &mut std::fs::File, len: u64) -> std::io::Result<Vec<([u8; 4], u6
         pos += size;
     }
     Ok(out)
+}
+
+/// An MP4 with no media data at all (only its header boxes, or nothing), or an empty file.
+fn holds_no_media(path: &Path) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        return true;
+    }
+    if path.extension().and_then(|e| e.to_str()) != Some("mp4") {
+        return false;
+    }
+    boxes(&mut f, len).is_ok_and(|b| !b.iter().any(|(k, _, _)| k == b"moof" || k == b"mdat"))
 }
 
 fn is_fragmented(path: &Path) -> bool {

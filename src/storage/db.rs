@@ -180,6 +180,8 @@ pub struct SegmentRow {
     pub duration_ms: i64,
     pub size_bytes: i64,
     pub recovered: bool,
+    /// The storage root holding the file (`storage_roots.id`).
+    pub root: String,
 }
 
 fn segment_from(r: &sqlx::sqlite::SqliteRow) -> Result<SegmentRow, sqlx::Error> {
@@ -193,6 +195,7 @@ fn segment_from(r: &sqlx::sqlite::SqliteRow) -> Result<SegmentRow, sqlx::Error> 
         duration_ms: r.try_get("duration_ms")?,
         size_bytes: r.try_get("size_bytes")?,
         recovered: r.try_get::<i64, _>("recovered")? != 0,
+        root: r.try_get("root_id")?,
     })
 }
 
@@ -200,7 +203,8 @@ fn segment_from(r: &sqlx::sqlite::SqliteRow) -> Result<SegmentRow, sqlx::Error> 
 macro_rules! select_segments {
     ($rest:literal) => {
         concat!(
-            "SELECT session_id, camera, filename, format, started_at, ended_at, duration_ms, size_bytes, recovered ",
+            "SELECT session_id, camera, filename, format, started_at, ended_at, duration_ms, size_bytes, recovered, ",
+            "root_id ",
             "FROM segments ",
             $rest
         )
@@ -277,10 +281,29 @@ impl Db {
         .await?)
     }
 
+    /// Notes a segment being written and the time of its first frame (see `open_segments`).
+    pub async fn note_open_segment(&self, filename: &str, started_at: i64) -> Result<()> {
+        sqlx::query("INSERT OR REPLACE INTO open_segments (filename, started_at) VALUES (?, ?)")
+            .bind(filename)
+            .bind(started_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn open_segment_start(&self, filename: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT started_at FROM open_segments WHERE filename = ?")
+            .bind(filename)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Inserts a segment's row (its file complete and synced); it is no longer an open segment.
     pub async fn insert_segment(&self, s: &SegmentRow) -> Result<()> {
+        sqlx::query("DELETE FROM open_segments WHERE filename = ?").bind(&s.filename).execute(&self.pool).await?;
         sqlx::query(
             "INSERT INTO segments (session_id, camera, filename, format, started_at, ended_at, duration_ms,
-                 size_bytes, recovered, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 size_bytes, recovered, created_at, root_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.session_id)
         .bind(&s.camera)
@@ -292,6 +315,7 @@ impl Db {
         .bind(s.size_bytes)
         .bind(s.recovered as i64)
         .bind(now_ms())
+        .bind(&s.root)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -335,6 +359,59 @@ impl Db {
 
     pub async fn segment_filenames(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT filename FROM segments").fetch_all(&self.pool).await?)
+    }
+
+    /// The names of the segments on one root.
+    pub async fn segment_filenames_on(&self, root: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT filename FROM segments WHERE root_id = ?")
+            .bind(root)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Segments on any of `roots`, oldest first (retention deletes from the front; files on an absent root cannot be
+    /// deleted, so they are left out).
+    pub async fn oldest_segments_on(&self, roots: &[String], limit: i64) -> Result<Vec<SegmentRow>> {
+        let roots = serde_json::to_string(roots).map_err(Error::internal)?;
+        let rows = sqlx::query(select_segments!(
+            "WHERE root_id IN (SELECT value FROM json_each(?)) ORDER BY started_at, id LIMIT ?"
+        ))
+        .bind(roots)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(segment_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Bytes of the segments on one root.
+    pub async fn segments_size_on(&self, root: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(SUM(size_bytes), 0) FROM segments WHERE root_id = ?")
+            .bind(root)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The roots this database knows: (id, path).
+    pub async fn storage_roots(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT id, path FROM storage_roots ORDER BY created_at").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("path")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Error::from)
+    }
+
+    /// Records where a root was found (a new root, or a known one at another path).
+    pub async fn upsert_storage_root(&self, id: &str, path: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO storage_roots (id, path, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET path = excluded.path",
+        )
+        .bind(id)
+        .bind(path)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn segments_total_size(&self) -> Result<i64> {
@@ -677,6 +754,7 @@ mod backup_tests {
             duration_ms,
             size_bytes: 1000,
             recovered: false,
+            root: "default".into(),
         }
     }
 

@@ -1,9 +1,10 @@
-//! Persistent state: the SQLite index (`db`) and the data dir's files. Storage knows rows and files, never cameras'
-//! pipelines or the RPC wire.
+//! Persistent state: the SQLite index (`db`), the data dir's files and the recordings roots (`roots`). Storage knows
+//! rows, files and disks, never cameras' pipelines or the RPC wire.
 
 pub mod db;
 pub mod files;
 pub mod lock;
+pub mod roots;
 
 pub use db::Db;
 

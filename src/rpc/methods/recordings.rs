@@ -15,6 +15,7 @@ use crate::recording::{Ending, Segment, Trigger};
 use crate::rpc::Rpc;
 use crate::rpc::session::Session;
 use crate::storage::files::{Area, download_url};
+use crate::storage::roots::RootState;
 
 /// Longest recording one call may ask for (a week); continuous recording is configured, not requested.
 const MAX_DURATION_S: f64 = 7.0 * 24.0 * 3600.0;
@@ -124,6 +125,10 @@ pub struct RecordingFile {
     pub end_time: String,
     /// Indexed by start-up recovery from a file a crash cut short.
     pub recovered: bool,
+    /// The storage root holding the file.
+    pub storage_root: String,
+    /// False while that root is away: listed, not downloadable or deletable.
+    pub available: bool,
 }
 
 impl From<&Segment> for RecordingFile {
@@ -141,6 +146,8 @@ impl From<&Segment> for RecordingFile {
             start_time: iso(s.started_at),
             end_time: iso(s.ended_at),
             recovered: s.recovered,
+            storage_root: s.root.clone(),
+            available: s.available,
         }
     }
 }
@@ -181,6 +188,25 @@ pub struct StorageInfo {
     pub min_free_space: u64,
     pub retention_policy: RetentionConfig,
     pub active_recordings: usize,
+    /// Each storage root recordings go to, in the order they are used.
+    pub roots: Vec<StorageRoot>,
+}
+
+/// One storage root of `get_storage_info`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StorageRoot {
+    /// The id in the root's marker; null while none was ever read (a root missing since start-up).
+    pub id: Option<String>,
+    pub path: String,
+    pub state: RootState,
+    /// Why it is not ok.
+    pub detail: Option<String>,
+    pub total_space: u64,
+    pub available_space: u64,
+    /// Bytes of recordings on it (0 while it is away).
+    pub recordings_size: u64,
+    /// The free-space floor kept on it, in bytes.
+    pub min_free_space: u64,
 }
 
 pub async fn storage(rpc: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<StorageInfo> {
@@ -197,6 +223,20 @@ pub async fn storage(rpc: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<Stor
         min_free_space: s.floor,
         retention_policy: s.policy,
         active_recordings: s.active,
+        roots: s
+            .roots
+            .into_iter()
+            .map(|(r, recordings)| StorageRoot {
+                id: r.id,
+                path: r.path.display().to_string(),
+                state: r.state,
+                detail: r.detail,
+                total_space: r.total,
+                available_space: r.available,
+                recordings_size: recordings,
+                min_free_space: r.min_free,
+            })
+            .collect(),
     })
 }
 
