@@ -107,6 +107,14 @@ pub struct Camhub {
     env: Vec<(String, String)>,
 }
 
+/// Extra keys, one per line, for a section of the config camhub is started with.
+#[derive(Default)]
+struct Keys<'a> {
+    server: &'a str,
+    storage: &'a str,
+    rtsp: &'a str,
+}
+
 impl Camhub {
     /// Starts camhub with `extra` appended to a config that sets listen, storage and secret.
     pub fn start(extra: &str) -> Camhub {
@@ -115,74 +123,45 @@ impl Camhub {
 
     /// Like `start`, with extra keys (one per line) for the `[server]` section.
     pub fn start_with_server_keys(server_keys: &str, extra: &str) -> Camhub {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().to_path_buf();
-        let mut hub = Camhub {
-            port: 0,
-            rtsp_port: 0,
-            server_keys: server_keys.to_owned(),
-            storage_keys: String::new(),
-            rtsp_keys: String::new(),
-            dir,
-            _tmp: Some(tmp),
-            child: None,
-            env: Vec::new(),
-        };
-        hub.launch(extra);
-        hub
+        Self::launched(Self::unstarted(None, Keys { server: server_keys, ..Keys::default() }, &[]), extra)
     }
 
     /// Like `start`, with extra environment variables for the process.
     pub fn start_with_env(env: &[(&str, &str)], extra: &str) -> Camhub {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().to_path_buf();
-        let mut hub = Camhub {
-            port: 0,
-            rtsp_port: 0,
-            server_keys: String::new(),
-            storage_keys: String::new(),
-            rtsp_keys: String::new(),
-            dir,
-            _tmp: Some(tmp),
-            child: None,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
-        hub.launch(extra);
-        hub
+        Self::launched(Self::unstarted(None, Keys::default(), env), extra)
     }
 
     /// Starts with its data dir at `dir` (which the caller owns, e.g. a tmpfs mount) and extra `[storage]` keys.
     pub fn start_at(dir: &Path, storage_keys: &str, extra: &str) -> Camhub {
-        let mut hub = Camhub {
-            port: 0,
-            rtsp_port: 0,
-            server_keys: String::new(),
-            storage_keys: storage_keys.to_owned(),
-            rtsp_keys: String::new(),
-            dir: dir.to_path_buf(),
-            _tmp: None,
-            child: None,
-            env: Vec::new(),
-        };
-        hub.launch(extra);
-        hub
+        Self::launched(Self::unstarted(Some(dir), Keys { storage: storage_keys, ..Keys::default() }, &[]), extra)
     }
 
     /// Like `start`, with extra keys (one per line) for the `[rtsp_server]` section.
     pub fn start_with_rtsp_keys(rtsp_keys: &str, extra: &str) -> Camhub {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().to_path_buf();
-        let mut hub = Camhub {
+        Self::launched(Self::unstarted(None, Keys { rtsp: rtsp_keys, ..Keys::default() }, &[]), extra)
+    }
+
+    /// A camhub not started yet, in `dir` or a temporary data dir of its own.
+    fn unstarted(dir: Option<&Path>, keys: Keys, env: &[(&str, &str)]) -> Camhub {
+        let tmp = match dir {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().expect("temp dir")),
+        };
+        let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| tmp.as_ref().expect("temp dir").path().to_path_buf());
+        Camhub {
             port: 0,
             rtsp_port: 0,
-            server_keys: String::new(),
-            storage_keys: String::new(),
-            rtsp_keys: rtsp_keys.to_owned(),
+            server_keys: keys.server.to_owned(),
+            storage_keys: keys.storage.to_owned(),
+            rtsp_keys: keys.rtsp.to_owned(),
             dir,
-            _tmp: Some(tmp),
+            _tmp: tmp,
             child: None,
-            env: Vec::new(),
-        };
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn launched(mut hub: Camhub, extra: &str) -> Camhub {
         hub.launch(extra);
         hub
     }
