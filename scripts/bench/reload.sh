@@ -40,8 +40,7 @@ PORT="$(free_port)"
 SECRET="reload-bench-secret-0123456789abcdef"
 start_testcam "$((CAMERAS + 1))" --loop-seconds "$LOOP_SECONDS"
 {
-  camhub_config_head "$PORT" 5000 "$SECRET" "$DATA"
-  printf 'watch_config = false\n'
+  camhub_config_head "$PORT" 5000 "$SECRET" "$DATA" | sed '/^shutdown_grace_ms/a watch_config = false'
   printf '[rtsp_server]\nlisten = "127.0.0.1:%s"\n[rtmp]\nenabled = false\n[srt]\nenabled = false\n' "$(free_port)"
   for ((i = 0; i < CAMERAS; i++)); do
     printf '[[cameras]]\nid = "cam%s"\nurl = "rtsp://127.0.0.1:%s/cam%s"\n' "$i" "$CAM_PORT" "$i"
@@ -136,18 +135,21 @@ def stop_camhub():
 # Whatever happens here, the camhub this script started last is stopped (bash's trap knows only the first one).
 atexit.register(stop_camhub)
 
+def alive(pid):
+    """Running: neither gone nor a zombie (the first camhub is bash's child, reaped only when this script ends)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
 def restart(text):
     """SIGTERM, the config file replaced while camhub is down, a new camhub; milliseconds until every camera is
     CONNECTED again."""
     global pid
     t0 = time.time()
     os.kill(pid, signal.SIGTERM)
-    while True:
-        try:
-            os.kill(pid, 0)
-            time.sleep(0.02)
-        except ProcessLookupError:
-            break
+    while alive(pid):
+        time.sleep(0.02)
     open(config, "w").write(text)
     out = open(log_path, "a")
     proc = subprocess.Popen([binary, "run", "--config", config], env=dict(env, RUST_LOG="info"),
@@ -200,7 +202,8 @@ for _ in range(restarts - 1):
     restart_ms.append(restart(watched))
     reap()
 os.kill(pid, signal.SIGTERM)
-time.sleep(2)
+while alive(pid):
+    time.sleep(0.05)
 reap()
 frames_before, frames_after = frames[0], frames[-1]
 
