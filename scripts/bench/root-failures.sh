@@ -25,7 +25,7 @@ trap 'rm -f "$LOG"' EXIT
 cd "$ROOT"
 echo "root-failures.sh: $FAULTS faults (tests/storage_roots.rs)" >&2
 CAMHUB_ROOT_FAULTS="$FAULTS" cargo test -q --test storage_roots -- --nocapture >"$LOG" 2>&1 ||
-  { tail -n 40 "$LOG" >&2; echo "root-failures.sh: the test failed" >&2; exit 1; }
+  { grep -A3 panicked "$LOG" | cut -c1-2000 >&2; echo "root-failures.sh: the test failed" >&2; exit 1; }
 
 python3 - "$LOG" "$EVIDENCE" "$FAULTS" "$(git rev-parse --short=12 HEAD)" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import json, re, statistics, sys
