@@ -290,13 +290,17 @@ impl App {
             cameras_added: diff.cameras_added.iter().map(|c| c.id.to_string()).collect(),
             cameras_removed: diff.cameras_removed.iter().map(ToString::to_string).collect(),
             cameras_changed: diff.cameras_changed.iter().map(|c| c.new.id.to_string()).collect(),
+            cameras_restarted: diff
+                .cameras_changed
+                .iter()
+                .filter(|c| c.restarts())
+                .map(|c| c.new.id.to_string())
+                .collect(),
             live: diff.live.clone(),
             restart_required: diff.restart.clone(),
             ..Report::default()
         };
         if trigger == Trigger::DryRun || diff.is_empty() {
-            report.cameras_restarted =
-                diff.cameras_changed.iter().filter(|c| c.restarts()).map(|c| c.new.id.to_string()).collect();
             return Ok(report);
         }
 
@@ -310,7 +314,6 @@ impl App {
         for change in &diff.cameras_changed {
             let id = &change.new.id;
             if change.restarts() {
-                report.cameras_restarted.push(id.to_string());
                 self.stop_recording_of(id).await;
                 if let Err(e) = self.parts.cameras.remove_configured(id).await {
                     report.problems.push(format!("camera {id}: not restarted: {e}"));

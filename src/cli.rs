@@ -864,15 +864,7 @@ async fn check(config: Config, repair: bool) -> ExitCode {
         let (db, _auth) = crate::service::open_storage(&config).await?;
         let files = crate::storage::files::Files::new(&config.storage.root);
         files.create_dirs()?;
-        let roots = crate::storage::roots::Roots::open(db.clone(), &config.storage).await?;
-        for root in roots.statuses().iter().filter(|r| r.state != crate::storage::roots::RootState::Ok) {
-            println!(
-                "storage root {} not checked: {} ({})",
-                root.path.display(),
-                root.state.as_str(),
-                root.detail.as_deref().unwrap_or("")
-            );
-        }
+        let roots = open_roots(&db, &config, "checked").await?;
         let report = crate::recording::recovery::reconcile(&db, &roots.present(), repair).await?;
         db.close().await;
         anyhow::Ok(report)
@@ -900,6 +892,20 @@ async fn check(config: Config, repair: bool) -> ExitCode {
         }
         Err(e) => fail(format!("{e:#}")),
     }
+}
+
+/// The storage roots for `check` and `check --rebuild`, each root that is not usable named with what is `left` undone.
+async fn open_roots(
+    db: &crate::storage::Db,
+    config: &Config,
+    left: &str,
+) -> crate::error::Result<crate::storage::roots::Roots> {
+    let roots = crate::storage::roots::Roots::open(db.clone(), &config.storage).await?;
+    for root in roots.statuses().iter().filter(|r| r.state != crate::storage::roots::RootState::Ok) {
+        let (path, state) = (root.path.display(), root.state.as_str());
+        println!("storage root {path} not {left}: {state} ({})", root.detail.as_deref().unwrap_or(""));
+    }
+    Ok(roots)
 }
 
 /// Takes the data dir's lock for a command that must not run beside the service; exit 75 if a camhub holds it.
@@ -932,15 +938,7 @@ async fn rebuild_index(config: Config) -> ExitCode {
         files.create_dirs()?;
         // A database lost and started afresh takes the id the disks carry: they are its own, not foreign.
         crate::storage::roots::Roots::adopt(&db, &config.storage).await?;
-        let roots = crate::storage::roots::Roots::open(db.clone(), &config.storage).await?;
-        for root in roots.statuses().iter().filter(|r| r.state != crate::storage::roots::RootState::Ok) {
-            println!(
-                "storage root {} not rebuilt: {} ({})",
-                root.path.display(),
-                root.state.as_str(),
-                root.detail.as_deref().unwrap_or("")
-            );
-        }
+        let roots = open_roots(&db, &config, "rebuilt").await?;
         let report = crate::recording::recovery::rebuild(&db, &roots.present()).await;
         db.close().await;
         anyhow::Ok(report?)

@@ -1696,12 +1696,13 @@ impl Config {
         d.cameras_removed =
             self.cameras.iter().filter(|o| !new.cameras.iter().any(|c| c.id == o.id)).map(|o| o.id.clone()).collect();
 
-        let (a, b) = (&self.server, &new.server);
-        let mut live = |changed: bool, key: &'static str| {
+        fn note(keys: &mut Vec<&'static str>, changed: bool, key: &'static str) {
             if changed {
-                d.live.push(key);
+                keys.push(key);
             }
-        };
+        }
+        let (a, b) = (&self.server, &new.server);
+        let mut live = |changed, key| note(&mut d.live, changed, key);
         live(a.max_message_bytes != b.max_message_bytes, "server.max_message_bytes");
         live(a.rate_limit_per_sec != b.rate_limit_per_sec, "server.rate_limit_per_sec");
         live(a.rate_limit_burst != b.rate_limit_burst, "server.rate_limit_burst");
@@ -1709,11 +1710,7 @@ impl Config {
         live(self.storage.retention != new.storage.retention, "storage.retention_policy");
         live(self.snapshots != new.snapshots, "snapshots");
         live(self.log != new.log, "log.level");
-        let mut restart = |changed: bool, key: &'static str| {
-            if changed {
-                d.restart.push(key);
-            }
-        };
+        let mut restart = |changed, key| note(&mut d.restart, changed, key);
         restart(a.listen != b.listen, "server.listen");
         restart(a.max_connections != b.max_connections, "server.max_connections");
         restart(a.notification_queue != b.notification_queue, "server.notification_queue");

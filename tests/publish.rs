@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{Camhub, Client, TestCam, camera_toml, peer};
+use common::{Camhub, Client, TestCam, camera_toml, http, packets, peer, rtsp_reader as reader};
 use serde_json::{Value, json};
 
 const CONNECT: Duration = Duration::from_secs(30);
@@ -76,23 +76,6 @@ fn probe(url: &str) -> Result<(String, u64, u64), String> {
         s["width"].as_u64().unwrap_or(0),
         s["height"].as_u64().unwrap_or(0),
     ))
-}
-
-/// An FFmpeg reader copying `seconds` of a stream; its stdout lists one line per packet (framemd5).
-fn reader(url: &str, seconds: u32) -> std::process::Child {
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-rtsp_transport", "tcp", "-i", url, "-t", &seconds.to_string()])
-        .args(["-map", "0:v:0", "-c", "copy", "-flush_packets", "1", "-f", "framemd5", "-"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg")
-}
-
-/// Waits for a reader and returns how many video packets it received.
-fn packets(child: std::process::Child) -> usize {
-    let out = child.wait_with_output().expect("ffmpeg ran");
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')).count()
 }
 
 #[tokio::test]
@@ -389,27 +372,6 @@ async fn ffmpeg_copies_the_test_camera_and_its_republish_without_dts_complaints(
 }
 
 // ---- WHEP ----
-
-/// One HTTP request over a real socket: (status, head, body).
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).expect("send");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, head.to_owned(), body.to_owned())
-}
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {

@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Camhub, Client, TestCam, camera_toml, peer, send_signal};
+use common::{BIN, Camhub, Client, TestCam, camera_toml, http, packets, peer, rtsp_reader, send_signal};
 use serde_json::{Value, json};
 
 const CONNECT: Duration = Duration::from_secs(30);
@@ -43,17 +43,6 @@ fn with_name(id: &str, url: &str, name: &str) -> String {
     format!("[[cameras]]\nid = \"{id}\"\nname = \"{name}\"\nurl = \"{url}\"\n")
 }
 
-/// An FFmpeg RTSP reader copying the camera's video for `seconds`; its stdout lists each packet (framemd5).
-fn rtsp_reader(url: &str, seconds: u32) -> std::process::Child {
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-rtsp_transport", "tcp", "-i", url, "-t", &seconds.to_string()])
-        .args(["-map", "0:v:0", "-c", "copy", "-flush_packets", "1", "-f", "framemd5", "-"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ffmpeg (scripts/install-deps.sh --test installs it)")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_adds_changes_and_removes_cameras_while_an_untouched_one_records_and_is_watched() {
     let cam = TestCam::start(4);
@@ -77,7 +66,8 @@ async fn a_reload_adds_changes_and_removes_cameras_while_an_untouched_one_record
     let peer = tokio::task::spawn_blocking(|| peer::Peer::new(false)).await.expect("peer");
     let offer = peer.offer();
     let bearer = format!("Bearer {}", hub.token("viewer"));
-    let (code, answer) = whep_post(hub.port, &bearer, &offer);
+    let sdp = [("Content-Type", "application/sdp"), ("Authorization", bearer.as_str())];
+    let (code, _, answer) = http(hub.port, "POST", "/whep/cam0", &sdp, &offer);
     assert_eq!(code, 201, "WHEP offer refused: {answer}\nlog:\n{}", hub.log());
     peer.answer(&answer);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -145,13 +135,8 @@ async fn a_reload_adds_changes_and_removes_cameras_while_an_untouched_one_record
     }
 
     // The RTSP reader read through it all: 14 s of 15 fps video without a break.
-    let out = tokio::task::spawn_blocking(move || reader.wait_with_output()).await.unwrap().expect("ffmpeg ran");
-    let packets = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')).count();
-    assert!(
-        packets >= 13 * 15,
-        "the RTSP reader got {packets} packets in 14 s: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let packets = tokio::task::spawn_blocking(move || packets(reader)).await.expect("join");
+    assert!(packets >= 13 * 15, "the RTSP reader got {packets} packets in 14 s; log:\n{}", hub.log());
 
     // One recording session the whole time, its file whole.
     let stopped = client.call("stop_recording", json!({ "device": "cam0" })).await.expect("stop_recording");
@@ -166,21 +151,6 @@ async fn a_reload_adds_changes_and_removes_cameras_while_an_untouched_one_record
     let (probed, ..) = common::ffprobe(&path).expect("the recording plays");
     assert!((probed - duration).abs() < 1.5, "file {probed} s, session {duration} s");
     drop(peer);
-}
-
-fn whep_post(port: u16, bearer: &str, offer: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let req = format!(
-        "POST /whep/cam0 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/sdp\r\n\
-         Authorization: {bearer}\r\nContent-Length: {}\r\n\r\n{offer}",
-        offer.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), body.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -501,6 +501,44 @@ impl Client {
     }
 }
 
+/// An FFmpeg RTSP reader copying `seconds` of a stream; its stdout lists one line per packet (framemd5).
+pub fn rtsp_reader(url: &str, seconds: u32) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-rtsp_transport", "tcp", "-i", url, "-t", &seconds.to_string()])
+        .args(["-map", "0:v:0", "-c", "copy", "-flush_packets", "1", "-f", "framemd5", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ffmpeg (scripts/install-deps.sh --test installs it)")
+}
+
+/// Waits for a reader and returns how many video packets it received.
+pub fn packets(child: std::process::Child) -> usize {
+    let out = child.wait_with_output().expect("ffmpeg ran");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')).count()
+}
+
+/// One HTTP request over a real socket: (status, head, body).
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    std::io::Write::write_all(&mut s, req.as_bytes()).expect("send");
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, head.to_owned(), body.to_owned())
+}
+
 pub fn camera_toml(id: &str, url: &str) -> String {
     format!("[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n")
 }
