@@ -645,7 +645,9 @@ pub fn ffprobe_streams(target: impl AsRef<std::ffi::OsStr>) -> Result<Vec<Probed
 
 /// The test camera's per-second marks as a player meets them (running time, seconds), decoded by GStreamer from a
 /// file or an RTSP URL: the frames that show the white square at the bottom left, and the onsets of the loud bursts in
-/// the sound. `limit` bounds how long a live source is read.
+/// the sound. `limit` bounds how much of a live source is read: that much of each of its streams from their first
+/// sample (so a slow connection on a loaded machine still yields as many marks), within a wall-clock bound of several
+/// times that.
 pub fn av_marks(uri: &str, limit: Duration) -> Result<(Vec<f64>, Vec<f64>), String> {
     use gstreamer as gst;
     use gstreamer::prelude::*;
@@ -670,7 +672,8 @@ pub fn av_marks(uri: &str, limit: Duration) -> Result<(Vec<f64>, Vec<f64>), Stri
         let segment = sample.segment()?.downcast_ref::<gst::format::Time>()?.clone();
         segment.to_running_time(pts).map(|t| t.nseconds() as f64 / 1e9)
     };
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + limit * 4 + Duration::from_secs(20);
+    let (mut first_video, mut first_audio) = (None::<f64>, None::<f64>);
     let (mut squares, mut bursts) = (Vec::new(), Vec::new());
     let mut last_loud: Option<f64> = None;
     let (mut video_done, mut audio_done) = (false, false);
@@ -684,6 +687,9 @@ pub fn av_marks(uri: &str, limit: Duration) -> Result<(Vec<f64>, Vec<f64>), Stri
                         caps.get::<i32>("height").unwrap_or(0) as usize,
                     );
                     let stride = (w + 3) & !3;
+                    if let Some(t) = running(&sample) {
+                        video_done = t - *first_video.get_or_insert(t) >= limit.as_secs_f64();
+                    }
                     let map = sample.buffer().ok_or("no buffer")?.map_readable().map_err(|e| e.to_string())?;
                     // The square's inside, clear of its edges (scaling and compression soften them).
                     let side = h / 4;
@@ -714,6 +720,7 @@ pub fn av_marks(uri: &str, limit: Duration) -> Result<(Vec<f64>, Vec<f64>), Stri
                         .and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("rate").ok()))
                         .ok_or("no rate")? as f64;
                     let Some(start) = running(&sample) else { continue };
+                    audio_done = start - *first_audio.get_or_insert(start) >= limit.as_secs_f64();
                     let map = sample.buffer().ok_or("no buffer")?.map_readable().map_err(|e| e.to_string())?;
                     for (i, pair) in map.chunks_exact(2).enumerate() {
                         let value = i16::from_le_bytes([pair[0], pair[1]]);
