@@ -17,6 +17,7 @@
 //! | `RPC_REQUESTS` | unset | if set, each client sends this many requests instead of running for `RPC_SECONDS` |
 //! | `RPC_RATE` | `20` | requests per second per client; `0` means no pacing (then the rate limit answers) |
 //! | `RPC_CONNECT_PARALLEL` | `64` | how many clients connect and authenticate at once |
+//! | `RPC_RECORDING_CAMERAS` | `0` | also record this many 720p30 2000 kbit/s test cameras (a second testcam) the whole time; the results then go to `rpc_latency-recordingN.{json,md}` |
 //! | `CAMHUB_BIN` | the bench build's `camhub` (`target/release/camhub`) | the binary to benchmark |
 //! | `EVIDENCE_DIR` | `evidence` | where the results go |
 //!
@@ -49,6 +50,7 @@ struct Settings {
     requests: Option<u64>,
     rate: f64,
     connect_parallel: usize,
+    recording_cameras: usize,
     bin: PathBuf,
     evidence: PathBuf,
 }
@@ -84,6 +86,7 @@ impl Settings {
             requests,
             rate: var("RPC_RATE", 20.0)?,
             connect_parallel: var("RPC_CONNECT_PARALLEL", 64usize)?.max(1),
+            recording_cameras: var("RPC_RECORDING_CAMERAS", 0usize)?,
             bin,
             evidence,
         };
@@ -122,8 +125,21 @@ fn run(settings: &Settings) -> Result<(), BoxError> {
     std::fs::create_dir_all(work.join("data"))?;
     eprintln!("rpc_latency: camhub binary {}", settings.bin.display());
 
-    let cam = start_testcam(&settings.bin, &work)?;
-    let hub = start_camhub(&settings.bin, &work, cam.port)?;
+    let small = ["--width", "320", "--height", "240", "--fps", "15", "--bitrate", "300", "--loop-seconds", "2"];
+    let cam = start_testcam(&settings.bin, &work, "testcam", 1, &small)?;
+    // The cameras recorded meanwhile: the recording benchmark's source (scripts/bench/recording.sh).
+    let recorded = match settings.recording_cameras {
+        0 => None,
+        n => Some(start_testcam(
+            &settings.bin,
+            &work,
+            "testcam-recorded",
+            n,
+            &["--loop-seconds", "4", "--pattern", "snow"],
+        )?),
+    };
+    let recording = recorded.as_ref().map(|c| (c.port, settings.recording_cameras));
+    let hub = start_camhub(&settings.bin, &work, cam.port, recording)?;
     let token = issue_token(&settings.bin, &hub.config)?;
     eprintln!("rpc_latency: camhub pid {} on port {}, camera {DEVICE} connected", hub.proc.pid(), hub.port);
 
@@ -146,6 +162,7 @@ fn run(settings: &Settings) -> Result<(), BoxError> {
     let rss_mib = rss_kib(hub.proc.pid()).map(|k| k as f64 / 1024.0);
     drop(hub);
     drop(cam);
+    drop(recorded);
     write_report(settings, phases, rss_mib)
 }
 
@@ -201,14 +218,15 @@ struct TestCam {
     _proc: Proc,
 }
 
-/// One small looping camera on a port the test camera picks itself.
-fn start_testcam(bin: &Path, work: &Path) -> Result<TestCam, BoxError> {
+/// `cameras` looping test cameras (`args`: their picture) on a port the test camera picks itself; its log is
+/// `NAME.log`.
+fn start_testcam(bin: &Path, work: &Path, name: &str, cameras: usize, args: &[&str]) -> Result<TestCam, BoxError> {
     let child = camhub(bin)
-        .args(["testcam", "--listen", "127.0.0.1:0", "--cameras", "1"])
-        .args(["--width", "320", "--height", "240", "--fps", "15", "--bitrate", "300", "--loop-seconds", "2"])
+        .args(["testcam", "--listen", "127.0.0.1:0", "--cameras", &cameras.to_string()])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(work.join("testcam.log"))?)
+        .stderr(std::fs::File::create(work.join(format!("{name}.log")))?)
         .spawn()?;
     let mut proc = Proc { name: "testcam", child };
     let stdout = proc.child.stdout.take().ok_or("testcam has no stdout")?;
@@ -221,7 +239,9 @@ fn start_testcam(bin: &Path, work: &Path) -> Result<TestCam, BoxError> {
         .and_then(|rest| rest.split('/').next())
         .and_then(|addr| addr.rsplit(':').next())
         .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("testcam did not start: {line:?}; see {}", work.join("testcam.log").display()))?;
+        .ok_or_else(|| {
+            format!("testcam did not start: {line:?}; see {}", work.join(format!("{name}.log")).display())
+        })?;
     Ok(TestCam { port, _proc: proc })
 }
 
@@ -232,19 +252,26 @@ struct Hub {
     proc: Proc,
 }
 
-fn start_camhub(bin: &Path, work: &Path, cam_port: u16) -> Result<Hub, BoxError> {
+/// camhub with the measured camera and, with `recording` (a testcam's port and how many of its cameras), those
+/// cameras recorded from start-up as the recording benchmark records them (fMP4, 10 s segments).
+fn start_camhub(bin: &Path, work: &Path, cam_port: u16, recording: Option<(u16, usize)>) -> Result<Hub, BoxError> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = work.join("camhub.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_ms = 5000\n\
-             [auth]\njwt_secret = \"rpc-latency-bench-secret-0123456789\"\n\
-             [storage]\nroot = \"{}\"\n\
-             [[cameras]]\nid = \"{DEVICE}\"\nurl = \"rtsp://127.0.0.1:{cam_port}/cam0\"\n",
-            work.join("data").display()
-        ),
-    )?;
+    let mut toml = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_ms = 5000\n\
+         [auth]\njwt_secret = \"rpc-latency-bench-secret-0123456789\"\n\
+         [storage]\nroot = \"{}\"\n\
+         [recording]\nformat = \"fmp4\"\nsegment_seconds = 10\n\
+         [[cameras]]\nid = \"{DEVICE}\"\nurl = \"rtsp://127.0.0.1:{cam_port}/cam0\"\n",
+        work.join("data").display()
+    );
+    let (rec_port, recorded) = recording.unwrap_or((0, 0));
+    for k in 0..recorded {
+        toml.push_str(&format!(
+            "\n[[cameras]]\nid = \"rec{k}\"\nurl = \"rtsp://127.0.0.1:{rec_port}/cam{k}\"\nrecord = \"always\"\n"
+        ));
+    }
+    std::fs::write(&config, toml)?;
     let log = work.join("camhub.log");
     let child = camhub(bin)
         .args(["run", "--config"])
@@ -262,11 +289,11 @@ fn start_camhub(bin: &Path, work: &Path, cam_port: u16) -> Result<Hub, BoxError>
         let connected = http_get(port, "/health/cameras")
             .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
             .and_then(|v| v["connected"].as_u64());
-        if connected == Some(1) {
+        if connected == Some(1 + recorded as u64) {
             return Ok(hub);
         }
         if Instant::now() > deadline {
-            return Err(format!("camhub did not connect its camera in 60 s; log:\n{}", hub.log_tail()).into());
+            return Err(format!("camhub did not connect its cameras in 60 s; log:\n{}", hub.log_tail()).into());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -640,7 +667,9 @@ fn write_report(settings: &Settings, phases: Vec<Value>, rss_mib: Option<f64>) -
         Some(n) => format!("{n} requests per client"),
         None => format!("{} s per phase", settings.seconds),
     };
-    let short = settings.requests.is_some() || settings.seconds < 10.0 || settings.clients != [1, 100, 1000];
+    let short = settings.requests.is_some()
+        || settings.seconds < 10.0
+        || (settings.clients != [1, 100, 1000] && settings.recording_cameras == 0);
     let pacing = if settings.rate > 0.0 { format!("{} req/s per client", settings.rate) } else { "unpaced".into() };
     let report = json!({
         "benchmark": "rpc_latency",
@@ -654,6 +683,7 @@ fn write_report(settings: &Settings, phases: Vec<Value>, rss_mib: Option<f64>) -
              latency = send to response; camhub defaults (max_connections 2000, rate limit 200/s burst 400)"
         ),
         "camera": "one camhub testcam, 320x240 H.264 15 fps, loop mode",
+        "recording_cameras": settings.recording_cameras,
         "per_client_rate": settings.rate,
         "seconds_per_phase": settings.requests.map_or(json!(settings.seconds), |_| Value::Null),
         "requests_per_client": settings.requests,
@@ -662,14 +692,25 @@ fn write_report(settings: &Settings, phases: Vec<Value>, rss_mib: Option<f64>) -
         "phases": phases,
     });
     std::fs::create_dir_all(&settings.evidence)?;
-    std::fs::write(settings.evidence.join("rpc_latency.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    let name = match settings.recording_cameras {
+        0 => "rpc_latency".to_owned(),
+        n => format!("rpc_latency-recording{n}"),
+    };
+    std::fs::write(settings.evidence.join(format!("{name}.json")), serde_json::to_string_pretty(&report)? + "\n")?;
 
     let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.3}"));
     let f1 = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));
+    let recording = match settings.recording_cameras {
+        0 => String::new(),
+        n => format!(
+            " Meanwhile camhub records {n} more cameras (1280x720 H.264 30 fps, 2000 kbit/s, from a second testcam) \
+             from start-up, fMP4 in 10 s segments."
+        ),
+    };
     let mut md = format!(
         "# camhub RPC latency benchmark\n\n{date}, commit {commit}, {version}, nproc {nproc}, load average at end \
          {load1}.\n`get_camera_status` round trips over WebSocket on 127.0.0.1, one request in flight per client, \
-         {pacing}, {mode}; camhub and the clients share the machine.\n\n\
+         {pacing}, {mode}; camhub and the clients share the machine.{recording}\n\n\
          | C | requests | throughput req/s | p50 ms | p90 ms | p99 ms | max ms | errors | camhub CPU % | clients CPU % |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
@@ -699,7 +740,7 @@ fn write_report(settings: &Settings, phases: Vec<Value>, rss_mib: Option<f64>) -
         "\nThroughput counts answered requests over the phase; with pacing it cannot exceed the offered rate \
          (clients x rate). CPU is utime+stime over the phase as % of one core.\n",
     );
-    std::fs::write(settings.evidence.join("rpc_latency.md"), &md)?;
+    std::fs::write(settings.evidence.join(format!("{name}.md")), &md)?;
     println!("{md}");
     Ok(())
 }

@@ -14,7 +14,10 @@
 #   CPU    utime+stime (/proc/PID/stat) as % of one core; for FFmpeg the sum over its N processes;
 #   memory RSS and PSS (/proc/PID/smaps_rollup) sampled every second (for FFmpeg summed over processes): mean, peak;
 #   disk   bytes each camera's files grew by over the window (both should write about the stream's bitrate);
-# then stops the recorder (SIGTERM, which finalises the files) and runs ffprobe on cam0's first and last file.
+# then stops the recorder (SIGTERM, which finalises the files) and runs ffprobe on cam0's first and last file, and
+# on every file of every camera to count frames lost: the source sends exactly FPS frames a second with evenly spaced
+# timestamps, so a hole in a file's frame timestamps (a gap over 1.5 frame intervals) is frames lost, counted as the
+# gap in frame intervals less one.
 # Recordings go to a temporary directory (RECORDING_DATA_DIR), deleted after each phase unless RECORDING_KEEP=1.
 # Results: evidence/recording.json (everything) and evidence/recording.md (tables). Logs: evidence/tmp/recording/.
 #
@@ -24,6 +27,9 @@
 #         RECORDING_SETTLE=5           wait after all cameras record, seconds
 #         RECORDING_CONNECT_TIMEOUT=120  how long N cameras may take to connect and start writing, seconds
 #         RECORDING_TOOLS="camhub ffmpeg"  which recorders to run, in this order
+#         RECORDING_ROUNDS=1           rounds per N: camhub, FFmpeg, camhub, FFmpeg, ... (a noisy machine drifts; the
+#                                       comparison takes each recorder's median round)
+#         RECORDING_FRAMES=1           count every file's frames after each phase (0 skips it; it takes a while at 100)
 #         RECORDING_CAMHUB_MODE=always  always: `record = "always"` in the config; api: start_recording per camera
 #                                       (needs Debian's python3-websockets for /usr/bin/python3)
 #         RECORDING_FORMAT=fmp4        camhub's [recording] format (fmp4, mp4, mkv)
@@ -56,6 +62,8 @@ MODE="${RECORDING_CAMHUB_MODE:-always}"
 FORMAT="${RECORDING_FORMAT:-fmp4}"
 SEGMENT="${RECORDING_SEGMENT:-10}"
 KEEP="${RECORDING_KEEP:-0}"
+ROUNDS="${RECORDING_ROUNDS:-1}"
+COUNT_FRAMES="${RECORDING_FRAMES:-1}"
 require_ffmpeg
 if [ "$MODE" = api ] && ! "$PY" -c 'import websockets' 2>/dev/null; then
   echo "recording.sh: RECORDING_CAMHUB_MODE=api needs the websockets module for $PY (apt-get install python3-websockets)" >&2
@@ -304,9 +312,39 @@ def probe(ffprobe, path):
     print(json.dumps(out))
 
 
+def frames(ffprobe, directory, fps):
+    """Frames written and frames lost (holes in each file's frame timestamps) over every camK_* file."""
+    interval = 1.0 / float(fps)
+    written = lost = files = 0
+    worst = 0.0
+    per_camera = {}
+    for name in sorted(os.listdir(directory)):
+        m = re.match(r"cam(\d+)_", name)
+        if not m:
+            continue
+        p = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=dts_time",
+                            "-of", "csv=p=0", os.path.join(directory, name)], capture_output=True, text=True)
+        times = sorted(float(t) for t in p.stdout.split() if t not in ("", "N/A"))
+        files += 1
+        written += len(times)
+        holes = 0
+        for a, b in zip(times, times[1:]):
+            gap = b - a
+            worst = max(worst, gap)
+            if gap > 1.5 * interval:
+                holes += round(gap / interval) - 1
+        lost += holes
+        per_camera[int(m.group(1))] = per_camera.get(int(m.group(1)), 0) + holes
+    print(json.dumps({"files_checked": files, "frames_written": written, "frames_lost": lost,
+                      "cameras_with_loss": sum(1 for v in per_camera.values() if v),
+                      "widest_gap_ms": round(worst * 1000, 1)}))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "measure":
         measure(json.loads(sys.argv[2]))
+    elif sys.argv[1] == "frames":
+        frames(sys.argv[2], sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "probe":
         probe(sys.argv[2], sys.argv[3])
     else:
@@ -329,10 +367,17 @@ finish_phase() { # RESULT DIR STOP_SECONDS
     if [ -n "$first" ]; then "${PYRUN[@]}" "$WORK/recording.py" probe "$FFPROBE" "$dir/$first"; else echo null; fi
     if [ -n "$last" ] && [ "$last" != "$first" ]; then "${PYRUN[@]}" "$WORK/recording.py" probe "$FFPROBE" "$dir/$last"; else echo null; fi
   } >"$result.probe"
+  if [ "$COUNT_FRAMES" = 1 ]; then
+    "${PYRUN[@]}" "$WORK/recording.py" frames "$FFPROBE" "$dir" "$FPS" >"$result.frames"
+  else
+    echo null >"$result.frames"
+  fi
   "$PY" - "$result" "$stop_s" "$dir" <<'PY'
 import json, os, re, sys
 path, stop_s, directory = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 r = json.load(open(path))
+r["frames"] = json.load(open(path + ".frames"))
+os.remove(path + ".frames")
 first, last = [json.loads(l) for l in open(path + ".probe").read().split("\n") if l.strip()][:2]
 r["stop_seconds"] = round(stop_s, 2)
 r["probe_first"], r["probe_last"] = first, last
@@ -342,6 +387,9 @@ r["bytes_total_at_end"] = sum(os.path.getsize(os.path.join(directory, n)) for n 
 r["playable"] = bool(first and first["playable"] and (last is None or last["playable"]))
 json.dump(r, open(path, "w"))
 os.remove(path + ".probe")
+if r["frames"]:
+    print(f"recording.sh: N={r['cameras']} {r['tool']}: {r['frames']['frames_written']} frames in "
+          f"{r['frames']['files_checked']} files, {r['frames']['frames_lost']} lost", file=sys.stderr)
 print(f"recording.sh: N={r['cameras']} {r['tool']}: stopped in {stop_s:.1f} s; cam0 first file "
       f"{first and first['file']}: {first and first['duration_seconds']} s, playable {first and first['playable']}; "
       f"last file {last and last['file']}: playable {last and last['playable']}", file=sys.stderr)
@@ -363,8 +411,8 @@ print(json.dumps({"tool": tool, "cameras": int(n), "pids": [int(p) for p in pids
 }
 
 # ---- one camhub phase ----
-phase_camhub() { # N
-  local N="$1" dir="$WORK/n$1/camhub" data="$DATA_ROOT/n$1/camhub" port token="" record_line=""
+phase_camhub() { # N ROUND
+  local N="$1" dir="$WORK/n$1/r$2/camhub" data="$DATA_ROOT/n$1/r$2/camhub" port token="" record_line=""
   mkdir -p "$dir" "$data"
   port="$(free_port)"
   [ "$MODE" = always ] && record_line='record = "always"'
@@ -392,8 +440,8 @@ phase_camhub() { # N
 }
 
 # ---- one FFmpeg phase ----
-phase_ffmpeg() { # N
-  local N="$1" dir="$WORK/n$1/ffmpeg" data="$DATA_ROOT/n$1/ffmpeg" k pids
+phase_ffmpeg() { # N ROUND
+  local N="$1" dir="$WORK/n$1/r$2/ffmpeg" data="$DATA_ROOT/n$1/r$2/ffmpeg" k pids
   mkdir -p "$dir" "$data"
   note "N=$N ffmpeg: starting $N processes"
   FFMPEG_PIDS=()
@@ -422,8 +470,10 @@ phase_ffmpeg() { # N
 
 RESULTS=()
 for N in "${COUNTS[@]}"; do
-  for tool in "${TOOLS[@]}"; do
-    "phase_$tool" "$N"
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for tool in "${TOOLS[@]}"; do
+      "phase_$tool" "$N" "$round"
+    done
   done
 done
 
@@ -444,7 +494,12 @@ ANCHOR_FFMPEG_PSS = {1: 48.0, 10: 15.6, 50: 12.5}
 
 by_n = {}
 for r in runs:
-    by_n.setdefault(r["cameras"], {})[r["tool"]] = r
+    by_n.setdefault(r["cameras"], {}).setdefault(r["tool"], []).append(r)
+# With several rounds, each recorder's median round (by CPU per camera) stands for it.
+for pair in by_n.values():
+    for tool, rs in pair.items():
+        rs.sort(key=lambda r: r["cpu_percent_per_camera"])
+        pair[tool] = rs[(len(rs) - 1) // 2]
 comparison = []
 for n, pair in sorted(by_n.items()):
     c, f = pair.get("camhub"), pair.get("ffmpeg")
@@ -458,6 +513,9 @@ for n, pair in sorted(by_n.items()):
             "pss_ratio_camhub_over_ffmpeg": ratio(c["pss_mib_per_camera"], f["pss_mib_per_camera"]),
             "written_ratio_camhub_over_ffmpeg": ratio(c["written_bytes_per_camera_mean"],
                                                       f["written_bytes_per_camera_mean"]),
+            "rounds": len([r for r in runs if r["cameras"] == n and r["tool"] == "camhub"]),
+            "camhub_frames_lost": (c.get("frames") or {}).get("frames_lost"),
+            "ffmpeg_frames_lost": (f.get("frames") or {}).get("frames_lost"),
         })
         row["cpu_target_met"] = row["cpu_ratio_camhub_over_ffmpeg"] is not None and row["cpu_ratio_camhub_over_ffmpeg"] <= 0.5
     row["anchor_ffmpeg_cpu_percent_per_camera"] = ANCHOR_FFMPEG_CPU.get(n)
@@ -472,12 +530,13 @@ meta = {
                     + f"; [recording] format = \"{fmt}\", segment_seconds = {segment}, other keys at their defaults "
                       "(pre_roll_seconds 5, fragment_ms 500)",
     "ffmpeg_command": ffmpeg_cmd + " (one process per camera, stdin from /dev/null)",
-    "method": "phases run one after the other (never both recorders at once), each after all cameras connected and "
+    "method": "phases run one after the other (never both recorders at once; with several rounds, alternately, and "
+              "each recorder's median round by CPU is compared), each after all cameras connected and "
               "wrote 64 KiB, plus a settle time; CPU = utime+stime over the window (% of one core; FFmpeg: sum of its "
               "processes); RSS/PSS from smaps_rollup each second, summed over processes, mean; written = growth of "
               "each camera's files over the window; playable = ffprobe of cam0's first and last file after stopping",
 }
-short = float(window) < 29.5 or counts.split() != ["1", "10", "50"] or tools.split() != ["camhub", "ffmpeg"]
+short = float(window) < 29.5 or not {"10", "50"} <= set(counts.split()) or tools.split() != ["camhub", "ffmpeg"]
 meta["short_run"] = short
 write_json(os.path.join(evidence, "recording.json"), {**meta, "runs": runs, "comparison": comparison})
 
@@ -497,23 +556,25 @@ lines = [
     f"- FFmpeg, one process per camera (as Frigate records): `{ffmpeg_cmd}`",
     "",
     "| N | recorder | CPU % total | CPU % per camera | RSS MiB | PSS MiB | PSS per camera MiB | written kbit/s per camera "
-    "| written MiB per camera | threads | testcam CPU % | playable |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    "| written MiB per camera | threads | testcam CPU % | frames written | frames lost | load | playable |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
 ]
 for r in runs:
+    fr = r.get("frames") or {}
     lines.append(
         f"| {r['cameras']} | {r['tool']} | {r['cpu_percent']:.1f} | {r['cpu_percent_per_camera']:.2f} "
         f"| {r['rss_mib']:.1f} | {r['pss_mib']:.1f} | {r['pss_mib_per_camera']:.2f} "
         f"| {r['written_kbps_per_camera_mean']:.0f} | {r['written_bytes_per_camera_mean'] / 1048576:.2f} "
-        f"| {r['threads']} | {r['testcam_cpu_percent']:.1f} | {yn(r['playable'])} |"
+        f"| {r['threads']} | {r['testcam_cpu_percent']:.1f} | {fr.get('frames_written', '-')} "
+        f"| {fr.get('frames_lost', '-')} | {r['loadavg_at_end']:.2f} | {yn(r['playable'])} |"
     )
 pairs = [c for c in comparison if "cpu_ratio_camhub_over_ffmpeg" in c]
 if pairs:
     lines += [
         "",
         "| N | camhub CPU % per camera | FFmpeg CPU % per camera | CPU camhub / FFmpeg (target <= 0.5) | target met "
-        "| PSS camhub / FFmpeg | written camhub / FFmpeg | FFmpeg anchor CPU % per camera |",
-        "|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| PSS camhub / FFmpeg | written camhub / FFmpeg | frames lost camhub / FFmpeg | FFmpeg anchor CPU % per camera |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     fx = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"
     for c in pairs:
@@ -521,6 +582,7 @@ if pairs:
             f"| {c['cameras']} | {c['camhub_cpu_percent_per_camera']:.2f} | {c['ffmpeg_cpu_percent_per_camera']:.2f} "
             f"| {fx(c['cpu_ratio_camhub_over_ffmpeg'])} | {yn(c['cpu_target_met'])} "
             f"| {fx(c['pss_ratio_camhub_over_ffmpeg'])} | {fx(c['written_ratio_camhub_over_ffmpeg'])} "
+            f"| {c['camhub_frames_lost']} / {c['ffmpeg_frames_lost']} "
             f"| {fx(c['anchor_ffmpeg_cpu_percent_per_camera'])} |"
         )
 lines += ["", "Files checked with ffprobe after stopping (cam0's first and last file):", ""]

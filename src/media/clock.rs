@@ -1,7 +1,8 @@
 //! Keeping a stream's output timestamps moving forward when its source's clock does not: what the publishing feeds
-//! and the recorder share. A frame a little behind the last (sent out of presentation order) is placed 1 ns after it;
+//! and the recorder share. A frame a little behind the last (sent out of presentation order), or too close after it,
+//! is placed `MIN_STEP` after it;
 //! a source clock that jumps back (a camera or an RTSP server restarting its pipeline within one connection) starts a
-//! new timeline one frame spacing after the last frame, instead of stamping every frame 1 ns after the last until the
+//! new timeline one frame spacing after the last frame, instead of stamping every frame just after the last until the
 //! clock catches up, which players and muxers read as seconds of frames at one instant.
 
 use gstreamer as gst;
@@ -9,6 +10,12 @@ use gstreamer as gst;
 /// How far a timestamp may fall behind the last one before it counts as the source's clock going back, not as a
 /// frame sent out of order.
 pub const CLOCK_WENT_BACK: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+
+/// The least spacing between two frames: the coarsest time unit of the containers frames are written to (Matroska
+/// counts milliseconds; mp4mux's timescale may too), so two frames never get the same decoding time in a file (a
+/// muxer or player refuses a timestamp that does not increase). A camera, or an RTSP client's jitter buffer on a
+/// loaded machine, can stamp two frames alike.
+pub const MIN_STEP: gst::ClockTime = gst::ClockTime::MSECOND;
 
 /// The longest spacing remembered as a frame step: the step after a stall is no frame spacing.
 const MAX_STEP: gst::ClockTime = gst::ClockTime::SECOND;
@@ -29,7 +36,7 @@ impl Forward {
                 let target = last + self.step.unwrap_or(gst::ClockTime::MSECOND);
                 (target, Some(target.nseconds() as i128 - out.nseconds() as i128))
             }
-            Some(last) if out <= last => (last + gst::ClockTime::from_nseconds(1), None),
+            Some(last) if out < last + MIN_STEP => (last + MIN_STEP, None),
             Some(last) => {
                 self.step = Some((out - last).min(MAX_STEP));
                 (out, None)
@@ -57,11 +64,14 @@ mod tests {
         for i in 0..20 {
             assert_eq!(f.next(frame * i), (frame * i, None));
         }
-        // Slightly behind (out of order): 1 ns after the last, the timeline kept.
-        assert_eq!(f.next(frame * 18), (frame * 19 + gst::ClockTime::from_nseconds(1), None));
+        // Slightly behind (out of order): MIN_STEP after the last, the timeline kept.
+        assert_eq!(f.next(frame * 18), (frame * 19 + MIN_STEP, None));
+        // As good as equal to the last: MIN_STEP after it too.
+        let close = frame * 19 + MIN_STEP + gst::ClockTime::from_nseconds(1);
+        assert_eq!(f.next(close), (frame * 19 + MIN_STEP * 2, None));
         // Far behind (more than CLOCK_WENT_BACK): one frame after the last, and the caller told to shift.
         let (out, shift) = f.next(gst::ClockTime::ZERO);
-        assert_eq!(out, frame * 20 + gst::ClockTime::from_nseconds(1));
+        assert_eq!(out, frame * 20 + MIN_STEP * 2);
         assert_eq!(shift, Some(out.nseconds() as i128));
     }
 }

@@ -30,8 +30,6 @@ use crate::media::push::{Arrival, Gate, Protocol, Refusal};
 const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections still negotiating at once; more wait for the accept loop (a flood cannot exhaust the process).
 const MAX_NEGOTIATING: usize = 64;
-/// How often a publisher's socket is read: the latency this adds is at most one interval.
-const PACE: Duration = Duration::from_millis(20);
 /// Bytes read from a socket per wake-up, at most.
 const READ_CHUNK: usize = 64 * 1024;
 /// The longest a write to a publisher (acknowledgements, pings) may take.
@@ -208,14 +206,18 @@ impl Connection {
             if stop.is_cancelled() {
                 return Failure::retry("stopped");
             }
-            // Read what has arrived; when nothing has, wait for the next tick of the shared grid rather than for the
-            // socket, so a publisher costs tens of wake-ups a second, not one per TCP segment.
+            // Read what has arrived; when nothing has, wait for the socket, which the media runtime polls once per
+            // turn (`media::runtime`): a publisher costs tens of wake-ups a second, not one per TCP segment.
             let n = match self.socket.try_read(&mut buf) {
                 Ok(0) => return Failure::retry("the publisher disconnected"),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     tokio::select! {
-                        _ = crate::media::pace(PACE) => {}
+                        ready = self.socket.readable() => {
+                            if let Err(e) = ready {
+                                return Failure::retry(format!("the publisher's connection failed: {e}"));
+                            }
+                        }
                         _ = stop.cancelled() => return Failure::retry("stopped"),
                     }
                     continue;

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use gstreamer as gst;
 use retina::client::{
     Credentials, InitialTimestampPolicy, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
@@ -32,9 +32,6 @@ fn from_retina(e: retina::Error) -> Failure {
         _ => Failure::retry(e.to_string()),
     }
 }
-
-/// How often a camera's connection is read: the latency this adds is at most one interval.
-const PACE: Duration = Duration::from_millis(20);
 
 /// The frame layout the hub carries: what MP4 stores, plus parameter sets before each keyframe so any keyframe is a
 /// clean entry point for a decoder.
@@ -107,16 +104,11 @@ pub async fn run(url: &url::Url, hub: &StreamHub, connect_timeout: Duration) -> 
     let mut base: Option<i128> = None;
     let mut have_caps = false;
     loop {
-        // Read what has arrived; when nothing is ready, wait for the next pacing tick rather than for the socket, so
-        // a camera costs tens of wake-ups a second instead of one per TCP segment. The socket buffers the interval.
-        let item = match demuxed.next().now_or_never() {
-            None => {
-                crate::media::pace(PACE).await;
-                continue;
-            }
-            Some(None) => return Failure::retry("end of stream"),
-            Some(Some(Err(e))) => return from_retina(e),
-            Some(Some(Ok(item))) => item,
+        // The media runtime reads the socket once per turn (`media::runtime`): whatever arrived since comes at once.
+        let item = match demuxed.next().await {
+            None => return Failure::retry("end of stream"),
+            Some(Err(e)) => return from_retina(e),
+            Some(Ok(item)) => item,
         };
         let frame = match item {
             CodecItem::VideoFrame(frame) if frame.stream_id() == index => frame,

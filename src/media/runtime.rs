@@ -1,33 +1,100 @@
 //! The media runtime: one thread running a current-thread tokio runtime for every camera's ingest and every
-//! recording. Kept apart from the RPC runtime so that neither slows the other, and single-threaded because, with
-//! many cameras, waking worker threads costs more than the work (measured: see `evidence/`).
+//! recording, in turns at most every `TURN`. Kept apart from the RPC runtime so that neither slows the other,
+//! single-threaded because, with many cameras, waking worker threads costs more than the work, and paced because a
+//! runtime left to wait on its sockets wakes for every TCP segment of every camera (about 40 times a second per
+//! camera, measured): after a turn the thread sleeps out the rest of `TURN`, when nobody waits on the sockets, so the
+//! next turn reads what 20 ms of every camera brought at once. Idle, it waits as any runtime does (for I/O, a timer
+//! or a task sent from elsewhere) and costs nothing.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+/// The shortest time between two turns of the media thread: the most it adds to the latency of anything it runs (a
+/// frame's way from the socket to the hub, a recorder's flush, a publishing feed's frame) while it is busy.
+pub const TURN: Duration = Duration::from_millis(20);
+
+/// How many times a turn runs what is ready and then polls sockets and timers without waiting, after its wait. The
+/// tasks the wait readied run in the first, with every task they wake in turn (a frame read wakes the publishing feeds
+/// it goes to); a second is for what needs a poll in between. What is readied after the last runs next turn.
+const ROUNDS: usize = 1;
 
 /// The running media thread. Dropping it stops the runtime, so drop it after its tasks were stopped and awaited
 /// (or the shutdown grace ran out). The thread is not joined: a task stuck past the grace time must not hold up exit.
 #[derive(Debug)]
 pub struct MediaRuntime {
     handle: Handle,
-    /// Dropping it lets the thread's `block_on` return.
+    /// Dropping it ends the thread's loop after its current turn.
     _stop: oneshot::Sender<()>,
 }
 
 impl MediaRuntime {
     pub fn start() -> std::io::Result<MediaRuntime> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().on_thread_unpark(unparked).build()?;
         let handle = runtime.handle().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, mut stopped) = oneshot::channel::<()>();
         std::thread::Builder::new().name("camhub-media".into()).spawn(move || {
-            runtime.block_on(async {
-                let _ = stopped.await;
-            });
+            while matches!(stopped.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+                let began = runtime.block_on(turn());
+                if let Some(rest) = TURN.checked_sub(began.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
         })?;
         Ok(MediaRuntime { handle, _stop: stop })
     }
 
     pub fn handle(&self) -> &Handle {
         &self.handle
+    }
+}
+
+thread_local! {
+    /// Whether the media runtime woke from waiting since the turn began, and the turn's waker.
+    static WOKEN: RefCell<(bool, Option<Waker>)> = const { RefCell::new((false, None)) };
+}
+
+/// The runtime's hook after each wait: something arrived (I/O, a timer, a task from another thread).
+fn unparked() {
+    WOKEN.with_borrow_mut(|(woken, waker)| {
+        *woken = true;
+        if let Some(w) = waker.take() {
+            w.wake();
+        }
+    });
+}
+
+/// One turn: waits (as the runtime waits: on sockets, timers and other threads) until something arrives, then
+/// `ROUNDS` times the tasks that are ready run until none is, and sockets and timers are polled without waiting (a
+/// yielding task is woken only after that poll), which readies the next round's tasks. Returns when the turn began.
+async fn turn() -> Instant {
+    Woken.await;
+    let began = Instant::now();
+    for _ in 0..ROUNDS {
+        tokio::task::yield_now().await;
+    }
+    began
+}
+
+/// Ready once the runtime has woken from a wait since the turn began.
+struct Woken;
+
+impl Future for Woken {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        WOKEN.with_borrow_mut(|(woken, waker)| {
+            if std::mem::take(woken) {
+                Poll::Ready(())
+            } else {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
     }
 }

@@ -155,7 +155,7 @@ impl TestCam {
                 }
                 Some(clip) => {
                     factory.set_launch(&format!(
-                        "( appsrc name=src is-live=true format=time do-timestamp=true ! {} ! {} name=pay0 pt=96 config-interval=0 )",
+                        "( appsrc name=src is-live=true format=time ! {} ! {} name=pay0 pt=96 config-interval=0 )",
                         clip.parser, clip.payloader
                     ));
                     let clip = clip.clone();
@@ -516,18 +516,30 @@ fn feed_clip(media: &rtsp::RTSPMedia, clip: Arc<Clip>) {
     src.set_caps(Some(&clip.caps));
     src.set_max_bytes(4 * 1024 * 1024);
     let spawned = std::thread::Builder::new().name("testcam-feed".into()).spawn(move || {
+        // Frames are stamped as a camera's clock would: the running time of the first, then exactly one frame
+        // interval apart, however late a loaded machine wakes this thread (a player then sees an even frame rate,
+        // and a recording's timestamps show a frame lost downstream as a hole).
+        let waited = Instant::now();
+        let base = loop {
+            match src.current_running_time() {
+                Some(t) => break t,
+                None if waited.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(5)),
+                None => break gst::ClockTime::ZERO,
+            }
+        };
         let start = Instant::now();
         // Start at a keyframe (the clip's first frame is one) and loop forever at the clip's frame rate.
         for (n, buffer) in clip.frames.iter().cycle().enumerate() {
-            let due = start + clip.frame_duration * n as u32;
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            let offset = clip.frame_duration * n as u32;
+            if let Some(wait) = (start + offset).checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
             let mut b = buffer.copy();
             {
                 let b = b.make_mut();
-                b.set_pts(gst::ClockTime::NONE);
-                b.set_dts(gst::ClockTime::NONE);
+                let at = base + gst::ClockTime::from_nseconds(offset.as_nanos() as u64);
+                b.set_pts(at);
+                b.set_dts(at);
             }
             if src.push_buffer(b).is_err() {
                 break;

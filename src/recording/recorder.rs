@@ -35,7 +35,7 @@ use crate::media::hub::{Consumer, HubItem};
 use crate::media::{audio_codec_of, make};
 use crate::storage::Db;
 use crate::storage::db::SegmentRow;
-use crate::storage::files::sync_file_and_dir;
+use crate::storage::files::{sync_data, sync_file_and_dir};
 use crate::storage::roots::Roots;
 
 /// What a session is, fixed at its start.
@@ -111,6 +111,8 @@ struct SegmentWriter {
     /// Session time of the last frame and the interval before it (to give the last frame a duration).
     last: gst::ClockTime,
     last_interval: gst::ClockTime,
+    /// Whether a periodic sync has made the file's name durable (its directory synced) yet.
+    named: bool,
     /// From opening to indexing (or failing), a child of the session's span.
     span: Span,
 }
@@ -217,6 +219,13 @@ impl SegmentWriter {
             }
             RecordingFormat::Mkv => make("matroskamux")?,
         };
+        if muxer.find_property("latency").is_some() {
+            // mp4mux is an aggregator, whose pads hold one buffer at a time unless it has latency: each frame of a
+            // flush would then be a hand-over between the appsrc's thread and the muxer's (two wake-ups a frame).
+            // With room for a second's frames, a flush's list is queued at once and muxed in one wake-up. Not live,
+            // so nothing waits for this latency.
+            muxer.set_property("latency", gst::ClockTime::SECOND.nseconds());
+        }
         let sink = make("filesink")?;
         sink.set_property("location", path.to_string_lossy().as_ref());
         sink.set_property("sync", false);
@@ -257,6 +266,7 @@ impl SegmentWriter {
             start,
             last: start,
             last_interval: gst::ClockTime::ZERO,
+            named: false,
             span,
         })
     }
@@ -787,12 +797,12 @@ pub async fn run(
                 }
                 if syncing.is_none()
                     && last_sync.elapsed() >= SYNC_EVERY
-                    && let Some(w) = session.writer.as_ref()
+                    && let Some(w) = session.writer.as_mut()
                 {
                     last_sync = Instant::now();
                     let durable = w.last.saturating_sub(held_back);
-                    let path = w.path.clone();
-                    syncing = Some((tokio::task::spawn_blocking(move || sync_file_and_dir(&path)), w.seq, durable));
+                    let (path, with_dir) = (w.path.clone(), !std::mem::replace(&mut w.named, true));
+                    syncing = Some((tokio::task::spawn_blocking(move || sync_data(&path, with_dir)), w.seq, durable));
                 }
                 for old in session.closed.drain(..) {
                     closing.spawn(close_segment(old, info.clone(), db.clone(), roots.clone()));
