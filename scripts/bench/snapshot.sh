@@ -235,8 +235,12 @@ def ffmpeg_peer():
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(os.path.join(work, "ffmpeg", f"out_{i:03d}.log"), "w") as err:
             t = time.perf_counter()
-            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                timeout=60).returncode
+            try:
+                rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    timeout=60).returncode
+            except subprocess.TimeoutExpired:
+                # Counted as a failure (the run killed the FFmpeg child), not the end of the benchmark.
+                rc = "timeout after 60 s"
             ms = (time.perf_counter() - t) * 1000
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu += (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -352,12 +356,12 @@ report_warnings "$WORK/camhub.log"
 # ---- the report ----
 collect_versions
 "${PYRUN[@]}" - "$EVIDENCE" "$WORK/result.json" "$commit" "$version" "$ffmpeg_version" "$SOURCE" "$PATTERN" "$WIDTH" \
-  "$HEIGHT" "$FPS" "$GOP" "$BITRATE" "$LOOP_SECONDS" "$IDLE" <<'PY'
+  "$HEIGHT" "$FPS" "$GOP" "$BITRATE" "$LOOP_SECONDS" "$IDLE" "$BIN" <<'PY'
 import json, os, sys
 from benchlib import run_line, run_meta, stream_text, write_json, write_markdown
 
 (evidence, result, commit, version, ffmpeg_version, source, pattern, width, height, fps, gop, bitrate, loop_s,
- idle) = sys.argv[1:]
+ idle, binary) = sys.argv[1:]
 r = json.load(open(result))
 sp = r.get("spaced")
 cam = "`camhub testcam" + (f" --loop-seconds {loop_s}" if source == "loop" else "") \
@@ -388,6 +392,9 @@ lines = [
     run_line(meta),
     *(["", "**Short run** (fewer than 200 camhub calls, 20 FFmpeg runs or 10 s idle windows): a check of the "
        "tooling, not figures to compare."] if meta["short_run"] else []),
+    "",
+    f"camhub binary: `{os.path.relpath(binary)}`"
+    + (" (**not a release build**)" if "/release/" not in binary else "") + ".",
     "",
     f"Load average (1, 5, 15 min) before the calls: {', '.join(f'{v:.2f}' for v in r['loadavg_before_calls'])} on "
     f"{meta.get('nproc', 2)} CPUs (the machine is shared: other work ran during the measurement).",
@@ -463,7 +470,8 @@ lines += [
     "",
     f"During the calls camhub used {fx(c['camhub_cpu_percent_during_calls'])} % of a core. Idle CPU is the cost of "
     "receiving the stream alone (no decoder is fed between snapshots; the one kept for 3 s after the last call is "
-    "idle); a decoder left decoding after the calls would show as a higher second idle figure (difference {leftover:+.2f} points). camhub's RSS (MiB) after call n: "
+    "idle); a decoder left decoding after the calls would show as a higher second idle figure "
+    f"(difference {leftover:+.2f} points). camhub's RSS (MiB) after call n: "
     + ", ".join(f"{n}: {v:.1f}" for n, v in c["rss_mib_after_call"].items())
     + f" (before the calls: {ib['rss_mib']:.1f}).",
     "",

@@ -41,8 +41,9 @@ const KEEP_WARM: Duration = Duration::from_secs(3);
 const WARM_CAMERAS: usize = 4;
 /// The longest a snapshot waits for detection's decoder to decode the frame it shows.
 const DETECTION_WAIT: Duration = Duration::from_millis(100);
-/// How long a kept decoder may take to give out a picture before it is taken for one that holds pictures back.
-const DECODE_WAIT: Duration = Duration::from_millis(500);
+/// How long a kept decoder may take to give out a picture before its stream is ended to get it (it may hold pictures
+/// back).
+const DECODE_WAIT: Duration = Duration::from_secs(1);
 
 /// Where a snapshot's picture came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,9 @@ use crate::media::hub::Frame;
 
 /// How long an encoder may take for one picture, or a decoder to drain at the end of its stream.
 const PULL_LIMIT: Duration = Duration::from_secs(5);
+/// Calls in a row whose picture came out only at the end of the stream, after which the decoder is taken for one that
+/// holds pictures back.
+const HELD_BACK: u32 = 3;
 
 fn fail(detail: impl std::fmt::Display) -> Error {
     Error::dependency(Dependency::SnapshotPipeline, detail.to_string())
@@ -36,13 +39,16 @@ pub struct Warm {
     /// The stream's decoder holds pictures back (B-frames, or a reorder depth signalled): a decoder's picture comes
     /// out only at the end of its stream, so each call decodes from the keyframe into a decoder of its own.
     reorders: bool,
+    /// Calls in a row whose picture did not come out in time (a loaded machine, or a decoder that holds pictures
+    /// back: after `HELD_BACK` of them it is taken for the latter).
+    late: u32,
     /// When the last call ended: the pipelines go `KEEP_WARM` after it.
     pub used: Instant,
 }
 
 impl Warm {
     pub fn new() -> Warm {
-        Warm { decoder: None, encoder: None, reorders: false, used: Instant::now() }
+        Warm { decoder: None, encoder: None, reorders: false, late: 0, used: Instant::now() }
     }
 
     /// The picture of the last frame of `gop` (from a keyframe, in decode order, as the hub holds it) and how many
@@ -83,14 +89,19 @@ impl Warm {
         let frames = &gop[from..];
         match decoder.decode(frames, target.seq, Some(wait))? {
             Some(sample) => {
+                self.late = 0;
                 self.decoder = Some(decoder);
                 Ok((sample, frames.len()))
             }
             None => {
-                // Not out in time: the decoder holds it back. It comes out at the end of the stream; from now on each
-                // call decodes into a decoder of its own and ends its stream.
-                tracing::debug!("the snapshot decoder holds pictures back: draining each call's decoder");
-                self.reorders = true;
+                // Not out in time: the machine is loaded, or the decoder holds it back. Either way it comes out at the
+                // end of the stream, and the next call starts a new decoder. Late every time, the decoder holds
+                // pictures back: from then on each call decodes into a decoder of its own and ends its stream.
+                self.late += 1;
+                if self.late >= HELD_BACK {
+                    tracing::debug!("the snapshot decoder holds pictures back: draining each call's decoder");
+                    self.reorders = true;
+                }
                 decoder.drain().map(|s| (s, frames.len()))
             }
         }
