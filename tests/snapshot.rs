@@ -3,7 +3,7 @@
 //! usual, never an old keyframe's picture; calls close together decode only the frames since the last one, and the
 //! decoder kept for that is fed nothing between calls and goes 3 s after the last one; concurrent calls for one file
 //! name make one file. Real test cameras, the real ONNX model (`scripts/install-models.sh`), real JPEGs read by
-//! ffprobe. About 40 s in all.
+//! ffprobe. About 15-30 s in all (two tests run at once).
 
 mod common;
 
