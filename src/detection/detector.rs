@@ -7,7 +7,9 @@
 //! frames go to the model at the configured rate, for as long as something moves or is in view. A few seconds
 //! without motion and without objects in view, decoding falls back to keyframes. Frames reach the inference engine through its bounded queue; a full queue drops the frame
 //! (counted), never waits. Results come back to this camera's task, which runs the tracker and hands its sightings to
-//! `Detections` (events, pictures, the index, record-on-detect).
+//! `Detections` (events, pictures, the index, record-on-detect). Every decoded frame is also the camera's latest
+//! picture (`media::picture`), which a snapshot of the same moment encodes instead of decoding again; a snapshot
+//! that waits for one makes the task take the hub's frames at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use super::tracker::{Sighting, Tracker};
 use crate::base::CameraId;
 use crate::inference::{Engine, Inference, Job, Model, percentile};
 use crate::media::hub::{Consumer, HubItem};
+use crate::media::picture::Pictures;
 
 /// Frames the hub may queue for the detector before it drops (and resynchronises at a keyframe).
 pub const QUEUE_FRAMES: usize = 256;
@@ -89,11 +92,14 @@ pub struct Shared {
     last_motion: Mutex<Option<Instant>>,
     /// Completion times of recent inferences (for the actual rate) and frame-to-result latencies (ms).
     recent: Mutex<(VecDeque<Instant>, VecDeque<f64>)>,
+    /// The camera's shared latest picture: every decoded frame is published there for snapshots.
+    pictures: Arc<Pictures>,
 }
 
 impl Shared {
-    pub fn new(settings: Settings) -> Shared {
+    pub fn new(settings: Settings, pictures: Arc<Pictures>) -> Shared {
         Shared {
+            pictures,
             settings: Mutex::new(settings),
             mode: AtomicU8::new(DecodeMode::Keyframes as u8),
             tracking: AtomicBool::new(false),
@@ -111,6 +117,7 @@ impl Shared {
     }
 
     fn set_mode(&self, mode: DecodeMode) {
+        self.pictures.set_every_frame(mode == DecodeMode::All);
         if self.mode.swap(mode as u8, Ordering::Relaxed) != mode as u8 {
             debug!(mode = mode.as_str(), "decode mode");
         }
@@ -174,6 +181,7 @@ pub async fn run(
     let mut tracker = Tracker::new(settings.threshold, settings.end_after);
     let mut decoder: Option<Decoder> = None;
     let mut last_expiry = Instant::now();
+    let pictures = shared.pictures.clone();
     'run: loop {
         let pace = if shared.mode() == DecodeMode::All { PACE_MOVING } else { PACE_STILL };
         tokio::select! {
@@ -209,50 +217,52 @@ pub async fn run(
                         .collect();
                     report(with_pictures);
                 }
+                continue;
             }
-            _ = crate::media::pace(pace) => {
-                loop {
-                    let item = match consumer.rx.try_recv() {
-                        Ok(item) => item,
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => break 'run,
-                    };
-                    match item {
-                        HubItem::Caps(caps) => {
-                            if let Some(old) = decoder.take() {
-                                old.close().await;
-                            }
-                            match Decoder::start(&caps, shared.clone(), engine.clone(), model.clone(), seen_tx.clone()) {
-                                Ok(d) => decoder = Some(d),
-                                Err(e) => warn!(camera_id = %camera, err = %e, "cannot decode this camera for detection"),
-                            }
-                        }
-                        HubItem::Gap => {
-                            if let Some(d) = decoder.as_mut() {
-                                d.gap();
-                            }
-                        }
-                        HubItem::Frame(frame) => {
-                            if let Some(d) = decoder.as_mut() {
-                                d.offer(frame.buffer, frame.keyframe, frame.arrived);
-                            }
-                        }
-                        // Subscribed without audio: never sent.
-                        HubItem::AudioCaps(_) | HubItem::Audio(_) => {}
+            _ = crate::media::pace(pace) => {}
+            // A snapshot waits for a picture: the frames queued since the last batch are decoded now.
+            _ = pictures.wanted() => {}
+        }
+        loop {
+            let item = match consumer.rx.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => break 'run,
+            };
+            match item {
+                HubItem::Caps(caps) => {
+                    if let Some(old) = decoder.take() {
+                        old.close().await;
+                    }
+                    match Decoder::start(&caps, shared.clone(), engine.clone(), model.clone(), seen_tx.clone()) {
+                        Ok(d) => decoder = Some(d),
+                        Err(e) => warn!(camera_id = %camera, err = %e, "cannot decode this camera for detection"),
                     }
                 }
-                if last_expiry.elapsed() >= Duration::from_millis(200) {
-                    last_expiry = Instant::now();
-                    let ended = tracker.expire(last_expiry);
-                    shared.tracking.store(tracker.active(), Ordering::Relaxed);
-                    if !ended.is_empty() {
-                        report(ended.into_iter().map(|s| (s, None)).collect());
-                    }
-                    let moved = shared.last_motion.lock().is_some_and(|t| t.elapsed() < STILL_AFTER);
-                    if shared.mode() == DecodeMode::All && !moved && !tracker.active() {
-                        shared.set_mode(DecodeMode::Keyframes);
+                HubItem::Gap => {
+                    if let Some(d) = decoder.as_mut() {
+                        d.gap();
                     }
                 }
+                HubItem::Frame(frame) => {
+                    if let Some(d) = decoder.as_mut() {
+                        d.offer(frame.buffer, frame.keyframe, frame.arrived);
+                    }
+                }
+                // Subscribed without audio: never sent.
+                HubItem::AudioCaps(_) | HubItem::Audio(_) => {}
+            }
+        }
+        if last_expiry.elapsed() >= Duration::from_millis(200) {
+            last_expiry = Instant::now();
+            let ended = tracker.expire(last_expiry);
+            shared.tracking.store(tracker.active(), Ordering::Relaxed);
+            if !ended.is_empty() {
+                report(ended.into_iter().map(|s| (s, None)).collect());
+            }
+            let moved = shared.last_motion.lock().is_some_and(|t| t.elapsed() < STILL_AFTER);
+            if shared.mode() == DecodeMode::All && !moved && !tracker.active() {
+                shared.set_mode(DecodeMode::Keyframes);
             }
         }
     }
@@ -266,6 +276,8 @@ pub async fn run(
     if let Some(d) = decoder.take() {
         d.close().await;
     }
+    // No picture of a decoder that stopped is offered to snapshots.
+    pictures.clear();
 }
 
 /// The decoding pipeline (`appsrc ! decoder ! appsink`) and the gate in front of it.
@@ -392,6 +404,13 @@ struct Gate {
 impl Gate {
     fn decoded(&mut self, sample: gst::Sample) {
         self.shared.decoded.fetch_add(1, Ordering::Relaxed);
+        let pts = sample.buffer().and_then(|b| b.pts());
+        let since_base = Duration::from_nanos(pts.map(|t| t.nseconds()).unwrap_or(0));
+        // Its timestamp is its arrival in the hub since `base`: read back, the very `Frame::arrived` it came with.
+        let arrived = self.base + since_base;
+        if pts.is_some() {
+            self.shared.pictures.publish(sample.clone(), arrived);
+        }
         let now = Instant::now();
         let (fps, min_score) = {
             let s = self.shared.settings.lock();
@@ -422,9 +441,6 @@ impl Gate {
         if !(first || moving || tracking) {
             return;
         }
-        let pts = sample.buffer().and_then(|b| b.pts()).unwrap_or(gst::ClockTime::ZERO);
-        let since_base = Duration::from_nanos(pts.nseconds());
-        let arrived = self.base + since_base;
         let frame_time = self.base_wall + since_base;
         let (seen, shared, frame) = (self.seen.clone(), self.shared.clone(), sample.clone());
         let job = Job {

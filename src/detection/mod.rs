@@ -311,7 +311,7 @@ impl Detections {
             threshold: detect.as_ref().and_then(|d| d.threshold).unwrap_or(model.config.threshold),
             end_after: detect.as_ref().map(|d| d.end_after).unwrap_or(Duration::from_secs(3)),
         };
-        let shared = Arc::new(Shared::new(settings));
+        let shared = Arc::new(Shared::new(settings, camera.hub.pictures().clone()));
         let stop = self.shutdown.child_token();
         {
             let mut running = self.running.lock();

@@ -25,6 +25,7 @@ use gstreamer as gst;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
+use super::picture::Pictures;
 use crate::base::{AudioCodec, CameraId, Codec};
 
 /// How far back the hub keeps frames, at most; beyond it history restarts at the next keyframe.
@@ -43,6 +44,8 @@ pub struct Frame {
     pub keyframe: bool,
     /// When the hub received it.
     pub arrived: Instant,
+    /// Its number among the hub's video frames, counted from 1 across connections: a frame's identity.
+    pub seq: u64,
 }
 
 /// One encoded audio frame (an AAC access unit, or a packet's worth of G.711 samples), with its PTS on the video's
@@ -125,6 +128,8 @@ pub struct StreamHub {
     first_frame: Notify,
     /// Whether the camera's sound is kept (false: dropped here, so nothing records or republishes it).
     sound: std::sync::atomic::AtomicBool,
+    /// The latest picture a decoder of this camera made (detection's), for snapshots.
+    pictures: Arc<Pictures>,
 }
 
 #[derive(Debug)]
@@ -282,7 +287,13 @@ impl StreamHub {
             }),
             first_frame: Notify::new(),
             sound: std::sync::atomic::AtomicBool::new(true),
+            pictures: Arc::new(Pictures::default()),
         }
+    }
+
+    /// The latest picture a decoder of this camera made, shared (see [`Pictures`]).
+    pub fn pictures(&self) -> &Arc<Pictures> {
+        &self.pictures
     }
 
     pub fn camera_id(&self) -> &CameraId {
@@ -377,8 +388,8 @@ impl StreamHub {
             // Joined mid-GOP: nothing before the first keyframe can be decoded or recorded.
             return;
         }
-        let frame = Frame { buffer, keyframe, arrived: now };
         st.frames += 1;
+        let frame = Frame { buffer, keyframe, arrived: now, seq: st.frames };
         st.bytes += size as u64;
         st.last_frame = Some(now);
         st.window.push_back((now, pts, size));

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod file_ingest;
 pub mod hub;
 pub mod ingest;
+pub mod picture;
 pub mod push;
 pub mod rtmp;
 pub mod rtsp_client;

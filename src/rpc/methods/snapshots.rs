@@ -35,6 +35,8 @@ pub struct Snapshot {
     /// When the frame shown arrived from the camera.
     pub frame_time: String,
     pub frames_decoded: usize,
+    /// `decoder` (decoded for the snapshot) or `detection` (detection's decoder had decoded it).
+    pub frame_source: String,
 }
 
 pub async fn take(rpc: Arc<Rpc>, _: Arc<Session>, p: SnapshotParams) -> Result<Snapshot> {
@@ -57,6 +59,7 @@ pub async fn take(rpc: Arc<Rpc>, _: Arc<Session>, p: SnapshotParams) -> Result<S
         height: s.height,
         frame_time: iso(s.frame_time),
         frames_decoded: s.frames_decoded,
+        frame_source: s.source.as_str().to_owned(),
     })
 }
 
