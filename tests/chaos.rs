@@ -524,34 +524,36 @@ fn real_keyframe() -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn a_segment_cut_one_frame_after_its_keyframe_lasts_that_frame() {
     let _serial = SERIAL.lock().await;
-    let rogue = RogueServer::start(Rogue::Keyframes(31, Arc::new(real_keyframe())));
+    let keyframe = Arc::new(real_keyframe());
+    let rogue = RogueServer::start(Rogue::Keyframes(31, keyframe.clone()));
+    // And one that hangs after its very first frame: no interval is known for that frame's length.
+    let once = RogueServer::start(Rogue::Keyframes(1, keyframe));
     let config = format!(
         "[v4l2]\nenabled = false\n[recording]\nsegment_seconds = 2\n[monitor]\nreconnect_initial_ms = 60000\n\
-         reconnect_max_ms = 60000\n{}",
-        recorded("hung", &rogue.url("cam"))
+         reconnect_max_ms = 60000\n{}{}",
+        recorded("hung", &rogue.url("cam")),
+        recorded("once", &once.url("cam"))
     );
     let hub = Camhub::start(&config);
     let client = hub.client("operator").await;
-    client
-        .wait_notification("camera_status_update", Duration::from_secs(20), |p| p["status"] == "DISCONNECTED")
-        .await
-        .unwrap_or_else(|| panic!("the hung camera was never seen as lost; log:\n{}", tail(&hub.log())));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let all = loop {
         let all = segments(&client).await;
-        if all.len() >= 2 || Instant::now() > deadline {
+        if all.len() >= 3 || Instant::now() > deadline {
             break all;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(all.len(), 2, "31 keyframes 1/15 s apart in 2 s segments: {all:#?}");
+    let count = |id: &str| all.iter().filter(|s| s.device == id).count();
+    assert_eq!(count("hung"), 2, "31 keyframes 1/15 s apart in 2 s segments: {all:#?}");
+    assert_eq!(count("once"), 1, "one keyframe: {all:#?}");
     for s in &all {
         let path = hub.recordings_dir().join(&s.filename);
         let (duration, ..) = ffprobe(&path).unwrap_or_else(|e| panic!("{}: {e}", s.filename));
         decodes_cleanly(&path).unwrap_or_else(|e| panic!("{e}"));
         eprintln!("chaos: hung camera: {} lasts {duration} s (index {:.3} s)", s.filename, s.end - s.start);
-        assert!(duration > 0.05, "{} says it lasts {duration} s", s.filename);
-        assert!(s.end - s.start > 0.05, "{} is indexed as lasting {:.3} s", s.filename, s.end - s.start);
+        assert!(duration > 0.03, "{} says it lasts {duration} s", s.filename);
+        assert!(s.end - s.start > 0.03, "{} is indexed as lasting {:.3} s", s.filename, s.end - s.start);
     }
 }
 

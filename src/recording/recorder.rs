@@ -265,6 +265,12 @@ impl SegmentWriter {
         self.last.saturating_sub(self.start)
     }
 
+    /// How long the last frame lasts: the interval before it, or, for the one frame of a session that ended at its
+    /// first frame (no interval seen yet), a nominal 25 fps frame.
+    fn frame_length(&self) -> gst::ClockTime {
+        if self.last_interval.is_zero() { gst::ClockTime::from_mseconds(40) } else { self.last_interval }
+    }
+
     /// Queues a frame whose session time is `at` (`delay` between dts and pts) for the next `flush`.
     fn push(&mut self, frame: &gst::Buffer, at: gst::ClockTime, delay: gst::ClockTime) {
         if at > self.last {
@@ -279,7 +285,7 @@ impl SegmentWriter {
             // The muxer takes a frame's length from the next frame's time; the last frame of a segment has none, so
             // each carries the interval before it. Without it a segment cut one frame after its keyframe (a camera
             // that froze) is a file whose container says it lasts nothing.
-            b.set_duration(Some(self.last_interval).filter(|i| !i.is_zero()));
+            b.set_duration(self.frame_length());
         }
         self.last = at;
         self.video.pending.push(buffer);
@@ -384,7 +390,7 @@ impl SegmentWriter {
             super::recovery::recover_file(db, &self.root, &self.path).await?;
             return Err(Error::dependency(Dependency::RecordingPipeline, e));
         }
-        let duration = self.elapsed() + self.last_interval;
+        let duration = self.elapsed() + self.frame_length();
         let filename = self
             .path
             .file_name()
