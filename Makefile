@@ -15,6 +15,7 @@ test: test-deps
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --all-targets --locked
 	bash scripts/vm/test-v4l2.sh
+	bash scripts/vm/test-in-vm.sh chaos
 
 deps:
 	bash scripts/install-deps.sh
@@ -22,6 +23,8 @@ deps:
 test-deps:
 	bash scripts/install-deps.sh --test
 
-# The real-device tests (tests/v4l2.rs) alone, in a qemu VM with vivid, v4l2loopback and udevd (docs/vm-rig.md).
+# The tests that run in a qemu VM alone (docs/vm-rig.md): the real-device tests (tests/v4l2.rs: vivid, v4l2loopback,
+# udevd) and the netem chaos test (tests/chaos.rs: sch_netem, which the host kernel lacks).
 vm-test: test-deps
 	bash scripts/vm/test-v4l2.sh
+	bash scripts/vm/test-in-vm.sh chaos

@@ -222,6 +222,9 @@ struct TestcamArgs {
     /// white square at the same instants (to measure A/V sync).
     #[arg(long, value_enum, default_value_t = Sound::None, conflicts_with_all = ["file", "loop_seconds"])]
     audio: Sound,
+    /// Live cameras: switch the picture between full and half size every this many seconds, mid-stream.
+    #[arg(long, conflicts_with_all = ["file", "loop_seconds", "image"])]
+    resize_every: Option<u64>,
 }
 
 /// The test camera's `--audio`.
@@ -501,6 +504,7 @@ async fn testcam(args: TestcamArgs) -> ExitCode {
         image: args.image.map(|path| Image { path, schedule: args.image_schedule }),
         also_at: args.also_at,
         audio: args.audio.codec(),
+        resize_every: args.resize_every.map(Duration::from_secs),
     };
     let cameras = settings.cameras;
     let host = settings.listen.ip();

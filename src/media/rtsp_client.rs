@@ -27,10 +27,30 @@ use crate::media::hub::StreamHub;
 
 /// A failure of the RTSP session: a refusal of our credentials (401, 403) is not fixed by retrying soon.
 fn from_retina(e: retina::Error) -> Failure {
+    let reason = brief(&e.to_string());
     match e.status_code() {
-        Some(401 | 403) => Failure::refused(e.to_string()),
-        _ => Failure::retry(e.to_string()),
+        Some(401 | 403) => Failure::refused(reason),
+        _ => Failure::retry(reason),
     }
+}
+
+/// The first line of a retina error, at most `REASON_MAX` bytes: the rest is its context (connection, packet), and
+/// for a framing error a hex dump of up to kilobytes of whatever the camera sent, which has no place in a camera's
+/// `last_error` or in every log line about it. The whole error is logged at debug level.
+fn brief(text: &str) -> String {
+    const REASON_MAX: usize = 200;
+    let line = text.lines().next().unwrap_or("").trim_end_matches([';', ':', ' ']);
+    if line.len() < text.len() {
+        debug!(err = text, "rtsp client error");
+    }
+    if line.len() <= REASON_MAX {
+        return line.to_owned();
+    }
+    let mut end = REASON_MAX;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &line[..end])
 }
 
 /// The frame layout the hub carries: what MP4 stores, plus parameter sets before each keyframe so any keyframe is a
@@ -260,6 +280,17 @@ fn caps(encoding: &str, params: &VideoParameters) -> gst::Caps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_reason_is_the_errors_first_line_and_short() {
+        let dump =
+            format!("RTSP framing error: Invalid RTSP message: byte 4; buffered:\n{}", "0000: ff ee\n".repeat(500));
+        assert_eq!(brief(&dump), "RTSP framing error: Invalid RTSP message: byte 4; buffered");
+        let long = "é".repeat(300);
+        let short = brief(&long);
+        assert!(short.len() <= 203 && short.ends_with("..."), "{short}");
+        assert_eq!(brief("refused"), "refused");
+    }
 
     /// A compound RTCP packet that begins with a sender report of wall clock `ntp` (seconds, 32.32) at RTP time
     /// `elapsed` (in units of `clock`) since the stream's start.

@@ -41,6 +41,9 @@ pub struct TestCamSettings {
     pub also_at: Option<String>,
     /// A sound track in this codec (live cameras only), and the per-second marks in sound and picture.
     pub audio: Option<AudioCodec>,
+    /// Live cameras only: the picture's size switches between full and half every this long, mid-stream (a camera
+    /// whose resolution changes under its readers: new parameter sets in the stream, none in the SDP).
+    pub resize_every: Option<Duration>,
 }
 
 /// A photo over a live camera's picture.
@@ -77,6 +80,7 @@ impl Default for TestCamSettings {
             image: None,
             also_at: None,
             audio: None,
+            resize_every: None,
         }
     }
 }
@@ -114,6 +118,11 @@ impl TestCam {
                 return Err(Error::invalid_param("image", format!("{} is not a readable file", image.path.display())));
             }
         }
+        if settings.resize_every.is_some()
+            && (!matches!(settings.source, TestCamSource::Live) || settings.image.is_some())
+        {
+            return Err(Error::invalid_param("resize_every", "only a live test camera without an image resizes"));
+        }
         if let Some(codec) = settings.audio {
             if !matches!(settings.source, TestCamSource::Live) {
                 return Err(Error::invalid_param("audio", "only a live test camera sends sound"));
@@ -143,8 +152,12 @@ impl TestCam {
                     factory.set_launch(&live_launch(&settings, i));
                     let schedule = settings.image.as_ref().and_then(|i| i.schedule);
                     let marked = settings.audio.is_some();
+                    let resize = settings.resize_every.map(|every| (every, settings.width, settings.height));
                     factory.connect_media_configure(move |_, media| {
                         refuse_seeking(media);
+                        if let Some(resize) = resize {
+                            resize_on_schedule(media, resize);
+                        }
                         if let Some(schedule) = schedule {
                             show_on_schedule(media, schedule);
                         }
@@ -222,12 +235,16 @@ fn gop(settings: &TestCamSettings) -> u32 {
 fn raw_source(settings: &TestCamSettings, index: usize, live: bool) -> String {
     // Marked seconds are painted on I420 (`mark_seconds`).
     let format = if settings.audio.is_some() { ",format=I420" } else { "" };
-    let pattern = format!(
-        "videotestsrc name=pattern is-live={live} pattern={pattern} background-color=0xff204060 ! \
-         video/x-raw,width={w},height={h},framerate={fps}/1{format}",
+    let caps = format!(
+        "video/x-raw,width={w},height={h},framerate={fps}/1{format}",
         w = settings.width,
         h = settings.height,
-        fps = settings.fps,
+        fps = settings.fps
+    );
+    // A picture that changes size has its caps in a named capsfilter, which `resize_on_schedule` sets.
+    let caps = if settings.resize_every.is_some() { format!("capsfilter name=size caps=\"{caps}\"") } else { caps };
+    let pattern = format!(
+        "videotestsrc name=pattern is-live={live} pattern={pattern} background-color=0xff204060 ! {caps}",
         pattern = settings.pattern,
     );
     // The photo is scaled into the picture with its aspect kept (black bands), frozen into a live stream, and laid
@@ -284,6 +301,35 @@ fn show_on_schedule(media: &rtsp::RTSPMedia, (absent, present): (Duration, Durat
     });
     if let Err(e) = spawned {
         tracing::warn!(err = %e, "cannot start the image schedule");
+    }
+}
+
+/// Switches a new shared media's picture between full and half size every `every`, from a thread of its own, until
+/// the media goes away: the encoder starts again at the new size with new parameter sets and a keyframe.
+fn resize_on_schedule(media: &rtsp::RTSPMedia, (every, width, height): (Duration, u32, u32)) {
+    let Some(filter) = media.element().downcast::<gst::Bin>().ok().and_then(|bin| bin.by_name("size")) else {
+        return;
+    };
+    let filter = filter.downgrade();
+    let spawned = std::thread::Builder::new().name("testcam-resize".into()).spawn(move || {
+        for half in [true, false].into_iter().cycle() {
+            std::thread::sleep(every);
+            let Some(filter) = filter.upgrade() else { return };
+            if filter.parent().is_none() {
+                return;
+            }
+            let (w, h) = if half { (width / 2, height / 2) } else { (width, height) };
+            let mut caps = filter.property::<gst::Caps>("caps");
+            if let Some(s) = caps.make_mut().structure_mut(0) {
+                s.set("width", w as i32);
+                s.set("height", h as i32);
+            }
+            filter.set_property("caps", caps);
+            debug!(width = w, height = h, "test camera resized");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(err = %e, "cannot start the resize schedule");
     }
 }
 

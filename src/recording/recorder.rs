@@ -181,7 +181,7 @@ impl SegmentWriter {
         seq: u32,
         caps: &gst::Caps,
         audio_caps: Option<&gst::Caps>,
-        start: gst::ClockTime,
+        (start, interval): (gst::ClockTime, gst::ClockTime),
     ) -> Result<SegmentWriter> {
         let fail = |detail: String| Error::dependency(Dependency::RecordingPipeline, detail);
         let path = dir.join(info.segment_name(seq));
@@ -265,7 +265,7 @@ impl SegmentWriter {
             seq,
             start,
             last: start,
-            last_interval: gst::ClockTime::ZERO,
+            last_interval: interval,
             named: false,
             span,
         })
@@ -275,18 +275,27 @@ impl SegmentWriter {
         self.last.saturating_sub(self.start)
     }
 
+    /// How long the last frame lasts: the interval before it, or, for the one frame of a session that ended at its
+    /// first frame (no interval seen yet), a nominal 25 fps frame.
+    fn frame_length(&self) -> gst::ClockTime {
+        if self.last_interval.is_zero() { gst::ClockTime::from_mseconds(40) } else { self.last_interval }
+    }
+
     /// Queues a frame whose session time is `at` (`delay` between dts and pts) for the next `flush`.
     fn push(&mut self, frame: &gst::Buffer, at: gst::ClockTime, delay: gst::ClockTime) {
+        if at > self.last {
+            self.last_interval = at - self.last;
+        }
         let mut buffer = frame.copy();
         {
             let b = buffer.make_mut();
             let t = at.saturating_sub(self.start);
             b.set_dts(t);
             b.set_pts(t + delay);
-            b.set_duration(gst::ClockTime::NONE);
-        }
-        if at > self.last {
-            self.last_interval = at - self.last;
+            // The muxer takes a frame's length from the next frame's time; the last frame of a segment has none, so
+            // each carries the interval before it. Without it a segment cut one frame after its keyframe (a camera
+            // that froze) is a file whose container says it lasts nothing.
+            b.set_duration(self.frame_length());
         }
         self.last = at;
         self.video.pending.push(buffer);
@@ -391,7 +400,7 @@ impl SegmentWriter {
             super::recovery::recover_file(db, &self.root, &self.path).await?;
             return Err(Error::dependency(Dependency::RecordingPipeline, e));
         }
-        let duration = self.elapsed() + self.last_interval;
+        let duration = self.elapsed() + self.frame_length();
         let filename = self
             .path
             .file_name()
@@ -512,6 +521,8 @@ struct Segmenter<'a> {
     carry_audio: std::collections::VecDeque<(gst::Buffer, gst::ClockTime)>,
     /// Segments left on a failed root (and whether their pipeline is broken), to close as far as their root allows.
     abandoned: Vec<(SegmentWriter, bool)>,
+    /// The last interval between two frames: a new segment's first frame lasts as long (see `SegmentWriter::push`).
+    interval: gst::ClockTime,
 }
 
 impl Segmenter<'_> {
@@ -580,6 +591,7 @@ impl Segmenter<'_> {
                 }
                 if let Some(w) = self.writer.as_mut() {
                     w.push(buffer, at, delay);
+                    self.interval = w.last_interval;
                     self.carry.push_back((buffer.clone(), at, delay, frame.keyframe));
                     if at.saturating_sub(self.carry.front().map_or(at, |c| c.1)) > CARRY_MAX {
                         // Syncs have not completed for a long while (a hung disk): keep memory bounded.
@@ -611,8 +623,15 @@ impl Segmenter<'_> {
             Error::dependency(Dependency::Storage, "no storage root is available (missing, read-only, failed or full)")
         })?;
         let audio = self.recorded_audio();
-        let writer =
-            SegmentWriter::open(self.info, self.config, (&root, &dir), self.next_seq, caps, audio.as_ref(), at)?;
+        let writer = SegmentWriter::open(
+            self.info,
+            self.config,
+            (&root, &dir),
+            self.next_seq,
+            caps,
+            audio.as_ref(),
+            (at, self.interval),
+        )?;
         // Its exact start, for a recovery of the file that a failure may make necessary.
         let (db, name) = (self.db.clone(), self.info.segment_name(self.next_seq));
         let started_at = millis(self.info.started_at) + at.mseconds() as i64;
@@ -721,6 +740,7 @@ pub async fn run(
         carry: Default::default(),
         carry_audio: Default::default(),
         abandoned: Vec::new(),
+        interval: gst::ClockTime::ZERO,
     };
     // Segments being finalised while the next one is written.
     let mut closing: tokio::task::JoinSet<Result<()>> = tokio::task::JoinSet::new();
