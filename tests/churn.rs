@@ -8,7 +8,8 @@
 //! churn pattern repeats every 12 s) is at most 5 % above the median over the 12 s before the first pause; (2)
 //! idle, after each pause has let camhub settle for 12 s with nothing running, the figures at the end are at most
 //! 5 % above those after the warm-up. For fds and threads, one more than the warm figure is always allowed (one
-//! unit of a pool that idles at its own pace is over 5 % of 15 threads). The curves (start, every tenth of the run,
+//! unit of a pool that idles at its own pace is over 5 % of 15 threads); churning, threads get 10 % (they are the
+//! streaming threads of whatever runs at each reading), idle they get 5 %. The curves (start, every tenth of the run,
 //! warm, end, both idle points) are printed.
 //!
 //! Knob: `CAMHUB_CHURN_SECONDS` (default 120, the CI form; 600 for the long form).
@@ -114,7 +115,9 @@ struct Churn {
     problems: Problems,
     counts: std::collections::BTreeMap<&'static str, u64>,
     cameras: std::collections::VecDeque<String>,
-    readers: Vec<(Instant, std::process::Child)>,
+    /// FFmpeg readers: when started, the process, and whether it must receive packets (cam0's; a churned camera
+    /// may not stream yet when its reader arrives, and is removed while it reads).
+    readers: Vec<(Instant, std::process::Child, bool)>,
     viewers: Vec<Viewer>,
     snapshots: std::collections::VecDeque<String>,
     recording_since: Option<Instant>,
@@ -143,22 +146,24 @@ impl Churn {
         }
         // RTSP readers of 2 s, started every other second, of cam0 and of the newest churned camera.
         if tick.is_multiple_of(2) {
-            self.readers.push((Instant::now(), rtsp_reader(&hub.rtsp_url("cam0"), 2)));
+            self.readers.push((Instant::now(), rtsp_reader(&hub.rtsp_url("cam0"), 2), true));
             if let Some(device) = self.cameras.back() {
-                self.readers.push((Instant::now(), rtsp_reader(&hub.rtsp_url(device), 2)));
+                self.readers.push((Instant::now(), rtsp_reader(&hub.rtsp_url(device), 2), false));
             }
             *counts.entry("rtsp readers").or_default() += 2;
         }
         let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.readers)
             .into_iter()
-            .partition(|(since, _)| since.elapsed() > Duration::from_secs(8));
+            .partition(|(since, _, _)| since.elapsed() > Duration::from_secs(8));
         self.readers = running;
-        for (_, mut child) in done {
+        for (_, mut child, must) in done {
             if child.try_wait().ok().flatten().is_none() {
                 let _ = child.kill();
+                let _ = child.wait();
                 problems.note("rtsp reader still running after 8 s", "killed");
+            } else if packets(child) == 0 && must {
+                problems.note("cam0's rtsp reader got no packets", "in the churn");
             }
-            let _ = child.wait();
         }
         // A WHEP viewer every third second, for 5 s.
         if tick.is_multiple_of(3)
@@ -200,9 +205,9 @@ impl Churn {
         for v in std::mem::take(&mut self.viewers) {
             close_viewer(hub, bearer, v, &mut self.problems).await;
         }
-        for (_, child) in std::mem::take(&mut self.readers) {
-            if tokio::task::spawn_blocking(move || packets(child)).await.expect("reader") == 0 {
-                self.problems.note("rtsp reader got no packets", "at a pause");
+        for (_, child, must) in std::mem::take(&mut self.readers) {
+            if tokio::task::spawn_blocking(move || packets(child)).await.expect("reader") == 0 && must {
+                self.problems.note("cam0's rtsp reader got no packets", "at a pause");
             }
         }
         if self.recording_since.take().is_some() {
@@ -320,7 +325,10 @@ async fn a_churning_camhub_keeps_memory_descriptors_and_threads_flat() {
     assert!(problems.0.is_empty(), "the churn met problems (above); log tail:\n{}", tail(&hub.log()));
     // Flat: at most 5 % above the warm figure; for counts, at least one more is allowed (a pool's thread or a
     // database connection that goes idle at its own pace is one whole unit, over 5 % of 15 threads).
-    for (what, (w, e)) in [("churning", (w, e)), ("idle", (warm_idle, end_idle))] {
+    // Churning, the thread count is how many GStreamer streaming threads the viewers, readers and recordings alive
+    // at each reading have (medians of 44 to 48 from run to run on the same code): 10 % for it there; the idle
+    // figures, with nothing running, are the exact leak check.
+    for (what, (w, e), threads) in [("churning", (w, e), 1.10), ("idle", (warm_idle, end_idle), 1.05)] {
         assert!(e.0 <= w.0 * 1.05, "{what}: RSS grew from {:.0} KiB warm to {:.0} KiB at the end", w.0, e.0);
         assert!(
             e.1 <= (w.1 * 1.05).max(w.1 + 1.0),
@@ -329,7 +337,7 @@ async fn a_churning_camhub_keeps_memory_descriptors_and_threads_flat() {
             e.1
         );
         assert!(
-            e.2 <= (w.2 * 1.05).max(w.2 + 1.0),
+            e.2 <= (w.2 * threads).max(w.2 + 1.0),
             "{what}: threads grew from {:.0} warm to {:.0} at the end",
             w.2,
             e.2
