@@ -280,6 +280,7 @@ pub fn main() -> ExitCode {
     };
     if let Some(config) = &run_config {
         apply_log_level(config);
+        raise_open_file_limit();
     }
     // Clients and the API get a multi-thread runtime; cameras and recordings run on the media runtime's own thread
     // (`media::runtime`).
@@ -294,6 +295,30 @@ pub fn main() -> ExitCode {
         t.shutdown();
     }
     code
+}
+
+/// Raises the soft limit of open files to the hard one: every client connection, RTSP reader, WebRTC session,
+/// camera and recording segment holds descriptors, and the soft limit a shell or container starts a process with
+/// (often 1024) is far below what `server.max_connections` allows. The systemd unit sets both (`LimitNOFILE`).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(err = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        tracing::debug!(limit = limit.rlim_cur, "open-file limit");
+        return;
+    }
+    let soft = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(from = soft, to = limit.rlim_max, "open-file limit raised to the hard limit");
+    } else {
+        tracing::warn!(err = %std::io::Error::last_os_error(), limit = soft, "cannot raise the open-file limit");
+    }
 }
 
 async fn dispatch(command: Command, run_config: Option<Config>) -> ExitCode {

@@ -24,6 +24,8 @@ use session::Sessions;
 pub struct Rpc {
     pub app: Arc<App>,
     pub sessions: Sessions,
+    /// The latest events' notification frames, rendered once for every connection.
+    pub renders: notify::Renders,
     /// One permit per open WebSocket: `max_connections` bounds them.
     connection_slots: Arc<Semaphore>,
     /// Closes every connection at shutdown.
@@ -33,6 +35,12 @@ pub struct Rpc {
 impl Rpc {
     pub fn new(app: Arc<App>, shutdown: CancellationToken) -> Arc<Rpc> {
         let max = app.config().server.max_connections;
-        Arc::new(Rpc { app, sessions: Sessions::default(), connection_slots: Arc::new(Semaphore::new(max)), shutdown })
+        Arc::new(Rpc {
+            app,
+            sessions: Sessions::default(),
+            renders: notify::Renders::default(),
+            connection_slots: Arc::new(Semaphore::new(max)),
+            shutdown,
+        })
     }
 }

@@ -3,6 +3,10 @@
 //! timestamp, data}`. Events name cameras by id; the camera's other fields are looked up here, at render time.
 //! `data` is also what the event log stores.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -213,33 +217,97 @@ pub fn round3(v: impl Into<f64>) -> f64 {
     (v.into() * 1000.0).round() / 1000.0
 }
 
-/// The notifications `session` should get for `event`, as JSON-RPC frames.
-pub fn render(rpc: &Rpc, session: &Session, event: &Event) -> Vec<String> {
+/// The notifications `session` should get for `event`, as JSON-RPC frames. The frames are the same for every
+/// connection: they are rendered once per event (see [`Renders`]), and each connection picks its own.
+pub fn render(rpc: &Rpc, session: &Session, event: &Arc<Event>) -> Vec<String> {
     let mut out = Vec::new();
     if session.principal().is_none() {
         return out;
     }
-    if let EventKind::CameraStatus { camera, name, status, .. } = &event.kind {
-        out.push(frame("camera_status_update", &camera_update(rpc, camera, name, *status)));
-    }
-    if let Some(update) = recording_update(&event.kind) {
-        out.push(frame("recording_status_update", &update));
-    }
+    let frames = rpc.renders.get(event, || Frames::of(rpc, event));
+    out.extend(frames.camera.iter().cloned());
+    out.extend(frames.recording.iter().cloned());
     let subs = session.subscriptions.lock();
-    let Some(topic) = event.topics().iter().find(|t| subs.topics.contains(**t)) else { return out };
+    let Some((_, note)) = frames.topics.iter().find(|(t, _)| subs.topics.contains(*t)) else { return out };
     if let (Some(wanted), Some(device)) = (&subs.device, event.device())
         && wanted != device.as_str()
     {
         return out;
     }
-    let note = TopicEvent {
-        topic: (*topic).to_owned(),
-        device: event.device().map(CameraId::to_string),
-        timestamp: unix_secs_f64(event.at),
-        data: event_data(event),
-    };
-    out.push(frame("event", &note));
+    out.push(note.clone());
     out
+}
+
+/// Every frame one event can become, whoever gets it.
+#[derive(Debug)]
+pub struct Frames {
+    camera: Option<String>,
+    recording: Option<String>,
+    /// The `event` frame under each of the event's topics, in the event's order.
+    topics: Vec<(&'static str, String)>,
+}
+
+impl Frames {
+    fn of(rpc: &Rpc, event: &Event) -> Frames {
+        let camera = match &event.kind {
+            EventKind::CameraStatus { camera, name, status, .. } => {
+                Some(frame("camera_status_update", &camera_update(rpc, camera, name, *status)))
+            }
+            _ => None,
+        };
+        let recording = recording_update(&event.kind).map(|update| frame("recording_status_update", &update));
+        let topics = event
+            .topics()
+            .iter()
+            .map(|topic| {
+                let note = TopicEvent {
+                    topic: (*topic).to_owned(),
+                    device: event.device().map(CameraId::to_string),
+                    timestamp: unix_secs_f64(event.at),
+                    data: event_data(event),
+                };
+                (*topic, frame("event", &note))
+            })
+            .collect();
+        Frames { camera, recording, topics }
+    }
+}
+
+/// The frames of the latest events, shared by every connection: with thousands of clients, an event rendered per
+/// connection (a camera summary looked up and serialised each time) kept the runtime busy for as long as it took
+/// them all, and every request waited behind that burst. An entry is found by the event's allocation, held weakly:
+/// once every connection has dropped an event its entry can no longer match.
+#[derive(Debug, Default)]
+pub struct Renders {
+    latest: Mutex<VecDeque<(Weak<Event>, Arc<Frames>)>>,
+}
+
+/// Events whose frames are kept; a connection further behind renders its own (and lags soon after).
+const RENDERS_KEPT: usize = 64;
+
+impl Renders {
+    fn get(&self, event: &Arc<Event>, make: impl FnOnce() -> Frames) -> Arc<Frames> {
+        if let Some(frames) = self.find(event) {
+            return frames;
+        }
+        // Rendered outside the lock (it looks up the camera); two connections racing both render, one is kept.
+        let frames = Arc::new(make());
+        let mut latest = self.latest.lock();
+        if latest.len() >= RENDERS_KEPT {
+            latest.pop_front();
+        }
+        latest.push_back((Arc::downgrade(event), frames.clone()));
+        frames
+    }
+
+    fn find(&self, event: &Arc<Event>) -> Option<Arc<Frames>> {
+        let latest = self.latest.lock();
+        latest
+            .iter()
+            .rev()
+            .find(|(weak, _)| weak.upgrade().is_some_and(|e| Arc::ptr_eq(&e, event)))
+            .map(|(_, frames)| frames.clone())
+    }
 }
 
 /// A camera's summary with the status of its event (not of now). A camera removed since has no resolution or

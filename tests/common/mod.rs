@@ -2,6 +2,7 @@
 //! WebSocket JSON-RPC client. Nothing here imitates a component; every helper drives the real thing.
 #![allow(dead_code)]
 
+pub mod abuse;
 pub mod peer;
 
 use std::collections::HashMap;
