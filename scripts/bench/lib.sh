@@ -248,7 +248,7 @@ fail_with_log() { # MSG LOG
 report_warnings() { # LOG [PREFIX]
   if grep -q -E ' (WARN|ERROR) ' "$1"; then
     note "${2:-}warnings in $1:"
-    grep -E ' (WARN|ERROR) ' "$1" | head -n 5 >&2
+  grep -m 5 -E ' (WARN|ERROR) ' "$1" >&2 || true
   fi
 }
 
