@@ -29,6 +29,10 @@
 #         RECORDING_TOOLS="camhub ffmpeg"  which recorders to run, in this order
 #         RECORDING_ROUNDS=1           rounds per N: camhub, FFmpeg, camhub, FFmpeg, ... (a noisy machine drifts; the
 #                                       comparison takes each recorder's median round)
+#         RECORDING_EARLIER="F ..."     result.json files of phases run before (e.g. another count, after a failure),
+#                                       reported with this run's
+#         RECORDING_REPORT_ONLY=1      run nothing: report RECORDING_EARLIER's results (and RECORDING_FAILED's notes)
+#         RECORDING_FAILED="TEXT"      a note on phases that failed before (with RECORDING_REPORT_ONLY)
 #         RECORDING_FRAMES=1           count every file's frames after each phase (0 skips it; it takes a while at 100)
 #         RECORDING_CAMHUB_MODE=always  always: `record = "always"` in the config; api: start_recording per camera
 #                                       (needs Debian's python3-websockets for /usr/bin/python3)
@@ -399,7 +403,7 @@ PY
 # ---- the test cameras ----
 note "starting testcam ($SOURCES cameras, ${WIDTH}x${HEIGHT}@${FPS}, GOP $GOP, $BITRATE kbit/s," \
   "loop ${LOOP_SECONDS}s, picture ${PATTERN:-default}); recordings in $DATA_ROOT"
-start_testcam "$SOURCES" --loop-seconds "$LOOP_SECONDS" ${PATTERN_ARGS[@]+"${PATTERN_ARGS[@]}"}
+[ "${RECORDING_REPORT_ONLY:-0}" = 1 ] || start_testcam "$SOURCES" --loop-seconds "$LOOP_SECONDS" ${PATTERN_ARGS[@]+"${PATTERN_ARGS[@]}"}
 
 settings_json() { # TOOL N PIDS(comma) DIR [PORT]
   "$PY" -c 'import json, sys
@@ -451,9 +455,14 @@ phase_ffmpeg() { # N ROUND
   done
   pids="$(IFS=,; echo "${FFMPEG_PIDS[*]}")"
   if ! run_measure "$(settings_json ffmpeg "$N" "$pids" "$data")" "$dir/result.json"; then
+    # The peer failing is a result too: reported, and the other phases go on.
     note "N=$N ffmpeg failed; logs:"
     for ((k = 0; k < N && k < 5; k++)); do tail -n 5 "$dir/cam$k.log" >&2 || true; done
-    exit 1
+    FAILED+=("FFmpeg at N=$N failed: $(tail -n 1 "$WORK/ffmpeg-failure.txt" 2>/dev/null || echo 'see the log')")
+    timed_stop "$CAMHUB_STOP_GRACE" "${FFMPEG_PIDS[@]}"
+    FFMPEG_PIDS=()
+    [ "$KEEP" = 1 ] || rm -rf "$data"
+    return 0
   fi
   timed_stop "$CAMHUB_STOP_GRACE" "${FFMPEG_PIDS[@]}"
   FFMPEG_PIDS=()
@@ -468,7 +477,10 @@ phase_ffmpeg() { # N ROUND
   [ "$KEEP" = 1 ] || rm -rf "$data"
 }
 
-RESULTS=()
+read -r -a RESULTS <<<"${RECORDING_EARLIER:-}"
+FAILED=()
+[ -z "${RECORDING_FAILED:-}" ] || FAILED+=("$RECORDING_FAILED")
+[ "${RECORDING_REPORT_ONLY:-0}" = 1 ] && COUNTS=()
 for N in "${COUNTS[@]}"; do
   for ((round = 1; round <= ROUNDS; round++)); do
     for tool in "${TOOLS[@]}"; do
@@ -479,7 +491,7 @@ done
 
 # ---- the report ----
 collect_versions
-"${PYRUN[@]}" - "$EVIDENCE" "$commit" "$version" "$ffmpeg_version" "$FFMPEG_CMD" "$MODE" "$FORMAT" "$SEGMENT" "$WIDTH" \
+RECORDING_FAILED_NOTES="$(printf '%s\n' ${FAILED[@]+"${FAILED[@]}"})" "${PYRUN[@]}" - "$EVIDENCE" "$commit" "$version" "$ffmpeg_version" "$FFMPEG_CMD" "$MODE" "$FORMAT" "$SEGMENT" "$WIDTH" \
   "$HEIGHT" "$FPS" "$GOP" "$BITRATE" "$LOOP_SECONDS" "$SOURCES" "$PATTERN" "$WINDOW" "${COUNTS[*]}" "${TOOLS[*]}" \
   "${RESULTS[@]}" <<'PY'
 import json, os, sys
@@ -488,6 +500,7 @@ from benchlib import run_line, run_meta, stream_text, testcam_source, write_json
 (evidence, commit, version, ffmpeg_version, ffmpeg_cmd, mode, fmt, segment, width, height, fps, gop, bitrate, loop_s,
  sources, pattern, window, counts, tools, *files) = sys.argv[1:]
 runs = [json.load(open(f)) for f in files]
+counts = " ".join(sorted({str(r["cameras"]) for r in runs}, key=int))  # what ran, this time or before
 # FFmpeg's figures from /work/shared/perf-anchors.md (60 s window, gst-rtsp-server source), for orientation.
 ANCHOR_FFMPEG_CPU = {1: 0.80, 10: 0.66, 50: 0.59}
 ANCHOR_FFMPEG_PSS = {1: 48.0, 10: 15.6, 50: 12.5}
@@ -538,14 +551,16 @@ meta = {
 }
 short = float(window) < 29.5 or not {"10", "50"} <= set(counts.split()) or tools.split() != ["camhub", "ffmpeg"]
 meta["short_run"] = short
-write_json(os.path.join(evidence, "recording.json"), {**meta, "runs": runs, "comparison": comparison})
+failed = [l for l in os.environ.get("RECORDING_FAILED_NOTES", "").splitlines() if l.strip()]
+write_json(os.path.join(evidence, "recording.json"),
+           {**meta, "runs": runs, "comparison": comparison, "failed_phases": failed})
 
 yn = lambda b: "yes" if b else "**no**"
 lines = [
     "# camhub recording benchmark (next to FFmpeg)",
     "",
     run_line(meta),
-    *(["", "**Short run** (not the default N = 1, 10, 50 with a 30 s window, both recorders): a check of the tooling, "
+    *(["", "**Short run** (not N = 10 and 50 at least with a 30 s window, both recorders): a check of the tooling, "
        "not figures to compare.", ""] if short else [""]),
     f"Streams: {stream_text(meta)}, from {meta['source']}. Each recorder records N of them, copying (no "
     f"re-encoding) into {segment} s segments; "
@@ -596,6 +611,8 @@ for r in runs:
                 f"{p['format']}; playable {yn(p['playable'])}"
                 + (f"; ffprobe said: {'; '.join(p['ffprobe_errors'])}" if p.get("ffprobe_errors") else "")
             )
+if failed:
+    lines += ["", "**Failed phases**: " + "; ".join(failed) + "."]
 bad = [r for r in runs if r["cameras_not_writing"]]
 if bad:
     lines += ["", "**Note**: some cameras wrote nothing during the window: "

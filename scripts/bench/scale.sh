@@ -53,18 +53,22 @@ lines = ["# camhub at scale: recording cost, snapshots, RPC under load", "",
          "| cameras | camhub CPU % per camera | FFmpeg CPU % per camera | camhub / FFmpeg (target <= 0.5) | camhub PSS MiB per camera "
          "| FFmpeg PSS MiB per camera | frames written camhub / FFmpeg | frames lost camhub / FFmpeg | load at end |",
          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-for c in rec["comparison"]:
-    n = c["cameras"]
+for n in sorted({r["cameras"] for r in rec["runs"]}):
     h, f = median_run(n, "camhub"), median_run(n, "ffmpeg")
-    if not (h and f):
+    if not h:
         continue
-    fw = lambda r: (r.get("frames") or {}).get("frames_written", "-")
-    fl = lambda r: (r.get("frames") or {}).get("frames_lost", "-")
-    ratio = c.get("cpu_ratio_camhub_over_ffmpeg")
-    lines.append(f"| {n} | {h['cpu_percent_per_camera']:.3f} | {f['cpu_percent_per_camera']:.3f} | "
-                 f"{ratio:.2f}{'' if ratio is not None and ratio <= 0.5 else ' (**not met**)'} | "
-                 f"{h['pss_mib_per_camera']:.2f} | {f['pss_mib_per_camera']:.2f} | {fw(h)} / {fw(f)} | {fl(h)} / {fl(f)} "
-                 f"| {h['loadavg_at_end']:.2f} / {f['loadavg_at_end']:.2f} |")
+    fw = lambda r: (r.get("frames") or {}).get("frames_written", "-") if r else "-"
+    fl = lambda r: (r.get("frames") or {}).get("frames_lost", "-") if r else "-"
+    cpu = lambda r: f"{r['cpu_percent_per_camera']:.3f}" if r else "failed"
+    pss = lambda r: f"{r['pss_mib_per_camera']:.2f}" if r else "-"
+    load = lambda r: f"{r['loadavg_at_end']:.2f}" if r else "-"
+    ratio = h["cpu_percent_per_camera"] / f["cpu_percent_per_camera"] if f else None
+    shown = "-" if ratio is None else f"{ratio:.2f}{'' if ratio <= 0.5 else ' (**not met**)'}"
+    lines.append(f"| {n} | {cpu(h)} | {cpu(f)} | {shown} | {pss(h)} | {pss(f)} | {fw(h)} / {fw(f)} | {fl(h)} / {fl(f)} "
+                 f"| {load(h)} / {load(f)} |")
+failed = [l for l in rec.get("failed_phases", [])]
+if failed:
+    lines += ["", "Failed: " + "; ".join(failed) + "."]
 
 s = snap["camhub"]
 lat = s.get("latency_ms_without_first") or s["latency_ms"]
