@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,22 +45,7 @@ fn require_browser_tools() {
 
 /// One HTTP/1.1 request over a real socket: (status, body).
 fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to camhub");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).expect("send the request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the response");
-    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status line");
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let (code, _, body) = common::http(port, method, path, headers, body);
     (code, body)
 }
 
