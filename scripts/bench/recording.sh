@@ -458,7 +458,7 @@ phase_ffmpeg() { # N ROUND
     # The peer failing is a result too: reported, and the other phases go on.
     note "N=$N ffmpeg failed; logs:"
     for ((k = 0; k < N && k < 5; k++)); do tail -n 5 "$dir/cam$k.log" >&2 || true; done
-    FAILED+=("FFmpeg at N=$N failed: $(tail -n 1 "$WORK/ffmpeg-failure.txt" 2>/dev/null || echo 'see the log')")
+    FAILED+=("FFmpeg at N=$N failed (its processes' logs: $dir/cam*.log)")
     timed_stop "$CAMHUB_STOP_GRACE" "${FFMPEG_PIDS[@]}"
     FFMPEG_PIDS=()
     [ "$KEEP" = 1 ] || rm -rf "$data"
