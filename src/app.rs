@@ -180,6 +180,16 @@ impl App {
         self.parts.auth.verify(credential).await
     }
 
+    /// A short-lived token that opens `camera`'s media (HLS, playback) when carried in a URL; with its expiry (Unix s).
+    pub fn media_token(&self, camera: &str, ttl: std::time::Duration) -> Result<(String, u64)> {
+        self.parts.auth.issue_media(camera, ttl)
+    }
+
+    /// Verifies a media token for `camera`.
+    pub fn verify_media_token(&self, token: &str, camera: &str) -> Result<()> {
+        self.parts.auth.verify_media(token, camera)
+    }
+
     pub fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
             0 => Phase::Starting,

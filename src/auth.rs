@@ -73,6 +73,15 @@ impl std::fmt::Debug for Authenticator {
 
 /// API keys start with this, so they are told apart from JWTs and recognised by secret scanners.
 const API_KEY_PREFIX: &str = "chk_";
+const MEDIA_SCOPE: &str = "media";
+
+/// A media token's claims: what it opens (`scope`, always `media`), for which camera, until when.
+#[derive(Debug, Serialize, Deserialize)]
+struct MediaClaims {
+    scope: String,
+    cam: String,
+    exp: u64,
+}
 
 impl Authenticator {
     pub fn new(secret: &[u8], db: Db) -> Authenticator {
@@ -142,6 +151,30 @@ impl Authenticator {
     }
 
     /// Creates an API key for `role`; the key is returned once and only its hash is stored.
+    /// A media token: a short-lived signed credential for one camera's media (HLS, playback), for players that cannot
+    /// set a header and so carry it in the URL (`?token=`). It has no user and no role, so it opens nothing else: the
+    /// API refuses it as a token without the required claims.
+    pub fn issue_media(&self, camera: &str, ttl: Duration) -> Result<(String, u64)> {
+        let exp = unix_now() + ttl.as_secs();
+        let claims = MediaClaims { scope: MEDIA_SCOPE.into(), cam: camera.into(), exp };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(Error::internal)?;
+        Ok((token, exp))
+    }
+
+    /// Verifies a media token for `camera`: signature, expiry (no leeway) and the camera it was issued for.
+    pub fn verify_media(&self, token: &str, camera: &str) -> Result<()> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp"]);
+        let data = jsonwebtoken::decode::<MediaClaims>(token, &self.decoding, &validation)
+            .map_err(|_| Error::Unauthenticated("invalid or expired media token".into()))?;
+        if data.claims.scope != MEDIA_SCOPE || data.claims.cam != camera {
+            return Err(Error::Unauthenticated("the media token is for another camera".into()));
+        }
+        Ok(())
+    }
+
     pub async fn create_api_key(&self, role: Role, name: &str) -> Result<String> {
         let key = new_key(API_KEY_PREFIX);
         self.db.insert_api_key(&hash_key(&key), &key[..12], name, role).await?;
@@ -205,6 +238,21 @@ mod tests {
         let t = a.issue("alice", Role::Operator, Duration::from_secs(60)).expect("issue");
         let p = a.verify(&t).await.expect("verify");
         assert_eq!((p.user_id.as_str(), p.role), ("alice", Role::Operator));
+    }
+
+    #[tokio::test]
+    async fn media_tokens_open_their_camera_only_and_never_the_api() {
+        let (a, _d) = auth().await;
+        let (t, exp) = a.issue_media("cam0", Duration::from_secs(60)).expect("issue");
+        assert!(exp > unix_now());
+        a.verify_media(&t, "cam0").expect("its camera");
+        assert!(a.verify_media(&t, "cam1").is_err(), "another camera");
+        assert!(a.verify(&t).await.is_err(), "a media token is no API credential");
+        let user = a.issue("alice", Role::Admin, Duration::from_secs(60)).expect("issue");
+        assert!(a.verify_media(&user, "cam0").is_err(), "an API token is no media token");
+        let (old, _) = a.issue_media("cam0", Duration::ZERO).expect("issue");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(a.verify_media(&old, "cam0").is_err(), "expired");
     }
 
     #[tokio::test]

@@ -105,6 +105,31 @@ async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -
     response
 }
 
+/// How long a media token minted for a URL lives: a player reloading a live playlist gets a fresh one with each
+/// reload, so only a URL copied out of a player expires.
+pub const MEDIA_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Verifies a request for `camera`'s media: the headers as `authorize` reads them, or else `?token=`, a media token
+/// for this camera or a JWT (never an API key: keys do not belong in URLs, which proxies log).
+async fn authorize_media(app: &App, headers: &HeaderMap, token: Option<&str>, camera: &str) -> Result<(), Response> {
+    let has_header = headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key");
+    match token {
+        Some(token) if !has_header => {
+            if app.verify_media_token(token, camera).is_ok() {
+                return Ok(());
+            }
+            if token.starts_with("chk_") {
+                return Err((StatusCode::UNAUTHORIZED, "an API key goes in a header, never in a URL").into_response());
+            }
+            match app.authenticate(token).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err((StatusCode::UNAUTHORIZED, e.to_string()).into_response()),
+            }
+        }
+        _ => authorize(app, headers).await,
+    }
+}
+
 /// Verifies `Authorization: Bearer <jwt or key>` or `X-API-Key: <key>` for a viewer or above.
 async fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::bearer);

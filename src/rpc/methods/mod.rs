@@ -170,6 +170,7 @@ api! {
     StopStreaming = "stop_streaming", AtLeast(Operator), Task, DeviceParams => streams::StreamStopped, streams::stop;
     GetStreamUrl = "get_stream_url", AtLeast(Viewer), InPlace, DeviceParams => streams::StreamUrl, streams::url;
     GetStreamStatus = "get_stream_status", AtLeast(Viewer), InPlace, DeviceParams => streams::StreamStatus, streams::status;
+    CreateMediaToken = "create_media_token", AtLeast(Viewer), InPlace, streams::MediaTokenParams => streams::MediaToken, streams::media_token;
     GetStreams = "get_streams", AtLeast(Viewer), InPlace, NoParams => Vec<streams::StreamEntry>, streams::list;
     GetStatus = "get_status", AtLeast(Admin), InPlace, NoParams => system::Status, system::status;
     GetMetrics = "get_metrics", AtLeast(Admin), Task, NoParams => system::Metrics, system::metrics;

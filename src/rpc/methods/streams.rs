@@ -1,4 +1,5 @@
-//! Streaming methods: `start_streaming`, `stop_streaming`, `get_stream_url`, `get_stream_status`, `get_streams`.
+//! Streaming methods: `start_streaming`, `stop_streaming`, `get_stream_url`, `get_stream_status`, `get_streams`,
+//! `create_media_token` (a short-lived credential for HLS and playback URLs).
 //! Every camera is published (RTSP and WHEP) from the moment it exists; `stop_streaming` withdraws one (readers
 //! disconnected, new ones refused) until `start_streaming` publishes it again (or camhub restarts).
 
@@ -275,4 +276,37 @@ pub fn metrics(rpc: &Rpc) -> StreamMetrics {
         m.bytes_sent += c.bytes_sent.load(Relaxed);
     }
     m
+}
+
+/// `create_media_token`'s params: the camera, and how long the token lives (seconds; 300 when absent).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaTokenParams {
+    pub device: String,
+    pub ttl_s: Option<u64>,
+}
+
+/// A media token: `?token=` on the camera's HLS and playback URLs, for players that cannot send a header.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MediaToken {
+    pub device: String,
+    pub token: String,
+    /// When it stops opening anything (ISO 8601).
+    pub expires_at: String,
+    pub ttl_s: u64,
+}
+
+/// The longest a media token may live: it is a credential in a URL.
+const MEDIA_TOKEN_MAX_TTL_S: u64 = 3600;
+
+pub async fn media_token(rpc: Arc<Rpc>, _: Arc<Session>, p: MediaTokenParams) -> Result<MediaToken> {
+    let ttl_s = match p.ttl_s {
+        None => 300,
+        Some(t @ 10..=MEDIA_TOKEN_MAX_TTL_S) => t,
+        Some(_) => return Err(crate::error::Error::invalid_param("ttl_s", "seconds, at least 10 and at most 3600")),
+    };
+    let camera = find_camera(&rpc, &p.device)?;
+    let (token, exp) = rpc.app.media_token(camera.id.as_str(), std::time::Duration::from_secs(ttl_s))?;
+    let expires_at = iso(std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp));
+    Ok(MediaToken { device: camera.id.to_string(), token, expires_at, ttl_s })
 }
