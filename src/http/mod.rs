@@ -1,12 +1,13 @@
 //! The HTTP listener (axum): the JSON-RPC WebSocket at `/ws` (handed to `rpc::connection`) and the plain HTTP
 //! endpoints, each in a module with one job: `health` (no auth, for load balancers and systemd checks), `metrics`
-//! (Prometheus), `files` (downloads), `whep` (WebRTC playback signalling), `whip` (WebRTC publishing
+//! (Prometheus), `files` (downloads), `playback` (recordings by time range), `whep` (WebRTC playback signalling), `whip` (WebRTC publishing
 //! signalling, with stream keys) and `web` (the page). Errors become HTTP
 //! statuses through `rpc::errors::http_status`, beside the JSON-RPC mapping.
 
 pub mod files;
 pub mod health;
 pub mod metrics;
+pub mod playback;
 pub mod web;
 pub mod whep;
 pub mod whip;
@@ -48,6 +49,7 @@ impl Server {
         // The requests that do work for a client get a span each; health checks, scrapes and the page do not.
         let traced = Router::new()
             .merge(files::routes())
+            .merge(playback::routes())
             .merge(whep::routes())
             .merge(whip::routes())
             .route_layer(axum::middleware::from_fn(traced));

@@ -7,6 +7,7 @@
 
 pub mod index;
 pub mod naming;
+pub mod playback;
 pub mod recorder;
 pub mod recovery;
 pub mod retention;
@@ -33,6 +34,7 @@ use crate::storage::disk_usage;
 use crate::storage::files::{Area, Files, blocking};
 use crate::storage::roots::{RootStatus, Roots};
 pub use index::Segment;
+pub use playback::{Built, Container, Interval};
 pub use recorder::{Ending, SessionInfo};
 use retention::Cleanup;
 
@@ -118,6 +120,8 @@ pub struct Recordings {
     tasks: TaskTracker,
     /// The runtime sessions run on (the media runtime).
     runtime: tokio::runtime::Handle,
+    /// Ranges of recordings as one file (playback, export), and their cache.
+    playback: playback::Playback,
     /// Whether the last retention pass found free space below the floor.
     low: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
@@ -141,6 +145,8 @@ impl Recordings {
             }),
             None => storage.retention.clone(),
         };
+        let cache = files.root().join("cache").join("playback");
+        let playback = playback::Playback::new(db.clone(), roots.clone(), cache).await?;
         Ok(Recordings {
             db,
             files,
@@ -152,6 +158,7 @@ impl Recordings {
             active: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             runtime,
+            playback,
             low: std::sync::atomic::AtomicBool::new(false),
             shutdown,
         })
@@ -378,6 +385,72 @@ impl Recordings {
     /// a storage error saying so when its root is away.
     pub async fn locate(&self, filename: &str) -> Result<std::path::PathBuf> {
         index::locate(&self.db, &self.roots, filename).await
+    }
+
+    /// Ranges of recordings: spans, and files spanning segments (built and cached).
+    pub fn playback(&self) -> &playback::Playback {
+        &self.playback
+    }
+
+    /// Writes `camera`'s recordings over `[start, end)` as a new recording: one MP4 on the first root with room,
+    /// named like a segment (its first frame's time), fsynced (file, then directory) before its session and segment
+    /// rows are inserted; listed, downloaded, retained and deleted like any other. Returns it and the range's gaps.
+    pub async fn export(
+        &self,
+        camera: &CameraId,
+        start: SystemTime,
+        end: SystemTime,
+    ) -> Result<(Segment, Vec<Interval>)> {
+        self.ensure_space().await?;
+        let (root, dir) =
+            self.roots.pick(None).ok_or_else(|| Error::dependency(Dependency::Storage, "no storage root is there"))?;
+        let id = session_id();
+        let requested_at = SystemTime::now();
+        // Built under a dot-name recovery never indexes, then given its name once its first frame is known.
+        let temp = dir.join(format!(".export-{id}.mp4"));
+        let built = self.playback.export(camera.as_str(), start, end, temp.clone()).await?;
+        let filename = naming::segment_name(camera, built.first, &id, RecordingFormat::Mp4, 0);
+        let path = dir.join(&filename);
+        let size = blocking(move || {
+            let fail = |e: std::io::Error| Error::dependency(Dependency::Storage, format!("writing the export: {e}"));
+            if path.exists() {
+                let _ = std::fs::remove_file(&temp);
+                return Err(Error::dependency(Dependency::Storage, "a recording of that name exists"));
+            }
+            std::fs::rename(&temp, &path).map_err(fail)?;
+            crate::storage::files::sync_file_and_dir(&path).map_err(fail)?;
+            Ok(std::fs::metadata(&path).map_err(fail)?.len())
+        })
+        .await?;
+        let (first, last) = (millis(built.first), millis(built.end));
+        self.db
+            .insert_session(&SessionRow {
+                id: id.clone(),
+                camera: camera.to_string(),
+                format: RecordingFormat::Mp4.as_str().into(),
+                requested_at: millis(requested_at),
+                started_at: first,
+                trigger: "export".into(),
+            })
+            .await?;
+        let row = crate::storage::db::SegmentRow {
+            session_id: id.clone(),
+            camera: camera.to_string(),
+            filename: filename.clone(),
+            format: RecordingFormat::Mp4.as_str().into(),
+            started_at: first,
+            ended_at: last,
+            duration_ms: last - first,
+            size_bytes: size as i64,
+            recovered: false,
+            root,
+        };
+        self.db.insert_segment(&row).await?;
+        self.db.finish_session(&id, last, "stopped", None).await?;
+        info!(camera_id = %camera, file = filename, segments = built.segments, size, "range exported");
+        let mut segment = Segment::from(&row);
+        segment.available = true;
+        Ok((segment, built.gaps.clone()))
     }
 
     /// The roots, what each holds, the floor and the policy; measured off the runtime. The totals are the roots'

@@ -347,6 +347,28 @@ impl Db {
         Ok(rows.iter().map(segment_from).collect::<Result<_, _>>()?)
     }
 
+    /// The segments of `camera` that overlap `[from, to)` (Unix ms), oldest first.
+    pub async fn segments_between(&self, camera: &str, from: i64, to: i64) -> Result<Vec<SegmentRow>> {
+        let rows = sqlx::query(select_segments!(
+            "WHERE camera = ? AND started_at < ? AND ended_at > ? ORDER BY started_at, id"
+        ))
+        .bind(camera)
+        .bind(to)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(segment_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Whether any segment of `camera` is indexed (recordings outlive the cameras that made them).
+    pub async fn camera_has_segments(&self, camera: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, i64>("SELECT EXISTS (SELECT 1 FROM segments WHERE camera = ?)")
+            .bind(camera)
+            .fetch_one(&self.pool)
+            .await?
+            != 0)
+    }
+
     pub async fn segment(&self, filename: &str) -> Result<Option<SegmentRow>> {
         let row = sqlx::query(select_segments!("WHERE filename = ?")).bind(filename).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(segment_from).transpose()?)

@@ -161,6 +161,8 @@ api! {
     SetDiscoveryInterval = "set_discovery_interval", AtLeast(Admin), Task, discovery::IntervalParams => discovery::IntervalSet, discovery::set_interval;
     ListRecordings = "list_recordings", AtLeast(Viewer), Task, PageParams => recordings::RecordingList, recordings::list;
     ListSnapshots = "list_snapshots", AtLeast(Viewer), Task, PageParams => snapshots::SnapshotList, snapshots::list;
+    ListRecordingSpans = "list_recording_spans", AtLeast(Viewer), Task, recordings::SpansParams => recordings::Spans, recordings::spans;
+    ExportRecording = "export_recording", AtLeast(Operator), Task, recordings::ExportParams => recordings::Exported, recordings::export;
     GetRecordingInfo = "get_recording_info", AtLeast(Viewer), Task, FileParams => recordings::RecordingFile, recordings::info;
     GetSnapshotInfo = "get_snapshot_info", AtLeast(Viewer), Task, FileParams => snapshots::SnapshotFile, snapshots::info;
     TakeSnapshot = "take_snapshot", AtLeast(Operator), Task, snapshots::SnapshotParams => snapshots::Snapshot, snapshots::take;

@@ -1,5 +1,6 @@
 //! Recording and storage methods: `start_recording`, `stop_recording`, `list_recordings`, `get_recording_info`,
-//! `delete_recording`, `get_storage_info`, `set_retention_policy`, `cleanup_old_files`.
+//! `delete_recording`, `get_storage_info`, `set_retention_policy`, `cleanup_old_files`, and by time range:
+//! `list_recording_spans`, `export_recording`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +9,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Deleted, DeviceParams, FileParams, NoParams, PageParams, find_camera, page};
-use crate::base::time::iso;
+use crate::base::CameraId;
+use crate::base::time::{ISO_RULE, iso, millis, parse_iso};
 use crate::config::{RecordingFormat, RetentionConfig, RetentionKind};
 use crate::error::{Error, Result};
-use crate::recording::{Ending, Segment, Trigger};
+use crate::recording::playback::{MAX_EXPORT, SPAN_TOLERANCE};
+use crate::recording::{Ending, Interval, Segment, Trigger};
 use crate::rpc::Rpc;
 use crate::rpc::session::Session;
 use crate::storage::files::{Area, download_url};
@@ -309,4 +312,116 @@ pub async fn cleanup(rpc: Arc<Rpc>, _: Arc<Session>, _: NoParams) -> Result<Clea
         space_freed: c.space_freed,
         message: format!("deleted {} files, freed {} bytes", c.files_deleted, c.space_freed),
     })
+}
+
+/// The camera a `device` parameter names for recordings by time: one in the registry, or one removed whose recordings
+/// are still there (they outlive it). -32602 for a malformed id, -32010 when neither.
+pub(crate) async fn recorded_camera(app: &crate::app::App, device: &str) -> Result<CameraId> {
+    let id = CameraId::parse(device).map_err(|rule| Error::invalid_param("device", rule))?;
+    if app.cameras().get(&id).is_some() || app.recordings().playback().has_recordings(id.as_str()).await? {
+        Ok(id)
+    } else {
+        Err(Error::camera_not_found(device))
+    }
+}
+
+/// A time parameter (ISO 8601).
+pub(crate) fn time_param(param: &'static str, value: &str) -> Result<std::time::SystemTime> {
+    parse_iso(value).ok_or_else(|| Error::invalid_param(param, ISO_RULE))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpansParams {
+    pub device: String,
+    /// ISO 8601; absent: from the first recording.
+    pub since: Option<String>,
+    /// ISO 8601, after `since`; absent: now.
+    pub until: Option<String>,
+}
+
+/// A stretch of time: ISO 8601 start and end, and its length in seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TimeSpan {
+    pub start: String,
+    pub end: String,
+    pub duration: f64,
+}
+
+impl From<&Interval> for TimeSpan {
+    fn from(i: &Interval) -> TimeSpan {
+        TimeSpan { start: iso(i.started_at()), end: iso(i.ended_at()), duration: i.seconds() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Spans {
+    pub device: String,
+    /// The window asked for (its start is the first recording's when `since` was absent).
+    pub since: String,
+    pub until: String,
+    /// Continuous recorded time, oldest first, clipped to the window.
+    pub spans: Vec<TimeSpan>,
+    /// The holes between spans (not before the first or after the last).
+    pub gaps: Vec<TimeSpan>,
+    /// Seconds recorded in the window.
+    pub recorded: f64,
+    /// Segments closer than this (seconds) are one span.
+    pub tolerance: f64,
+}
+
+pub async fn spans(rpc: Arc<Rpc>, _: Arc<Session>, p: SpansParams) -> Result<Spans> {
+    let since = p.since.as_deref().map(|s| time_param("since", s)).transpose()?;
+    let until = p.until.as_deref().map(|u| time_param("until", u)).transpose()?;
+    if let (Some(s), Some(u)) = (since, until)
+        && u <= s
+    {
+        return Err(Error::invalid_param("until", "after since"));
+    }
+    let camera = recorded_camera(&rpc.app, &p.device).await?;
+    let until = millis(until.unwrap_or_else(std::time::SystemTime::now));
+    let spans = rpc.app.recordings().playback().spans(camera.as_str(), since.map_or(0, millis), until).await?;
+    let since = since.map_or_else(|| spans.first().map_or(until, |s| s.start), millis);
+    let gaps: Vec<TimeSpan> =
+        spans.windows(2).map(|w| TimeSpan::from(&Interval { start: w[0].end, end: w[1].start })).collect();
+    Ok(Spans {
+        device: camera.to_string(),
+        since: iso(crate::base::time::from_millis(since)),
+        until: iso(crate::base::time::from_millis(until)),
+        recorded: spans.iter().map(Interval::seconds).sum::<f64>(),
+        spans: spans.iter().map(TimeSpan::from).collect(),
+        gaps,
+        tolerance: SPAN_TOLERANCE.as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    pub device: String,
+    /// ISO 8601.
+    pub start: String,
+    /// ISO 8601, after `start`, at most 24 hours later.
+    pub end: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Exported {
+    /// The new recording, as `list_recordings` lists it.
+    pub recording: RecordingFile,
+    /// What the range holds that was not recorded.
+    pub gaps: Vec<TimeSpan>,
+}
+
+pub async fn export(rpc: Arc<Rpc>, _: Arc<Session>, p: ExportParams) -> Result<Exported> {
+    let start = time_param("start", &p.start)?;
+    let end = time_param("end", &p.end)?;
+    match end.duration_since(start) {
+        Ok(d) if d > Duration::ZERO && d <= MAX_EXPORT => {}
+        Ok(d) if d > MAX_EXPORT => return Err(Error::invalid_param("end", "at most 24 hours after start")),
+        _ => return Err(Error::invalid_param("end", "after start")),
+    }
+    let camera = recorded_camera(&rpc.app, &p.device).await?;
+    let (segment, gaps) = rpc.app.recordings().export(&camera, start, end).await?;
+    Ok(Exported { recording: RecordingFile::from(&segment), gaps: gaps.iter().map(TimeSpan::from).collect() })
 }
