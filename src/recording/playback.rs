@@ -648,6 +648,18 @@ impl Drop for Writer {
     }
 }
 
+/// Whether two caps describe the same stream for a muxer: codec, its setup (`codec_data`, parameter sets included),
+/// picture size, sound rate and channels. A demuxer's caps differ in what it learns as it reads (a framerate).
+fn same_stream(a: &gst::CapsRef, b: &gst::CapsRef) -> bool {
+    let (Some(a), Some(b)) = (a.structure(0), b.structure(0)) else { return false };
+    let field =
+        |s: &gst::StructureRef, f: &str| s.value(f).ok().and_then(|v| v.serialize().ok()).map(|v| v.to_string());
+    a.name() == b.name()
+        && ["stream-format", "codec_data", "width", "height", "rate", "channels", "mpegversion"]
+            .iter()
+            .all(|f| field(a, f) == field(b, f))
+}
+
 /// Whether MP4 holds this sound as it is (AAC, Opus; not G.711).
 fn mp4_takes(caps: &gst::Caps) -> bool {
     caps.structure(0).is_some_and(|s| matches!(s.name().as_str(), "audio/mpeg" | "audio/x-opus"))
@@ -788,7 +800,7 @@ fn read_segment(
                 if video
                     && let Some(w) = writer.as_ref()
                     && let Some(caps) = sample.caps().or(video_caps.as_ref().map(|c| c.as_ref()))
-                    && !caps.is_strictly_equal(&w.video_caps)
+                    && !same_stream(caps, &w.video_caps)
                 {
                     // The picture changed (codec, size, parameter sets): the file ends where it did.
                     debug!(file = %source.path.display(), "the picture changes here: the range ends before it");
@@ -797,7 +809,7 @@ fn read_segment(
                 }
                 if !video
                     && let Some(w) = writer.as_ref()
-                    && w.audio.as_ref().is_none_or(|(_, c)| sample.caps().is_some_and(|s| !s.is_strictly_equal(c)))
+                    && w.audio.as_ref().is_none_or(|(_, c)| sample.caps().is_some_and(|s| !same_stream(s, c)))
                 {
                     continue;
                 }
