@@ -30,7 +30,7 @@ const PERMISSION_DENIED: i64 = errors::PERMISSION_DENIED as i64;
 
 /// Methods that change cameras or files; parts (c) and (d) never call them with valid params: the round trips do
 /// (a throwaway stream added then removed; snapshots and recordings made, listed, downloaded, then deleted).
-const MUTATING: [&str; 12] = [
+const MUTATING: [&str; 13] = [
     "add_external_stream",
     "start_streaming",
     "stop_streaming",
@@ -39,6 +39,7 @@ const MUTATING: [&str; 12] = [
     "start_recording",
     "stop_recording",
     "delete_recording",
+    "export_recording",
     "delete_snapshot",
     "set_detection",
     "create_stream_key",
