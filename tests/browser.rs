@@ -8,7 +8,9 @@
 //! pushed camera plays and its key says so; a scan of the test camera's host lists its stream, which the page adds with
 //! the scan's credentials percent-encoded and which then plays; the key is revoked and its camera leaves; neither the
 //! key nor the password is left in the page, its storage or its console; a viewer sees none of it; its screenshots go
-//! to `evidence/`. Fails, never skips, when Chromium, Node.js, FFmpeg or the models are missing.
+//! to `evidence/`. `timeline.mjs`: a recording camera's span on its timeline strip, a click plays it through
+//! `/playback` (a media token in the URL) with the page's video advancing; its screenshot goes to `evidence/`. Fails,
+//! never skips, when Chromium, Node.js, FFmpeg or the models are missing.
 
 mod common;
 
@@ -433,4 +435,39 @@ async fn the_page_makes_a_stream_key_plays_its_publisher_revokes_it_and_adds_a_f
         narrow.display()
     );
     drop(cam);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_shows_a_recorded_span_and_a_click_plays_it() {
+    require_browser_tools();
+    let cam = TestCam::start(1);
+    let config = format!(
+        "[recording]\nsegment_seconds = 2\n{}name = \"Porch\"\nrecord = \"always\"\n",
+        camera_toml("cam0", &cam.url(0))
+    );
+    let hub = Camhub::start(&config);
+    let client = hub.client("operator").await;
+    // A few segments indexed before the page loads (the open one joins when it closes).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let spans = client.call("list_recording_spans", json!({ "device": "cam0" })).await.expect("spans");
+        if spans["recorded"].as_f64().unwrap_or(0.0) >= 4.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing recorded: {spans}; log:\n{}", hub.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    std::fs::create_dir_all(evidence_dir()).expect("evidence dir");
+    let screenshot = evidence_dir().join("timeline.png");
+    let env = [("DEVICE", OsStr::new("cam0")), ("SCREENSHOT", screenshot.as_os_str())];
+    let result = run_browser(&hub, "timeline.mjs", &env, |command| format!("unknown command {command}"));
+    eprintln!("timeline: {result}");
+    let times = result["current_time"].as_array().expect("current_time");
+    let (t1, t2) = (times[0].as_f64().expect("t1"), times[1].as_f64().expect("t2"));
+    assert!(t2 > t1 + 0.5, "the video did not advance: {result}");
+    assert_eq!(result["video"], json!({ "width": 320, "height": 240 }), "{result}");
+    eprintln!(
+        "click to a playing video: {} ms (first frame after {} ms)",
+        result["click_to_playing_ms"], result["first_frame_ms"]
+    );
 }

@@ -34,6 +34,11 @@ const ASSETS: &[Asset] = &[
     Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../web/app.js") },
     Asset { name: "rpc.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../web/rpc.js") },
     Asset { name: "whep.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../web/whep.js") },
+    Asset {
+        name: "timeline.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/timeline.js"),
+    },
     Asset { name: "style.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../web/style.css") },
     Asset { name: "favicon.svg", content_type: "image/svg+xml", body: include_bytes!("../web/favicon.svg") },
 ];

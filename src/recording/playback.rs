@@ -394,7 +394,8 @@ async fn build(
             size,
             first: from_millis(first_ms),
             end: from_millis((made.end / 1_000_000) as i64),
-            gaps: gaps(&spans, from, millis(end)),
+            // What the future holds is not a gap yet.
+            gaps: gaps(&spans, from, millis(end).min(crate::base::time::now_ms())),
             segments: made.segments,
             audio: made.audio,
             temporary,

@@ -8,6 +8,7 @@
 
 import { AUTH_FAILED, RpcClient, RpcError } from './rpc.js';
 import { WhepError, WhepSession } from './whep.js';
+import { Timeline } from './timeline.js';
 
 const CREDENTIAL_KEY = 'camhub.credential';
 const CAMERA_REFRESH_MS = 5000;
@@ -76,7 +77,16 @@ const page = {
   scanGeneration: 0,
   /** The interval that shows a running scan's elapsed time; 0 while none runs. */
   scanTimer: 0,
+  /** Recorded spans and events per camera, click to play (timeline.js); made at init. */
+  timeline: null,
 };
+
+/** Redraws the timeline's strips for the cameras the grid shows. */
+function refreshTimeline() {
+  if (!page.rpc || !page.timeline) return;
+  const cameras = [...page.tiles.keys()].map((device) => ({ device, name: cameraName(device) }));
+  page.timeline.refresh(page.rpc, cameras).catch(handleAuthError);
+}
 
 const credential = () => sessionStorage.getItem(CREDENTIAL_KEY) ?? '';
 
@@ -1299,7 +1309,7 @@ function startSession() {
     rpc.call('subscribe_events', { topics: ['camera.added', 'camera.removed', 'detection'] }).catch(() => {});
     // Ends sent while the page was not connected are lost; boxes come back with their objects' next events.
     for (const tile of page.tiles.values()) tile.clearDetections();
-    refreshCameras();
+    refreshCameras().then(refreshTimeline);
     refreshEvents();
     refreshRecordings();
     showSources();
@@ -1311,6 +1321,9 @@ function startSession() {
     }, CAMERA_REFRESH_MS),
     setInterval(() => {
       if (rpc.online && document.visibilityState === 'visible') refreshRecordings();
+    }, RECORDING_REFRESH_MS),
+    setInterval(() => {
+      if (rpc.online && document.visibilityState === 'visible') refreshTimeline();
     }, RECORDING_REFRESH_MS),
     setInterval(() => {
       if (rpc.online && document.visibilityState === 'visible') refreshEvents();
@@ -1333,6 +1346,7 @@ function signOut(message) {
   page.timers = [];
   for (const tile of page.tiles.values()) tile.remove();
   page.tiles.clear();
+  page.timeline?.clear();
   $('recordings').replaceChildren();
   $('events').replaceChildren();
   page.eventsGeneration += 1; // a list still on its way is not shown
@@ -1374,6 +1388,14 @@ function init() {
   $('sign-out').addEventListener('click', () => signOut(''));
   $('refresh-recordings').addEventListener('click', () => refreshRecordings());
   $('refresh-events').addEventListener('click', () => refreshEvents());
+  page.timeline = new Timeline($('timelines'), {
+    box: $('playback'),
+    video: $('playback-video'),
+    title: $('playback-title'),
+    status: $('playback-status'),
+    close: $('playback-close'),
+  });
+  $('refresh-timeline').addEventListener('click', refreshTimeline);
   $('refresh-keys').addEventListener('click', () => refreshKeys());
   $('toggle-sources').addEventListener('click', toggleSources);
   $('key-form').addEventListener('submit', createKey);
