@@ -55,6 +55,13 @@ pub const MAX_EXPORT: Duration = Duration::from_secs(24 * 3600);
 const CACHE_IDLE: Duration = Duration::from_secs(120);
 /// What the cache may hold; beyond it the least recently used files go first.
 const CACHE_MAX_BYTES: u64 = 1 << 30;
+/// A range that starts more than this into a segment file seeks to `SEEK_MARGIN` before its start rather than demuxing
+/// all that comes before. Not to the start itself: qtdemux lands in a fragmented file where asked, not on the keyframe
+/// before (measured), so the margin must hold one; a GOP longer than it is found by reading the file whole again.
+const SEEK_AFTER: Duration = Duration::from_secs(8);
+const SEEK_MARGIN: Duration = Duration::from_secs(5);
+/// Ranges built at once (playback and export together).
+const BUILDS: usize = 2;
 /// A segment's demuxer that hands over nothing for this long has failed.
 const STALL: Duration = Duration::from_secs(20);
 
@@ -152,6 +159,9 @@ pub struct Built {
     pub segments: usize,
     /// Whether it holds sound.
     pub audio: bool,
+    /// Frames demuxed to make it, and whether the first file was sought into (figures for the log).
+    pub frames_read: usize,
+    pub sought: bool,
     /// Deleted when the last user lets it go (cached files only; an export's file is the recording).
     temporary: bool,
 }
@@ -196,6 +206,8 @@ pub struct Playback {
     dir: PathBuf,
     /// Cached builds by digest; a short lock, never held across `.await`.
     cache: Mutex<HashMap<String, CacheEntry>>,
+    /// Builds at a time (each takes a core while it runs): more requests for new ranges wait their turn.
+    builds: tokio::sync::Semaphore,
 }
 
 /// One segment file to read, where it is.
@@ -218,7 +230,7 @@ impl Playback {
             std::fs::create_dir_all(&d).map_err(|e| Error::dependency(Dependency::Storage, e))
         })
         .await?;
-        Ok(Playback { db, roots, dir, cache: Mutex::new(HashMap::new()) })
+        Ok(Playback { db, roots, dir, cache: Mutex::new(HashMap::new()), builds: tokio::sync::Semaphore::new(BUILDS) })
     }
 
     /// The continuous spans of `camera`'s recordings that overlap `[from, to)`, clipped to it.
@@ -264,6 +276,7 @@ impl Playback {
         let spans = spans(rows.iter().map(|r| (r.started_at, r.ended_at)));
         let built = cell
             .get_or_try_init(|| async {
+                let _turn = self.builds.acquire().await.map_err(Error::internal)?;
                 self.sweep(&key);
                 let started = Instant::now();
                 let path = self.dir.join(format!("{key}.mp4"));
@@ -271,6 +284,8 @@ impl Playback {
                 info!(
                     camera_id = camera,
                     segments = built.segments,
+                    frames_read = built.frames_read,
+                    sought = built.sought,
                     size = built.size,
                     duration_ms = built.duration().as_millis() as u64,
                     build_ms = started.elapsed().as_millis() as u64,
@@ -301,6 +316,7 @@ impl Playback {
             });
         }
         let spans = spans(rows.iter().map(|r| (r.started_at, r.ended_at)));
+        let _turn = self.builds.acquire().await.map_err(Error::internal)?;
         build(sources, (start, end), Container::Mp4, path, false, spans).await
     }
 
@@ -398,6 +414,8 @@ async fn build(
             gaps: gaps(&spans, from, millis(end).min(crate::base::time::now_ms())),
             segments: made.segments,
             audio: made.audio,
+            frames_read: made.read,
+            sought: made.sought,
             temporary,
         })
     })
@@ -410,6 +428,9 @@ fn nanos(t: SystemTime) -> u64 {
 
 /// What a written file holds: wall-clock ns of its first frame and the end of its last, segments read, sound.
 struct Made {
+    /// Frames demuxed (read, kept or not), and whether the first file was sought into.
+    read: usize,
+    sought: bool,
     first: u64,
     end: u64,
     segments: usize,
@@ -666,11 +687,36 @@ fn mp4_takes(caps: &gst::Caps) -> bool {
     caps.structure(0).is_some_and(|s| matches!(s.name().as_str(), "audio/mpeg" | "audio/x-opus"))
 }
 
-/// Reads `sources` in order and writes the range `[start, end)` (wall-clock ns) to `path`.
-fn write(sources: &[Source], (start, end): (u64, u64), container: Container, path: &Path) -> Result<Made> {
+/// Reads `sources` in order and writes the range `[start, end)` (wall-clock ns) to `path`: seeking into the first
+/// file, and again from its beginning if the seek missed the keyframe at or before the start (a GOP longer than
+/// `SEEK_MARGIN`).
+fn write(sources: &[Source], range: (u64, u64), container: Container, path: &Path) -> Result<Made> {
+    let would_seek = sources.first().is_some_and(|s| range.0.saturating_sub(s.zero_ns) > SEEK_AFTER.as_nanos() as u64);
+    if !would_seek {
+        return write_from(sources, range, container, path, false);
+    }
+    match write_from(sources, range, container, path, true) {
+        Ok(made) if made.first <= range.0 => Ok(made),
+        Ok(_) | Err(Error::NotFound { .. }) => {
+            debug!("the keyframe before the start was before the seek: reading the file whole");
+            write_from(sources, range, container, path, false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write_from(
+    sources: &[Source],
+    (start, end): (u64, u64),
+    container: Container,
+    path: &Path,
+    seek: bool,
+) -> Result<Made> {
     let mut cutter = Cutter::new(start, end);
     let mut writer: Option<Writer> = None;
     let mut segments = 0;
+    let mut read = 0;
+    let mut sought = false;
     let mut out = Vec::new();
     for source in sources {
         if cutter.done {
@@ -678,24 +724,29 @@ fn write(sources: &[Source], (start, end): (u64, u64), container: Container, pat
         }
         segments += 1;
         let (tx, rx) = sync_channel(64);
-        let pipeline = open_segment(source, tx)?;
-        let read = read_segment(source, &rx, &mut cutter, &mut writer, (container, path), &mut out);
+        // Only the file holding the start, when the start is well into it.
+        let into = start.saturating_sub(source.zero_ns);
+        let seek = (seek && cutter.origin.is_none() && into > SEEK_AFTER.as_nanos() as u64)
+            .then(|| gst::ClockTime::from_nseconds(into - SEEK_MARGIN.as_nanos() as u64));
+        sought |= seek.is_some();
+        let pipeline = open_segment(source, tx, seek)?;
+        let done = read_segment(source, &rx, &mut cutter, &mut writer, (container, path), &mut out);
         // Unblocks a streaming thread waiting to hand over a frame, so the pipeline stops at once.
         drop(rx);
         let _ = pipeline.set_state(gst::State::Null);
-        read?;
+        read += done?;
     }
     let (Some(writer), Some(first)) = (writer, cutter.origin) else {
         return Err(Error::not_found(Resource::Recording, "no frame between the times asked"));
     };
     let audio = writer.audio.is_some();
     writer.finish()?;
-    Ok(Made { first, end: cutter.last_end, segments, audio })
+    Ok(Made { read, sought, first, end: cutter.last_end, segments, audio })
 }
 
 /// `filesrc ! demuxer`, each of its streams (the first video and audio ones) into an appsink whose samples go to
 /// `tx` in the demuxer's order (one streaming thread: pull mode, no queues).
-fn open_segment(source: &Source, tx: SyncSender<Item>) -> Result<gst::Pipeline> {
+fn open_segment(source: &Source, tx: SyncSender<Item>, seek: Option<gst::ClockTime>) -> Result<gst::Pipeline> {
     let pipeline = gst::Pipeline::with_name("playback-segment");
     let filesrc = make("filesrc")?;
     filesrc.set_property("location", source.path.to_string_lossy().as_ref());
@@ -704,6 +755,11 @@ fn open_segment(source: &Source, tx: SyncSender<Item>) -> Result<gst::Pipeline> 
     filesrc.link(&demux).map_err(fail)?;
     let weak = pipeline.downgrade();
     let taken = Arc::new(Mutex::new((false, false)));
+    // The streams are linked when the demuxer says there are no more: then a seek reaches it through every sink.
+    let (exposed_tx, exposed) = sync_channel::<()>(1);
+    demux.connect_no_more_pads(move |_| {
+        let _ = exposed_tx.try_send(());
+    });
     let pads_tx = tx.clone();
     demux.connect_pad_added(move |_, pad| {
         let Some(pipeline) = weak.upgrade() else { return };
@@ -727,6 +783,7 @@ fn open_segment(source: &Source, tx: SyncSender<Item>) -> Result<gst::Pipeline> 
         };
         if !wanted {
             if let Ok(sink) = make("fakesink") {
+                sink.set_property("async", false);
                 link(&sink);
             }
             return;
@@ -735,6 +792,8 @@ fn open_segment(source: &Source, tx: SyncSender<Item>) -> Result<gst::Pipeline> 
         let (samples, eos) = (pads_tx.clone(), pads_tx.clone());
         let sink = gst_app::AppSink::builder()
             .sync(false)
+            // Paused without waiting for every stream's first sample (one streaming thread feeds them in turn).
+            .async_(false)
             .callbacks(
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |sink| {
@@ -757,7 +816,16 @@ fn open_segment(source: &Source, tx: SyncSender<Item>) -> Result<gst::Pipeline> 
         }
         gst::BusSyncReply::Drop
     });
-    pipeline.set_state(gst::State::Playing).map_err(|e| fail(format!("cannot read {}: {e}", source.path.display())))?;
+    let cannot = |e: gst::StateChangeError| fail(format!("cannot read {}: {e}", source.path.display()));
+    if let Some(position) = seek {
+        // Straight to the keyframe at or before the range's start, instead of demuxing the file from its beginning
+        // (a 10-minute segment). A demuxer that cannot seek there reads from the start: the cutter finds the GOP.
+        pipeline.set_state(gst::State::Paused).map_err(cannot)?;
+        let flags = gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE;
+        let sought = exposed.recv_timeout(Duration::from_secs(5)).is_ok() && demux.seek_simple(flags, position).is_ok();
+        debug!(file = %source.path.display(), sought, position = %position, "seeking into a segment");
+    }
+    pipeline.set_state(gst::State::Playing).map_err(cannot)?;
     Ok(pipeline)
 }
 
@@ -769,14 +837,14 @@ fn read_segment(
     writer: &mut Option<Writer>,
     (container, path): (Container, &Path),
     out: &mut Vec<Frame<gst::Buffer>>,
-) -> Result<()> {
-    let (mut streams, mut ended) = (0, 0);
+) -> Result<usize> {
+    let (mut streams, mut ended, mut read) = (0, 0, 0);
     let (mut video_caps, mut audio_caps) = (None::<gst::Caps>, None::<gst::Caps>);
     loop {
         let item = match rx.recv_timeout(STALL) {
             Ok(item) => item,
             Err(RecvTimeoutError::Timeout) => return Err(fail(format!("{} stalled", source.path.display()))),
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(RecvTimeoutError::Disconnected) => return Ok(read),
         };
         match item {
             Item::Pad { video, caps } => {
@@ -790,7 +858,7 @@ fn read_segment(
             Item::Eos => {
                 ended += 1;
                 if ended >= streams {
-                    return Ok(());
+                    return Ok(read);
                 }
             }
             Item::Failed(e) => {
@@ -798,6 +866,7 @@ fn read_segment(
             }
             Item::Sample { video, sample } => {
                 let Some(buffer) = sample.buffer_owned() else { continue };
+                read += 1;
                 if video
                     && let Some(w) = writer.as_ref()
                     && let Some(caps) = sample.caps().or(video_caps.as_ref().map(|c| c.as_ref()))
@@ -806,7 +875,7 @@ fn read_segment(
                     // The picture changed (codec, size, parameter sets): the file ends where it did.
                     debug!(file = %source.path.display(), "the picture changes here: the range ends before it");
                     cutter.done = true;
-                    return Ok(());
+                    return Ok(read);
                 }
                 if !video
                     && let Some(w) = writer.as_ref()
@@ -835,7 +904,7 @@ fn read_segment(
                     }
                 }
                 if cutter.done {
-                    return Ok(());
+                    return Ok(read);
                 }
             }
         }
@@ -904,6 +973,51 @@ mod tests {
         let (out, origin) = run(30 * S, 40 * S, &stream(10, 20));
         assert!(out.is_empty());
         assert_eq!(origin, None);
+    }
+
+    /// A real 20 s fragmented MP4 as the recorder writes them (mp4mux, 15 fps, a keyframe a second), a range from
+    /// 12.5 s to 15 s of it: the file starts on the keyframe at 12 s, lasts 3 s, and the seek spared reading the
+    /// first 7.5 s.
+    /// A 20 s fragmented MP4 of 15 fps with a keyframe every `gop` frames, as mp4mux writes them for the recorder.
+    fn segment(dir: &Path, gop: u32) -> PathBuf {
+        let path = dir.join(format!("cam_2026-12-01T00-00-00.000Z_0123456{}_0000.mp4", gop % 10));
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=300 ! video/x-raw,width=64,height=48,framerate=15/1 ! \
+             x264enc key-int-max={gop} bframes=0 ! h264parse ! mp4mux fragment-duration=500 ! \
+             filesink location=\"{}\"",
+            path.display()
+        ))
+        .expect("pipeline");
+        pipeline.set_state(gst::State::Playing).expect("play");
+        let bus = pipeline.bus().expect("bus");
+        let end =
+            bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error]);
+        pipeline.set_state(gst::State::Null).expect("stop");
+        assert!(matches!(end.as_ref().map(|m| m.view()), Some(gst::MessageView::Eos(_))), "{end:?}");
+        path
+    }
+
+    #[test]
+    fn a_range_of_a_real_segment_seeks_to_its_keyframe_and_lasts_as_asked() {
+        crate::media::init().expect("GStreamer");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = segment(dir.path(), 15);
+        let zero = 1_795_000_000_000u64 * 1_000_000;
+        let sources = [Source { path: file, mkv: false, zero_ns: zero }];
+        let out = dir.path().join("range.mp4");
+        let made = write(&sources, (zero + 12 * S + S / 2, zero + 15 * S), Container::Mp4, &out).expect("written");
+        assert_eq!(made.first, zero + 12 * S, "the keyframe at or before the start");
+        assert!(made.end.abs_diff(zero + 15 * S) < 1_000_000, "ends at {}", made.end - zero);
+        // From 7.5 s (the seek, 5 s before the start) to 15 s: about 113 frames of the 226 up to 15 s.
+        assert!(made.sought && made.read <= 150, "{} frames read: the seek did not happen", made.read);
+        let measured = super::super::recovery::probe_duration(&out).expect("the range demuxes");
+        assert!(measured.abs_diff(Duration::from_secs(3)) < Duration::from_millis(2), "{measured:?}");
+
+        // One keyframe in 20 s: the seek finds none before the start, so the file is read whole.
+        let long_gop = [Source { path: segment(dir.path(), 300), mkv: false, zero_ns: zero }];
+        let made = write(&long_gop, (zero + 12 * S + S / 2, zero + 15 * S), Container::Mp4, &out).expect("written");
+        assert_eq!(made.first, zero, "the only keyframe");
+        assert!(!made.sought && made.read > 200, "{} frames read", made.read);
     }
 
     #[test]
