@@ -341,3 +341,48 @@ async fn bad_ranges_and_foreign_tokens_are_refused_clearly() {
     // camhub is still there.
     assert!(client.call("ping", json!({})).await.is_ok());
 }
+
+#[tokio::test]
+async fn sound_is_kept_in_sync_across_segments() {
+    let cam = TestCam::start_with_audio(1, "aac");
+    let toml = format!("[recording]\nsegment_seconds = 2\n{}record = \"always\"\n", camera_toml("cam", &cam.url(0)));
+    let hub = Camhub::start(&toml);
+    let client = connected(&hub, "viewer", "cam").await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let span = loop {
+        let s = client.call("list_recording_spans", json!({ "device": "cam" })).await.expect("spans");
+        if s["spans"][0]["duration"].as_f64().unwrap_or(0.0) >= 9.0 {
+            break s["spans"][0].clone();
+        }
+        assert!(Instant::now() < deadline, "not enough recorded: {s}; log:\n{}", hub.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // From 2.5 s in, for 5 s: three segments, the first entered mid-way.
+    let start = time(&span["start"]) + Duration::from_millis(2500);
+    let url = format!("/playback/cam?start={}&duration=5", iso(start));
+    let bearer = format!("Bearer {}", hub.token("viewer"));
+    let (code, head, body) = http_request(hub.port, &url, &[("Authorization", &bearer)]).expect("playback answers");
+    assert_eq!(code, 200, "{head}; log:\n{}", hub.log());
+    assert!(header(&head, "x-playback-gaps").is_none(), "{head}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = save(dir.path(), "sound.mp4", &body);
+    let streams = common::ffprobe_streams(&path).unwrap_or_else(|e| panic!("{e}"));
+    let video = streams.iter().find(|s| s.kind == "video").unwrap_or_else(|| panic!("no video: {streams:?}"));
+    let audio = streams.iter().find(|s| s.kind == "audio").unwrap_or_else(|| panic!("no sound: {streams:?}"));
+    assert_eq!((video.codec.as_str(), audio.codec.as_str()), ("h264", "aac"), "{streams:?}");
+    assert!((audio.start - video.start).abs() <= 0.1, "{streams:?}");
+    assert!((audio.duration - video.duration).abs() <= 0.3, "{streams:?}");
+    assert!((video.duration - 5.0).abs() <= GOP + 0.1, "{streams:?}");
+    plays_cleanly(&path).expect("every frame decodes");
+    let uri = format!("file://{}", path.display());
+    let (squares, bursts) = common::av_marks(&uri, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let offset = common::av_offset(&squares, &bursts);
+    eprintln!(
+        "sound behind the picture by {offset:?} s; {} squares, {} bursts; {streams:?}",
+        squares.len(),
+        bursts.len()
+    );
+    assert!(squares.len() >= 4, "a square a second: {squares:?}");
+    let offset = offset.unwrap_or_else(|| panic!("no burst near a square: {squares:?} {bursts:?}"));
+    assert!(offset.abs() <= 0.1, "the sound is {offset:.3} s behind the picture across segments");
+}
