@@ -343,8 +343,8 @@ async fn bad_ranges_and_foreign_tokens_are_refused_clearly() {
 }
 
 #[tokio::test]
-async fn sound_is_kept_in_sync_across_segments() {
-    let cam = TestCam::start_with_audio(1, "aac");
+async fn sound_is_kept_in_sync_across_segments_and_a_removed_cameras_recordings_still_play() {
+    let cam = TestCam::start_with_audio(2, "aac");
     let toml = format!("[recording]\nsegment_seconds = 2\n{}record = \"always\"\n", camera_toml("cam", &cam.url(0)));
     let hub = Camhub::start(&toml);
     let client = connected(&hub, "viewer", "cam").await;
@@ -385,4 +385,27 @@ async fn sound_is_kept_in_sync_across_segments() {
     assert!(squares.len() >= 4, "a square a second: {squares:?}");
     let offset = offset.unwrap_or_else(|| panic!("no burst near a square: {squares:?} {bursts:?}"));
     assert!(offset.abs() <= 0.1, "the sound is {offset:.3} s behind the picture across segments");
+
+    // A camera added, recorded and removed: its recordings outlive it, by time too.
+    let operator = hub.client("operator").await;
+    let added = operator
+        .call("add_external_stream", json!({ "stream_url": cam.url(1), "stream_name": "Gone" }))
+        .await
+        .expect("add a camera");
+    let gone = added["device"].as_str().expect("device").to_owned();
+    operator
+        .wait_status(&gone, CONNECT, |s| s["status"] == "CONNECTED")
+        .await
+        .unwrap_or_else(|| panic!("{gone} never connected; log:\n{}", hub.log()));
+    operator.call("start_recording", json!({ "device": gone })).await.expect("record it");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    operator.call("stop_recording", json!({ "device": gone })).await.expect("stop");
+    operator.call("remove_external_stream", json!({ "device": gone })).await.expect("remove it");
+    let spans = client.call("list_recording_spans", json!({ "device": gone })).await.expect("a removed camera's spans");
+    assert_eq!(spans["spans"].as_array().map(Vec::len), Some(1), "{spans}");
+    let url = format!("/playback/{gone}?start={}&duration=2", spans["spans"][0]["start"].as_str().expect("start"));
+    let (code, head, _) = http_request(hub.port, &url, &[("Authorization", &bearer)]).expect("playback answers");
+    assert_eq!(code, 200, "a removed camera's recording plays: {head}");
+    let e = client.call("list_recording_spans", json!({ "device": "never-was" })).await.expect_err("unknown");
+    assert_eq!(e["code"], -32010, "{e}");
 }
