@@ -54,6 +54,21 @@ from datetime import datetime, timezone
 evidence, port, token, segments, runs, commit, version, cores, load, data = sys.argv[1:]
 port, segments, runs = int(port), int(segments), int(runs)
 
+# The database is read only once camhub is ready (its migrations done): a reader there while camhub created it made
+# its first migration fail once ("table cameras already exists").
+import urllib.request
+deadline = time.time() + 60
+while True:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as r:
+            if r.status == 200:
+                break
+    except OSError:
+        pass
+    if time.time() > deadline:
+        sys.exit(f"playback.sh: camhub not ready; see {data}/camhub.log")
+    time.sleep(0.2)
+
 def indexed():
     try:
         db = sqlite3.connect(f"file:{data}/camhub.db?mode=ro", uri=True, timeout=5)

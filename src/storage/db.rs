@@ -47,10 +47,23 @@ impl Db {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|e| Error::dependency(Dependency::Database, format!("migration: {e}")))?;
+        let migrator = sqlx::migrate!("./migrations");
+        // sqlx reads which migrations are applied, then runs each in a transaction, with nothing held between: two
+        // processes opening one new database at once (`camhub token` beside a starting `camhub run`) both start
+        // migration 1, and the loser fails on the tables the winner made (its transaction rolled back). Run again,
+        // it finds the winner's work applied and goes on from there.
+        let mut attempt = 0;
+        loop {
+            match migrator.run(&pool).await {
+                Ok(()) => break,
+                Err(e) if attempt < MIGRATION_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(err = %e, attempt, "migration failed; another opener may be migrating: again");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(Error::dependency(Dependency::Database, format!("migration: {e}"))),
+            }
+        }
         Ok(Db { pool })
     }
 
@@ -198,6 +211,9 @@ fn segment_from(r: &sqlx::sqlite::SqliteRow) -> Result<SegmentRow, sqlx::Error> 
         root: r.try_get("root_id")?,
     })
 }
+
+/// How many times migrations are run again after a failure (another process migrating the same new database).
+const MIGRATION_ATTEMPTS: u64 = 5;
 
 /// `SELECT <segment columns> FROM segments <rest>`, as a static string (sqlx refuses dynamic SQL).
 macro_rules! select_segments {
@@ -459,6 +475,18 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two openers of one new database at once (`camhub token` beside a starting `camhub run`) both come up.
+    #[tokio::test]
+    async fn a_new_database_opened_twice_at_once_is_migrated_once() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("camhub.db");
+            let (a, b) = tokio::join!(Db::open(&path), Db::open(&path));
+            a.expect("the first opener");
+            b.expect("the second opener");
+        }
+    }
 
     #[tokio::test]
     async fn schema_applies_and_round_trips() {
