@@ -553,7 +553,7 @@ impl Recordings {
 
     /// The storage guard: checks free space every second while anything records (and applies the policy every
     /// `retention_interval`); stops all recordings cleanly when no root can keep its floor. Lists again the files
-    /// of a root that came back.
+    /// of a root that came back. Forgets cached playback files nobody asked for lately.
     pub async fn guard(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_policy_pass = tokio::time::Instant::now() - self.storage.retention_interval;
@@ -562,6 +562,7 @@ impl Recordings {
                 _ = tick.tick() => {}
                 _ = self.shutdown.cancelled() => break,
             }
+            self.playback.forget_idle();
             for id in self.roots.take_returned() {
                 let Some(dir) = self.roots.dir_of(&id) else { continue };
                 let mut report = recovery::Report::default();

@@ -14,8 +14,8 @@
 //! Built files are cached under `DATA/cache/playback/`, named by a digest of what they hold (camera, range, format and
 //! the segment files used), so a player's many Range requests cost one build, concurrent requests for one range wait
 //! for one build, and a range whose recording grew since is built again. Entries unused for `CACHE_IDLE` are removed
-//! (and the cache trimmed to `CACHE_MAX_BYTES`, least recently used first) whenever a build starts; the directory is
-//! emptied at start-up. A file is deleted when its last user lets it go, never under a response being served (an
+//! every second (the storage guard's tick) and whenever a build starts, which also trims the cache to
+//! `CACHE_MAX_BYTES`, least recently used first; the directory is emptied at start-up. A file is deleted when its last user lets it go, never under a response being served (an
 //! open file stays readable once unlinked).
 
 use std::collections::HashMap;
@@ -362,9 +362,10 @@ impl Playback {
         }
     }
 
-    /// How many files the cache holds now (for tests and figures).
-    pub fn cached(&self) -> usize {
-        self.cache.lock().values().filter(|e| e.cell.initialized()).count()
+    /// Forgets cached files unused for `CACHE_IDLE` (the storage guard calls it every second): their files go when
+    /// the last response serving them ends.
+    pub fn forget_idle(&self) {
+        self.sweep("");
     }
 }
 
