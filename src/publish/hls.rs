@@ -5,7 +5,7 @@
 //!
 //! The muxer is gst-plugins-rs' `isofmp4mux` (registered at start from the `gst-plugin-fmp4` crate) in manual-split
 //! mode: the feed decides where parts and segments end and tells it with a `FMP4MuxSplitNow` event before the frame
-//! that starts the next one. A segment starts at a keyframe once the one before has lasted a second (so it is about
+//! that starts the next one (the sound is told before its first frame at or after that time). A segment starts at a keyframe once the one before has lasted a second (so it is about
 //! one GOP); a part ends before the frame that would take it past `hls.part`. Each part is one CMAF chunk (moof+mdat);
 //! a segment is its parts' bytes in order. A new connection of the camera, or new caps, ends the muxer's timeline: the
 //! next muxer has a new init segment and the playlist says `EXT-X-DISCONTINUITY` there. Media sequence numbers and
@@ -197,6 +197,9 @@ impl Hls {
         let mut streams = self.streams.lock();
         if let Some(s) = streams.get(&camera.id).filter(|s| !s.stop.is_cancelled()) {
             return Ok(s.clone());
+        }
+        if let Some(old) = streams.get(&camera.id) {
+            debug!(camera_id = %camera.id, ended = ?old.playlist.lock().ended, "hls stream ended before: a new one");
         }
         streams.retain(|_, s| !s.stop.is_cancelled());
         if streams.len() >= self.config.max_streams {
@@ -493,9 +496,10 @@ fn finish(muxer: Option<Muxer>) {
     }
 }
 
-/// What the feed tells the sink about each part it asked for: whether it starts at a keyframe, and the wall-clock
-/// time of its first frame.
-type Pending = Arc<Mutex<VecDeque<(bool, SystemTime)>>>;
+/// What the feed tells the sink about each part it asked for: whether it starts at a keyframe, the wall-clock time of
+/// its first frame, and its timeline time (a part lasts until the next one starts: the video's time, not the sound's
+/// overhang, so parts stay within the part target).
+type Pending = Arc<Mutex<VecDeque<(bool, SystemTime, gst::ClockTime)>>>;
 
 /// One muxer: `appsrc [! appsrc] ! isofmp4mux ! appsink`, and where the feed is in it.
 struct Muxer {
@@ -510,6 +514,9 @@ struct Muxer {
     last: Option<gst::ClockTime>,
     step: gst::ClockTime,
     part: gst::ClockTime,
+    /// Splits the sound has not had yet: the muxer splits each of its streams where it is told, so the audio stream
+    /// is told before its first frame at or after the video's split (time, chunk).
+    audio_splits: VecDeque<(gst::ClockTime, bool)>,
 }
 
 impl Muxer {
@@ -553,6 +560,7 @@ impl Muxer {
             last: None,
             step: gst::ClockTime::from_mseconds(40),
             part: gst::ClockTime::from_nseconds(stream.config.part.as_nanos() as u64),
+            audio_splits: VecDeque::new(),
         })
     }
 
@@ -590,20 +598,20 @@ impl Muxer {
             }
             _ => {
                 // The muxer's first part.
-                self.pending.lock().push_back((true, wall));
+                self.pending.lock().push_back((true, wall, at));
                 self.segment_start = Some(at);
                 self.part_start = Some(at);
                 None
             }
         };
         if let Some(chunk) = split {
-            let event = gst::event::CustomDownstream::new(
-                gst::Structure::builder("FMP4MuxSplitNow").field("chunk", chunk).build(),
-            );
-            if !self.video.send_event(event) {
+            if !self.video.send_event(split_now(chunk)) {
                 return Err(Error::internal("the hls muxer refused a split"));
             }
-            self.pending.lock().push_back((keyframe, wall));
+            if self.audio.is_some() {
+                self.audio_splits.push_back((at, chunk));
+            }
+            self.pending.lock().push_back((keyframe, wall, at));
             self.part_start = Some(at);
             if !chunk {
                 self.segment_start = Some(at);
@@ -628,6 +636,10 @@ impl Muxer {
     fn push_audio(&mut self, frame: &gst::Buffer) {
         let (Some(src), Some(pts)) = (&self.audio, frame.pts()) else { return };
         let Some(at) = self.timeline.map_audio(pts) else { return };
+        while self.audio_splits.front().is_some_and(|(split, _)| *split <= at) {
+            let (_, chunk) = self.audio_splits.pop_front().expect("checked");
+            src.send_event(split_now(chunk));
+        }
         let mut buffer = frame.copy();
         {
             let b = buffer.make_mut();
@@ -636,6 +648,11 @@ impl Muxer {
         }
         let _ = src.push_buffer(buffer);
     }
+}
+
+/// The muxer's cue: split a chunk (a part) or a fragment (a segment) before the next buffer of the stream it is sent to.
+fn split_now(chunk: bool) -> gst::Event {
+    gst::event::CustomDownstream::new(gst::Structure::builder("FMP4MuxSplitNow").field("chunk", chunk).build())
 }
 
 fn source(name: &str, caps: &gst::Caps) -> gst_app::AppSrc {
@@ -688,7 +705,16 @@ fn collector(stream: Weak<Stream>, generation: u64, pending: Pending) -> gst_app
                 data.extend_from_slice(&map);
                 if flags.contains(gst::BufferFlags::MARKER) {
                     let (data, duration, fragment) = chunk.take().expect("a chunk is open");
-                    let (independent, wall) = pending.lock().pop_front().unwrap_or((fragment, SystemTime::now()));
+                    let (independent, wall, duration) = {
+                        let mut pending = pending.lock();
+                        match pending.pop_front() {
+                            Some((independent, wall, at)) => {
+                                let next = pending.front().map(|(_, _, next)| next.saturating_sub(at));
+                                (independent, wall, next.unwrap_or(duration))
+                            }
+                            None => (fragment, SystemTime::now(), duration),
+                        }
+                    };
                     add_part(&stream, generation, data.into(), duration, fragment, independent, wall);
                 }
             }
@@ -712,7 +738,8 @@ fn add_part(
         let new_segment = fragment || p.open.as_ref().is_none_or(|s| s.generation != generation);
         if new_segment {
             if let Some(done) = p.open.take() {
-                p.target = p.target.max(done.duration().nseconds().div_ceil(1_000_000_000));
+                // EXT-X-TARGETDURATION: every segment's duration rounded to the nearest second is at most it.
+                p.target = p.target.max(done.duration().mseconds().saturating_add(500) / 1000);
                 p.done.push_back(done);
             }
             while p.done.len() > stream.config.segments {
