@@ -581,6 +581,11 @@ async fn demo(data: PathBuf) -> ExitCode {
         Err(e) => return fail(format!("embedded demo config: {e}")),
     };
     config.storage.root = data;
+    // The page's HLS player, where scripts/install-models.sh put it.
+    let hls_js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/web/hls.light.min.js");
+    if hls_js.is_file() {
+        config.hls.player_js = Some(hls_js);
+    }
     // Every port is claimed or checked before anything is started or printed: a newcomer whose port is taken gets one
     // line naming it, not a banner of URLs and a token that lead nowhere.
     let listener = match tokio::net::TcpListener::bind(config.server.listen).await {

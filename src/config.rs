@@ -249,6 +249,9 @@ pub struct HlsConfig {
     pub close_after: Duration,
     /// Cameras muxed at once; a request for another gets HTTP 503.
     pub max_streams: usize,
+    /// hls.js (its `dist/hls.light.min.js`, installed by scripts/install-models.sh), served to the web page at
+    /// `/assets/hls.js` for browsers without native HLS; `None`: the page plays HLS only where the browser can.
+    pub player_js: Option<std::path::PathBuf>,
 }
 
 /// WebRTC playback over WHEP (`POST /whep/<id>` on the HTTP listener).
@@ -892,11 +895,19 @@ struct RawHls {
     segments: usize,
     close_after_s: u64,
     max_streams: usize,
+    player_js: String,
 }
 
 impl Default for RawHls {
     fn default() -> Self {
-        RawHls { enabled: true, part_ms: 200, segments: 7, close_after_s: 30, max_streams: 32 }
+        RawHls {
+            enabled: true,
+            part_ms: 200,
+            segments: 7,
+            close_after_s: 30,
+            max_streams: 32,
+            player_js: String::new(),
+        }
     }
 }
 
@@ -920,6 +931,7 @@ impl RawHls {
             segments: self.segments,
             close_after: Duration::from_secs(self.close_after_s),
             max_streams: self.max_streams,
+            player_js: (!self.player_js.is_empty()).then(|| std::path::PathBuf::from(self.player_js)),
         })
     }
 }

@@ -774,6 +774,7 @@ mod tests {
             segments: 7,
             close_after: Duration::from_secs(30),
             max_streams: 4,
+            player_js: None,
         };
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let mut p = Playlist { target: 1, ..Playlist::default() };
