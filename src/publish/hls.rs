@@ -103,6 +103,9 @@ struct Playlist {
     target: u64,
     /// Why the stream ended, when it did.
     ended: Option<String>,
+    /// The first part holding a frame that arrived after the stream started (the ones before are the hub's history,
+    /// muxed in a burst): a playlist is first served once it exists, so a player sees the live edge where it is.
+    live_part: Option<u64>,
 }
 
 impl Playlist {
@@ -305,12 +308,12 @@ impl Stream {
         }
     }
 
-    /// The playlist, once it has a segment (a new stream waits up to 10 s for its first), or, with `wanted`, once the
-    /// stream has reached that segment (and part); `query` is appended to every URI it lists (a media token).
+    /// The playlist, once it has a segment and reaches the live edge (a new stream muxes the hub's history in a burst
+    /// first; it waits up to 10 s), or, with `wanted`, once the stream has reached that segment (and part); `query` is appended to every URI it lists (a media token).
     pub async fn playlist(&self, wanted: Option<Wanted>, query: &str) -> std::result::Result<String, Miss> {
-        let first = self.playlist.lock().done.is_empty();
-        if first {
-            self.wait(Duration::from_secs(10), |p| !p.done.is_empty()).await?;
+        let live = |p: &Playlist| !p.done.is_empty() && p.live_part.is_some_and(|live| p.next_part > live);
+        if !live(&self.playlist.lock()) {
+            self.wait(Duration::from_secs(10), live).await?;
         }
         if let Some(w) = wanted {
             let (msn, _) = self.playlist.lock().position();
@@ -416,6 +419,8 @@ async fn run(stream: &Arc<Stream>, hub: Weak<StreamHub>) -> &'static str {
     let mut audio_caps: Option<gst::Caps> = None;
     let mut muxer: Option<Muxer> = None;
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
+    let started = Instant::now();
+    let mut live = false;
     let why = loop {
         let item = tokio::select! {
             _ = stream.stop.cancelled() => break "stopped",
@@ -464,6 +469,12 @@ async fn run(stream: &Arc<Stream>, hub: Weak<StreamHub>) -> &'static str {
                     }
                 }
                 let Some(m) = muxer.as_mut() else { continue };
+                if !live && frame.arrived >= started {
+                    // The part this frame goes into is the first with live video: the one after the open part.
+                    live = true;
+                    let mut p = stream.playlist.lock();
+                    p.live_part = Some(p.next_part + m.pending.lock().len().saturating_sub(1) as u64);
+                }
                 if m.push_video(&frame.buffer, frame.keyframe, frame.arrived).is_err() {
                     finish(muxer.take());
                 }
