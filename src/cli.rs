@@ -225,6 +225,10 @@ struct TestcamArgs {
     /// Live cameras: switch the picture between full and half size every this many seconds, mid-stream.
     #[arg(long, conflicts_with_all = ["file", "loop_seconds", "image"])]
     resize_every: Option<u64>,
+    /// Live cameras: draw the wall-clock time each frame is made at along its bottom (16-pixel blocks: Unix ms, low
+    /// 32 bits, then a check byte), for measuring glass-to-glass latency.
+    #[arg(long, conflicts_with_all = ["file", "loop_seconds"])]
+    clock_blocks: bool,
 }
 
 /// The test camera's `--audio`.
@@ -530,6 +534,7 @@ async fn testcam(args: TestcamArgs) -> ExitCode {
         also_at: args.also_at,
         audio: args.audio.codec(),
         resize_every: args.resize_every.map(Duration::from_secs),
+        clock_blocks: args.clock_blocks,
     };
     let cameras = settings.cameras;
     let host = settings.listen.ip();
