@@ -73,8 +73,8 @@ phase() {
     printf '[v4l2]\nenabled = false\n[hls]\nplayer_js = "%s"\n%s\n' "$HLS_JS" "$2"
     printf '[[cameras]]\nid = "cam0"\nurl = "rtsp://127.0.0.1:%s/cam0"\n' "$CAM_PORT"
   } >"$DIR/camhub.toml"
-  start_camhub "$DIR"
   TOKEN=$(camhub_token bench "$DIR/camhub.toml")
+  start_camhub "$DIR"
   local i
   for ((i = 0; i < 300; i++)); do
     curl -sf "http://127.0.0.1:$PORT/health/cameras" 2>/dev/null | grep -q '"connected":1}' && return 0
@@ -101,7 +101,14 @@ phase hls $'[webrtc]\nenabled = false'
 sleep 3
 IDLE=$(cpu_percent "$CAMHUB_PID" "$WINDOW")
 note "camhub, no viewer: $IDLE %"
+# One hls.js viewer in low-latency mode (parts and blocking reloads): camhub's CPU while the browser plays (the whole
+# latency run: sign-in, the page's API calls, HLS), in % of one core.
+T0=$(awk '{print $14 + $15}' "/proc/$CAMHUB_PID/stat")
+S0=$(date +%s.%N)
 latency hls
+BROWSER=$(awk -v a="$T0" -v b="$(awk '{print $14 + $15}' "/proc/$CAMHUB_PID/stat")" -v t="$TCK" -v s0="$S0" \
+  -v s1="$(date +%s.%N)" 'BEGIN { printf "%.2f", (b - a) * 100 / t / (s1 - s0) }')
+note "camhub while one hls.js viewer plays: $BROWSER %"
 URL="http://127.0.0.1:$PORT/hls/cam0/index.m3u8"
 CPU_LINES=()
 for n in "${VIEWERS[@]}"; do
@@ -138,11 +145,12 @@ CAMHUB_PID=""
 collect_versions
 
 COMMIT="$commit" VERSION="$version" FFMPEG_VERSION="$ffmpeg_version" HLS_CPU_WINDOW="$WINDOW" \
-  "${PYRUN[@]}" - "$WORK" "$EVIDENCE" "$IDLE" "$PEER" "${CPU_LINES[@]}" <<'PY'
+  "${PYRUN[@]}" - "$WORK" "$EVIDENCE" "$IDLE" "$PEER" "$BROWSER" "${CPU_LINES[@]}" <<'PY'
 import json, os, statistics, sys
 from benchlib import run_meta, run_line, write_json
 work, evidence, idle, peer = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-cpu = [(int(n), float(c)) for n, c in (l.split() for l in sys.argv[5:])]
+browser = float(sys.argv[5])
+cpu = [(int(n), float(c)) for n, c in (l.split() for l in sys.argv[6:])]
 meta = run_meta("hls", os.environ["COMMIT"], os.environ["VERSION"], 640, 360, 30, 30, 1000, os.environ["FFMPEG_VERSION"])
 
 def figures(name):
@@ -160,7 +168,8 @@ extra = round((more[-1][1] - first) / (more[-1][0] - 1), 3) if first is not None
 result = dict(meta, latency={"whep": whep, "hls": hls},
               cpu={"window_s": int(os.environ.get("HLS_CPU_WINDOW", "15")), "idle_percent": idle, "viewers": per_viewer,
                    "first_viewer_percent": round(first - idle, 2) if first is not None else None,
-                   "each_further_viewer_percent": extra, "peer_ffmpeg_hls_percent": peer})
+                   "each_further_viewer_percent": extra, "peer_ffmpeg_hls_percent": peer,
+                   "one_hlsjs_viewer_percent": browser})
 write_json(f"{evidence}/hls.json", result)
 lines = [
     f"Run: {run_line(result)}",
@@ -171,11 +180,13 @@ lines = [
     f"| WebRTC (WHEP), same run | {whep['frames']} | {whep['p50_ms']} ms | {whep['p90_ms']} ms | {whep['max_ms']} ms |",
     "",
     f"camhub's CPU over {result['cpu']['window_s']} s windows, % of one core: no viewer {idle:.2f} %; "
-    + "; ".join(f"{v['viewers']} HLS viewer{'s' if v['viewers'] > 1 else ''} {v['camhub_cpu_percent']:.2f} %" for v in per_viewer)
-    + ".",
-    f"The first viewer costs {result['cpu']['first_viewer_percent']} % (the camera's muxer and serving it); each further "
-    f"viewer {extra} %. FFmpeg making HLS from the same camera (`-c copy -f hls`, fMP4, 1 s segments), the peer's "
-    f"muxer alone: {peer:.2f} %.",
+    + "; ".join(f"{v['viewers']} FFmpeg HLS reader{'s' if v['viewers'] > 1 else ''} {v['camhub_cpu_percent']:.2f} %" for v in per_viewer)
+    + f"; while one hls.js viewer plays in low-latency mode (parts, blocking reloads; the page's own API calls included) {browser:.2f} %.",
+    "",
+    f"The first FFmpeg reader costs camhub {result['cpu']['first_viewer_percent']} % (the camera's muxer and serving "
+    f"it); each further reader {extra} %. The peer, FFmpeg making fMP4 HLS files from the same camera (`-c copy -f hls "
+    f"-hls_time 1`, reading camhub's RTSP republish; a web server would serve the files): {peer:.2f} % for its RTSP "
+    "read and muxing together.",
 ]
 begin, end = "<!-- bench:hls begin -->", "<!-- bench:hls end -->"
 path = f"{evidence}/hls.md"
