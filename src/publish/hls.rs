@@ -223,14 +223,18 @@ impl Hls {
         info!(camera_id = %camera.id, "hls stream started");
         let hub = Arc::downgrade(&camera.hub);
         let s = stream.clone();
-        self.runtime.spawn(async move {
-            let why = run(&s, hub).await;
-            info!(camera_id = %s.camera, why, "hls stream stopped");
-            s.stop.cancel();
-            s.playlist.lock().ended = Some(why.to_owned());
-            s.counters.hls_viewers.store(0, Ordering::Relaxed);
-            s.changed.send_modify(|v| *v += 1);
-        });
+        let span = tracing::info_span!("hls", camera_id = %camera.id);
+        self.runtime.spawn(tracing::Instrument::instrument(
+            async move {
+                let why = run(&s, hub).await;
+                info!(why, "hls stream stopped");
+                s.stop.cancel();
+                s.playlist.lock().ended = Some(why.to_owned());
+                s.counters.hls_viewers.store(0, Ordering::Relaxed);
+                s.changed.send_modify(|v| *v += 1);
+            },
+            span,
+        ));
         Ok(stream)
     }
 
@@ -575,13 +579,18 @@ impl Muxer {
         })
     }
 
+    /// Whether the muxer posted an error since the last look; its other messages are dropped on the way (nobody
+    /// else reads this bus, and an unread bus keeps everything posted to it).
     fn failed(&self) -> bool {
-        self.pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])).is_some_and(|m| {
-            if let gst::MessageView::Error(e) = m.view() {
+        let Some(bus) = self.pipeline.bus() else { return false };
+        let mut failed = false;
+        while let Some(message) = bus.pop() {
+            if let gst::MessageView::Error(e) = message.view() {
                 warn!(err = %e.error(), debug = ?e.debug(), "hls muxer error");
+                failed = true;
             }
-            true
-        })
+        }
+        failed
     }
 
     /// Pushes a video frame, telling the muxer first when it starts a new segment or part.
