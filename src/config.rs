@@ -35,6 +35,7 @@ pub struct Config {
     pub snapshots: SnapshotConfig,
     pub rtsp_server: RtspServerConfig,
     pub webrtc: WebrtcConfig,
+    pub hls: HlsConfig,
     pub rtmp: PushListener,
     pub srt: PushListener,
     pub cameras: Vec<CameraConfig>,
@@ -233,6 +234,24 @@ impl std::fmt::Debug for RtspUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RtspUser {{ user: {:?}, password: \"..\" }}", self.user)
     }
+}
+
+/// Low-latency HLS (`/hls/<id>/index.m3u8` on the HTTP listener): a camera's muxer starts on its first request and
+/// stops `close_after` after its last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HlsConfig {
+    pub enabled: bool,
+    /// The longest part (LL-HLS partial segment); a segment is one GOP.
+    pub part: Duration,
+    /// Complete segments a playlist lists.
+    pub segments: usize,
+    /// How long a camera's muxer runs after its last request.
+    pub close_after: Duration,
+    /// Cameras muxed at once; a request for another gets HTTP 503.
+    pub max_streams: usize,
+    /// hls.js (its `dist/hls.light.min.js`, installed by scripts/install-models.sh), served to the web page at
+    /// `/assets/hls.js` for browsers without native HLS; `None`: the page plays HLS only where the browser can.
+    pub player_js: Option<std::path::PathBuf>,
 }
 
 /// WebRTC playback over WHEP (`POST /whep/<id>` on the HTTP listener).
@@ -607,6 +626,7 @@ struct RawConfig {
     snapshots: RawSnapshots,
     rtsp_server: RawRtspServer,
     webrtc: RawWebrtc,
+    hls: RawHls,
     rtmp: RawRtmp,
     srt: RawSrt,
     cameras: Vec<RawCamera>,
@@ -865,6 +885,55 @@ struct RawWebrtc {
     candidate_addresses: Vec<String>,
     max_sessions: usize,
     disconnect_timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHls {
+    enabled: bool,
+    part_ms: u64,
+    segments: usize,
+    close_after_s: u64,
+    max_streams: usize,
+    player_js: String,
+}
+
+impl Default for RawHls {
+    fn default() -> Self {
+        RawHls {
+            enabled: true,
+            part_ms: 200,
+            segments: 7,
+            close_after_s: 30,
+            max_streams: 32,
+            player_js: String::new(),
+        }
+    }
+}
+
+impl RawHls {
+    fn validate(self) -> Result<HlsConfig, ConfigError> {
+        if !(100..=2000).contains(&self.part_ms) {
+            return Err(ConfigError::new("hls.part_ms", "must be between 100 and 2000"));
+        }
+        if !(3..=60).contains(&self.segments) {
+            return Err(ConfigError::new("hls.segments", "must be between 3 and 60"));
+        }
+        if !(1..=3600).contains(&self.close_after_s) {
+            return Err(ConfigError::new("hls.close_after_s", "must be between 1 and 3600"));
+        }
+        if !(1..=1000).contains(&self.max_streams) {
+            return Err(ConfigError::new("hls.max_streams", "must be between 1 and 1000"));
+        }
+        Ok(HlsConfig {
+            enabled: self.enabled,
+            part: Duration::from_millis(self.part_ms),
+            segments: self.segments,
+            close_after: Duration::from_secs(self.close_after_s),
+            max_streams: self.max_streams,
+            player_js: (!self.player_js.is_empty()).then(|| std::path::PathBuf::from(self.player_js)),
+        })
+    }
 }
 
 impl Default for RawWebrtc {
@@ -1236,6 +1305,7 @@ impl RawConfig {
         let rtmp = push_listener("rtmp", self.rtmp.enabled, &self.rtmp.listen)?;
         let srt = push_listener("srt", self.srt.enabled, &self.srt.listen)?;
         let webrtc = self.webrtc.validate()?;
+        let hls = self.hls.validate()?;
         let discovery = self.discovery.validate()?;
         let telemetry = self.telemetry.validate()?;
 
@@ -1322,6 +1392,7 @@ impl RawConfig {
             rtmp,
             srt,
             webrtc,
+            hls,
             monitor: MonitorConfig {
                 stall_timeout: Duration::from_millis(m.stall_timeout_ms),
                 reconnect_initial: Duration::from_millis(m.reconnect_initial_ms),
@@ -1724,6 +1795,7 @@ impl Config {
         restart(self.recording != new.recording, "recording");
         restart(self.rtsp_server != new.rtsp_server, "rtsp_server");
         restart(self.webrtc != new.webrtc, "webrtc");
+        restart(self.hls != new.hls, "hls");
         restart(self.rtmp != new.rtmp, "rtmp");
         restart(self.srt != new.srt, "srt");
         restart(self.v4l2 != new.v4l2, "v4l2");
@@ -1837,6 +1909,8 @@ mod tests {
             ("[webrtc]\nice_servers = [\"http://x\"]", "webrtc.ice_servers[0]"),
             ("[webrtc]\nice_servers = [\"turn://h:3478\"]", "webrtc.ice_servers[0]"),
             ("[webrtc]\ncandidate_addresses = [\"nope\"]", "webrtc.candidate_addresses[0]"),
+            ("[hls]\npart_ms = 50", "hls.part_ms"),
+            ("[hls]\nsegments = 1", "hls.segments"),
             ("[discovery]\nscan_interval = 5", "discovery.scan_interval"),
             ("[discovery]\nscan_interval = 90000", "discovery.scan_interval"),
             ("[discovery]\ninterfaces = [\"\"]", "discovery.interfaces[0]"),
@@ -1866,6 +1940,7 @@ mod tests {
         assert_eq!(format!("{:?}", example.v4l2), format!("{:?}", defaults.v4l2));
         assert_eq!(format!("{:?}", example.rtsp_server), format!("{:?}", defaults.rtsp_server));
         assert_eq!(format!("{:?}", example.webrtc), format!("{:?}", defaults.webrtc));
+        assert_eq!(example.hls, defaults.hls);
         assert_eq!(format!("{:?}", example.discovery), format!("{:?}", defaults.discovery));
         Config::from_toml(include_str!("../config/demo.toml")).expect("demo is valid");
     }

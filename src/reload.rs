@@ -103,8 +103,13 @@ pub fn watch(path: &Path, changed: impl Fn() + Send + 'static) -> notify::Result
         Ok(events) => {
             // The link may have been swapped to a target elsewhere: compare with where it points now, too.
             let now = std::fs::canonicalize(&path).ok();
-            let ours =
-                events.iter().flat_map(|e| e.paths.iter()).any(|p| watched.contains(p) || now.as_ref() == Some(p));
+            // Only what changes the file: opening and reading it (a reload reads it) must not count, or each reload
+            // would start the next.
+            let ours = events
+                .iter()
+                .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)))
+                .flat_map(|e| e.paths.iter())
+                .any(|p| watched.contains(p) || now.as_ref() == Some(p));
             if ours {
                 debug!("config file changed on disk");
                 changed();
@@ -124,4 +129,41 @@ pub fn watch(path: &Path, changed: impl Fn() + Send + 'static) -> notify::Result
 
 fn parent(path: &Path) -> PathBuf {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/")).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    #[test]
+    fn the_watcher_wakes_for_a_write_and_never_for_a_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("camhub.toml");
+        std::fs::write(&file, "[log]\nlevel = \"info\"\n").expect("write");
+        let count = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = mpsc::channel();
+        let seen = count.clone();
+        let _watcher = watch(&file, move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(());
+        })
+        .expect("watch");
+        // A reload reads the file: reading it, again and again, is no change (it was a loop: each reload's read woke
+        // the watcher for the next reload, every 300 ms, for ever).
+        for _ in 0..5 {
+            std::fs::read_to_string(&file).expect("read");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(rx.recv_timeout(DEBOUNCE * 3).is_err(), "a read woke the watcher");
+        // A log file written beside it is no change either.
+        std::fs::write(dir.path().join("camhub.log"), "a line\n").expect("write log");
+        assert!(rx.recv_timeout(DEBOUNCE * 3).is_err(), "another file woke the watcher");
+        std::fs::write(&file, "[log]\nlevel = \"debug\"\n").expect("write");
+        rx.recv_timeout(Duration::from_secs(5)).expect("a write wakes the watcher");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
 }

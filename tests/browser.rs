@@ -8,9 +8,12 @@
 //! pushed camera plays and its key says so; a scan of the test camera's host lists its stream, which the page adds with
 //! the scan's credentials percent-encoded and which then plays; the key is revoked and its camera leaves; neither the
 //! key nor the password is left in the page, its storage or its console; a viewer sees none of it; its screenshots go
-//! to `evidence/`. `timeline.mjs`: a recording camera's span on its timeline strip, a click plays it through
-//! `/playback` (a media token in the URL) with the page's video advancing; its screenshot goes to `evidence/`. Fails,
-//! never skips, when Chromium, Node.js, FFmpeg or the models are missing.
+//! to `evidence/`. `hls_fallback.mjs`: where WebRTC cannot connect (camhub offers an unreachable ICE candidate), the
+//! page falls back to low-latency HLS with the hls.js camhub serves (`hls.player_js`, from npm through
+//! `scripts/install-models.sh`) and its picture moves on. `timeline.mjs`: a recording camera's span on its timeline
+//! strip, a click plays it through `/playback` (a media token in the URL) with the page's video advancing; its
+//! screenshot goes to `evidence/`. Fails, never skips, when Chromium, Node.js, FFmpeg, hls.js or the models are
+//! missing.
 
 mod common;
 
@@ -149,6 +152,36 @@ fn the_page_and_its_assets_are_served_with_their_type_caching_and_policy() {
     assert_eq!(code, 404);
     let (code, _, _) = common::http_request(hub.port, "/assets/nothing.js", &[]).expect("GET unknown");
     assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_webrtc_cannot_connect_the_page_plays_the_camera_over_hls() {
+    require_browser_tools();
+    let cam = TestCam::start_with(common::free_port(), 1, &["--width", "320", "--height", "240", "--fps", "15"]);
+    let hls_js = asset("web/hls.light.min.js");
+    // 192.0.2.1 is TEST-NET-1: nobody answers there, so ICE cannot connect, as behind a firewall without UDP.
+    let config = format!(
+        "{}[webrtc]\ncandidate_addresses = [\"192.0.2.1\"]\n[hls]\nplayer_js = {:?}\n",
+        camera_toml("cam0", &cam.url(0)),
+        hls_js.display().to_string()
+    );
+    let hub = Camhub::start(&config);
+    let client = hub.client("operator").await;
+    client
+        .wait_status("cam0", Duration::from_secs(20), |s| s["status"] == "CONNECTED")
+        .await
+        .unwrap_or_else(|| panic!("cam0 never connected; log:\n{}", hub.log()));
+    std::fs::create_dir_all(evidence_dir()).expect("evidence dir");
+    let screenshot = evidence_dir().join("hls-fallback.png");
+    let env = [("SCREENSHOT", screenshot.as_os_str())];
+    let result =
+        tokio::task::block_in_place(|| run_browser(&hub, "hls_fallback.mjs", &env, |_| "unknown command".into()));
+    eprintln!("browser: hls fallback {result}");
+    let (advanced, watched) =
+        (result["advanced_s"].as_f64().unwrap_or(0.0), result["watched_s"].as_f64().unwrap_or(9.0));
+    assert!(advanced >= 0.75 * watched, "{result}");
+    let status = client.call("get_stream_status", json!({ "device": "cam0" })).await.expect("status");
+    assert!(status["metrics"]["bytes_sent"].as_u64().unwrap_or(0) > 0, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,13 @@
 //! The HTTP listener (axum): the JSON-RPC WebSocket at `/ws` (handed to `rpc::connection`) and the plain HTTP
 //! endpoints, each in a module with one job: `health` (no auth, for load balancers and systemd checks), `metrics`
-//! (Prometheus), `files` (downloads), `playback` (recordings by time range), `whep` (WebRTC playback signalling), `whip` (WebRTC publishing
+//! (Prometheus), `files` (downloads), `hls` (low-latency HLS), `playback` (recordings by time range), `whep` (WebRTC
+//! playback signalling), `whip` (WebRTC publishing
 //! signalling, with stream keys) and `web` (the page). Errors become HTTP
 //! statuses through `rpc::errors::http_status`, beside the JSON-RPC mapping.
 
 pub mod files;
 pub mod health;
+pub mod hls;
 pub mod metrics;
 pub mod playback;
 pub mod web;
@@ -57,6 +59,8 @@ impl Server {
             .route("/ws", axum::routing::get(crate::rpc::connection::upgrade))
             .merge(health::routes())
             .merge(metrics::routes())
+            // A player asks for a part every few hundred milliseconds: no span each.
+            .merge(hls::routes())
             .merge(traced)
             .merge(web::routes())
             .with_state(self.clone())

@@ -1,12 +1,13 @@
 //! The web page: `/` and its assets under `/assets/`, compiled into the binary (no build step, no files to install),
 //! each served with its Content-Type, an ETag with `Cache-Control: no-cache` (a new binary is picked up at once, an
 //! unchanged asset costs a 304), and a strict Content-Security-Policy (no inline script, nothing from another origin).
-//! The page talks to the rest of this listener only: `/ws`, `/whep/...` and `/files/...`; it holds no logic here.
+//! The page talks to the rest of this listener only: `/ws`, `/whep/...`, `/hls/...` and `/files/...`; it holds no
+//! logic here. One asset is not compiled in: hls.js, read from the file `hls.player_js` names.
 
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,6 +36,11 @@ const ASSETS: &[Asset] = &[
     Asset { name: "rpc.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../web/rpc.js") },
     Asset { name: "whep.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../web/whep.js") },
     Asset {
+        name: "hlsplay.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/hlsplay.js"),
+    },
+    Asset {
         name: "timeline.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../web/timeline.js"),
@@ -59,24 +65,54 @@ pub fn routes() -> Router<Server> {
 }
 
 async fn index(headers: HeaderMap) -> Response {
-    respond(&INDEX, &ETAGS[0], &headers)
+    respond(INDEX.content_type, INDEX.body, &ETAGS[0], &headers)
 }
 
-async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn asset(State(server): State<Server>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if name == HLS_JS {
+        return hls_js(&server, &headers).await;
+    }
     match ASSETS.iter().position(|a| a.name == name) {
-        Some(i) => respond(&ASSETS[i], &ETAGS[i + 1], &headers),
+        Some(i) => respond(ASSETS[i].content_type, ASSETS[i].body, &ETAGS[i + 1], &headers),
         None => (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-store")], "no such asset").into_response(),
     }
 }
 
-fn respond(asset: &Asset, etag: &HeaderValue, request: &HeaderMap) -> Response {
+/// The one asset that is not compiled in: hls.js, the page's HLS player where the browser has none, from the file
+/// `hls.player_js` names (installed from npm by scripts/install-models.sh); 404 when none is configured.
+const HLS_JS: &str = "hls.js";
+
+async fn hls_js(server: &Server, headers: &HeaderMap) -> Response {
+    let Some(path) = server.app.config().hls.player_js.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CACHE_CONTROL, "no-store")],
+            "hls.js is not configured (hls.player_js)",
+        )
+            .into_response();
+    };
+    let read = tokio::task::spawn_blocking(move || std::fs::read(path)).await;
+    let Ok(Ok(body)) = read else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CACHE_CONTROL, "no-store")],
+            "hls.js is not installed (hls.player_js)",
+        )
+            .into_response();
+    };
+    let digest = Sha256::digest(&body);
+    let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12]))).expect("hex is a valid header");
+    respond("text/javascript; charset=utf-8", body, &etag, headers)
+}
+
+fn respond(content_type: &'static str, body: impl IntoResponse, etag: &HeaderValue, request: &HeaderMap) -> Response {
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let mut response = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { asset.body.into_response() };
+    let mut response = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { body.into_response() };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::ETAG, etag.clone());
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));

@@ -1,9 +1,11 @@
 //! Keeping a stream's output timestamps moving forward when its source's clock does not: what the publishing feeds
-//! and the recorder share. A frame a little behind the last (sent out of presentation order), or too close after it,
+//! and the recorder share, and the continuous `Timeline` recordings and HLS streams are written on. A frame a little behind the last (sent out of presentation order), or too close after it,
 //! is placed `MIN_STEP` after it;
 //! a source clock that jumps back (a camera or an RTSP server restarting its pipeline within one connection) starts a
 //! new timeline one frame spacing after the last frame, instead of stamping every frame just after the last until the
 //! clock catches up, which players and muxers read as seconds of frames at one instant.
+
+use std::time::Instant;
 
 use gstreamer as gst;
 
@@ -53,6 +55,58 @@ impl Forward {
     }
 }
 
+/// Maps hub timestamps (one timeline per camera connection) onto one continuous timeline (a recording session's, an HLS stream's), which starts at 0 and
+/// advances by wall-clock time across reconnects, so a gap stays a gap.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// Added to a frame's timestamp; `None` until the first frame of a connection.
+    offset: Option<i128>,
+    /// The last output and when its frame arrived (a reconnect resumes after it by the wall-clock gap).
+    last_arrival: Option<Instant>,
+    /// Never backwards: a muxer refuses non-monotonic DTS, and a camera clock that jumps back within one connection
+    /// must not collapse the frames after it onto one instant (`media::clock`).
+    forward: Forward,
+}
+
+impl Timeline {
+    pub fn gap(&mut self) {
+        self.offset = None;
+    }
+
+    /// The timeline's time of a frame (from its DTS, else its PTS).
+    pub fn map(
+        &mut self,
+        pts: Option<gst::ClockTime>,
+        dts: Option<gst::ClockTime>,
+        arrived: Instant,
+    ) -> gst::ClockTime {
+        let anchor = dts.or(pts).map(|t| t.nseconds() as i128).unwrap_or(0);
+        let (last, last_arrival) = (self.forward.last(), self.last_arrival);
+        let offset = *self.offset.get_or_insert_with(|| {
+            let target = match (last, last_arrival) {
+                (Some(last), Some(at)) => {
+                    last.nseconds() as i128 + arrived.saturating_duration_since(at).as_nanos().max(1) as i128
+                }
+                _ => 0,
+            };
+            target - anchor
+        });
+        let (out, shift) = self.forward.next(gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64));
+        if let Some(shift) = shift {
+            self.offset = Some(offset + shift);
+        }
+        self.last_arrival = Some(arrived);
+        out
+    }
+
+    /// The timeline's time of an audio frame: the video's offset applies, so sound and picture stay together. `None`
+    /// before the connection's first video frame placed the timeline, or before the session's start.
+    pub fn map_audio(&self, pts: gst::ClockTime) -> Option<gst::ClockTime> {
+        let at = pts.nseconds() as i128 + self.offset?;
+        u64::try_from(at).ok().map(gst::ClockTime::from_nseconds)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +127,29 @@ mod tests {
         let (out, shift) = f.next(gst::ClockTime::ZERO);
         assert_eq!(out, frame * 20 + MIN_STEP * 2);
         assert_eq!(shift, Some(out.nseconds() as i128));
+    }
+
+    #[test]
+    fn the_timeline_starts_at_zero_and_keeps_gaps() {
+        use std::time::Duration;
+        let mut t = Timeline::default();
+        let start = Instant::now();
+        let s = gst::ClockTime::SECOND;
+        assert_eq!(t.map(Some(s * 10), None, start), gst::ClockTime::ZERO);
+        assert_eq!(t.map(Some(s * 11), None, start + Duration::from_secs(1)), s);
+        // The camera comes back 3 s later with a timeline of its own.
+        t.gap();
+        let after = t.map(Some(s / 2), None, start + Duration::from_secs(4));
+        assert_eq!(after, s * 4);
+        assert_eq!(t.map(Some(s / 2 + s), None, start + Duration::from_secs(5)), s * 5);
+        // The camera's clock jumps back within the connection: the frames after it keep their spacing.
+        let frame = gst::ClockTime::from_mseconds(40);
+        let mut t = Timeline::default();
+        for i in 0..20 {
+            assert_eq!(t.map(Some(s * 100 + frame * i), None, start), frame * i);
+        }
+        let back = t.map(Some(gst::ClockTime::ZERO), None, start);
+        assert_eq!(back, frame * 20);
+        assert_eq!(t.map(Some(frame), None, start), frame * 21);
     }
 }

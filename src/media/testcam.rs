@@ -44,6 +44,9 @@ pub struct TestCamSettings {
     /// Live cameras only: the picture's size switches between full and half every this long, mid-stream (a camera
     /// whose resolution changes under its readers: new parameter sets in the stream, none in the SDP).
     pub resize_every: Option<Duration>,
+    /// Live cameras only: each frame carries the wall-clock time it was made at, in blocks (`CLOCK_BLOCK`), for
+    /// glass-to-glass latency measured by whoever decodes it (`scripts/bench/hls.sh`).
+    pub clock_blocks: bool,
 }
 
 /// A photo over a live camera's picture.
@@ -81,6 +84,7 @@ impl Default for TestCamSettings {
             also_at: None,
             audio: None,
             resize_every: None,
+            clock_blocks: false,
         }
     }
 }
@@ -123,6 +127,9 @@ impl TestCam {
         {
             return Err(Error::invalid_param("resize_every", "only a live test camera without an image resizes"));
         }
+        if settings.clock_blocks && !matches!(settings.source, TestCamSource::Live) {
+            return Err(Error::invalid_param("clock_blocks", "only a live test camera draws the clock"));
+        }
         if let Some(codec) = settings.audio {
             if !matches!(settings.source, TestCamSource::Live) {
                 return Err(Error::invalid_param("audio", "only a live test camera sends sound"));
@@ -152,6 +159,7 @@ impl TestCam {
                     factory.set_launch(&live_launch(&settings, i));
                     let schedule = settings.image.as_ref().and_then(|i| i.schedule);
                     let marked = settings.audio.is_some();
+                    let clock = settings.clock_blocks;
                     let resize = settings.resize_every.map(|every| (every, settings.width, settings.height));
                     factory.connect_media_configure(move |_, media| {
                         refuse_seeking(media);
@@ -163,6 +171,9 @@ impl TestCam {
                         }
                         if marked {
                             mark_seconds(media);
+                        }
+                        if clock {
+                            draw_clock(media);
                         }
                     });
                 }
@@ -233,8 +244,8 @@ fn gop(settings: &TestCamSettings) -> u32 {
 /// The raw picture: moving ball (with the photo over it, if any), camera name and frame counter (a time code
 /// HH:MM:SS:FF from timecodestamper) top left, wall clock top right.
 fn raw_source(settings: &TestCamSettings, index: usize, live: bool) -> String {
-    // Marked seconds are painted on I420 (`mark_seconds`).
-    let format = if settings.audio.is_some() { ",format=I420" } else { "" };
+    // Marked seconds and the clock are painted on I420 (`mark_seconds`, `draw_clock`).
+    let format = if settings.audio.is_some() || settings.clock_blocks { ",format=I420" } else { "" };
     let caps = format!(
         "video/x-raw,width={w},height={h},framerate={fps}/1{format}",
         w = settings.width,
@@ -401,6 +412,49 @@ fn mark_seconds(media: &rtsp::RTSPMedia) {
             }
             gst::PadProbeReturn::Ok
         });
+    }
+}
+
+/// The side of a clock block, in pixels.
+pub const CLOCK_BLOCK: usize = 16;
+
+/// Draws the wall-clock time each frame is made at onto it (`draw_clock_blocks`).
+fn draw_clock(media: &rtsp::RTSPMedia) {
+    let Ok(bin) = media.element().downcast::<gst::Bin>() else { return };
+    let Some(pad) = bin.by_name("pattern").and_then(|e| e.static_pad("src")) else { return };
+    pad.add_probe(gst::PadProbeType::BUFFER, |pad, info| {
+        let info_of = pad.current_caps().and_then(|c| gstreamer_video::VideoInfo::from_caps(&c).ok());
+        if let (Some(video), Some(buffer)) = (info_of, info.buffer_mut()) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            draw_clock_blocks(video, buffer.make_mut(), now.as_millis() as u32);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// 40 bits along the bottom of the picture, `CLOCK_BLOCK` pixels square, left to right then the next row up: the
+/// low 32 bits of Unix milliseconds (most significant first), then their four bytes XORed (a check); black (luma
+/// 16) for 0, white (235) for 1 (I420).
+fn draw_clock_blocks(video: gstreamer_video::VideoInfo, buffer: &mut gst::BufferRef, millis: u32) {
+    use gstreamer_video::prelude::*;
+    let (width, height) = (video.width() as usize, video.height() as usize);
+    let per_row = width / CLOCK_BLOCK;
+    if per_row == 0 {
+        return;
+    }
+    let check = millis.to_be_bytes().iter().fold(0u8, |a, b| a ^ b);
+    let bits = (u64::from(millis) << 8) | u64::from(check);
+    let Ok(mut frame) = gstreamer_video::VideoFrameRef::from_buffer_ref_writable(buffer, &video) else { return };
+    let stride = frame.plane_stride()[0] as usize;
+    let Ok(luma) = frame.plane_data_mut(0) else { return };
+    for i in 0..40 {
+        let (row, col) = (i / per_row, i % per_row);
+        let Some(top) = height.checked_sub((row + 1) * CLOCK_BLOCK) else { return };
+        let value = if (bits >> (39 - i)) & 1 == 1 { 235 } else { 16 };
+        for y in top..top + CLOCK_BLOCK {
+            let start = y * stride + col * CLOCK_BLOCK;
+            luma[start..start + CLOCK_BLOCK].fill(value);
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! Publishing: every camera republished, without re-encoding, over RTSP (`rtsp_server`: gst-rtsp-server on its own
-//! GLib thread, one shared media per camera built for its first reader) and WebRTC (`whep`: one webrtcbin per WHEP
-//! session). Both are hub consumers fed by `feed`. This module owns which cameras are published (all by default;
+//! GLib thread, one shared media per camera built for its first reader), WebRTC (`whep`: one webrtcbin per WHEP
+//! session) and low-latency HLS (`hls`: one fMP4 muxer per camera watched, parts and segments in memory). RTSP and
+//! WHEP are hub consumers fed by `feed`; HLS feeds its muxer itself (its timeline is the stream's, not the clock's). This module owns which cameras are published (all by default;
 //! `stop_streaming` withdraws one until `start_streaming`), their public URLs, and the counters the API reports
 //! (readers, bytes and frames sent). It knows cameras and hubs; it knows nothing about JSON-RPC or HTTP framing.
 
 pub mod feed;
+pub mod hls;
 pub mod rtsp_server;
 pub mod whep;
 
@@ -29,6 +31,8 @@ pub struct Counters {
     pub rtsp_readers: AtomicUsize,
     /// Live WHEP sessions of the camera.
     pub webrtc_sessions: AtomicUsize,
+    /// HLS viewers: who asked for any of the camera's HLS stream in the last 5 s.
+    pub hls_viewers: AtomicUsize,
     /// RTP bytes sent to readers: each packet counted once per reader it goes to (transport framing excluded).
     pub bytes_sent: AtomicU64,
     /// Frames handed to a publishing pipeline (once per frame for the shared RTSP media, once per WHEP session).
@@ -37,7 +41,9 @@ pub struct Counters {
 
 impl Counters {
     pub fn readers(&self) -> usize {
-        self.rtsp_readers.load(Ordering::Relaxed) + self.webrtc_sessions.load(Ordering::Relaxed)
+        self.rtsp_readers.load(Ordering::Relaxed)
+            + self.webrtc_sessions.load(Ordering::Relaxed)
+            + self.hls_viewers.load(Ordering::Relaxed)
     }
 }
 
@@ -59,6 +65,7 @@ struct Entry {
 pub struct Urls {
     pub rtsp: String,
     pub webrtc: String,
+    pub hls: String,
 }
 
 /// The publishing service: the RTSP server, WHEP sessions, and per-camera state.
@@ -74,6 +81,7 @@ pub struct Publisher {
     /// The running RTSP server, once started.
     rtsp: Mutex<Option<rtsp_server::RtspServer>>,
     pub whep: whep::Whep,
+    pub hls: hls::Hls,
     config: Config,
     auth: Authenticator,
     /// The media runtime: feeders and WHEP sessions run there.
@@ -105,6 +113,7 @@ impl Publisher {
             entries: Mutex::new(BTreeMap::new()),
             rtsp: Mutex::new(None),
             whep: whep::Whep::new(config.webrtc.clone(), runtime.clone()),
+            hls: hls::Hls::new(config.hls.clone(), runtime.clone()),
             config: config.clone(),
             auth,
             runtime,
@@ -123,6 +132,9 @@ impl Publisher {
     ) -> Result<()> {
         if self.webrtc_enabled() {
             self.whep.prewarm();
+        }
+        if self.hls.enabled() {
+            hls::register_muxer()?;
         }
         let weak = Arc::downgrade(self);
         let list = cameras.clone();
@@ -144,6 +156,7 @@ impl Publisher {
                 let ids: Vec<CameraId> = list().iter().map(|c| c.id.clone()).collect();
                 publisher.retain(|id| ids.contains(id));
                 publisher.reconcile_now();
+                publisher.hls.end_missing(|id| ids.contains(id));
                 publisher.whep.end_missing(|id| ids.contains(id)).await;
             }
         });
@@ -177,6 +190,7 @@ impl Publisher {
             let _ = tokio::task::spawn_blocking(move || drop(server)).await;
         }
         self.whep.shutdown().await;
+        self.hls.shutdown();
     }
 
     /// The RTSP port actually bound (0 when the server is disabled or not started).
@@ -188,6 +202,7 @@ impl Publisher {
         Urls {
             rtsp: if self.rtsp_enabled { format!("{}/{id}", self.rtsp_base.lock()) } else { String::new() },
             webrtc: if self.webrtc_enabled { format!("{}/whep/{id}", self.http_base) } else { String::new() },
+            hls: if self.hls.enabled() { format!("{}/hls/{id}/index.m3u8", self.http_base) } else { String::new() },
         }
     }
 
@@ -253,6 +268,7 @@ impl Publisher {
         };
         self.reconcile_now();
         self.whep.end_camera(id).await;
+        self.hls.end_camera(id);
         Ok(since)
     }
 

@@ -30,7 +30,7 @@ use crate::base::time::millis;
 use crate::base::{AudioCodec, CameraId};
 use crate::config::{RecordingConfig, RecordingFormat};
 use crate::error::{Dependency, Error, Result};
-use crate::media::clock::Forward;
+use crate::media::clock::Timeline;
 use crate::media::hub::{Consumer, HubItem};
 use crate::media::{audio_codec_of, make};
 use crate::storage::Db;
@@ -443,53 +443,6 @@ impl SegmentWriter {
     }
 }
 
-/// Maps hub timestamps (one timeline per camera connection) onto the session's timeline, which starts at 0 and
-/// advances by wall-clock time across reconnects, so a gap stays a gap.
-#[derive(Debug, Default)]
-struct Timeline {
-    /// Added to a frame's timestamp; `None` until the first frame of a connection.
-    offset: Option<i128>,
-    /// The last output and when its frame arrived (a reconnect resumes after it by the wall-clock gap).
-    last_arrival: Option<Instant>,
-    /// Never backwards: a muxer refuses non-monotonic DTS, and a camera clock that jumps back within one connection
-    /// must not collapse the frames after it onto one instant (`media::clock`).
-    forward: Forward,
-}
-
-impl Timeline {
-    fn gap(&mut self) {
-        self.offset = None;
-    }
-
-    /// The session timestamps (pts, dts) of a frame.
-    fn map(&mut self, pts: Option<gst::ClockTime>, dts: Option<gst::ClockTime>, arrived: Instant) -> gst::ClockTime {
-        let anchor = dts.or(pts).map(|t| t.nseconds() as i128).unwrap_or(0);
-        let (last, last_arrival) = (self.forward.last(), self.last_arrival);
-        let offset = *self.offset.get_or_insert_with(|| {
-            let target = match (last, last_arrival) {
-                (Some(last), Some(at)) => {
-                    last.nseconds() as i128 + arrived.saturating_duration_since(at).as_nanos().max(1) as i128
-                }
-                _ => 0,
-            };
-            target - anchor
-        });
-        let (out, shift) = self.forward.next(gst::ClockTime::from_nseconds((anchor + offset).max(0) as u64));
-        if let Some(shift) = shift {
-            self.offset = Some(offset + shift);
-        }
-        self.last_arrival = Some(arrived);
-        out
-    }
-
-    /// The session time of an audio frame: the video's offset applies, so sound and picture stay together. `None`
-    /// before the connection's first video frame placed the timeline, or before the session's start.
-    fn map_audio(&self, pts: gst::ClockTime) -> Option<gst::ClockTime> {
-        let at = pts.nseconds() as i128 + self.offset?;
-        u64::try_from(at).ok().map(gst::ClockTime::from_nseconds)
-    }
-}
-
 /// Turns hub items into segment files: timestamps onto the session timeline, a new file at the first keyframe
 /// after the segment length, a camera gap or new caps.
 struct Segmenter<'a> {
@@ -889,33 +842,5 @@ async fn close_abandoned(old: SegmentWriter, broken: bool, info: SessionInfo, db
         Ok(Ok(())) => info!(file, "segment on the failed root closed and indexed"),
         Ok(Err(e)) => warn!(err = %e, file, "segment on the failed root not indexed now: listed when its root returns"),
         Err(_) => warn!(file, "segment on the failed root did not close in 15 s: listed when its root returns"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_timeline_starts_at_zero_and_keeps_gaps() {
-        let mut t = Timeline::default();
-        let start = Instant::now();
-        let s = gst::ClockTime::SECOND;
-        assert_eq!(t.map(Some(s * 10), None, start), gst::ClockTime::ZERO);
-        assert_eq!(t.map(Some(s * 11), None, start + Duration::from_secs(1)), s);
-        // The camera comes back 3 s later with a timeline of its own.
-        t.gap();
-        let after = t.map(Some(s / 2), None, start + Duration::from_secs(4));
-        assert_eq!(after, s * 4);
-        assert_eq!(t.map(Some(s / 2 + s), None, start + Duration::from_secs(5)), s * 5);
-        // The camera's clock jumps back within the connection: the frames after it keep their spacing.
-        let frame = gst::ClockTime::from_mseconds(40);
-        let mut t = Timeline::default();
-        for i in 0..20 {
-            assert_eq!(t.map(Some(s * 100 + frame * i), None, start), frame * i);
-        }
-        let back = t.map(Some(gst::ClockTime::ZERO), None, start);
-        assert_eq!(back, frame * 20);
-        assert_eq!(t.map(Some(frame), None, start), frame * 21);
     }
 }

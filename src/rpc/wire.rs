@@ -11,8 +11,7 @@ use crate::devices::v4l2::{Handling, fps};
 use crate::media::hub::StreamStats;
 use crate::publish::Publisher;
 
-/// Where a camera can be watched. Empty when it is not published (`stop_streaming`) or the protocol is disabled;
-/// `hls` is always empty: camhub does not serve HLS.
+/// Where a camera can be watched. Empty when it is not published (`stop_streaming`) or the protocol is disabled.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Streams {
     pub rtsp: String,
@@ -26,7 +25,7 @@ impl Streams {
             return Streams::default();
         }
         let urls = publish.urls(&camera.id);
-        Streams { rtsp: urls.rtsp, webrtc: urls.webrtc, hls: String::new() }
+        Streams { rtsp: urls.rtsp, webrtc: urls.webrtc, hls: urls.hls }
     }
 }
 

@@ -7,6 +7,7 @@
 // out of the page when its box is closed.
 
 import { AUTH_FAILED, RpcClient, RpcError } from './rpc.js';
+import { HlsSession } from './hlsplay.js';
 import { WhepError, WhepSession } from './whep.js';
 import { Timeline } from './timeline.js';
 
@@ -169,7 +170,15 @@ async function fetchFile(path) {
  * for its path on ours: the credential is sent only where the page came from.
  */
 function whepUrl(summary) {
-  const advertised = summary.streams?.webrtc;
+  return ourUrl(summary.streams?.webrtc);
+}
+
+/** The camera's LL-HLS playlist (`streams.hls`), on our origin as `whepUrl` does it; null when HLS is off. */
+function hlsUrl(summary) {
+  return ourUrl(summary.streams?.hls);
+}
+
+function ourUrl(advertised) {
   if (!advertised) return null;
   const url = new URL(advertised, window.location.href);
   return url.origin === window.location.origin ? url.href : new URL(url.pathname, window.location.href).href;
@@ -238,6 +247,10 @@ class CameraTile {
     this.status = null;
     /** The WHEP endpoint while camhub publishes the camera over WebRTC, else null. */
     this.whep = null;
+    /** The HLS playlist while camhub publishes the camera over HLS, else null. */
+    this.hls = null;
+    /** How the tile plays: 'webrtc' first; 'hls' once WebRTC could not connect (until the page is reloaded). */
+    this.transport = 'webrtc';
     this.session = null;
     /** Bumped whenever the video is started or stopped; a result for an older generation is ignored. */
     this.generation = 0;
@@ -277,11 +290,12 @@ class CameraTile {
 
     // Video runs while the camera is connected and published; it starts again when either comes back.
     const first = this.status === null;
-    const wasLive = this.status === 'CONNECTED' && this.whep !== null;
+    const wasLive = this.status === 'CONNECTED' && this.playable();
     const previousWhep = this.whep;
     this.whep = whepUrl(summary);
+    this.hls = hlsUrl(summary);
     this.status = summary.status;
-    const live = connected && this.whep !== null;
+    const live = connected && this.playable();
     if (live && (!wasLive || this.whep !== previousWhep)) {
       this.startVideo();
     } else if (!live && (wasLive || first)) {
@@ -290,6 +304,11 @@ class CameraTile {
       else if (connected) reason = 'Live video is not published for this camera';
       this.stopVideo(reason);
     }
+  }
+
+  /** Whether camhub publishes the camera over a protocol the tile plays. */
+  playable() {
+    return this.whep !== null || this.hls !== null;
   }
 
   setOverlay(text) {
@@ -312,6 +331,11 @@ class CameraTile {
     clearTimeout(this.retryTimer);
     clearTimeout(this.peerTimer);
     this.video.srcObject = null;
+    if (this.whep === null || this.transport === 'hls') {
+      this.startHls(generation);
+      return;
+    }
+    this.video.dataset.transport = 'webrtc';
     this.setOverlay('Starting live video…');
     const session = new WhepSession(this.whep, credential(), (state) => this.onPeerState(generation, state));
     this.session = session;
@@ -334,26 +358,57 @@ class CameraTile {
     }
   }
 
+  /** Plays the camera over LL-HLS: WebRTC is not published, or could not connect. */
+  async startHls(generation) {
+    this.video.dataset.transport = 'hls';
+    this.setOverlay('Starting live video over HLS…');
+    const device = this.device;
+    const session = new HlsSession(this.hls, credential(), async () =>
+      (await page.rpc.call('create_media_token', { device })).token);
+    this.session = session;
+    try {
+      const firstFrame = await session.start(this.video);
+      if (generation !== this.generation) return;
+      this.retries = 0;
+      this.video.dataset.firstFrameMs = String(Math.round(firstFrame));
+      this.video.dataset.sessions = String(Number(this.video.dataset.sessions) + 1);
+      this.latencyValue.textContent = `HLS, first frame ${Math.round(firstFrame)} ms`;
+      this.latency.hidden = false;
+      this.box.dataset.playing = 'true';
+    } catch (e) {
+      if (generation !== this.generation) return;
+      this.videoFailed(describe(e), 0);
+    }
+  }
+
   videoFailed(reason, status) {
     this.session?.stop();
     this.session = null;
     this.video.srcObject = null;
+    // WebRTC did not get through (a firewall, no UDP, a proxy): HLS goes over the page's own HTTP connection.
+    if (this.transport === 'webrtc' && this.hls !== null && status !== 404 && status !== 401) {
+      this.transport = 'hls';
+      this.flashError(`WebRTC could not connect (${reason}); playing over HLS`);
+      this.startVideo();
+      return;
+    }
     // 404: the camera was withdrawn or removed. Until the list says which (asked for now), the tile takes it as not
     // published, so the first refresh that shows it published again starts the video, however the two race.
     if (status === 404) {
       this.whep = null;
+      this.hls = null;
       this.setOverlay('Live video is not published for this camera');
       queueCameraRefresh();
       return;
     }
-    if (this.status !== 'CONNECTED' || this.whep === null) return;
+    if (this.status !== 'CONNECTED' || !this.playable()) return;
     const delay = Math.min(VIDEO_RETRY_MAX_MS, VIDEO_RETRY_MIN_MS * 2 ** this.retries);
     this.retries += 1;
     this.setOverlay(`Live video unavailable (${reason}); retrying in ${Math.ceil(delay / 1000)} s`);
     if (status === 401) this.setOverlay(`Live video refused the credential; retrying in ${Math.ceil(delay / 1000)} s`);
     const generation = this.generation;
     this.retryTimer = setTimeout(() => {
-      if (generation === this.generation && this.status === 'CONNECTED' && this.whep !== null) this.startVideo();
+      if (generation === this.generation && this.status === 'CONNECTED' && this.playable()) this.startVideo();
     }, delay);
   }
 
@@ -1411,7 +1466,7 @@ function init() {
   window.addEventListener('pagehide', stopVideos);
   window.addEventListener('pageshow', (ev) => {
     if (!ev.persisted) return;
-    for (const tile of page.tiles.values()) if (tile.status === 'CONNECTED' && tile.whep !== null) tile.startVideo();
+    for (const tile of page.tiles.values()) if (tile.status === 'CONNECTED' && tile.playable()) tile.startVideo();
   });
   if (credential()) startSession();
   else showSignIn('');

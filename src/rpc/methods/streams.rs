@@ -168,6 +168,8 @@ pub struct StreamFigures {
     pub readers: usize,
     pub rtsp_readers: usize,
     pub webrtc_sessions: usize,
+    /// Who asked for the camera's HLS stream in the last 5 s.
+    pub hls_viewers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -211,6 +213,7 @@ pub async fn status(rpc: Arc<Rpc>, _: Arc<Session>, p: DeviceParams) -> Result<S
             readers: c.readers(),
             rtsp_readers: c.rtsp_readers.load(Relaxed),
             webrtc_sessions: c.webrtc_sessions.load(Relaxed),
+            hls_viewers: c.hls_viewers.load(Relaxed),
         },
         start_time,
     })
