@@ -91,7 +91,7 @@ async fn every_camera_is_served_over_rtsp_and_shared_by_its_readers() {
         let status = client.call("get_camera_status", json!({ "device": id })).await.expect("status");
         assert_eq!(status["streams"]["rtsp"], hub.rtsp_url(id), "{status}");
         assert_eq!(status["streams"]["webrtc"], format!("http://127.0.0.1:{}/whep/{id}", hub.port), "{status}");
-        assert_eq!(status["streams"]["hls"], "", "{status}");
+        assert_eq!(status["streams"]["hls"], format!("http://127.0.0.1:{}/hls/{id}/index.m3u8", hub.port), "{status}");
         let (codec, w, h) = probe(&hub.rtsp_url(id)).unwrap_or_else(|e| panic!("{id}: {e}; log:\n{}", hub.log()));
         assert_eq!((codec.as_str(), w, h), ("h264", 320, 240), "{id}");
     }

@@ -18,6 +18,8 @@ const VIDEO_RETRY_MIN_MS = 1000;
 const VIDEO_RETRY_MAX_MS = 15000;
 /** How long a peer connection may stay `disconnected` before the session is started again. */
 const PEER_GRACE_MS = 4000;
+/** How long WebRTC may take to show a frame before a tile that can play HLS falls back to it. */
+const WEBRTC_FALLBACK_MS = 5000;
 /** Roles that may call take_snapshot. */
 const SNAPSHOT_ROLES = new Set(['operator', 'admin']);
 /** Roles that may call set_detection. */
@@ -339,8 +341,15 @@ class CameraTile {
     this.setOverlay('Starting live video…');
     const session = new WhepSession(this.whep, credential(), (state) => this.onPeerState(generation, state));
     this.session = session;
+    // Where HLS is there to fall back on, WebRTC gets a few seconds, not the session's whole 15 s.
+    const fallback = this.hls === null ? 0 : setTimeout(() => {
+      if (generation !== this.generation) return;
+      this.generation += 1;
+      this.videoFailed(`no video within ${WEBRTC_FALLBACK_MS / 1000} s`, 0);
+    }, WEBRTC_FALLBACK_MS);
     try {
       const times = await session.start(this.video);
+      clearTimeout(fallback);
       if (generation !== this.generation) return;
       this.retries = 0;
       const rounded = Math.round(times.firstFrame);
@@ -353,6 +362,7 @@ class CameraTile {
       this.latency.hidden = false;
       this.box.dataset.playing = 'true';
     } catch (e) {
+      clearTimeout(fallback);
       if (generation !== this.generation) return;
       this.videoFailed(describe(e), e instanceof WhepError ? e.status : 0);
     }
