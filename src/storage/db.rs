@@ -46,24 +46,34 @@ impl Db {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         let migrator = sqlx::migrate!("./migrations");
-        // sqlx reads which migrations are applied, then runs each in a transaction, with nothing held between: two
-        // processes opening one new database at once (`camhub token` beside a starting `camhub run`) both start
-        // migration 1, and the loser fails on the tables the winner made (its transaction rolled back). Run again,
+        // Two processes opening one new database at once (`camhub token` beside a starting `camhub run`) race: one
+        // may find the file locked while the other turns on WAL (which takes no busy timeout), and sqlx reads which
+        // migrations are applied, then runs each in a transaction with nothing held between, so both may start
+        // migration 1 and the loser fails on the tables the winner made (its transaction rolled back). Opened again,
         // it finds the winner's work applied and goes on from there.
         let mut attempt = 0;
-        loop {
-            match migrator.run(&pool).await {
-                Ok(()) => break,
+        let pool = loop {
+            let opened = async {
+                let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
+                match migrator.run(&pool).await {
+                    Ok(()) => Ok(pool),
+                    Err(e) => {
+                        pool.close().await;
+                        Err(Error::dependency(Dependency::Database, format!("migration: {e}")))
+                    }
+                }
+            };
+            match opened.await {
+                Ok(pool) => break pool,
                 Err(e) if attempt < MIGRATION_ATTEMPTS => {
                     attempt += 1;
-                    tracing::debug!(err = %e, attempt, "migration failed; another opener may be migrating: again");
+                    tracing::debug!(err = %e, attempt, "opening the database failed; another opener may be migrating: again");
                     tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
                 }
-                Err(e) => return Err(Error::dependency(Dependency::Database, format!("migration: {e}"))),
+                Err(e) => return Err(e),
             }
-        }
+        };
         Ok(Db { pool })
     }
 
