@@ -22,12 +22,6 @@ fn start(audio: bool) -> (TestCam, Camhub) {
     (cam, hub)
 }
 
-async fn connected(hub: &Camhub) {
-    let client = hub.client("viewer").await;
-    let status = client.wait_status("cam0", Duration::from_secs(30), |s| s["status"] == "CONNECTED").await;
-    assert!(status.is_some(), "cam0 never connected: {}", hub.log());
-}
-
 fn get(hub: &Camhub, path: &str, token: &str) -> (u16, String, Vec<u8>) {
     let auth = format!("Bearer {token}");
     http_request(hub.port, path, &[("Authorization", &auth)]).unwrap_or_else(|| panic!("no answer to GET {path}"))
@@ -62,7 +56,7 @@ fn preload_hint(playlist: &str) -> String {
 #[tokio::test]
 async fn ffmpeg_reads_the_live_stream_with_sound_for_10_s_without_an_error() {
     let (_cam, hub) = start(true);
-    connected(&hub).await;
+    hub.connected_client("viewer", "cam0").await;
     let token = hub.token("viewer");
     let url = format!("http://127.0.0.1:{}/hls/cam0/index.m3u8", hub.port);
     let out = hub.dir.join("hls.mp4");
@@ -96,7 +90,7 @@ async fn ffmpeg_reads_the_live_stream_with_sound_for_10_s_without_an_error() {
 #[tokio::test]
 async fn a_blocking_reload_returns_the_next_part_and_the_preload_hint_is_waited_for() {
     let (_cam, hub) = start(false);
-    connected(&hub).await;
+    hub.connected_client("viewer", "cam0").await;
     let token = hub.token("viewer");
     let (code, head, body) = get(&hub, "/hls/cam0/index.m3u8", &token);
     assert_eq!(code, 200, "{head}");
@@ -152,7 +146,7 @@ async fn a_blocking_reload_returns_the_next_part_and_the_preload_hint_is_waited_
 #[tokio::test]
 async fn the_stream_stops_after_its_last_viewer_and_starts_again_on_request() {
     let (_cam, hub) = start(false);
-    connected(&hub).await;
+    hub.connected_client("viewer", "cam0").await;
     let token = hub.token("viewer");
     let client = hub.client("viewer").await;
     let (code, _, body) = get(&hub, "/hls/cam0/index.m3u8", &token);
@@ -189,7 +183,7 @@ async fn the_stream_stops_after_its_last_viewer_and_starts_again_on_request() {
 #[tokio::test]
 async fn credentials_names_and_directives_are_checked() {
     let (_cam, hub) = start(false);
-    connected(&hub).await;
+    hub.connected_client("viewer", "cam0").await;
     let client = hub.client("viewer").await;
     let path = "/hls/cam0/index.m3u8";
     let code = |path: &str, headers: &[(&str, &str)]| http_request(hub.port, path, headers).expect("answer").0;

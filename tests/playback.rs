@@ -9,21 +9,12 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Camhub, Client, TestCam, camera_toml, ffprobe, first_frame_is_key, http, http_request};
+use common::{Camhub, TestCam, camera_toml, ffprobe, first_frame_is_key, http, http_request};
 use serde_json::{Value, json};
 
 const CONNECT: Duration = Duration::from_secs(20);
 /// The test camera's GOP (15 fps, a keyframe every second).
 const GOP: f64 = 1.0;
-
-async fn connected(hub: &Camhub, role: &str, device: &str) -> Client {
-    let client = hub.client(role).await;
-    client
-        .wait_status(device, CONNECT, |s| s["status"] == "CONNECTED")
-        .await
-        .unwrap_or_else(|| panic!("{device} never connected; log:\n{}", hub.log()));
-    client
-}
 
 fn time(v: &Value) -> SystemTime {
     humantime::parse_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}"))).expect("RFC 3339 time")
@@ -104,7 +95,7 @@ async fn a_range_across_a_camera_gap_plays_cut_at_keyframes_with_the_gap_reporte
     let port = cam.port;
     let toml = format!("[recording]\nsegment_seconds = 2\n{}record = \"always\"\n", camera_toml("cam", &cam.url(0)));
     let hub = Camhub::start(&toml);
-    let client = connected(&hub, "operator", "cam").await;
+    let client = hub.connected_client("operator", "cam").await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     // The gap, for real: the camera dies and comes back on the same port.
     cam.kill();
@@ -347,7 +338,7 @@ async fn sound_is_kept_in_sync_across_segments_and_a_removed_cameras_recordings_
     let cam = TestCam::start_with_audio(2, "aac");
     let toml = format!("[recording]\nsegment_seconds = 2\n{}record = \"always\"\n", camera_toml("cam", &cam.url(0)));
     let hub = Camhub::start(&toml);
-    let client = connected(&hub, "viewer", "cam").await;
+    let client = hub.connected_client("viewer", "cam").await;
     let deadline = Instant::now() + Duration::from_secs(40);
     let span = loop {
         let s = client.call("list_recording_spans", json!({ "device": "cam" })).await.expect("spans");

@@ -6,19 +6,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use common::{Camhub, Client, TestCam, camera_toml, decodes_cleanly, ffprobe, first_frame_is_key};
+use common::{Camhub, TestCam, camera_toml, decodes_cleanly, ffprobe, first_frame_is_key};
 use serde_json::{Value, json};
 
 const CONNECT: Duration = Duration::from_secs(20);
-
-async fn connected(hub: &Camhub, role: &str, device: &str) -> Client {
-    let client = hub.client(role).await;
-    client
-        .wait_status(device, CONNECT, |s| s["status"] == "CONNECTED")
-        .await
-        .unwrap_or_else(|| panic!("{device} never connected; log:\n{}", hub.log()));
-    client
-}
 
 fn parse_time(v: &Value) -> SystemTime {
     humantime::parse_rfc3339(v.as_str().expect("time string")).expect("RFC 3339 time")
@@ -28,7 +19,7 @@ fn parse_time(v: &Value) -> SystemTime {
 async fn a_recording_with_pre_roll_and_a_duration_plays_for_that_long() {
     let cam = TestCam::start(1);
     let hub = Camhub::start(&camera_toml("cam", &cam.url(0)));
-    let client = connected(&hub, "operator", "cam").await;
+    let client = hub.connected_client("operator", "cam").await;
     // Let the hub gather more than the pre-roll.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let started = client.call("start_recording", json!({ "device": "cam", "duration": 6 })).await.expect("start");
@@ -67,7 +58,7 @@ async fn a_recording_with_pre_roll_and_a_duration_plays_for_that_long() {
 async fn mkv_and_mp4_record_and_stop_on_request() {
     let cam = TestCam::start(2);
     let hub = Camhub::start(&format!("{}{}", camera_toml("a", &cam.url(0)), camera_toml("b", &cam.url(1))));
-    let client = connected(&hub, "operator", "a").await;
+    let client = hub.connected_client("operator", "a").await;
     client.wait_status("b", CONNECT, |s| s["status"] == "CONNECTED").await.expect("b connected");
     let mkv = client.call("start_recording", json!({ "device": "a", "format": "mkv" })).await.expect("mkv");
     let mp4 = client.call("start_recording", json!({ "device": "b", "format": "mp4" })).await.expect("mp4");
@@ -98,7 +89,7 @@ async fn a_camera_reconnect_gives_one_session_with_two_playable_segments() {
     let mut cam = TestCam::start(1);
     let port = cam.port;
     let hub = Camhub::start(&camera_toml("cam", &cam.url(0)));
-    let client = connected(&hub, "operator", "cam").await;
+    let client = hub.connected_client("operator", "cam").await;
     let started = client.call("start_recording", json!({ "device": "cam" })).await.expect("start");
     tokio::time::sleep(Duration::from_secs(3)).await;
     cam.kill();
@@ -172,7 +163,7 @@ async fn a_camera_with_sound_is_recorded_with_it_in_sync_in_every_format() {
     let formats = [("a", "mp4"), ("b", "fmp4"), ("c", "mkv")];
     let toml: String = formats.iter().enumerate().map(|(i, (id, _))| camera_toml(id, &cam.url(i))).collect();
     let hub = Camhub::start(&toml);
-    let client = connected(&hub, "operator", "a").await;
+    let client = hub.connected_client("operator", "a").await;
     for (id, _) in &formats[1..] {
         client.wait_status(id, CONNECT, |s| s["status"] == "CONNECTED").await.expect("connected");
     }
@@ -211,7 +202,7 @@ async fn sound_follows_segment_splits_and_a_file_cut_by_kill_9_is_recovered_with
     let cam = TestCam::start_with_audio(1, "aac");
     let toml = format!("[recording]\nsegment_seconds = 2\n{}", camera_toml("cam", &cam.url(0)));
     let mut hub = Camhub::start(&toml);
-    let client = connected(&hub, "operator", "cam").await;
+    let client = hub.connected_client("operator", "cam").await;
     client.call("start_recording", json!({ "device": "cam", "format": "fmp4" })).await.expect("start");
     tokio::time::sleep(Duration::from_secs(7)).await;
     hub.kill9();
@@ -239,7 +230,7 @@ async fn a_camera_with_sound_that_reconnects_keeps_its_sound_in_the_next_segment
     let mut cam = TestCam::start_with_audio(1, "aac");
     let (port, url) = (cam.port, cam.url(0));
     let hub = Camhub::start(&camera_toml("cam", &url));
-    let client = connected(&hub, "operator", "cam").await;
+    let client = hub.connected_client("operator", "cam").await;
     client.call("start_recording", json!({ "device": "cam", "format": "mkv" })).await.expect("start");
     tokio::time::sleep(Duration::from_secs(3)).await;
     cam.kill();
@@ -265,7 +256,7 @@ async fn a_camera_with_sound_that_reconnects_keeps_its_sound_in_the_next_segment
 async fn g711_sound_is_recorded_in_mkv_and_mp4_keeps_the_picture_only() {
     let cam = TestCam::start_with_audio(2, "pcmu");
     let hub = Camhub::start(&format!("{}{}", camera_toml("a", &cam.url(0)), camera_toml("b", &cam.url(1))));
-    let client = connected(&hub, "operator", "a").await;
+    let client = hub.connected_client("operator", "a").await;
     client.wait_status("b", CONNECT, |s| s["status"] == "CONNECTED").await.expect("b connected");
     let mkv = client.call("start_recording", json!({ "device": "a", "format": "mkv" })).await.expect("mkv");
     let mp4 = client.call("start_recording", json!({ "device": "b", "format": "mp4" })).await.expect("mp4");
@@ -287,7 +278,7 @@ async fn kill_9_mid_recording_loses_at_most_a_second_and_the_index_matches_the_d
     let cam = TestCam::start(1);
     let toml = camera_toml("cam", &cam.url(0));
     let mut hub = Camhub::start(&toml);
-    let client = connected(&hub, "operator", "cam").await;
+    let client = hub.connected_client("operator", "cam").await;
     let started = client.call("start_recording", json!({ "device": "cam" })).await.expect("start");
     let filename = started["filename"].as_str().expect("name").to_owned();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -327,7 +318,7 @@ async fn kill_9_mid_recording_loses_at_most_a_second_and_the_index_matches_the_d
 async fn a_snapshot_is_a_fresh_jpeg_of_the_camera_size() {
     let cam = TestCam::start(1);
     let hub = Camhub::start(&camera_toml("cam", &cam.url(0)));
-    let client = connected(&hub, "operator", "cam").await;
+    let client = hub.connected_client("operator", "cam").await;
     let before = SystemTime::now();
     let snap = client.call("take_snapshot", json!({ "device": "cam", "filename": "door" })).await.expect("snapshot");
     assert_eq!(snap["status"], "SUCCESS");
@@ -384,7 +375,7 @@ async fn a_camera_configured_to_record_always_records_from_start_up_in_segments(
 async fn back_to_back_recordings_within_the_pre_roll_never_share_a_file() {
     let cam = TestCam::start(1);
     let hub = Camhub::start(&camera_toml("cam", &cam.url(0)));
-    let client = connected(&hub, "operator", "cam").await;
+    let client = hub.connected_client("operator", "cam").await;
     let mut stopped = Vec::new();
     for _ in 0..2 {
         client.call("start_recording", json!({ "device": "cam" })).await.expect("start");
@@ -405,7 +396,7 @@ async fn check_reports_every_mismatch_and_repair_fixes_them() {
     let cam = TestCam::start(1);
     let toml = camera_toml("cam", &cam.url(0));
     let mut hub = Camhub::start(&toml);
-    let client = connected(&hub, "operator", "cam").await;
+    let client = hub.connected_client("operator", "cam").await;
     let mut names = Vec::new();
     for _ in 0..2 {
         client.call("start_recording", json!({ "device": "cam" })).await.expect("start");

@@ -675,18 +675,12 @@ fn split_now(chunk: bool) -> gst::Event {
     gst::event::CustomDownstream::new(gst::Structure::builder("FMP4MuxSplitNow").field("chunk", chunk).build())
 }
 
+/// An `appsrc` for the muxer: the publishing feeds' (bounded, never blocking), not live: the muxer takes the stream's
+/// own timeline as fast as it comes (the hub's history in a burst), and waits for every track rather than a clock.
 fn source(name: &str, caps: &gst::Caps) -> gst_app::AppSrc {
-    gst_app::AppSrc::builder()
-        .name(name)
-        .caps(caps)
-        .format(gst::Format::Time)
-        .is_live(false)
-        .do_timestamp(false)
-        .stream_type(gst_app::AppStreamType::Stream)
-        .max_bytes(16 * 1024 * 1024)
-        .block(false)
-        .leaky_type(gst_app::AppLeakyType::Downstream)
-        .build()
+    let src = super::feed::appsrc(name, caps);
+    src.set_is_live(false);
+    src
 }
 
 fn pipeline_error(e: impl std::fmt::Display) -> Error {

@@ -257,14 +257,7 @@ impl Playback {
         container: Container,
     ) -> Result<Arc<Built>> {
         let (from, to) = (millis(start), millis(end));
-        let rows = self.db.segments_between(camera, from, to).await?;
-        let (sources, unavailable) = self.sources(&rows);
-        if sources.is_empty() {
-            return Err(match unavailable {
-                Some(e) => e,
-                None => Error::not_found(Resource::Recording, format!("{camera} between the times asked")),
-            });
-        }
+        let (rows, sources) = self.recorded(camera, from, to).await?;
         let key = digest(camera, from, to, container, &rows);
         let cell = {
             let mut cache = self.cache.lock();
@@ -307,6 +300,15 @@ impl Playback {
     /// Writes `camera`'s recordings over `[start, end)` as one MP4 at `path` (a new file, which the caller indexes).
     pub async fn export(&self, camera: &str, start: SystemTime, end: SystemTime, path: PathBuf) -> Result<Built> {
         let (from, to) = (millis(start), millis(end));
+        let (rows, sources) = self.recorded(camera, from, to).await?;
+        let spans = spans(rows.iter().map(|r| (r.started_at, r.ended_at)));
+        let _turn = self.builds.acquire().await.map_err(Error::internal)?;
+        build(sources, (start, end), Container::Mp4, path, false, spans).await
+    }
+
+    /// `camera`'s segments over `[from, to)` (Unix ms) and the files of those on roots that are there: not found when
+    /// nothing is recorded there, the first unavailable root's error when nothing there is on a root that is there.
+    async fn recorded(&self, camera: &str, from: i64, to: i64) -> Result<(Vec<SegmentRow>, Vec<Source>)> {
         let rows = self.db.segments_between(camera, from, to).await?;
         let (sources, unavailable) = self.sources(&rows);
         if sources.is_empty() {
@@ -315,9 +317,7 @@ impl Playback {
                 None => Error::not_found(Resource::Recording, format!("{camera} between the times asked")),
             });
         }
-        let spans = spans(rows.iter().map(|r| (r.started_at, r.ended_at)));
-        let _turn = self.builds.acquire().await.map_err(Error::internal)?;
-        build(sources, (start, end), Container::Mp4, path, false, spans).await
+        Ok((rows, sources))
     }
 
     /// The files of `rows` on roots that are there; the error of the first that is not (its root is away).

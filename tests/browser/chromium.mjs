@@ -75,3 +75,19 @@ export async function signIn(page, url, token) {
   await page.click('#signin-button');
   await page.waitForSelector('#app-view', { state: 'visible', timeout: 10000 });
 }
+
+/**
+ * What a script does when it fails: a screenshot of the page at the failure (when `screenshot` names a file), the
+ * error and any problems on stderr, exit status 1.
+ */
+export async function failed(page, e, { log, problems = [], screenshot = '' }) {
+  if (screenshot) {
+    try {
+      await page.screenshot({ path: screenshot });
+      log('the page at the failure:', screenshot);
+    } catch {}
+  }
+  log(e.stack || String(e));
+  if (problems.length) log('also:', problems.join('; '));
+  process.exitCode = 1;
+}

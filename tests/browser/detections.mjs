@@ -8,7 +8,7 @@
 // CAMERA_NAME, PERSON (the person's box in the camera's frame: x1,y1,x2,y2 as fractions), SCREENSHOT (PNG path),
 // FAILURE_SCREENSHOT (PNG path), CHROMIUM (default /usr/bin/chromium).
 
-import { check, env, openBrowser, signIn, waitFor as poll } from './chromium.mjs';
+import { check, env, failed, openBrowser, signIn, waitFor as poll } from './chromium.mjs';
 
 const URL_ = env('CAMHUB_URL');
 const TOKEN = env('CAMHUB_TOKEN');
@@ -162,13 +162,7 @@ try {
   check(problems.length === 0, problems.join('; '));
   process.stdout.write(`@result ${JSON.stringify(result)}\n`);
 } catch (e) {
-  try {
-    await page.screenshot({ path: FAILURE_SCREENSHOT });
-    log('the page at the failure:', FAILURE_SCREENSHOT);
-  } catch {}
-  log(e.stack || String(e));
-  if (problems.length) log('also:', problems.join('; '));
-  process.exitCode = 1;
+  await failed(page, e, { log, problems, screenshot: FAILURE_SCREENSHOT });
 } finally {
   await close();
 }

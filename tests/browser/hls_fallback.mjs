@@ -5,7 +5,7 @@
 //
 // Environment: CAMHUB_URL, CAMHUB_TOKEN (an operator JWT), FAILURE_SCREENSHOT, SCREENSHOT, CHROMIUM.
 
-import { check, env, openBrowser, signIn, waitFor } from './chromium.mjs';
+import { check, env, failed, openBrowser, signIn, waitFor } from './chromium.mjs';
 
 const URL_ = env('CAMHUB_URL');
 const TOKEN = env('CAMHUB_TOKEN');
@@ -68,13 +68,7 @@ try {
   };
   process.stdout.write(`@result ${JSON.stringify(result)}\n`);
 } catch (e) {
-  try {
-    await page.screenshot({ path: FAILURE_SCREENSHOT });
-    log('the page at the failure:', FAILURE_SCREENSHOT);
-  } catch {}
-  log(e.stack || String(e));
-  if (problems.length) log('also:', problems.join('; '));
-  process.exitCode = 1;
+  await failed(page, e, { log, problems, screenshot: FAILURE_SCREENSHOT });
 } finally {
   await close();
 }

@@ -6,7 +6,7 @@
 //
 // Environment: CAMHUB_URL, CAMHUB_TOKEN, SECONDS (10), WARM (3), FAILURE_SCREENSHOT (optional), CHROMIUM.
 
-import { env, openBrowser, signIn, waitFor } from './chromium.mjs';
+import { env, failed, openBrowser, signIn, waitFor } from './chromium.mjs';
 
 const URL_ = env('CAMHUB_URL');
 const TOKEN = env('CAMHUB_TOKEN');
@@ -74,13 +74,7 @@ try {
   if (sorted.length === 0) throw new Error('no frame carried a readable clock');
   process.stdout.write(`@result ${JSON.stringify({ transport, latencies: read.latencies, unreadable: read.unreadable })}\n`);
 } catch (e) {
-  if (FAILURE_SCREENSHOT) {
-    try {
-      await page.screenshot({ path: FAILURE_SCREENSHOT });
-    } catch {}
-  }
-  log(e.stack || String(e));
-  process.exitCode = 1;
+  await failed(page, e, { log, problems, screenshot: FAILURE_SCREENSHOT });
 } finally {
   await close();
 }

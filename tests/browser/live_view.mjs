@@ -11,7 +11,7 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import readline from 'node:readline';
-import { check, env, openBrowser, signIn, waitFor as poll } from './chromium.mjs';
+import { check, env, failed, openBrowser, signIn, waitFor as poll } from './chromium.mjs';
 
 const URL_ = env('CAMHUB_URL');
 const TOKEN = env('CAMHUB_TOKEN');
@@ -175,13 +175,7 @@ try {
   check(problems.length === 0, problems.join('; '));
   process.stdout.write(`@result ${JSON.stringify(result)}\n`);
 } catch (e) {
-  try {
-    await page.screenshot({ path: FAILURE_SCREENSHOT });
-    log('the page at the failure:', FAILURE_SCREENSHOT);
-  } catch {}
-  log(e.stack || String(e));
-  if (problems.length) log('also:', problems.join('; '));
-  process.exitCode = 1;
+  await failed(page, e, { log, problems, screenshot: FAILURE_SCREENSHOT });
 } finally {
   await close();
   process.stdin.destroy();

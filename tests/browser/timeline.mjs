@@ -6,7 +6,7 @@
 // Environment: CAMHUB_URL (http://127.0.0.1:PORT/), CAMHUB_TOKEN (an operator JWT), DEVICE (the recorded camera),
 // SCREENSHOT (PNG path), FAILURE_SCREENSHOT (PNG path), CHROMIUM (default /usr/bin/chromium).
 
-import { check, env, openBrowser, signIn, waitFor as poll } from './chromium.mjs';
+import { check, env, failed, openBrowser, signIn, waitFor as poll } from './chromium.mjs';
 
 const URL_ = env('CAMHUB_URL');
 const TOKEN = env('CAMHUB_TOKEN');
@@ -61,13 +61,7 @@ try {
   check(problems.length === 0, problems.join('; '));
   process.stdout.write(`@result ${JSON.stringify(result)}\n`);
 } catch (e) {
-  try {
-    await page.screenshot({ path: FAILURE_SCREENSHOT });
-    log('the page at the failure:', FAILURE_SCREENSHOT);
-  } catch {}
-  log(e.stack || String(e));
-  if (problems.length) log('also:', problems.join('; '));
-  process.exitCode = 1;
+  await failed(page, e, { log, problems, screenshot: FAILURE_SCREENSHOT });
 } finally {
   await close();
 }

@@ -308,6 +308,16 @@ impl Camhub {
         String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
     }
 
+    /// A client of `role`, once `device` is CONNECTED (20 s at most; else a panic with camhub's log).
+    pub async fn connected_client(&self, role: &str, device: &str) -> Client {
+        let client = self.client(role).await;
+        client
+            .wait_status(device, Duration::from_secs(20), |s| s["status"] == "CONNECTED")
+            .await
+            .unwrap_or_else(|| panic!("{device} never connected; log:\n{}", self.log()));
+        client
+    }
+
     pub async fn client(&self, role: &str) -> Client {
         let client = Client::connect(&self.ws_url()).await;
         let r = client.call("authenticate", json!({ "auth_token": self.token(role) })).await;
