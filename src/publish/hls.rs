@@ -261,11 +261,6 @@ impl Hls {
             s.stop.cancel();
         }
     }
-
-    /// How many cameras are muxed now.
-    pub fn running(&self) -> usize {
-        self.streams.lock().values().filter(|s| !s.stop.is_cancelled()).count()
-    }
 }
 
 impl Stream {
