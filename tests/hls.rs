@@ -1,5 +1,5 @@
-//! Low-latency HLS against a real camhub and our test camera: FFmpeg reads the live stream (video and AAC sound) for
-//! 10 s without an error; a blocking playlist reload returns the next part as soon as it exists, and the preload hint's
+//! Low-latency HLS against a real camhub and our test camera: FFmpeg reads the live stream of a camera with AAC sound
+//! (its picture: HLS carries no sound yet) for 10 s without an error; a blocking playlist reload returns the next part as soon as it exists, and the preload hint's
 //! part is waited for; the stream stops after its last viewer and starts again on the next request; bad requests and
 //! credentials are refused plainly. hls.js in Chromium is tests/browser.rs's.
 
@@ -54,7 +54,7 @@ fn preload_hint(playlist: &str) -> String {
 }
 
 #[tokio::test]
-async fn ffmpeg_reads_the_live_stream_with_sound_for_10_s_without_an_error() {
+async fn ffmpeg_reads_the_live_stream_of_a_camera_with_sound_for_10_s_without_an_error() {
     let (_cam, hub) = start(true);
     hub.connected_client("viewer", "cam0").await;
     let token = hub.token("viewer");
@@ -70,14 +70,14 @@ async fn ffmpeg_reads_the_live_stream_with_sound_for_10_s_without_an_error() {
         .expect("ffmpeg (scripts/install-deps.sh installs it)");
     let took = started.elapsed();
     let errors = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "ffmpeg failed: {errors}");
+    assert!(run.status.success(), "ffmpeg failed: {errors}; log:\n{}", hub.log());
     assert!(errors.trim().is_empty(), "ffmpeg reported errors reading the stream: {errors}");
     let streams = ffprobe_streams(&out).expect("ffprobe");
     eprintln!("hls: ffmpeg read 10 s in {took:.1?}: {streams:?}");
     let video = streams.iter().find(|s| s.kind == "video").expect("a video stream");
     assert_eq!(video.codec, "h264");
-    let audio = streams.iter().find(|s| s.kind == "audio").expect("the camera's sound");
-    assert_eq!(audio.codec, "aac");
+    // HLS carries the picture only for now (src/publish/hls.rs says why); the camera's sound stays on RTSP and WebRTC.
+    assert!(streams.iter().all(|s| s.kind != "audio"), "{streams:?}");
     let (duration, ..) = common::ffprobe(&out).expect("ffprobe");
     assert!((9.5..=10.5).contains(&duration), "{duration} s read");
     common::decodes_cleanly(&out).expect("the recording of the stream decodes");

@@ -4,9 +4,12 @@
 //! again.
 //!
 //! The muxer is gst-plugins-rs' `isofmp4mux` (registered at start from the `gst-plugin-fmp4` crate) in manual-split
-//! mode: the feed decides where parts and segments end and tells it with a `FMP4MuxSplitNow` event before the frame
-//! that starts the next one (the sound is told before its first frame at or after that time). A segment starts at a keyframe once the one before has lasted a second (so it is about
-//! one GOP); a part ends before the frame that would take it past `hls.part`. Each part is one CMAF chunk (moof+mdat);
+//! mode: the feed decides where parts and segments end and marks the frame that starts the next one; a probe on the
+//! `appsrc` sends the muxer its `FMP4MuxSplitNow` event right before that frame, in the stream's order; frames carry
+//! a duration, so the muxer places each at once (without one it holds a frame until the next, and takes a split meant
+//! for the next frame as this one's). The picture only, for now: with a sound track the muxer sometimes stalled at a
+//! stream's start (it waits for every track's first data, and placed a split a frame early meanwhile). A segment
+//! starts at a keyframe once the one before has lasted a second (so it is about one GOP); a part ends before the frame that would take it past `hls.part`. Each part is one CMAF chunk (moof+mdat);
 //! a segment is its parts' bytes in order. A new connection of the camera, or new caps, ends the muxer's timeline: the
 //! next muxer has a new init segment and the playlist says `EXT-X-DISCONTINUITY` there. Media sequence numbers and
 //! part numbers run on across muxers, for as long as the stream lives.
@@ -31,13 +34,13 @@ use tracing::{debug, info, warn};
 
 use super::Counters;
 use crate::base::time::iso;
-use crate::base::{AudioCodec, CameraId, Codec};
+use crate::base::{CameraId, Codec};
 use crate::camera::Camera;
 use crate::config::HlsConfig;
 use crate::error::{Error, Result, State};
 use crate::media::clock::Timeline;
 use crate::media::hub::{HubItem, Start, StreamHub};
-use crate::media::{audio_codec_of, codec_of, make};
+use crate::media::{codec_of, make};
 
 /// Frames the feed may have queued from the hub before it loses some.
 const QUEUE: usize = 256;
@@ -54,12 +57,18 @@ const VIEWER_WINDOW: Duration = Duration::from_secs(5);
 /// Complete segments whose parts a playlist lists (the older ones are listed whole).
 const SEGMENTS_WITH_PARTS: usize = 2;
 
-/// Registers `isofmp4mux` and its siblings with GStreamer (once; after `gst::init`).
+/// The buffer meta that carries a split to the muxer in the stream's own order (`SPLIT_META`'s `chunk` field).
+const SPLIT_META: &str = "CamhubHlsSplit";
+
+/// Registers `isofmp4mux` and its siblings with GStreamer, and our split meta (once; after `gst::init`).
 pub fn register_muxer() -> Result<()> {
     static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| gstfmp4::plugin_register_static().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(|e| Error::dependency(crate::error::Dependency::Gstreamer, format!("fmp4 muxer: {e}")))
+    DONE.get_or_init(|| {
+        gst::meta::CustomMeta::register_simple(SPLIT_META);
+        gstfmp4::plugin_register_static().map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| Error::dependency(crate::error::Dependency::Gstreamer, format!("fmp4 muxer: {e}")))
 }
 
 /// One part: a CMAF chunk.
@@ -162,6 +171,8 @@ pub struct Stream {
     playlist: Mutex<Playlist>,
     changed: watch::Sender<u64>,
     last_request: Mutex<Instant>,
+    /// Requests waiting on the stream now (a blocking reload, a new stream's first playlist): it is not idle.
+    waiting: std::sync::atomic::AtomicUsize,
     viewers: Mutex<HashMap<u64, Instant>>,
     counters: Arc<Counters>,
     stop: CancellationToken,
@@ -215,6 +226,7 @@ impl Hls {
             playlist: Mutex::new(Playlist { target: 1, ..Playlist::default() }),
             changed,
             last_request: Mutex::new(Instant::now()),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             viewers: Mutex::new(HashMap::new()),
             counters,
             stop: CancellationToken::new(),
@@ -289,6 +301,7 @@ impl Stream {
 
     /// Waits until `ready` holds of the playlist, the stream ends, or `patience` runs out.
     async fn wait(&self, patience: Duration, ready: impl Fn(&Playlist) -> bool) -> std::result::Result<(), Miss> {
+        let _waiting = Waiting::new(self);
         let mut rx = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + patience;
         loop {
@@ -358,8 +371,26 @@ impl Stream {
         Ok(self.playlist.lock().part(number))
     }
 
+    /// Nobody asked for `close_after`, and nobody waits now.
     fn idle(&self) -> bool {
-        self.last_request.lock().elapsed() > self.config.close_after
+        self.waiting.load(Ordering::Relaxed) == 0 && self.last_request.lock().elapsed() > self.config.close_after
+    }
+}
+
+/// A request waiting on a stream, counted while it waits; when it ends, it counts as the stream's last request.
+struct Waiting<'a>(&'a Stream);
+
+impl<'a> Waiting<'a> {
+    fn new(stream: &'a Stream) -> Waiting<'a> {
+        stream.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(stream)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        *self.0.last_request.lock() = Instant::now();
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -409,13 +440,13 @@ fn render(p: &Playlist, config: &HlsConfig, query: &str) -> String {
 
 /// Feeds the camera's frames to muxers until the stream ends; says why it ended.
 async fn run(stream: &Arc<Stream>, hub: Weak<StreamHub>) -> &'static str {
-    let Some(mut consumer) = hub.upgrade().map(|h| h.subscribe_with_audio("hls", QUEUE, Start::PreRoll(HISTORY)))
-    else {
+    // The picture only: with a sound track, isofmp4mux's manual splits sometimes stalled the stream at its start (it
+    // places a split on the buffer before the one it was sent before while it waits for every track's first data).
+    let Some(mut consumer) = hub.upgrade().map(|h| h.subscribe("hls", QUEUE, Start::PreRoll(HISTORY))) else {
         return "camera removed";
     };
     let mut generation = 0u64;
     let mut caps: Option<gst::Caps> = None;
-    let mut audio_caps: Option<gst::Caps> = None;
     let mut muxer: Option<Muxer> = None;
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
     let started = Instant::now();
@@ -442,16 +473,7 @@ async fn run(stream: &Arc<Stream>, hub: Weak<StreamHub>) -> &'static str {
                 }
                 caps = Some(c);
             }
-            Some(HubItem::AudioCaps(c)) => {
-                if audio_caps.as_ref() != Some(&c) {
-                    finish(muxer.take());
-                }
-                audio_caps = Some(c);
-            }
-            Some(HubItem::Gap) => {
-                finish(muxer.take());
-                audio_caps = None;
-            }
+            Some(HubItem::Gap) => finish(muxer.take()),
             Some(HubItem::Frame(frame)) => {
                 if muxer.is_none() {
                     if !frame.keyframe {
@@ -459,7 +481,7 @@ async fn run(stream: &Arc<Stream>, hub: Weak<StreamHub>) -> &'static str {
                     }
                     let Some(c) = caps.as_ref() else { continue };
                     generation += 1;
-                    match Muxer::start(stream, generation, c, audio_caps.as_ref()) {
+                    match Muxer::start(stream, generation, c) {
                         Ok(m) => muxer = Some(m),
                         Err(e) => {
                             warn!(camera_id = %stream.camera, err = %e, "hls muxer did not start");
@@ -478,11 +500,7 @@ async fn run(stream: &Arc<Stream>, hub: Weak<StreamHub>) -> &'static str {
                     finish(muxer.take());
                 }
             }
-            Some(HubItem::Audio(frame)) => {
-                if let Some(m) = muxer.as_mut() {
-                    m.push_audio(&frame.buffer);
-                }
-            }
+            Some(HubItem::AudioCaps(_) | HubItem::Audio(_)) => {}
         }
     };
     finish(muxer.take());
@@ -493,9 +511,6 @@ async fn run(stream: &Arc<Stream>, hub: Weak<StreamHub>) -> &'static str {
 fn finish(muxer: Option<Muxer>) {
     if let Some(m) = muxer {
         let _ = m.video.end_of_stream();
-        if let Some(a) = &m.audio {
-            let _ = a.end_of_stream();
-        }
         let pipeline = m.pipeline;
         tokio::task::spawn_blocking(move || {
             // The EOS drains the last part to the sink first (bounded: a stuck pipeline is torn down anyway).
@@ -507,15 +522,13 @@ fn finish(muxer: Option<Muxer>) {
 }
 
 /// What the feed tells the sink about each part it asked for: whether it starts at a keyframe, the wall-clock time of
-/// its first frame, and its timeline time (a part lasts until the next one starts: the video's time, not the sound's
-/// overhang, so parts stay within the part target).
+/// its first frame, and its timeline time (a part lasts until the next one starts).
 type Pending = Arc<Mutex<VecDeque<(bool, SystemTime, gst::ClockTime)>>>;
 
-/// One muxer: `appsrc [! appsrc] ! isofmp4mux ! appsink`, and where the feed is in it.
+/// One muxer: `appsrc ! isofmp4mux ! appsink`, and where the feed is in it.
 struct Muxer {
     pipeline: gst::Pipeline,
     video: gst_app::AppSrc,
-    audio: Option<gst_app::AppSrc>,
     timeline: Timeline,
     pending: Pending,
     /// The start of the open part and of the open segment (timeline time), and the last frame's.
@@ -524,13 +537,10 @@ struct Muxer {
     last: Option<gst::ClockTime>,
     step: gst::ClockTime,
     part: gst::ClockTime,
-    /// Splits the sound has not had yet: the muxer splits each of its streams where it is told, so the audio stream
-    /// is told before its first frame at or after the video's split (time, chunk).
-    audio_splits: VecDeque<(gst::ClockTime, bool)>,
 }
 
 impl Muxer {
-    fn start(stream: &Arc<Stream>, generation: u64, caps: &gst::Caps, audio_caps: Option<&gst::Caps>) -> Result<Muxer> {
+    fn start(stream: &Arc<Stream>, generation: u64, caps: &gst::Caps) -> Result<Muxer> {
         if !matches!(codec_of(caps), Some(Codec::H264 | Codec::H265)) {
             return Err(Error::CapabilityNotSupported("this camera's codec over HLS".into()));
         }
@@ -541,28 +551,18 @@ impl Muxer {
         mux.set_property("chunk-duration", stream.config.part.as_nanos() as u64);
         mux.set_property("write-mfra", false);
         let video = source("video", caps);
+        send_split_before(&video);
         let sink = gst_app::AppSink::builder().sync(false).async_(false).max_buffers(0).build();
         pipeline.add_many([video.upcast_ref(), &mux, sink.upcast_ref()]).map_err(pipeline_error)?;
         video.link(&mux).map_err(pipeline_error)?;
-        // Browsers play AAC and Opus from fMP4; G.711 is left out of HLS (the RTSP republish keeps it).
-        let audio = match audio_caps.filter(|c| matches!(audio_codec_of(c), Some(AudioCodec::Aac | AudioCodec::Opus))) {
-            Some(c) => {
-                let src = source("audio", c);
-                pipeline.add(&src).map_err(pipeline_error)?;
-                src.link(&mux).map_err(pipeline_error)?;
-                Some(src)
-            }
-            None => None,
-        };
         mux.link(&sink).map_err(pipeline_error)?;
         let pending: Pending = Arc::default();
         sink.set_callbacks(collector(Arc::downgrade(stream), generation, pending.clone()));
         pipeline.set_state(gst::State::Playing).map_err(pipeline_error)?;
-        debug!(camera_id = %stream.camera, generation, sound = audio.is_some(), "hls muxer started");
+        debug!(camera_id = %stream.camera, generation, "hls muxer started");
         Ok(Muxer {
             pipeline,
             video,
-            audio,
             timeline: Timeline::default(),
             pending,
             part_start: None,
@@ -570,7 +570,6 @@ impl Muxer {
             last: None,
             step: gst::ClockTime::from_mseconds(40),
             part: gst::ClockTime::from_nseconds(stream.config.part.as_nanos() as u64),
-            audio_splits: VecDeque::new(),
         })
     }
 
@@ -620,12 +619,6 @@ impl Muxer {
             }
         };
         if let Some(chunk) = split {
-            if !self.video.send_event(split_now(chunk)) {
-                return Err(Error::internal("the hls muxer refused a split"));
-            }
-            if self.audio.is_some() {
-                self.audio_splits.push_back((at, chunk));
-            }
             self.pending.lock().push_back((keyframe, wall, at));
             self.part_start = Some(at);
             if !chunk {
@@ -638,36 +631,52 @@ impl Muxer {
             let b = buffer.make_mut();
             b.set_dts(at);
             b.set_pts(at + delay);
-            b.set_duration(gst::ClockTime::NONE);
+            // A duration (the last frame spacing) lets the muxer place the frame at once: without one it holds each
+            // frame until the next, and takes a split meant for the next frame as this one's (a segment would start
+            // a frame before its keyframe).
+            b.set_duration(self.step);
             if keyframe {
                 b.unset_flags(gst::BufferFlags::DELTA_UNIT);
             } else {
                 b.set_flags(gst::BufferFlags::DELTA_UNIT);
             }
+            if let Some(chunk) = split {
+                mark_split(b, chunk);
+            }
         }
         self.video.push_buffer(buffer).map(|_| ()).map_err(|e| Error::internal(format!("hls muxer: {e:?}")))
-    }
-
-    fn push_audio(&mut self, frame: &gst::Buffer) {
-        let (Some(src), Some(pts)) = (&self.audio, frame.pts()) else { return };
-        let Some(at) = self.timeline.map_audio(pts) else { return };
-        while self.audio_splits.front().is_some_and(|(split, _)| *split <= at) {
-            let (_, chunk) = self.audio_splits.pop_front().expect("checked");
-            src.send_event(split_now(chunk));
-        }
-        let mut buffer = frame.copy();
-        {
-            let b = buffer.make_mut();
-            b.set_pts(at);
-            b.set_dts(at);
-        }
-        let _ = src.push_buffer(buffer);
     }
 }
 
 /// The muxer's cue: split a chunk (a part) or a fragment (a segment) before the next buffer of the stream it is sent to.
 fn split_now(chunk: bool) -> gst::Event {
     gst::event::CustomDownstream::new(gst::Structure::builder("FMP4MuxSplitNow").field("chunk", chunk).build())
+}
+
+/// Asks for a split before `buffer`: `send_split_before` turns the mark into the muxer's event on the appsrc's
+/// streaming thread, right before the buffer, so it is never out of order with the buffers queued in the `appsrc`.
+fn mark_split(buffer: &mut gst::BufferRef, chunk: bool) {
+    // Registered in `register_muxer`, before any muxer exists.
+    if let Ok(mut meta) = gst::meta::CustomMeta::add(buffer, SPLIT_META) {
+        meta.mut_structure().set("chunk", chunk);
+    }
+}
+
+/// Sends the muxer a split before each buffer marked by `mark_split`, in the stream's order.
+fn send_split_before(src: &gst_app::AppSrc) {
+    let Some(pad) = src.static_pad("src") else { return };
+    pad.add_probe(gst::PadProbeType::BUFFER, |pad, info| {
+        let chunk = match &info.data {
+            Some(gst::PadProbeData::Buffer(b)) => gst::meta::CustomMeta::from_buffer(b, SPLIT_META)
+                .ok()
+                .map(|m| m.structure().get::<bool>("chunk").unwrap_or(true)),
+            _ => None,
+        };
+        if let Some(chunk) = chunk {
+            pad.push_event(split_now(chunk));
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// An `appsrc` for the muxer: the publishing feeds' (bounded, never blocking), not live: the muxer takes the stream's
