@@ -177,7 +177,15 @@ async fn a_camera_with_sound_is_recorded_with_it_in_sync_in_every_format() {
     let own: Vec<_> = (0..formats.len())
         .map(|i| {
             let url = cam.url(i);
-            tokio::task::spawn_blocking(move || common::av_marks(&url, Duration::from_secs(5)))
+            // A reader that got nothing at all (its connection to the test camera failed on a loaded machine, seen
+            // once in CI) is a failed measurement of the camera, not of camhub: it is taken once more.
+            tokio::task::spawn_blocking(move || match common::av_marks(&url, Duration::from_secs(5)) {
+                Ok((squares, bursts)) if squares.is_empty() && bursts.is_empty() => {
+                    eprintln!("{url}: the reader of the camera's own stream got nothing; reading again");
+                    common::av_marks(&url, Duration::from_secs(5))
+                }
+                other => other,
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
