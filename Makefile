@@ -11,6 +11,7 @@ run: deps
 	./target/release/camhub demo
 
 test: test-deps
+	@df -h . | tail -1 | awk '{print "disk free before the build: " $$4}'
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --all-targets --locked
