@@ -179,7 +179,8 @@ pub async fn run_with_listener(
     // Network scans after the cameras are known, so a scan tells which streams are cameras already.
     let scans = tokio::spawn(app.scanner().clone().run(root_cancel.child_token()));
 
-    let server = crate::http::Server::new(app.clone(), root_cancel.child_token());
+    let server =
+        crate::http::Server::new(app.clone(), root_cancel.child_token()).context("starting the notification thread")?;
     let addr = listener.local_addr()?;
     info!(%addr, ws = %format!("ws://{addr}/ws"), cameras = app.cameras().list().len(), "camhub listening");
     let serve = tokio::spawn(server.serve(listener));

@@ -16,6 +16,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -1135,13 +1136,20 @@ async fn measure(conn: &mut Conn, next_id: &mut u64, rounds: usize) -> Vec<f64> 
     times
 }
 
-/// A connection authenticated by its upgrade's Authorization header that reads (and drops) whatever comes.
-async fn idle_connection(url: String, token: String) -> tokio::task::JoinHandle<()> {
+/// A connection authenticated by its upgrade's Authorization header that reads (and counts) whatever comes.
+async fn idle_connection(url: String, token: String) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().expect("header"));
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("idle connection");
-    tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} })
+    let frames = Arc::new(AtomicU64::new(0));
+    let count = frames.clone();
+    let task = tokio::spawn(async move {
+        while let Some(Ok(_)) = ws.next().await {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (task, frames)
 }
 
 /// A connection subscribed to every topic that then never reads: a small receive buffer, so camhub's writes to it
@@ -1237,7 +1245,7 @@ async fn crowd(assert_p99: bool) {
     let topics = load_spec(&cam.url(1)).topics;
     let token = hub.token("viewer");
     let opening = Instant::now();
-    let idle: Vec<tokio::task::JoinHandle<()>> = futures::stream::iter(0..crowd / 2)
+    let idle: Vec<(tokio::task::JoinHandle<()>, Arc<AtomicU64>)> = futures::stream::iter(0..crowd / 2)
         .map(|_| idle_connection(hub.ws_url(), token.clone()))
         .buffer_unordered(32)
         .collect()
@@ -1271,8 +1279,19 @@ async fn crowd(assert_p99: bool) {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let driver_calls = driver.await.expect("driver");
 
+    // Every reading connection was sent the notifications (camera and recording status go to every client): the
+    // fan-out runs on a thread of its own at a lower priority, but it keeps up.
+    let received: Vec<u64> = idle.iter().map(|(_, n)| n.load(Ordering::Relaxed)).collect();
+    let (fewest, mean) =
+        (received.iter().copied().min().unwrap_or(0), received.iter().sum::<u64>() as f64 / received.len() as f64);
+    eprintln!("crowd: notifications read by each idle connection: fewest {fewest}, mean {mean:.1}");
+    assert!(
+        fewest > 0 && fewest as f64 >= mean / 2.0,
+        "idle connections read {fewest} notifications at the fewest, {mean:.1} on average: some were starved"
+    );
+
     // One connection closed makes room for another.
-    let first = idle.into_iter().collect::<Vec<_>>();
+    let first = idle.into_iter().map(|(task, _)| task).collect::<Vec<_>>();
     first[0].abort();
     drop(slow);
     for task in &first {

@@ -42,9 +42,9 @@ impl FromRef<Server> for Arc<Rpc> {
 }
 
 impl Server {
-    pub fn new(app: Arc<App>, shutdown: CancellationToken) -> Server {
-        let rpc = Rpc::new(app.clone(), shutdown.clone());
-        Server { app, rpc, shutdown }
+    pub fn new(app: Arc<App>, shutdown: CancellationToken) -> std::io::Result<Server> {
+        let rpc = Rpc::new(app.clone(), shutdown.clone())?;
+        Ok(Server { app, rpc, shutdown })
     }
 
     pub fn router(&self) -> Router {

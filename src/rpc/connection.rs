@@ -1,7 +1,8 @@
 //! One WebSocket connection: reads JSON-RPC frames, enforces the transport rules (size, batches refused, rate
 //! limit, authentication and role before any method runs), dispatches to the jsonrpsee methods, and writes responses
-//! and notifications. A slow client loses its oldest notifications (counted), never slows the server; a bad frame
-//! gets an error and the connection lives on.
+//! and notifications (written by a task of its own on the notification runtime, several at a time when they wait
+//! together). A slow client loses its oldest notifications (counted), never slows the server; a bad frame gets an
+//! error and the connection lives on.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -12,11 +13,13 @@ use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
 use jsonrpsee::types::ErrorObjectOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, broadcast, mpsc};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, Span, debug, info_span, warn};
 
 use crate::telemetry::{self, Parent};
 
@@ -148,6 +151,58 @@ fn reply_id(raw: &RawValue) -> Option<ReplyId> {
     }
 }
 
+/// Notifications waiting when a connection's writer wakes that it writes together (one flush, one write to the
+/// socket for all of them).
+const NOTIFY_BATCH: usize = 64;
+
+/// A connection's notification writer, on the notification runtime (`Notifier`): renders each event for the
+/// session and writes what it gets, with the events already waiting when it wakes, in one flush. A lagging client
+/// loses its oldest notifications (counted). Ends when the socket refuses a write or the bus closes; the connection
+/// aborts it when it ends.
+async fn notify_loop(
+    rpc: Arc<Rpc>,
+    session: Arc<Session>,
+    mut events: broadcast::Receiver<Arc<crate::events::Event>>,
+    sink: Arc<tokio::sync::Mutex<SplitSink<WebSocket, Message>>>,
+) {
+    let mut frames = Vec::new();
+    loop {
+        let mut next = Some(events.recv().await);
+        let mut taken = 0;
+        while let Some(event) = next.take() {
+            match event {
+                Ok(event) => frames.extend(notify::render(&rpc, &session, &event)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(dropped = n, "slow client lost notifications");
+                    session.count_dropped(n);
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+            taken += 1;
+            if taken < NOTIFY_BATCH {
+                next = match events.try_recv() {
+                    Ok(event) => Some(Ok(event)),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
+                    Err(broadcast::error::TryRecvError::Closed) => Some(Err(broadcast::error::RecvError::Closed)),
+                    Err(broadcast::error::TryRecvError::Empty) => None,
+                };
+            }
+        }
+        if frames.is_empty() {
+            continue;
+        }
+        let mut sink = sink.lock().await;
+        for text in frames.drain(..) {
+            if sink.feed(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Connection {
     fn new(rpc: Arc<Rpc>, session: Arc<Session>, parent: Option<Parent>) -> Connection {
         let cfg = &rpc.app.config().server;
@@ -164,44 +219,41 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
+    async fn run(mut self, socket: WebSocket) {
         debug!("connection open");
-        let mut events = self.rpc.app.subscribe();
+        let (sink, mut stream) = socket.split();
+        let sink = Arc::new(tokio::sync::Mutex::new(sink));
+        // Subscribed before the first request is read, so nothing published after it is missed.
+        let events = self.rpc.app.subscribe();
+        let notifications = self.rpc.notifier.handle.spawn(
+            notify_loop(self.rpc.clone(), self.session.clone(), events, sink.clone()).instrument(Span::current()),
+        );
         let shutdown = self.rpc.shutdown.clone();
+        let send = |text: String| {
+            let sink = sink.clone();
+            async move { sink.lock().await.send(Message::Text(text.into())).await.is_ok() }
+        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = socket.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    notifications.abort();
+                    let _ = sink.lock().await.send(Message::Close(Some(axum::extract::ws::CloseFrame {
                         code: 1001,
                         reason: "server shutting down".into(),
                     }))).await;
                     break;
                 }
                 Some(response) = self.responses_rx.recv() => {
-                    if socket.send(Message::Text(response.into())).await.is_err() {
+                    if !send(response).await {
                         break;
                     }
                 }
-                event = events.recv() => match event {
-                    Ok(event) => {
-                        for text in notify::render(&self.rpc, &self.session, &event) {
-                            if socket.send(Message::Text(text.into())).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        warn!(dropped = n, "slow client lost notifications");
-                        self.session.count_dropped(n);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                message = socket.recv() => {
+                message = stream.next() => {
                     let Some(Ok(message)) = message else { break };
                     match message {
                         Message::Text(text) => {
                             if let Some(response) = self.on_text(text.as_str()).await
-                                && socket.send(Message::Text(response.into())).await.is_err()
+                                && !send(response).await
                             {
                                 break;
                             }
@@ -211,14 +263,14 @@ impl Connection {
                                 null_id(),
                                 errors::protocol(errors::INVALID_REQUEST, "send JSON-RPC as text frames"),
                             );
-                            if socket.send(Message::Text(error.into())).await.is_err() {
+                            if !send(error).await {
                                 break;
                             }
                         }
                         Message::Close(_) => {
                             // The WebSocket layer queued the closing handshake's reply; send it, so the client sees
                             // a clean close (1000), not an abnormal one (1006).
-                            let _ = futures::SinkExt::flush(&mut socket).await;
+                            let _ = sink.lock().await.flush().await;
                             break;
                         }
                         Message::Ping(_) | Message::Pong(_) => {}
@@ -226,6 +278,7 @@ impl Connection {
                 }
             }
         }
+        notifications.abort();
         debug!("connection closed");
     }
 
