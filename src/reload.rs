@@ -99,7 +99,9 @@ pub fn watch(path: &Path, changed: impl Fn() + Send + 'static) -> notify::Result
         dirs.push(parent(&target));
     }
     let watched = [path.clone(), target];
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| match result {
+    // Its thread wakes every tick, whether anything happened or not: a tick of the debounce time (3 a second) rather
+    // than its default quarter (13 a second, the idle service's most frequent wake-up after the media thread's).
+    let mut debouncer = new_debouncer(DEBOUNCE, Some(DEBOUNCE), move |result: DebounceEventResult| match result {
         Ok(events) => {
             // The link may have been swapped to a target elsewhere: compare with where it points now, too.
             let now = std::fs::canonicalize(&path).ok();

@@ -78,14 +78,22 @@ pub(crate) fn bound_port(
     }
 }
 
+/// The origin of the process-wide grid `pace` and `pace_slot` count on.
+static PACE_EPOCH: std::sync::LazyLock<tokio::time::Instant> = std::sync::LazyLock::new(tokio::time::Instant::now);
+
 /// Sleeps until the next multiple of `period` on a process-wide grid. Tasks that pace themselves this way wake in
 /// the same timer turn, so the process wakes `1/period` times a second however many cameras it serves: on a small
 /// box, wake-ups (context switches), not bytes, are what ingest and recording cost.
 pub async fn pace(period: std::time::Duration) {
-    static EPOCH: std::sync::LazyLock<tokio::time::Instant> = std::sync::LazyLock::new(tokio::time::Instant::now);
-    let epoch = *EPOCH;
+    let epoch = *PACE_EPOCH;
     let since = tokio::time::Instant::now().saturating_duration_since(epoch).as_nanos();
     let step = period.as_nanos().max(1);
     let next = epoch + std::time::Duration::from_nanos(((since / step + 1) * step) as u64);
     tokio::time::sleep_until(next).await;
+}
+
+/// Which multiple of `period` on `pace`'s grid it is now: tasks paced by a shorter period that do something once
+/// per `period` when this changes do it in the same turn (the recorders' syncs, gathered into one).
+pub fn pace_slot(period: std::time::Duration) -> u128 {
+    tokio::time::Instant::now().saturating_duration_since(*PACE_EPOCH).as_nanos() / period.as_nanos().max(1)
 }

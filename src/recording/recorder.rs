@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use gstreamer as gst;
@@ -35,7 +35,7 @@ use crate::media::hub::{Consumer, HubItem};
 use crate::media::{audio_codec_of, make};
 use crate::storage::Db;
 use crate::storage::db::SegmentRow;
-use crate::storage::files::{sync_data, sync_file_and_dir};
+use crate::storage::files::sync_file_and_dir;
 use crate::storage::roots::Roots;
 
 /// What a session is, fixed at its start.
@@ -70,7 +70,8 @@ impl SessionInfo {
 /// crash loses at most this plus a fragment.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
-/// How often the open segment is fsynced: a disk that dies takes at most what was written since (and that is still
+/// How often the open segment is made durable (`Roots::sync`: every recorder's request of one turn is one `syncfs`
+/// per filesystem): a disk that dies takes at most what was written since (and that is still
 /// held in memory, to be carried to another root). What is on disk after a sync reaches `held_back` before the last
 /// frame handed over: mp4mux cuts fragments at keyframes, so it holds back up to a fragment and a GOP shorter than
 /// it (a longer GOP makes each keyframe a fragment boundary), or a second (MP4's index update) plus `SYNC_MARGIN`
@@ -111,8 +112,6 @@ struct SegmentWriter {
     /// Session time of the last frame and the interval before it (to give the last frame a duration).
     last: gst::ClockTime,
     last_interval: gst::ClockTime,
-    /// Whether a periodic sync has made the file's name durable (its directory synced) yet.
-    named: bool,
     /// From opening to indexing (or failing), a child of the session's span.
     span: Span,
 }
@@ -266,7 +265,6 @@ impl SegmentWriter {
             start,
             last: start,
             last_interval: interval,
-            named: false,
             span,
         })
     }
@@ -700,9 +698,9 @@ pub async fn run(
     // Segments left on a failed root: closed as far as their root allows; a failure there is the root's, not the
     // session's (what could not be indexed is listed again when the root returns).
     let mut abandoned: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
-    // The open segment's periodic fsync in flight: (task, segment seq, session time it makes durable).
-    let mut syncing: Option<(tokio::task::JoinHandle<std::io::Result<()>>, u32, gst::ClockTime)> = None;
-    let mut last_sync = Instant::now();
+    // The open segment's periodic sync in flight: (its answer, segment seq, session time it makes durable).
+    let mut syncing: Option<(crate::storage::syncer::Synced, u32, gst::ClockTime)> = None;
+    let mut last_sync = crate::media::pace_slot(SYNC_EVERY);
     let held_back =
         gst::ClockTime::from_nseconds(config.fragment.as_nanos() as u64 * 2).max(gst::ClockTime::SECOND) + SYNC_MARGIN;
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
@@ -737,15 +735,20 @@ pub async fn run(
                     break ending;
                 }
                 let mut sync_failed = None;
-                if syncing.as_ref().is_some_and(|s| s.0.is_finished())
-                    && let Some((task, seq, durable)) = syncing.take()
-                {
-                    match task.await {
-                        Ok(Ok(())) => session.synced(seq, durable),
-                        Ok(Err(e)) if session.writer.as_ref().is_some_and(|w| w.seq == seq) => {
-                            sync_failed = Some(format!("fsync: {e}"));
+                if let Some((answer, seq, durable)) = syncing.as_mut() {
+                    match answer.try_recv() {
+                        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                        Ok(Ok(())) => {
+                            session.synced(*seq, *durable);
+                            syncing = None;
                         }
-                        _ => {}
+                        Ok(Err(e)) => {
+                            if session.writer.as_ref().is_some_and(|w| w.seq == *seq) {
+                                sync_failed = Some(format!("sync: {e}"));
+                            }
+                            syncing = None;
+                        }
+                        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => syncing = None,
                     }
                 }
                 if let Some(w) = session.writer.as_mut() {
@@ -768,14 +771,15 @@ pub async fn run(
                 if syncing.as_ref().is_some_and(|s| session.writer.as_ref().is_none_or(|w| w.seq != s.1)) {
                     syncing = None;
                 }
+                // Once a second on the shared grid: every recorder asks in the same turn, and the syncer makes one
+                // `syncfs` per filesystem of their requests.
                 if syncing.is_none()
-                    && last_sync.elapsed() >= SYNC_EVERY
+                    && crate::media::pace_slot(SYNC_EVERY) != last_sync
                     && let Some(w) = session.writer.as_mut()
                 {
-                    last_sync = Instant::now();
+                    last_sync = crate::media::pace_slot(SYNC_EVERY);
                     let durable = w.last.saturating_sub(held_back);
-                    let (path, with_dir) = (w.path.clone(), !std::mem::replace(&mut w.named, true));
-                    syncing = Some((tokio::task::spawn_blocking(move || sync_data(&path, with_dir)), w.seq, durable));
+                    syncing = Some((roots.sync(w.path.clone()), w.seq, durable));
                 }
                 for old in session.closed.drain(..) {
                     closing.spawn(close_segment(old, info.clone(), db.clone(), roots.clone()));

@@ -5,6 +5,7 @@ pub mod db;
 pub mod files;
 pub mod lock;
 pub mod roots;
+pub mod syncer;
 
 pub use db::Db;
 

@@ -134,6 +134,8 @@ pub struct Roots {
     roots: Vec<Root>,
     /// Roots that came back after being away (or were first seen after start-up): their files are to be listed again.
     returned: Mutex<Vec<String>>,
+    /// Makes the open segments on the roots durable, a filesystem at a time.
+    syncer: crate::storage::syncer::Syncer,
 }
 
 /// What a check of one root found (computed off the runtime).
@@ -195,8 +197,14 @@ impl Roots {
                 }),
             })
             .collect();
-        let roots =
-            Roots { db, database_id, legacy: config.root.join("recordings"), roots, returned: Mutex::new(Vec::new()) };
+        let roots = Roots {
+            db,
+            database_id,
+            legacy: config.root.join("recordings"),
+            roots,
+            returned: Mutex::new(Vec::new()),
+            syncer: Default::default(),
+        };
         for i in 0..roots.roots.len() {
             roots.check(i).await;
         }
@@ -335,6 +343,12 @@ impl Roots {
         v.failures = (n, Some(now));
         let hold = FAILED_FOR.saturating_mul(1 << (n - 1).min(8)).min(FAILED_FOR_MAX);
         v.failed_until = Some(now + hold);
+    }
+
+    /// Makes what was written to the segment at `path` so far durable (`storage::syncer`): the recorders' periodic
+    /// syncs of one turn become one `syncfs` per filesystem.
+    pub fn sync(&self, path: PathBuf) -> crate::storage::syncer::Synced {
+        self.syncer.sync(path)
     }
 
     /// A writer found root `id` failing (an I/O error, a refused write): it is not used for a while.
