@@ -26,6 +26,9 @@
 #         RECORDING_WINDOW=30          measurement window, seconds
 #         RECORDING_SETTLE=5           wait after all cameras record, seconds
 #         RECORDING_CONNECT_TIMEOUT=120  how long N cameras may take to connect and start writing, seconds
+#         RECORDING_FFMPEG_RESTART_WINDOW=90  until every FFmpeg has written its first file, at most this many
+#                                       seconds, one that exited is started again (as Frigate's watchdog would);
+#                                       the restarts are reported
 #         RECORDING_TOOLS="camhub ffmpeg"  which recorders to run, in this order
 #         RECORDING_ROUNDS=1           rounds per N: camhub, FFmpeg, camhub, FFmpeg, ... (a noisy machine drifts; the
 #                                       comparison takes each recorder's median round)
@@ -61,6 +64,7 @@ done
 WINDOW="${RECORDING_WINDOW:-30}"
 SETTLE="${RECORDING_SETTLE:-5}"
 CONNECT_TIMEOUT="${RECORDING_CONNECT_TIMEOUT:-120}"
+RESTART_WINDOW="${RECORDING_FFMPEG_RESTART_WINDOW:-90}"
 MODE="${RECORDING_CAMHUB_MODE:-always}"
 [[ "$MODE" == always || "$MODE" == api ]] || { echo "recording.sh: RECORDING_CAMHUB_MODE must be always or api" >&2; exit 64; }
 FORMAT="${RECORDING_FORMAT:-fmp4}"
@@ -105,6 +109,12 @@ bench_cleanup_hook() {
   fi
 }
 bench_traps
+
+# Whether process $1 runs (a child that exited stays a zombie until waited for, and `kill -0` still finds it).
+process_running() { # PID
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" && [ -n "$state" ] && [ "$state" != Z ]
+}
 
 # The FFmpeg command per camera, as Frigate runs it. Run in the background (`exec_ffmpeg URL OUT &`), the subshell
 # becomes FFmpeg, so $! is FFmpeg's pid.
@@ -453,6 +463,26 @@ phase_ffmpeg() { # N ROUND
     exec_ffmpeg "rtsp://127.0.0.1:$CAM_PORT/cam$k" "$data/cam${k}_%03d.mp4" </dev/null >/dev/null 2>"$dir/cam$k.log" &
     FFMPEG_PIDS+=($!)
   done
+  # Frigate's watchdog starts an FFmpeg that exits again; so does this peer, until every camera has written its first
+  # file or RESTART_WINDOW seconds passed (1 to 3 of 50 started at once exited at start-up, "Output file #0 does not
+  # contain any stream", in 3 runs of 3).
+  local restarts=0 t written
+  for ((t = 0; t < RESTART_WINDOW; t++)); do
+    sleep 1
+    written=0
+    for ((k = 0; k < N; k++)); do
+      if [ -s "$data/cam${k}_000.mp4" ]; then
+        written=$((written + 1))
+      elif ! process_running "${FFMPEG_PIDS[$k]}"; then
+        wait "${FFMPEG_PIDS[$k]}" 2>/dev/null || true
+        exec_ffmpeg "rtsp://127.0.0.1:$CAM_PORT/cam$k" "$data/cam${k}_%03d.mp4" </dev/null >/dev/null 2>>"$dir/cam$k.log" &
+        FFMPEG_PIDS[k]=$!
+        restarts=$((restarts + 1))
+      fi
+    done
+    [ "$written" -lt "$N" ] || break
+  done
+  [ "$restarts" = 0 ] || note "N=$N ffmpeg: $restarts processes exited before writing and were started again"
   pids="$(IFS=,; echo "${FFMPEG_PIDS[*]}")"
   if ! run_measure "$(settings_json ffmpeg "$N" "$pids" "$data")" "$dir/result.json"; then
     # The peer failing is a result too: reported, and the other phases go on.

@@ -6,7 +6,9 @@
 //! wakes at the first, gathers the rest for `GATHER`, groups them by filesystem and syncs each filesystem once. A
 //! `syncfs` writes back everything dirty on the filesystem and commits its journal, so a new segment's directory
 //! entry is made durable with its data. Linux reports a writeback error of the filesystem to `syncfs` (5.8 on),
-//! so a failing disk fails every request on it.
+//! so a failing disk fails every request on it. The price: a `syncfs` also writes what other programs left dirty on
+//! the filesystem, so on a disk others write heavily to it takes longer, and the recorders hold what is not durable
+//! yet meanwhile (up to 30 s, `recording::recorder`'s `CARRY_MAX`, to carry it to another root if this one fails).
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
