@@ -463,21 +463,21 @@ phase_ffmpeg() { # N ROUND
     exec_ffmpeg "rtsp://127.0.0.1:$CAM_PORT/cam$k" "$data/cam${k}_%03d.mp4" </dev/null >/dev/null 2>"$dir/cam$k.log" &
     FFMPEG_PIDS+=($!)
   done
-  # Frigate's watchdog starts an FFmpeg that exits again; so does this peer, until every camera has written its first
-  # file or RESTART_WINDOW seconds passed (1 to 3 of 50 started at once exited at start-up, "Output file #0 does not
+  # Frigate's watchdog starts an FFmpeg that exits again; so does this peer, until every camera has written 64 KiB of
+  # its first file or RESTART_WINDOW seconds passed (1 to 3 of 50 started at once exited at start-up, "Output file #0 does not
   # contain any stream", in 3 runs of 3).
   local restarts=0 t written
   for ((t = 0; t < RESTART_WINDOW; t++)); do
     sleep 1
     written=0
     for ((k = 0; k < N; k++)); do
-      if [ -s "$data/cam${k}_000.mp4" ]; then
-        written=$((written + 1))
-      elif ! process_running "${FFMPEG_PIDS[$k]}"; then
+      if ! process_running "${FFMPEG_PIDS[$k]}"; then
         wait "${FFMPEG_PIDS[$k]}" 2>/dev/null || true
         exec_ffmpeg "rtsp://127.0.0.1:$CAM_PORT/cam$k" "$data/cam${k}_%03d.mp4" </dev/null >/dev/null 2>>"$dir/cam$k.log" &
         FFMPEG_PIDS[k]=$!
         restarts=$((restarts + 1))
+      elif [ "$(stat -c %s "$data/cam${k}_000.mp4" 2>/dev/null || echo 0)" -ge 65536 ]; then
+        written=$((written + 1))
       fi
     done
     [ "$written" -lt "$N" ] || break
