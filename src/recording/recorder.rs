@@ -738,17 +738,17 @@ pub async fn run(
                 if let Some((answer, seq, durable)) = syncing.as_mut() {
                     match answer.try_recv() {
                         Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-                        Ok(Ok(())) => {
-                            session.synced(*seq, *durable);
-                            syncing = None;
-                        }
-                        Ok(Err(e)) => {
-                            if session.writer.as_ref().is_some_and(|w| w.seq == *seq) {
-                                sync_failed = Some(format!("sync: {e}"));
+                        // Answered, or dropped unanswered (asked again next second): either way no longer in flight.
+                        answered => {
+                            match answered {
+                                Ok(Ok(())) => session.synced(*seq, *durable),
+                                Ok(Err(e)) if session.writer.as_ref().is_some_and(|w| w.seq == *seq) => {
+                                    sync_failed = Some(format!("sync: {e}"));
+                                }
+                                _ => {}
                             }
                             syncing = None;
                         }
-                        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => syncing = None,
                     }
                 }
                 if let Some(w) = session.writer.as_mut() {
@@ -773,11 +773,12 @@ pub async fn run(
                 }
                 // Once a second on the shared grid: every recorder asks in the same turn, and the syncer makes one
                 // `syncfs` per filesystem of their requests.
+                let slot = crate::media::pace_slot(SYNC_EVERY);
                 if syncing.is_none()
-                    && crate::media::pace_slot(SYNC_EVERY) != last_sync
+                    && slot != last_sync
                     && let Some(w) = session.writer.as_mut()
                 {
-                    last_sync = crate::media::pace_slot(SYNC_EVERY);
+                    last_sync = slot;
                     let durable = w.last.saturating_sub(held_back);
                     syncing = Some((roots.sync(w.path.clone()), w.seq, durable));
                 }

@@ -165,28 +165,28 @@ async fn notify_loop(
     mut events: broadcast::Receiver<Arc<crate::events::Event>>,
     sink: Arc<tokio::sync::Mutex<SplitSink<WebSocket, Message>>>,
 ) {
+    use broadcast::error::{RecvError, TryRecvError};
     let mut frames = Vec::new();
     loop {
-        let mut next = Some(events.recv().await);
-        let mut taken = 0;
-        while let Some(event) = next.take() {
+        let mut event = events.recv().await;
+        for taken in 1.. {
             match event {
                 Ok(event) => frames.extend(notify::render(&rpc, &session, &event)),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
+                Err(RecvError::Lagged(n)) => {
                     warn!(dropped = n, "slow client lost notifications");
                     session.count_dropped(n);
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(RecvError::Closed) => return,
             }
-            taken += 1;
-            if taken < NOTIFY_BATCH {
-                next = match events.try_recv() {
-                    Ok(event) => Some(Ok(event)),
-                    Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
-                    Err(broadcast::error::TryRecvError::Closed) => Some(Err(broadcast::error::RecvError::Closed)),
-                    Err(broadcast::error::TryRecvError::Empty) => None,
-                };
+            if taken == NOTIFY_BATCH {
+                break;
             }
+            event = match events.try_recv() {
+                Ok(event) => Ok(event),
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => break,
+            };
         }
         if frames.is_empty() {
             continue;

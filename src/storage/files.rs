@@ -99,13 +99,6 @@ pub fn sync_file_and_dir(path: &Path) -> std::io::Result<()> {
     sync_parent(path)
 }
 
-/// Makes a file's data durable (`fdatasync`: its content and size, not its times) and, with `with_dir`, its name
-/// too: what a file being written needs each second, its directory only once after it was created.
-pub fn sync_data(path: &Path, with_dir: bool) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_data()?;
-    if with_dir { sync_parent(path) } else { Ok(()) }
-}
-
 /// fsyncs the directory holding `path`, so a name created or removed there survives a power cut.
 pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {

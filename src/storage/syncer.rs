@@ -59,7 +59,7 @@ impl Syncer {
             // No thread: the blocking pool, a file at a time (its data, and its directory entry), as before.
             None => {
                 tokio::task::spawn_blocking(move || {
-                    let _ = request.done.send(crate::storage::files::sync_data(&request.path, true));
+                    let _ = request.done.send(crate::storage::files::sync_file_and_dir(&request.path));
                 });
             }
         }
