@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod id;
 pub mod status;
+pub mod thread;
 pub mod time;
 pub mod url;
 

@@ -17,12 +17,36 @@ pub mod webrtc;
 pub mod whip_ingest;
 
 use gstreamer as gst;
+use gstreamer::prelude::*;
 
 use crate::error::{Dependency, Error, Result};
 
 /// Initialises GStreamer once; later calls are cheap.
 pub fn init() -> Result<()> {
     gst::init().map_err(|e| Error::dependency(Dependency::Gstreamer, e))
+}
+
+/// `pipeline`'s bus as a stream of its messages (as `gst::Bus::stream`), with every streaming thread of the pipeline
+/// made a batch thread ([`run_as_batch`](crate::base::thread::run_as_batch)) as it starts: the thread posts a stream-status message on entering its
+/// loop, and the bus's sync handler runs in that thread.
+pub fn batch_pipeline_bus(pipeline: &gst::Pipeline) -> Result<futures::channel::mpsc::UnboundedReceiver<gst::Message>> {
+    let bus = pipeline.bus().ok_or_else(|| pipeline_error("pipeline without bus"))?;
+    let (sender, receiver) = futures::channel::mpsc::unbounded();
+    while let Some(message) = bus.pop() {
+        let _ = sender.unbounded_send(message);
+    }
+    bus.set_sync_handler(move |_, message| {
+        match message.view() {
+            gst::MessageView::StreamStatus(status) if status.get().0 == gst::StreamStatusType::Enter => {
+                crate::base::thread::run_as_batch()
+            }
+            _ => {
+                let _ = sender.unbounded_send(message.to_owned());
+            }
+        }
+        gst::BusSyncReply::Drop
+    });
+    Ok(receiver)
 }
 
 /// An element of `factory`, or a failure naming the plugin that is missing.

@@ -32,7 +32,7 @@ use crate::config::{RecordingConfig, RecordingFormat};
 use crate::error::{Dependency, Error, Result};
 use crate::media::clock::Timeline;
 use crate::media::hub::{Consumer, HubItem};
-use crate::media::{audio_codec_of, make};
+use crate::media::{audio_codec_of, batch_pipeline_bus, make};
 use crate::storage::Db;
 use crate::storage::db::SegmentRow;
 use crate::storage::files::sync_file_and_dir;
@@ -102,7 +102,8 @@ struct SegmentWriter {
     video: Input,
     /// The sound track, when the camera sends sound the container takes.
     audio: Option<AudioInput>,
-    messages: gst::bus::BusStream,
+    /// The pipeline's bus, its streaming threads batch threads (`media::batch_pipeline_bus`).
+    messages: futures::channel::mpsc::UnboundedReceiver<gst::Message>,
     path: PathBuf,
     /// The storage root the file is on.
     root: String,
@@ -251,7 +252,7 @@ impl SegmentWriter {
             None => None,
         };
         muxer.link(&sink).map_err(|e| fail(e.to_string()))?;
-        let messages = pipeline.bus().ok_or_else(|| fail("pipeline without bus".into()))?.stream();
+        let messages = batch_pipeline_bus(&pipeline)?;
         pipeline.set_state(gst::State::Playing).map_err(|e| fail(format!("cannot start: {e}")))?;
         span.in_scope(|| debug!(file = %path.display(), audio = audio.is_some(), "segment opened"));
         Ok(SegmentWriter {
@@ -517,7 +518,7 @@ impl Segmenter<'_> {
                 }
             }
             HubItem::Frame(frame) => {
-                let Some(caps) = self.caps.as_ref() else { return Ok(()) };
+                let Some(caps) = self.caps.clone() else { return Ok(()) };
                 let buffer = &frame.buffer;
                 let (pts, dts) = (buffer.pts(), buffer.dts());
                 let at = self.timeline.map(pts, dts, frame.arrived);
@@ -525,17 +526,28 @@ impl Segmenter<'_> {
                     (Some(p), Some(d)) if p > d => p - d,
                     _ => gst::ClockTime::ZERO,
                 };
-                let due = self
+                let mut due = self
                     .writer
                     .as_ref()
                     .is_some_and(|w| self.split_pending || at.saturating_sub(w.start) >= self.segment);
+                // A segment due to end on a root found in trouble since the last check (`run` checks after each
+                // flush): the session moves now, with what it carries (a new segment elsewhere that starts at the
+                // keyframe before the last sync, as after a failed write), rather than closing this one as if its
+                // root were sound and starting the next elsewhere without the frames that never reached the disk.
+                if frame.keyframe
+                    && due
+                    && let Some(reason) = self.writer.as_ref().and_then(|w| self.roots.trouble(&w.root))
+                {
+                    self.switch_root(&reason, false)?;
+                    self.split_pending = false;
+                    due = false;
+                }
                 if frame.keyframe && (self.writer.is_none() || due) {
                     if let Some(mut old) = self.writer.take() {
                         old.flush()?;
                         self.closed.push(old);
                     }
                     self.split_pending = false;
-                    let caps = caps.clone();
                     // What is kept to carry over is not cleared: the segment just closed is on disk only once its
                     // close has synced it, and until then a root failure moves its tail too.
                     self.open_writer(&caps, at, None)?;

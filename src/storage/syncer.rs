@@ -70,6 +70,7 @@ impl Syncer {
 fn start() -> std::io::Result<mpsc::Sender<Request>> {
     let (requests, arrived) = mpsc::channel::<Request>();
     std::thread::Builder::new().name("camhub-sync".into()).spawn(move || {
+        crate::base::thread::run_as_batch();
         while let Ok(first) = arrived.recv() {
             let mut batch = vec![first];
             let until = Instant::now() + GATHER;
