@@ -1,9 +1,9 @@
 //! Start-up reconciliation of recordings on disk with the index, the `camhub check` command and `check --rebuild`. A
-//! segment file left open by a crash is made playable (a fragmented MP4 is trimmed to its last complete fragment),
-//! measured with a real demuxer and indexed; an index row whose file is gone from a present root is removed (rows of a
-//! root that is away stay: a missing disk is not a lost recording). `rebuild` does the same for a lost or outdated
-//! index, over every root's recordings directory, and measures again files whose size changed. Nothing outside the
-//! recordings roots is touched.
+//! segment file left open by a crash is made playable (a fragmented MP4 is trimmed to its last complete fragment, and
+//! before a fragment with a page of zeros that a failing disk lost), measured with a real demuxer and indexed; an index
+//! row whose file is gone from a present root is removed (rows of a root that is away stay: a missing disk is not a
+//! lost recording). `rebuild` does the same for a lost or outdated index, over every root's recordings directory, and
+//! measures again files whose size changed. Nothing outside the recordings roots is touched.
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -506,7 +506,29 @@ fn fragments_duration(path: &Path) -> std::io::Result<Option<Duration>> {
     Ok(first.map(|f| Duration::from_nanos(((last - f.min(last)) as u128 * 1_000_000_000 / timescale as u128) as u64)))
 }
 
-/// Cuts a fragmented MP4 after its last complete `moof`+`mdat` pair. Other files are left alone.
+/// The size of the pages a filesystem loses when a disk fails before their writeback: a file's size on disk may
+/// already cover a page whose data never reached it, which then reads as zeros.
+const PAGE: u64 = 4096;
+
+/// Whether a page of the file between `start` and `end` (a box's payload) reads as zeros only: a page lost to a
+/// failing disk. Compressed media never holds one (H.264 and H.265 payloads cannot even hold three zero bytes in a
+/// row), so such a fragment is damaged, though its boxes are whole.
+fn holds_a_lost_page(file: &mut std::fs::File, start: u64, end: u64) -> std::io::Result<bool> {
+    let mut page = start.div_ceil(PAGE) * PAGE;
+    let mut buf = vec![0u8; PAGE as usize];
+    while page + PAGE <= end {
+        file.seek(SeekFrom::Start(page))?;
+        file.read_exact(&mut buf)?;
+        if buf.iter().all(|b| *b == 0) {
+            return Ok(true);
+        }
+        page += PAGE;
+    }
+    Ok(false)
+}
+
+/// Cuts a fragmented MP4 after its last complete `moof`+`mdat` pair, and before the first fragment whose media holds
+/// a page of zeros (`holds_a_lost_page`). Other files are left alone.
 pub fn trim_fragmented_mp4(path: &Path) -> std::io::Result<bool> {
     if path.extension().and_then(|e| e.to_str()) != Some("mp4") {
         return Ok(false);
@@ -519,13 +541,16 @@ pub fn trim_fragmented_mp4(path: &Path) -> std::io::Result<bool> {
     }
     let mut good = 0u64;
     let mut after_moof = false;
-    for (kind, _start, end) in &list {
+    for (kind, start, end) in &list {
         if *end > len {
             break;
         }
         match kind {
             b"moof" => after_moof = true,
             b"mdat" if after_moof => {
+                if holds_a_lost_page(&mut f, start + 8, *end)? {
+                    break;
+                }
                 good = *end;
                 after_moof = false;
             }
@@ -585,7 +610,7 @@ mod tests {
     fn mp4_box(kind: &[u8; 4], payload: usize) -> Vec<u8> {
         let mut b = ((payload + 8) as u32).to_be_bytes().to_vec();
         b.extend_from_slice(kind);
-        b.extend(std::iter::repeat_n(0u8, payload));
+        b.extend(std::iter::repeat_n(0x5au8, payload));
         b
     }
 
@@ -628,6 +653,33 @@ mod tests {
         assert!(trim_fragmented_mp4(&path).expect("trim"));
         assert_eq!(std::fs::metadata(&path).expect("meta").len() as usize, good);
         // A whole file is left as it is.
+        assert!(!trim_fragmented_mp4(&path).expect("trim again"));
+    }
+
+    #[test]
+    fn a_fragment_with_a_page_of_zeros_is_cut_with_everything_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("x.mp4");
+        let mut whole = Vec::new();
+        for (kind, n) in [(b"ftyp", 16), (b"moov", 100), (b"moof", 50), (b"mdat", 10_000)] {
+            whole.extend(mp4_box(kind, n));
+        }
+        let good = whole.len();
+        whole.extend(mp4_box(b"moof", 50));
+        let mdat = whole.len();
+        whole.extend(mp4_box(b"mdat", 10_000));
+        whole.extend(mp4_box(b"moof", 50));
+        whole.extend(mp4_box(b"mdat", 10_000));
+        // A page inside the second fragment's media never reached the disk.
+        let page = (mdat + 8).div_ceil(4096) * 4096;
+        whole[page..page + 4096].fill(0);
+        std::fs::File::create(&path).expect("create").write_all(&whole).expect("write");
+        assert!(trim_fragmented_mp4(&path).expect("trim"));
+        assert_eq!(std::fs::metadata(&path).expect("meta").len() as usize, good);
+        // 2,000 zeros that fill no whole page (bytes 8,198 to 10,198 of the file) are left alone.
+        let mut short = std::fs::read(&path).expect("read");
+        short[good - 2000..good].fill(0);
+        std::fs::write(&path, &short).expect("write");
         assert!(!trim_fragmented_mp4(&path).expect("trim again"));
     }
 }
