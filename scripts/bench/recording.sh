@@ -490,7 +490,7 @@ phase_ffmpeg() { # N ROUND
     done
     [ "$written" -lt "$N" ] || break
   done
-  [ "$restarts" = 0 ] || note "N=$N ffmpeg: $restarts processes exited before writing and were started again"
+  [ "$restarts" = 0 ] || note "N=$N ffmpeg: $restarts processes exited or wrote nothing, and were started again"
   pids="$(IFS=,; echo "${FFMPEG_PIDS[*]}")"
   if ! run_measure "$(settings_json ffmpeg "$N" "$pids" "$data")" "$dir/result.json"; then
     # The peer failing is a result too: reported, and the other phases go on.

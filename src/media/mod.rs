@@ -27,8 +27,8 @@ pub fn init() -> Result<()> {
 }
 
 /// `pipeline`'s bus as a stream of its messages (as `gst::Bus::stream`), with every streaming thread of the pipeline
-/// made a batch thread ([`run_as_batch`](crate::base::thread::run_as_batch)) as it starts: the thread posts a stream-status message on entering its
-/// loop, and the bus's sync handler runs in that thread.
+/// made a batch thread ([`run_as_batch`](crate::base::thread::run_as_batch)) as it starts: the thread posts a
+/// stream-status message on entering its loop, and the bus's sync handler runs in that thread.
 pub fn batch_pipeline_bus(pipeline: &gst::Pipeline) -> Result<futures::channel::mpsc::UnboundedReceiver<gst::Message>> {
     let bus = pipeline.bus().ok_or_else(|| pipeline_error("pipeline without bus"))?;
     let (sender, receiver) = futures::channel::mpsc::unbounded();

@@ -1,7 +1,7 @@
 //! One recording session as a hub consumer: a chain of segment files, each `appsrc ! muxer ! filesink` and each
 //! starting on a keyframe, fed from the camera's hub. A segment is indexed only once its muxer has finalised it and
-//! it is fsynced (file, then directory). A camera reconnect (hub gap) starts a new segment in the same session, with the
-//! gap kept in the timeline. Stopping sends EOS and waits for it, so the last file is finalised before NULL.
+//! it is fsynced (file, then directory). A camera reconnect (hub gap) starts a new segment in the same session, with
+//! the gap kept in the timeline. Stopping sends EOS and waits for it, so the last file is finalised before NULL.
 //!
 //! A camera's sound goes into the same files as it came (a second `appsrc` on the muxer's audio pad): AAC and Opus in
 //! every format, G.711 in MKV only (ISO MP4 has no place for it; such a session records the picture and says so once).

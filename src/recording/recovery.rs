@@ -515,10 +515,12 @@ const PAGE: u64 = 4096;
 /// row), so such a fragment is damaged, though its boxes are whole.
 fn holds_a_lost_page(file: &mut std::fs::File, start: u64, end: u64) -> std::io::Result<bool> {
     let mut page = start.div_ceil(PAGE) * PAGE;
-    let mut buf = vec![0u8; PAGE as usize];
+    file.seek(SeekFrom::Start(page))?;
+    // The pages follow each other: read 64 KiB at a time, not a page a call.
+    let mut pages = std::io::BufReader::with_capacity(16 * PAGE as usize, file);
+    let mut buf = [0u8; PAGE as usize];
     while page + PAGE <= end {
-        file.seek(SeekFrom::Start(page))?;
-        file.read_exact(&mut buf)?;
+        pages.read_exact(&mut buf)?;
         if buf.iter().all(|b| *b == 0) {
             return Ok(true);
         }
