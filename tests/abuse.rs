@@ -7,14 +7,15 @@
 //! (b) 2,000 connections at once, half idle, half slow readers subscribed to every topic that never read, while
 //! cameras make events: every reply to a measuring client well-formed, memory bounded, the connection cap answered
 //! with HTTP 503, camhub's open-file limit raised to the hard limit at start, every idle connection sent the
-//! notifications; the measuring client's p99 within `CAMHUB_ABUSE_P99_RATIO` times its calm p99 (6 by default: the
-//! issue's 2 is not met on two cores, see the test). The crowd's clients run in this process on
-//! threads of their own under `SCHED_IDLE`: they stand for clients on other machines, whose reading must not take
-//! the CPU camhub and the measuring client share on this one.
+//! notifications; the measuring client's p99 over 3,000 calls within `CAMHUB_ABUSE_P99_RATIO` (2, the issue's
+//! target) times its calm p99. The crowd's clients run in this process on threads of their own under `SCHED_IDLE`,
+//! each with a small read buffer: they stand for clients on other machines, whose reading must not take the CPU
+//! camhub and the measuring client share on this one.
 //!
 //! Knobs: `CAMHUB_FUZZ_CASES` (default 10000, about 30 s), `CAMHUB_FUZZ_SEED` (default: from the clock; printed
 //! either way, so a failure can be replayed), `CAMHUB_ABUSE_CONNECTIONS` (default 2000), `CAMHUB_ABUSE_P99_RATIO`
-//! (default 6). Bounded form: about 60 s.
+//! (default 2), `CAMHUB_ABUSE_ROUNDS` (default 1500: calls of each of two methods per phase). Bounded form: about
+//! 90 s.
 
 mod common;
 
@@ -802,7 +803,8 @@ impl Conn {
         if let Some(t) = token {
             request.headers_mut().insert("Authorization", format!("Bearer {t}").parse().expect("header"));
         }
-        let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(client_config()), false).await.expect("connect");
         Conn { ws, notifications: 0 }
     }
 
@@ -1140,12 +1142,21 @@ async fn measure(conn: &mut Conn, next_id: &mut u64, rounds: usize) -> Vec<f64> 
     times
 }
 
+/// A client's WebSocket settings: tungstenite zeroes its whole read buffer (128 KiB by default) before every read,
+/// which made the crowd's thousand readers spend most of their CPU in `memset` on the cores camhub shares with them.
+/// Frames here are small; a larger one still arrives whole (the buffer grows as it needs).
+fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
 /// A connection authenticated by its upgrade's Authorization header that reads (and counts) whatever comes.
 async fn idle_connection(url: String, token: String) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().expect("header"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("idle connection");
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(client_config()), false)
+        .await
+        .expect("idle connection");
     let frames = Arc::new(AtomicU64::new(0));
     let count = frames.clone();
     let task = tokio::spawn(async move {
@@ -1165,7 +1176,10 @@ async fn slow_reader(port: u16, token: String, topics: Vec<String>) -> Ws {
     let stream = socket.connect(([127, 0, 0, 1], port).into()).await.expect("connect");
     let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request().expect("request");
     request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().expect("header"));
-    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await.expect("slow reader");
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(request, MaybeTlsStream::Plain(stream), Some(client_config()))
+            .await
+            .expect("slow reader");
     let mut conn = Conn { ws, notifications: 0 };
     let subscribe =
         serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe_events", "params": {"topics": topics}});
@@ -1195,9 +1209,9 @@ async fn drive_events(hub: &Camhub, camera_url: String, stop: Arc<std::sync::ato
 
 /// (b) 2,000 connections at once: no crash, every reply well-formed, memory bounded, the cap answered with 503,
 /// the open-file limit raised, the notifications sent to every reading connection, and the measuring client's p99
-/// within `CAMHUB_ABUSE_P99_RATIO` (6) times its calm p99. The target is 2: on two cores, with the crowd
-/// reading here, it measures 2-4 (the crowd not reading: 1.0-1.2); before notifications had a runtime of their own,
-/// 27-29.
+/// within `CAMHUB_ABUSE_P99_RATIO` (2) times its calm p99. On two cores, with the crowd reading here, it measures
+/// 1.2-1.7 (`evidence/crowd.md`); before notifications had a runtime of their own, 27-29; before the crowd's clients
+/// read through a small buffer, 2-4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_connections_leave_camhub_up_its_memory_bounded_and_other_clients_answered_in_time() {
     crowd().await;
@@ -1249,7 +1263,7 @@ async fn crowd() {
         tokio::spawn(async move { drive_events(&hub, url, stop).await })
     };
     let measuring = Measurer::start(hub.clone());
-    let rounds = 300;
+    let rounds = env_number("CAMHUB_ABUSE_ROUNDS", 1500) as usize;
     measuring.measure(50);
     let calm = measuring.measure(rounds);
     let rss_calm = rss_kib(pid).expect("rss");
@@ -1339,10 +1353,10 @@ async fn crowd() {
     assert!(alive(pid), "camhub died; log:\n{}", hub.log());
     assert!(ready(&hub), "/health/ready does not answer 200");
     // The calm p99 is taken as at least 1 ms: below that, a few times it is within one scheduler wake-up.
-    let bound = env_number("CAMHUB_ABUSE_P99_RATIO", 6) as f64;
+    let bound = env_number("CAMHUB_ABUSE_P99_RATIO", 2) as f64;
     assert!(
         p99_crowd <= bound * p99_calm.max(1.0),
-        "p99 {p99_crowd:.2} ms with the crowd, over {bound} times the calm {p99_calm:.2} ms (the issue's target is 2)"
+        "p99 {p99_crowd:.2} ms with the crowd, over {bound} times the calm {p99_calm:.2} ms"
     );
     // Memory bounded: a connection costs camhub a fixed, small amount, whatever its reader does.
     assert!(
