@@ -407,7 +407,12 @@ struct ClientStats {
 
 /// Connects and authenticates one client.
 async fn connect(url: String, token: Arc<str>) -> Result<Ws, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| format!("connect: {e}"))?;
+    // A 4-KiB read buffer: tungstenite zeroes the whole buffer (128 KiB by default) before every read, which made a
+    // thousand clients burn the CPU they share with camhub here in memset (evidence/crowd.md).
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let auth = json!({ "jsonrpc": "2.0", "id": 0, "method": "authenticate", "params": { "auth_token": &*token } });
     ws.send(Message::Text(auth.to_string().into())).await.map_err(|e| format!("send: {e}"))?;
     loop {
