@@ -41,7 +41,7 @@ way per trigger; commit {reload["commit"]}, {reload["cores"]} cores.
 | | median | max |
 |---|---|---|
 | the reload itself (read, validate, diff, apply) | {w["apply_ms"]["median"]} ms (watcher), {a["apply_ms"]["median"]} ms (`reload_config`) | {max(w["apply_ms"]["max"], a["apply_ms"]["max"])} ms |
-| file saved → `config.reloaded` event (300 ms debounce included) | {w["to_event_ms"]["median"]} ms | {w["to_event_ms"]["max"]} ms |
+| file saved → `config.reloaded` event (150 ms debounce included) | {w["to_event_ms"]["median"]} ms | {w["to_event_ms"]["max"]} ms |
 | file saved → the added camera CONNECTED | {w["to_connected_ms"]["median"]} ms | {w["to_connected_ms"]["max"]} ms |
 | peer: a restart, SIGTERM → every camera CONNECTED again | {rs["median"]} ms | {rs["max"]} ms |
 

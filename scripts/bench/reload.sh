@@ -229,7 +229,7 @@ rename) and by `reload_config`; {version}, commit {commit}, {cores} cores, load 
 
 | trigger | until | median | max |
 |---|---|---|---|
-| watcher | `config.reloaded` event after the rename (300 ms debounce included) | {w["to_event_ms"]["median"]} ms | {w["to_event_ms"]["max"]} ms |
+| watcher | `config.reloaded` event after the rename (150 ms debounce included) | {w["to_event_ms"]["median"]} ms | {w["to_event_ms"]["max"]} ms |
 | watcher | the reload itself (read, diff, apply; camhub's log) | {w["apply_ms"]["median"]} ms | {w["apply_ms"]["max"]} ms |
 | watcher | the added camera CONNECTED, after the rename | {w["to_connected_ms"]["median"]} ms | {w["to_connected_ms"]["max"]} ms |
 | `reload_config` | the reply (`camhub call`, a process start included) | {a["call_ms"]["median"]} ms | {a["call_ms"]["max"]} ms |
