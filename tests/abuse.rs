@@ -15,7 +15,7 @@
 //! Knobs: `CAMHUB_FUZZ_CASES` (default 10000, about 30 s), `CAMHUB_FUZZ_SEED` (default: from the clock; printed
 //! either way, so a failure can be replayed), `CAMHUB_ABUSE_CONNECTIONS` (default 2000), `CAMHUB_ABUSE_P99_RATIO`
 //! (default 2), `CAMHUB_ABUSE_ROUNDS` (default 1500: calls of each of two methods per phase). Bounded form: about
-//! 90 s.
+//! 65 s.
 
 mod common;
 
