@@ -27,8 +27,9 @@
 #         RECORDING_SETTLE=5           wait after all cameras record, seconds
 #         RECORDING_CONNECT_TIMEOUT=120  how long N cameras may take to connect and start writing, seconds
 #         RECORDING_FFMPEG_RESTART_WINDOW=90  until every FFmpeg has written its first file, at most this many
-#                                       seconds, one that exited, or that wrote nothing RECORDING_FFMPEG_STUCK_AFTER
-#                                       (20) seconds after its start, is started again (as Frigate's watchdog would);
+#                                       seconds, one that exited, or that has not written 64 KiB
+#                                       RECORDING_FFMPEG_STUCK_AFTER (20) seconds after its start, is started again (as
+#                                       Frigate's watchdog would);
 #                                       the restarts are reported
 #         RECORDING_TOOLS="camhub ffmpeg"  which recorders to run, in this order
 #         RECORDING_ROUNDS=1           rounds per N: camhub, FFmpeg, camhub, FFmpeg, ... (a noisy machine drifts; the
@@ -468,15 +469,17 @@ phase_ffmpeg() { # N ROUND
   # Frigate's watchdog starts again an FFmpeg that exits, or that writes nothing for a while; so does this peer, until
   # every camera has written 64 KiB of its first file or RESTART_WINDOW seconds passed. 1 to 3 of 50 or 100 started at
   # once never got their stream: they waited without writing until stopped ("Output file #0 does not contain any
-  # stream" is what FFmpeg says then), in most runs. One that has written nothing STUCK_AFTER seconds after its start
-  # is stopped and started again.
+  # stream" is what FFmpeg says then), in most runs. One that has not written 64 KiB STUCK_AFTER seconds after its
+  # start is stopped and started again.
   local restarts=0 t written started=()
   for ((k = 0; k < N; k++)); do started[k]=0; done
   for ((t = 1; t <= RESTART_WINDOW; t++)); do
     sleep 1
     written=0
     for ((k = 0; k < N; k++)); do
-      if [ "$(stat -c %s "$data/cam${k}_000.mp4" 2>/dev/null || echo 0)" -ge 65536 ]; then
+      # An exited process is started again even after its first file (the measurement needs every one running).
+      if process_running "${FFMPEG_PIDS[$k]}" \
+        && [ "$(stat -c %s "$data/cam${k}_000.mp4" 2>/dev/null || echo 0)" -ge 65536 ]; then
         written=$((written + 1))
       elif ! process_running "${FFMPEG_PIDS[$k]}" || ((t - started[k] >= STUCK_AFTER)); then
         kill -9 "${FFMPEG_PIDS[$k]}" 2>/dev/null || true
