@@ -174,6 +174,8 @@ pub async fn run(feed: Feed) -> FeedEnd {
         _ = stop.cancelled() => return FeedEnd::Stopped,
         _ = started.notified() => {}
     }
+    // Someone watches: the media thread turns at its live pace while the feed runs.
+    let _live = crate::media::runtime::Live::take();
     // The audio payloader is fixed too: sound in another codec (after a reconnect) is left out until it returns.
     let audio_codec = audio.as_ref().and_then(|a| a.caps()).as_ref().and_then(audio_codec_of);
     let mut audio_matches = true;

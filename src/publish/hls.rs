@@ -445,6 +445,8 @@ async fn run(stream: &Arc<Stream>, hub: Weak<StreamHub>) -> &'static str {
     let Some(mut consumer) = hub.upgrade().map(|h| h.subscribe("hls", QUEUE, Start::PreRoll(HISTORY))) else {
         return "camera removed";
     };
+    // Players ask for parts as they are made: the media thread turns at its live pace while the stream runs.
+    let _live = crate::media::runtime::Live::take();
     let mut generation = 0u64;
     let mut caps: Option<gst::Caps> = None;
     let mut muxer: Option<Muxer> = None;

@@ -149,6 +149,8 @@ impl Snapshots {
 
     async fn shoot(&self, camera: &Arc<Camera>, filename: Option<&str>) -> Result<Snapshot> {
         let requested = Instant::now();
+        // The frame shown arrives at the media thread's live pace (and detection's picture of it is asked from there).
+        let _live = crate::media::runtime::Live::take();
         let taken_at = SystemTime::now();
         let filename = match filename {
             Some(name) => {
