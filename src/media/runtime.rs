@@ -141,3 +141,62 @@ impl Future for Woken {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a task on `runtime` that sleeps 1 ms `turns` times (a timer fires in the first turn after it is due, so
+    /// the task runs once per turn) and returns the shortest time between two of its runs.
+    fn shortest_turn(runtime: &MediaRuntime, turns: u32) -> Duration {
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.handle().spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let mut last = Instant::now();
+            let mut shortest = Duration::MAX;
+            for _ in 0..turns {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                shortest = shortest.min(last.elapsed());
+                last = Instant::now();
+            }
+            let _ = tx.send(shortest);
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("the media runtime ran the task")
+    }
+
+    // One test: `Live`s are counted process-wide, and no other unit test starts a media runtime or takes one.
+    #[test]
+    fn turns_at_the_live_pace_only_while_a_live_is_held_and_taking_one_cuts_the_sleep_short() {
+        let runtime = MediaRuntime::start().expect("media runtime");
+        // Never sooner than a turn: the thread parks for the rest of it, whatever wakes it.
+        let quiet = shortest_turn(&runtime, 6);
+        assert!(quiet >= TURN - Duration::from_millis(1), "a turn every {quiet:?} with nobody live, not {TURN:?}");
+
+        let live = Live::take();
+        let fast = shortest_turn(&runtime, 10);
+        assert!(fast < TURN - Duration::from_millis(10), "a turn every {fast:?} while live, not {LIVE_TURN:?}");
+        drop(live);
+        let quiet = shortest_turn(&runtime, 6);
+        assert!(quiet >= TURN - Duration::from_millis(1), "a turn every {quiet:?} after the live ended");
+
+        // A task runs, then waits 1 ms for its timer; a `Live` taken while the thread sleeps out its 50-ms turn
+        // brings the next turn forward to 20 ms after the last began.
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.handle().spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let ran = Instant::now();
+            let _ = tx.send(ran);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let _ = tx.send(Instant::now());
+        });
+        let ran = rx.recv_timeout(Duration::from_secs(20)).expect("the task ran");
+        let live = Live::take();
+        let next = rx.recv_timeout(Duration::from_secs(20)).expect("the task ran again");
+        drop(live);
+        let waited = next - ran;
+        assert!(
+            waited < TURN - Duration::from_millis(10),
+            "the next turn came {waited:?} after, not about {LIVE_TURN:?}"
+        );
+    }
+}
