@@ -181,6 +181,10 @@ pub async fn run(
     let mut tracker = Tracker::new(settings.threshold, settings.end_after);
     let mut decoder: Option<Decoder> = None;
     let mut last_expiry = Instant::now();
+    // How far the tracker has come in the camera's time: the arrival of the newest frame whose inference it took, and
+    // when it took it. Tracks expire on this time, not the wall clock's: a detector running behind (a busy CPU) must
+    // not end, while its results are seconds late, an object those results still show.
+    let mut reached: Option<(Instant, Instant)> = None;
     let pictures = shared.pictures.clone();
     'run: loop {
         let pace = if shared.mode() == DecodeMode::All { PACE_MOVING } else { PACE_STILL };
@@ -202,6 +206,9 @@ pub async fn run(
                     // The engine kept only boxes scoring min_score or more.
                     .filter(|d| settings.labels.is_empty() || settings.labels.contains(&d.label))
                     .collect();
+                if reached.is_none_or(|(newest, _)| arrived > newest) {
+                    reached = Some((arrived, Instant::now()));
+                }
                 let sightings = tracker.update(&wanted, arrived, frame_time);
                 shared.tracking.store(tracker.active(), Ordering::Relaxed);
                 shared.record(arrived.elapsed().as_secs_f64() * 1000.0);
@@ -255,7 +262,10 @@ pub async fn run(
         }
         if last_expiry.elapsed() >= Duration::from_millis(200) {
             last_expiry = Instant::now();
-            let ended = tracker.expire(last_expiry);
+            // The camera's time the tracker has reached, moving on with the wall clock since its last result (so
+            // tracks still end when results stop: the camera went, or nothing is looked at any more).
+            let now = reached.map_or(last_expiry, |(newest, taken)| newest + taken.elapsed());
+            let ended = tracker.expire(now);
             shared.tracking.store(tracker.active(), Ordering::Relaxed);
             if !ended.is_empty() {
                 report(ended.into_iter().map(|s| (s, None)).collect());
